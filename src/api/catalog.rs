@@ -1,0 +1,92 @@
+//! `GET /api/v1/catalog`: what a front end needs to build pickers and format numbers.
+
+use serde::Serialize;
+
+use crate::catalog::{Catalog, kind_name};
+use crate::spec::{Direction, FormatSpec, Label, Thresholds};
+
+#[derive(Serialize)]
+pub struct CatalogView {
+    pub version: String,
+    pub metrics: Vec<MetricView>,
+    pub dimensions: Vec<DimensionView>,
+    pub hierarchies: Vec<HierarchyView>,
+}
+
+#[derive(Serialize)]
+pub struct MetricView {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub label: Label,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub format: FormatSpec,
+    pub direction: Direction,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<Thresholds>,
+    /// Dimensions every model behind the metric can be sliced by.
+    pub dimensions: Vec<String>,
+    /// Whether the metric can be bucketed by time grain.
+    pub time: bool,
+}
+
+#[derive(Serialize)]
+pub struct DimensionView {
+    pub name: String,
+    pub label: Label,
+    #[serde(rename = "type")]
+    pub data_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct HierarchyView {
+    pub name: String,
+    pub levels: Vec<String>,
+}
+
+impl CatalogView {
+    pub fn of(catalog: &Catalog) -> Self {
+        let metrics = catalog
+            .metrics
+            .values()
+            .map(|m| {
+                let models: Vec<String> =
+                    catalog.measures_of(&m.name).iter().map(|x| catalog.measures[x].model.clone()).collect();
+                let dimensions = catalog
+                    .dimensions
+                    .values()
+                    .filter(|d| models.iter().all(|model| d.models.contains(model)))
+                    .map(|d| d.name.clone())
+                    .collect();
+                let time = models.iter().all(|model| catalog.models[model].time.is_some());
+                MetricView {
+                    name: m.name.clone(),
+                    kind: kind_name(m.definition.kind()),
+                    label: m.label.clone(),
+                    description: m.description.clone(),
+                    format: m.format.clone(),
+                    direction: m.direction,
+                    thresholds: m.thresholds.clone(),
+                    dimensions,
+                    time,
+                }
+            })
+            .collect();
+        let dimensions = catalog
+            .dimensions
+            .values()
+            .map(|d| DimensionView {
+                name: d.name.clone(),
+                label: d.label.clone(),
+                data_type: crate::semantic::type_name(&d.data_type),
+                description: d.description.clone(),
+            })
+            .collect();
+        let hierarchies =
+            catalog.hierarchies.iter().map(|(n, l)| HierarchyView { name: n.clone(), levels: l.clone() }).collect();
+        Self { version: catalog.version.clone(), metrics, dimensions, hierarchies }
+    }
+}

@@ -1,0 +1,85 @@
+//! HTTP: axum routes over the shared [`KpiService`]. Handlers only translate; the work happens
+//! in the service.
+
+mod catalog;
+mod error;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tower_http::trace::TraceLayer;
+
+pub use catalog::CatalogView;
+pub use error::{ApiError, status_of};
+
+use crate::semantic::{ErrorKind, QueryError, QueryRequest};
+use crate::service::KpiService;
+
+pub fn router(service: Arc<KpiService>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/v1/catalog", get(catalog))
+        .route("/api/v1/query", post(query))
+        .route("/api/v1/explain", post(explain))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(TraceLayer::new_for_http())
+        .with_state(service)
+}
+
+async fn healthz(State(service): State<Arc<KpiService>>) -> Json<serde_json::Value> {
+    let catalog = service.catalog();
+    Json(json!({
+        "status": "ok",
+        "catalog_version": catalog.version,
+        "metrics": catalog.metrics.len(),
+        "cache": { "entries": service.cache().entry_count(), "bytes": service.cache().weighted_size() },
+        "engine_runs": service.engine_runs(),
+    }))
+}
+
+async fn catalog(State(service): State<Arc<KpiService>>) -> Json<CatalogView> {
+    Json(CatalogView::of(&service.catalog()))
+}
+
+async fn query(State(service): State<Arc<KpiService>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let req: QueryRequest = parse_body(body)?;
+    let response = service.query(&req).await?;
+    Ok(Json(response).into_response())
+}
+
+async fn explain(State(service): State<Arc<KpiService>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let req: QueryRequest = parse_body(body)?;
+    Ok(Json(service.explain(&req).await?).into_response())
+}
+
+async fn not_found() -> impl IntoResponse {
+    (StatusCode::NOT_FOUND, Json(json!({ "error": { "code": "no_route", "message": "no such route" } })))
+}
+
+/// JSON body -> DTO, with the path of the offending field in the error (`filters[0].op`).
+fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, QueryError> {
+    let bytes = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            QueryError::new(ErrorKind::TooLarge, "body_too_large", "the request body exceeds the configured limit")
+        } else {
+            QueryError::malformed(format!("cannot read the request body: {rejection}"))
+        }
+    })?;
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let err = QueryError::malformed(format!("invalid request: {}", e.inner()));
+        if path == "." { err } else { err.at(path) }
+    })?;
+    de.end().map_err(|e| QueryError::malformed(format!("trailing characters after the JSON body: {e}")))?;
+    Ok(value)
+}

@@ -1,0 +1,102 @@
+//! Reading the project folder: `metrics/*.yaml` and `sql/*.sql`, parsed but not yet validated.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::error::{CatalogError, CatalogErrors};
+use crate::spec::DefinitionFile;
+
+/// The raw definitions of a project, with the file each came from.
+#[derive(Debug, Clone)]
+pub struct ProjectSources {
+    pub project_dir: PathBuf,
+    /// (path relative to the project, parsed file)
+    pub definitions: Vec<(String, DefinitionFile)>,
+    /// SQL model name (file stem) -> (path relative to the project, SELECT text)
+    pub sql_models: BTreeMap<String, (String, String)>,
+    /// Hash of every definition file's name and content: the catalog version.
+    pub version: String,
+}
+
+impl ProjectSources {
+    pub fn read(project_dir: &Path) -> Result<Self, CatalogErrors> {
+        let mut errors = CatalogErrors::default();
+        let mut hasher = Sha256::new();
+        let mut definitions = Vec::new();
+        let mut sql_models = BTreeMap::new();
+
+        for (rel, text) in read_dir_files(project_dir, "metrics", &["yaml", "yml"], &mut errors) {
+            hasher.update(rel.as_bytes());
+            hasher.update(text.as_bytes());
+            match parse_definition_file(&rel, &text) {
+                Ok(parsed) => definitions.push((rel, parsed)),
+                Err(e) => errors.0.push(e),
+            }
+        }
+        for (rel, text) in read_dir_files(project_dir, "sql", &["sql"], &mut errors) {
+            hasher.update(rel.as_bytes());
+            hasher.update(text.as_bytes());
+            let stem = Path::new(&rel).file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            sql_models.insert(stem.to_string(), (rel, text));
+        }
+        if definitions.is_empty() && errors.is_empty() {
+            errors.push("metrics/", "", "no *.yaml definition files found");
+        }
+        errors.check()?;
+        let version = hex_prefix(&hasher.finalize(), 12);
+        Ok(Self { project_dir: project_dir.to_path_buf(), definitions, sql_models, version })
+    }
+}
+
+/// Parses one YAML file; errors carry the key path (`metrics.overdue_ratio.type`) and the
+/// line/column of the offending node.
+pub fn parse_definition_file(file: &str, text: &str) -> Result<DefinitionFile, CatalogError> {
+    if text.trim().is_empty() {
+        return Ok(DefinitionFile::default());
+    }
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { String::new() } else { key };
+        CatalogError::new(file, key, e.inner().to_string())
+    })
+}
+
+/// Files of one project subfolder with the given extensions, sorted by name so that the
+/// version hash and "first definition wins" rules are deterministic.
+fn read_dir_files(
+    project_dir: &Path,
+    sub: &str,
+    extensions: &[&str],
+    errors: &mut CatalogErrors,
+) -> Vec<(String, String)> {
+    let dir = project_dir.join(sub);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.extension().and_then(|e| e.to_str()).is_some_and(|e| extensions.contains(&e))
+        })
+        .collect();
+    paths.sort();
+    let mut out = Vec::new();
+    for path in paths {
+        let rel = format!("{sub}/{}", path.file_name().unwrap_or_default().to_string_lossy());
+        match std::fs::read_to_string(&path) {
+            Ok(text) => out.push((rel, text)),
+            Err(e) => errors.push(rel, "", format!("cannot read file: {e}")),
+        }
+    }
+    out
+}
+
+pub fn hex_prefix(bytes: &[u8], chars: usize) -> String {
+    let mut s: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    s.truncate(chars);
+    s
+}

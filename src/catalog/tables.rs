@@ -1,0 +1,114 @@
+//! Physical tables: the Parquet/CSV files behind file-sourced models, their registration in
+//! DataFusion and their data version (what the result cache keys on).
+
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
+use sha2::{Digest, Sha256};
+
+use super::sources::hex_prefix;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileFormat {
+    Parquet,
+    Csv,
+}
+
+impl FileFormat {
+    pub fn extension(self) -> &'static str {
+        match self {
+            FileFormat::Parquet => "parquet",
+            FileFormat::Csv => "csv",
+        }
+    }
+}
+
+/// A file or directory of files registered as one DataFusion table.
+#[derive(Debug, Clone)]
+pub struct TableSource {
+    pub name: String,
+    pub format: FileFormat,
+    pub path: PathBuf,
+    /// Changes whenever a file of the table is added, removed, rewritten or touched.
+    pub version: String,
+}
+
+impl TableSource {
+    pub fn new(name: &str, format: FileFormat, path: PathBuf) -> std::io::Result<Self> {
+        let version = data_version(&path, format)?;
+        Ok(Self { name: name.to_string(), format, path, version })
+    }
+
+    pub async fn register(&self, ctx: &SessionContext) -> datafusion::error::Result<()> {
+        // A trailing slash makes DataFusion list the directory instead of reading one file.
+        let mut location = self.path.to_string_lossy().to_string();
+        if self.path.is_dir() && !location.ends_with('/') {
+            location.push('/');
+        }
+        match self.format {
+            FileFormat::Parquet => {
+                ctx.register_parquet(&self.name, &location, ParquetReadOptions::default()).await
+            }
+            FileFormat::Csv => {
+                let options = CsvReadOptions::new().has_header(true);
+                let options = if self.path.is_dir() { options } else { options.file_extension("") };
+                ctx.register_csv(&self.name, &location, options).await
+            }
+        }
+    }
+}
+
+/// The data version of a file or directory: a hash of every data file's relative path, size and
+/// modification time. Cheap (a directory listing, no reads), so it is checked on every query.
+pub fn data_version(path: &Path, format: FileFormat) -> std::io::Result<String> {
+    let mut files = Vec::new();
+    if path.is_dir() {
+        collect_files(path, path, format.extension(), &mut files)?;
+        if files.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no .{} files in {}", format.extension(), path.display()),
+            ));
+        }
+    } else {
+        let meta = std::fs::metadata(path)?;
+        files.push((String::new(), meta.len(), mtime_nanos(&meta)));
+    }
+    files.sort();
+    let mut hasher = Sha256::new();
+    for (rel, len, mtime) in &files {
+        hasher.update(rel.as_bytes());
+        hasher.update(len.to_le_bytes());
+        hasher.update(mtime.to_le_bytes());
+    }
+    Ok(hex_prefix(&hasher.finalize(), 12))
+}
+
+fn collect_files(
+    root: &Path,
+    dir: &Path,
+    extension: &str,
+    out: &mut Vec<(String, u64, u128)>,
+) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect_files(root, &path, extension, out)?;
+        } else if path.extension().and_then(|e| e.to_str()) == Some(extension) {
+            let meta = std::fs::metadata(&path)?;
+            let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().to_string();
+            out.push((rel, meta.len(), mtime_nanos(&meta)));
+        }
+    }
+    Ok(())
+}
+
+fn mtime_nanos(meta: &std::fs::Metadata) -> u128 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}

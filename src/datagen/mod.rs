@@ -1,0 +1,557 @@
+//! The synthetic demo bank (DESIGN.md §5): deterministic for a seed, realistic in shape, written
+//! as Parquet in bounded memory at any scale.
+//!
+//! What the data is made to show: skewed branch sizes; seasonal AUM and customer acquisition
+//! (the Q1 "开门红" push, year-end bonuses); three branches whose overdue ratios rise month by
+//! month; churn that depends on segment (retail leaves most); a credit funnel that leaks most at
+//! approval; complaint handling that misses its SLA more often in some branches.
+
+mod org;
+mod people;
+mod rng;
+mod writer;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use chrono::{Datelike, NaiveDate};
+use datafusion::arrow::datatypes::{DataType, Field};
+
+pub use org::RISING_OVERDUE;
+use org::Org;
+use rng::Rng;
+use writer::{TableWriter, V, utc_micros};
+
+/// First and last month of the generated history (24 month ends, 2024-01-31 .. 2025-12-31,
+/// including the leap day 2024-02-29).
+pub const FIRST_MONTH: (i32, u32) = (2024, 1);
+pub const MONTHS: usize = 24;
+
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub out: PathBuf,
+    /// 1.0 = 10,000 customers (about 100,000 loan_month rows).
+    pub scale: f64,
+    pub seed: u64,
+}
+
+#[derive(Debug)]
+pub struct Report {
+    pub tables: Vec<(&'static str, u64)>,
+    pub seconds: f64,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let total: u64 = self.tables.iter().map(|(_, n)| n).sum();
+        for (t, n) in &self.tables {
+            writeln!(f, "{t:<20} {n:>12} rows")?;
+        }
+        write!(f, "{total} rows in {:.1} s ({:.0} rows/s)", self.seconds, total as f64 / self.seconds.max(1e-9))
+    }
+}
+
+/// Segment of a customer, with everything that depends on it.
+#[derive(Clone, Copy, PartialEq)]
+enum Segment {
+    Retail,
+    Sme,
+    Corporate,
+}
+
+impl Segment {
+    fn name(self) -> &'static str {
+        match self {
+            Segment::Retail => "retail",
+            Segment::Sme => "sme",
+            Segment::Corporate => "corporate",
+        }
+    }
+    /// Monthly probability that an active customer goes dormant.
+    fn dormancy(self) -> f64 {
+        match self {
+            Segment::Retail => 0.014,
+            Segment::Sme => 0.008,
+            Segment::Corporate => 0.004,
+        }
+    }
+    fn aum_median(self) -> f64 {
+        match self {
+            Segment::Retail => 80_000.0,
+            Segment::Sme => 900_000.0,
+            Segment::Corporate => 9_000_000.0,
+        }
+    }
+}
+
+struct Tables {
+    org: TableWriter,
+    customers: TableWriter,
+    customer_month: TableWriter,
+    loans: TableWriter,
+    loan_month: TableWriter,
+    opportunity_events: TableWriter,
+    tickets: TableWriter,
+}
+
+pub fn generate(opts: &GenerateOptions) -> std::io::Result<Report> {
+    let started = Instant::now();
+    let out = &opts.out;
+    std::fs::create_dir_all(out)?;
+    let f = |name: &str, t: DataType, nullable: bool| Field::new(name, t, nullable);
+    use DataType::{Date32, Float64, Int32, Int64, Utf8};
+    let mut t = Tables {
+        org: TableWriter::create(out, "org", vec![
+            f("rm_id", Utf8, false), f("rm_name", Utf8, false), f("team", Utf8, false), f("branch", Utf8, false), f("region", Utf8, false),
+        ])?,
+        customers: TableWriter::create(out, "customers", vec![
+            f("customer_id", Int64, false), f("name", Utf8, false), f("id_number", Utf8, false), f("phone", Utf8, false),
+            f("segment", Utf8, false), f("rm_id", Utf8, false), f("opened_on", Date32, false), f("closed_on", Date32, true),
+        ])?,
+        customer_month: TableWriter::create(out, "customer_month", vec![
+            f("customer_id", Int64, false), f("month_end", Date32, false), f("aum", Float64, false),
+            f("deposit_balance", Float64, false), f("status", Utf8, false),
+        ])?,
+        loans: TableWriter::create(out, "loans", vec![
+            f("loan_id", Int64, false), f("customer_id", Int64, false), f("product", Utf8, false), f("principal", Float64, false),
+            f("disbursed_on", Date32, false), f("maturity_on", Date32, false),
+        ])?,
+        loan_month: TableWriter::create(out, "loan_month", vec![
+            f("loan_id", Int64, false), f("customer_id", Int64, false), f("month_end", Date32, false), f("balance", Float64, false),
+            f("dpd", Int32, false), f("classification", Utf8, false),
+        ])?,
+        opportunity_events: TableWriter::create(out, "opportunity_events", vec![
+            f("opportunity_id", Int64, false), f("customer_id", Int64, false), f("rm_id", Utf8, false), f("product", Utf8, false),
+            f("stage", Utf8, false), f("entered_at", utc_micros(), false), f("amount", Float64, false),
+        ])?,
+        tickets: TableWriter::create(out, "tickets", vec![
+            f("ticket_id", Int64, false), f("customer_id", Int64, false), f("channel", Utf8, false), f("category", Utf8, false),
+            f("opened_at", utc_micros(), false), f("first_response_at", utc_micros(), true), f("resolved_at", utc_micros(), true),
+            f("sla_hours", Int32, false),
+        ])?,
+    };
+
+    let org = Org::build(opts.seed);
+    for rm in &org.rms {
+        let b = &org.branches[rm.branch_index];
+        t.org.row(&[V::Str(&rm.id), V::Str(&rm.name), V::Str(&rm.team), V::Str(b.name), V::Str(b.region)])?;
+    }
+
+    let calendar = Calendar::new();
+    let customers = ((10_000.0 * opts.scale).round() as u64).max(1);
+    let mut ids = Ids::default();
+    let progress_every = (customers / 20).max(1);
+    for customer_id in 1..=customers {
+        let mut rng = Rng::for_entity(opts.seed, 2, customer_id);
+        simulate_customer(customer_id as i64, &org, &calendar, &mut rng, &mut ids, &mut t)?;
+        if customers >= 200_000 && customer_id % progress_every == 0 {
+            eprintln!(
+                "  {:>3}% {customer_id}/{customers} customers, {} loan_month rows, {:.0} s",
+                customer_id * 100 / customers,
+                t.loan_month.rows,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+
+    let tables = vec![
+        ("org", t.org.finish()?),
+        ("customers", t.customers.finish()?),
+        ("customer_month", t.customer_month.finish()?),
+        ("loans", t.loans.finish()?),
+        ("loan_month", t.loan_month.finish()?),
+        ("opportunity_events", t.opportunity_events.finish()?),
+        ("tickets", t.tickets.finish()?),
+    ];
+    Ok(Report { tables, seconds: started.elapsed().as_secs_f64() })
+}
+
+#[derive(Default)]
+struct Ids {
+    loan: i64,
+    opportunity: i64,
+    ticket: i64,
+}
+
+/// Month ends of the history, as dates and as days since the epoch.
+struct Calendar {
+    month_ends: Vec<NaiveDate>,
+}
+
+impl Calendar {
+    fn new() -> Self {
+        let (y, m) = FIRST_MONTH;
+        let month_ends = (0..MONTHS as u32)
+            .map(|i| {
+                let (year, month) = (y + ((m - 1 + i) / 12) as i32, (m - 1 + i) % 12 + 1);
+                month_end(year, month)
+            })
+            .collect();
+        Self { month_ends }
+    }
+
+    fn start(&self) -> NaiveDate {
+        self.month_ends[0].with_day(1).expect("day 1")
+    }
+
+    fn end(&self) -> NaiveDate {
+        *self.month_ends.last().expect("months")
+    }
+
+    /// A uniformly random day in month `i`.
+    fn day_in(&self, i: usize, rng: &mut Rng) -> NaiveDate {
+        let end = self.month_ends[i];
+        end.with_day(rng.range(1, end.day() as i64) as u32).expect("valid day")
+    }
+
+    /// Index of a month drawn with seasonal weights: Q1 campaigns, a December push.
+    fn seasonal_month(&self, rng: &mut Rng) -> usize {
+        let weights: Vec<f64> = self.month_ends.iter().map(|d| season_weight(d.month())).collect();
+        rng.weighted(&weights)
+    }
+}
+
+fn season_weight(month: u32) -> f64 {
+    match month {
+        1 => 1.9,
+        2 => 1.3,
+        3 => 1.6,
+        12 => 1.3,
+        7 | 8 => 0.8,
+        _ => 1.0,
+    }
+}
+
+/// Balances swell at year end (bonuses) and dip after the Spring Festival.
+fn aum_season(month: u32) -> f64 {
+    match month {
+        12 => 1.04,
+        1 => 1.06,
+        2 => 0.97,
+        6 => 1.02,
+        _ => 1.0,
+    }
+}
+
+pub fn month_end(year: i32, month: u32) -> NaiveDate {
+    let (ny, nm) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+    NaiveDate::from_ymd_opt(ny, nm, 1).expect("valid date").pred_opt().expect("valid date")
+}
+
+fn days(d: NaiveDate) -> i32 {
+    (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32
+}
+
+fn add_months(d: NaiveDate, months: u32) -> NaiveDate {
+    d.checked_add_months(chrono::Months::new(months)).unwrap_or(d)
+}
+
+/// Local business time (Asia/Shanghai, UTC+8) -> UTC microseconds.
+fn local_micros(d: NaiveDate, hour: f64) -> i64 {
+    (days(d) as i64 * 86_400 + ((hour - 8.0) * 3600.0) as i64) * 1_000_000
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn simulate_customer(
+    customer_id: i64,
+    org: &Org,
+    cal: &Calendar,
+    rng: &mut Rng,
+    ids: &mut Ids,
+    t: &mut Tables,
+) -> std::io::Result<()> {
+    let rm_index = org.assign_rm(rng);
+    let rm = &org.rms[rm_index];
+    let branch = &org.branches[rm.branch_index];
+    let segment = match rng.weighted(&[0.85, 0.12, 0.03]) {
+        0 => Segment::Retail,
+        1 => Segment::Sme,
+        _ => Segment::Corporate,
+    };
+
+    // Two thirds are customers from before the history; the rest join during it, seasonally.
+    let joined_in: Option<usize> = if rng.chance(0.66) { None } else { Some(cal.seasonal_month(rng)) };
+    let opened_on = match joined_in {
+        Some(i) => cal.day_in(i, rng),
+        None => cal.start() - chrono::Duration::days(rng.range(30, 12 * 365)),
+    };
+
+    // Status through the month ends: active -> dormant -> (back to active | closed).
+    let mut status = "active";
+    let mut closed_on: Option<NaiveDate> = None;
+    let mut level = rng.lognormal(segment.aum_median(), 1.1);
+    let deposit_share = match segment {
+        Segment::Retail => 0.55 + 0.35 * rng.f64(),
+        Segment::Sme => 0.8,
+        Segment::Corporate => 0.7,
+    };
+    let mut months_rows: Vec<(usize, &'static str, f64)> = Vec::new();
+    let first = joined_in.unwrap_or(0);
+    for i in first..MONTHS {
+        let month = cal.month_ends[i].month();
+        if i == first && joined_in.is_some() && rng.chance(0.01) {
+            status = "closed"; // opened and closed within the same month
+        } else if i > first || joined_in.is_none() {
+            let spring = if month == 2 { 1.5 } else { 1.0 };
+            status = match status {
+                "active" if rng.chance(segment.dormancy() * spring) => "dormant",
+                "active" if rng.chance(0.002) => "closed",
+                "dormant" if rng.chance(0.15) => "active",
+                "dormant" if rng.chance(0.08) => "closed",
+                s => s,
+            };
+        }
+        level *= (0.004 + 0.035 * rng.normal()).exp();
+        if status == "dormant" {
+            level *= 0.7;
+        }
+        let aum = match status {
+            "closed" => 0.0,
+            _ => round2(level * aum_season(month)),
+        };
+        months_rows.push((i, status, aum));
+        if status == "closed" {
+            let d = cal.day_in(i, rng);
+            closed_on = Some(if d < opened_on { opened_on } else { d });
+            break;
+        }
+    }
+
+    let name = people::name(rng);
+    let id_number = people::id_number(rng);
+    let phone = people::phone(rng);
+    t.customers.row(&[
+        V::I64(customer_id),
+        V::Str(&name),
+        V::Str(&id_number),
+        V::Str(&phone),
+        V::Str(segment.name()),
+        V::Str(&rm.id),
+        V::Date(days(opened_on)),
+        closed_on.map_or(V::Null, |d| V::Date(days(d))),
+    ])?;
+    for (i, status, aum) in &months_rows {
+        t.customer_month.row(&[
+            V::I64(customer_id),
+            V::Date(days(cal.month_ends[*i])),
+            V::F64(*aum),
+            V::F64(round2(aum * deposit_share)),
+            V::Str(status),
+        ])?;
+    }
+
+    simulate_loans(customer_id, segment, opened_on, branch.rising_overdue, cal, rng, ids, t)?;
+    simulate_opportunities(customer_id, segment, &rm.id, cal, rng, ids, t)?;
+    simulate_tickets(customer_id, segment, closed_on, rm.branch_index, cal, rng, ids, t)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn simulate_loans(
+    customer_id: i64,
+    segment: Segment,
+    opened_on: NaiveDate,
+    rising: bool,
+    cal: &Calendar,
+    rng: &mut Rng,
+    ids: &mut Ids,
+    t: &mut Tables,
+) -> std::io::Result<()> {
+    let count = match segment {
+        Segment::Retail => rng.chance(0.36) as u32 + rng.chance(0.06) as u32,
+        Segment::Sme => rng.chance(0.6) as u32 + rng.chance(0.2) as u32,
+        Segment::Corporate => rng.chance(0.75) as u32 + rng.chance(0.4) as u32 + rng.chance(0.2) as u32,
+    };
+    for _ in 0..count {
+        // (product, term in months, median principal, monthly delinquency hazard)
+        let (product, term, median, hazard) = match segment {
+            Segment::Retail => *rng.pick(&[
+                ("mortgage", 240u32, 1_200_000.0, 0.0025),
+                ("mortgage", 300, 1_500_000.0, 0.0025),
+                ("consumer", 24, 80_000.0, 0.009),
+                ("consumer", 36, 120_000.0, 0.009),
+                ("card_installment", 12, 20_000.0, 0.014),
+            ]),
+            Segment::Sme => *rng.pick(&[("sme_business", 24u32, 1_500_000.0, 0.007), ("sme_business", 36, 2_000_000.0, 0.007)]),
+            Segment::Corporate => *rng.pick(&[
+                ("working_capital", 12u32, 10_000_000.0, 0.003),
+                ("working_capital", 24, 15_000_000.0, 0.003),
+                ("project", 60, 50_000_000.0, 0.002),
+            ]),
+        };
+        let earliest = opened_on.max(cal.start() - chrono::Duration::days(365 * 4));
+        let span = (cal.end() - chrono::Duration::days(20) - earliest).num_days().max(1);
+        let disbursed_on = earliest + chrono::Duration::days(rng.range(0, span));
+        let maturity_on = add_months(disbursed_on, term);
+        let principal = round2(rng.lognormal(median, 0.5));
+        ids.loan += 1;
+        let loan_id = ids.loan;
+        t.loans.row(&[
+            V::I64(loan_id),
+            V::I64(customer_id),
+            V::Str(product),
+            V::F64(principal),
+            V::Date(days(disbursed_on)),
+            V::Date(days(maturity_on)),
+        ])?;
+
+        let mut dpd: i32 = if rng.chance(0.01) { rng.range(1, 120) as i32 } else { 0 };
+        let total_days = (maturity_on - disbursed_on).num_days().max(1) as f64;
+        let mut balance = principal;
+        for (i, me) in cal.month_ends.iter().enumerate() {
+            if *me < disbursed_on || *me >= maturity_on {
+                continue;
+            }
+            let climb = if rising { 1.0 + 0.16 * i as f64 } else { 1.0 };
+            if dpd == 0 {
+                if rng.chance(hazard * climb) {
+                    dpd = rng.range(1, 29) as i32;
+                }
+            } else if rng.chance(0.3 / climb.sqrt()) {
+                dpd = 0; // cured
+            } else if rng.chance(0.55) {
+                dpd = (dpd + 30).min(720);
+            }
+            if dpd == 0 {
+                // Straight-line amortisation while performing; arrears freeze the balance.
+                let elapsed = (*me - disbursed_on).num_days() as f64;
+                balance = round2(principal * (1.0 - elapsed / total_days)).max(0.0);
+            }
+            let classification = match dpd {
+                0 if rng.chance(0.005) => "special_mention",
+                0 => "normal",
+                1..=90 => "special_mention",
+                91..=180 => "substandard",
+                181..=360 => "doubtful",
+                _ => "loss",
+            };
+            t.loan_month.row(&[
+                V::I64(loan_id),
+                V::I64(customer_id),
+                V::Date(days(*me)),
+                V::F64(balance),
+                V::I32(dpd),
+                V::Str(classification),
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+/// The credit pipeline. Conversion per step is where the funnel leaks: approval most of all.
+const STAGES: &[(&str, f64, f64)] = &[
+    // (stage, probability of reaching it from the previous one, mean days after the previous)
+    ("lead", 1.0, 0.0),
+    ("due_diligence", 0.78, 6.0),
+    ("application", 0.72, 12.0),
+    ("approval", 0.46, 16.0),
+    ("contract", 0.86, 8.0),
+    ("disbursement", 0.93, 5.0),
+];
+
+fn simulate_opportunities(
+    customer_id: i64,
+    segment: Segment,
+    rm_id: &str,
+    cal: &Calendar,
+    rng: &mut Rng,
+    ids: &mut Ids,
+    t: &mut Tables,
+) -> std::io::Result<()> {
+    let rate = match segment {
+        Segment::Retail => 0.06,
+        Segment::Sme => 0.6,
+        Segment::Corporate => 0.9,
+    };
+    let count = rng.chance(rate) as u32 + rng.chance(rate * 0.4) as u32;
+    let horizon = local_micros(cal.end(), 24.0);
+    for _ in 0..count {
+        ids.opportunity += 1;
+        let (product, median) = match segment {
+            Segment::Retail => *rng.pick(&[("mortgage", 1_200_000.0), ("consumer", 100_000.0)]),
+            Segment::Sme => ("sme_business", 1_500_000.0),
+            Segment::Corporate => *rng.pick(&[("working_capital", 12_000_000.0), ("project", 50_000_000.0), ("trade_finance", 5_000_000.0)]),
+        };
+        let amount = round2(rng.lognormal(median, 0.6));
+        let lead_day = cal.day_in(cal.seasonal_month(rng), rng);
+        let mut at = local_micros(lead_day, 9.0 + 9.0 * rng.f64());
+        for (k, (stage, p, mean_days)) in STAGES.iter().enumerate() {
+            if k > 0 {
+                if !rng.chance(*p) {
+                    break;
+                }
+                at += (rng.exponential(*mean_days) * 86_400e6) as i64 + 3_600_000_000;
+            }
+            if at > horizon {
+                break;
+            }
+            t.opportunity_events.row(&[
+                V::I64(ids.opportunity),
+                V::I64(customer_id),
+                V::Str(rm_id),
+                V::Str(product),
+                V::Str(stage),
+                V::Ts(at),
+                V::F64(amount),
+            ])?;
+            // Now and then a stage is entered twice (re-submitted paperwork).
+            if k == 2 && rng.chance(0.04) && at + 86_400_000_000 * 3 < horizon {
+                t.opportunity_events.row(&[
+                    V::I64(ids.opportunity),
+                    V::I64(customer_id),
+                    V::Str(rm_id),
+                    V::Str(product),
+                    V::Str(stage),
+                    V::Ts(at + 86_400_000_000 * 3),
+                    V::F64(amount),
+                ])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn simulate_tickets(
+    customer_id: i64,
+    segment: Segment,
+    closed_on: Option<NaiveDate>,
+    branch_index: usize,
+    cal: &Calendar,
+    rng: &mut Rng,
+    ids: &mut Ids,
+    t: &mut Tables,
+) -> std::io::Result<()> {
+    let rate = if segment == Segment::Retail { 0.35 } else { 0.5 };
+    let count = rng.chance(rate) as u32 + rng.chance(rate * 0.5) as u32 + rng.chance(rate * 0.2) as u32;
+    // Some branches answer slowly: SLA breaches cluster there.
+    let slow = 1.0 + (branch_index % 7 == 3) as u32 as f64 * 1.5;
+    let horizon = local_micros(cal.end(), 24.0);
+    for _ in 0..count {
+        let day = cal.day_in(rng.range(0, MONTHS as i64 - 1) as usize, rng);
+        if closed_on.is_some_and(|c| day > c) {
+            continue;
+        }
+        ids.ticket += 1;
+        let channel = ["phone", "app", "branch", "wechat"][rng.weighted(&[0.4, 0.3, 0.2, 0.1])];
+        let (category, sla) = *rng.pick(&[("card", 24), ("fees", 24), ("loan", 72), ("deposit", 48), ("service", 48)]);
+        let opened = local_micros(day, 8.0 + 12.0 * rng.f64());
+        let first = opened + (rng.exponential(2.5 * slow) * 3.6e9) as i64;
+        let resolved = first + (rng.exponential(sla as f64 * 0.45 * slow) * 3.6e9) as i64;
+        let opt = |ts: i64| if ts <= horizon { V::Ts(ts) } else { V::Null };
+        t.tickets.row(&[
+            V::I64(ids.ticket),
+            V::I64(customer_id),
+            V::Str(channel),
+            V::Str(category),
+            V::Ts(opened),
+            opt(first),
+            if rng.chance(0.02) { V::Null } else { opt(resolved) },
+            V::I32(sla),
+        ])?;
+    }
+    Ok(())
+}

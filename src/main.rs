@@ -1,0 +1,202 @@
+//! The `kpilens` command line: a thin layer over the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use kpilens::catalog::Catalog;
+use kpilens::config::Settings;
+use kpilens::datagen::{self, GenerateOptions};
+use kpilens::engine::{DataFusionEngine, QueryEngine};
+use kpilens::semantic::QueryRequest;
+use kpilens::server;
+use kpilens::service::KpiService;
+
+#[derive(Parser)]
+#[command(name = "kpilens", version, about = "Bank KPI cockpit backend: YAML metrics on DataFusion")]
+struct Cli {
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true, env = "KPILENS_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate the demo bank if absent, then serve this repository's metrics on 127.0.0.1:8080.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Serve the HTTP API.
+    Serve {
+        #[arg(long, env = "KPILENS_ADDR", default_value = "127.0.0.1:8080")]
+        addr: SocketAddr,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Run one query (JSON, as for POST /api/v1/query) and print the result.
+    Query {
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+        query_json: String,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Show the logical plan (raw and optimised) and the equivalent SQL of a query.
+    Explain {
+        query_json: String,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Validate the project's definitions against the data; exits non-zero on any error.
+    Validate {
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Write the synthetic demo bank as Parquet.
+    Generate {
+        #[arg(long, default_value = "data/demo")]
+        out: PathBuf,
+        /// 1.0 = 10,000 customers and about 100,000 loan_month rows; scales linearly.
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json);
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Demo { addr, scale, settings } => {
+            if !settings.data_dir.join("org").exists() {
+                println!("generating the demo bank (scale {scale}) into {} ...", settings.data_dir.display());
+                let report = datagen::generate(&GenerateOptions { out: settings.data_dir.clone(), scale, seed: 42 })
+                    .map_err(|e| format!("generate: {e}"))?;
+                println!("{report}");
+            }
+            serve(addr, settings).await
+        }
+        Command::Serve { addr, settings } => serve(addr, settings).await,
+        Command::Query { format, query_json, settings } => {
+            let service = open(&settings).await?;
+            let req = parse_query(&query_json)?;
+            let response = service.query(&req).await.map_err(|e| format!("query failed: {e}"))?;
+            match format {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&response).expect("serialisable")),
+                OutputFormat::Table => print_table(&response),
+            }
+            Ok(())
+        }
+        Command::Explain { query_json, settings } => {
+            let service = open(&settings).await?;
+            let req = parse_query(&query_json)?;
+            let e = service.explain(&req).await.map_err(|e| format!("explain failed: {e}"))?;
+            println!("-- logical plan\n{}\n\n-- optimized plan\n{}\n\n-- equivalent SQL\n{}", e.logical_plan, e.optimized_plan, e.sql);
+            Ok(())
+        }
+        Command::Validate { settings } => {
+            let engine = DataFusionEngine::new(settings.memory_mb * 1024 * 1024).map_err(|e| e.to_string())?;
+            match Catalog::load(&settings.project_dir, &settings.resolved_data_dir(), engine.new_session()).await {
+                Ok(c) => {
+                    println!(
+                        "ok: catalog {} with {} models, {} measures, {} metrics, {} dimensions, {} hierarchies",
+                        c.version,
+                        c.models.len(),
+                        c.measures.len(),
+                        c.metrics.len(),
+                        c.dimensions.len(),
+                        c.hierarchies.len()
+                    );
+                    Ok(())
+                }
+                Err(errors) => Err(format!("{} error(s):\n{errors}", errors.0.len())),
+            }
+        }
+        Command::Generate { out, scale, seed } => {
+            let report = datagen::generate(&GenerateOptions { out, scale, seed }).map_err(|e| format!("generate: {e}"))?;
+            println!("{report}");
+            Ok(())
+        }
+    }
+}
+
+async fn open(settings: &Settings) -> Result<KpiService, String> {
+    KpiService::open(settings).await.map_err(|errors| format!("the project does not validate:\n{errors}"))
+}
+
+async fn serve(addr: SocketAddr, settings: Settings) -> Result<(), String> {
+    let service = Arc::new(open(&settings).await?);
+    let listener = server::bind(addr).await.map_err(|e| format!("cannot bind {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("kpilens serving {} metrics on http://{local}", service.catalog().metrics.len());
+    server::serve(&settings, service, listener).await.map_err(|e| e.to_string())
+}
+
+fn parse_query(text: &str) -> Result<QueryRequest, String> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| format!("invalid query at {}: {}", e.path(), e.inner()))
+}
+
+fn print_table(response: &kpilens::service::QueryResponse) {
+    let header: Vec<&str> = response.result.schema.iter().map(|f| f.name.as_str()).collect();
+    let cell = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "∅".into(),
+        other => other.to_string(),
+    };
+    let mut rows: Vec<Vec<String>> = response.result.rows.iter().map(|r| r.iter().map(cell).collect()).collect();
+    if let Some(t) = &response.result.totals {
+        let mut total: Vec<String> = t.iter().map(cell).collect();
+        total[0] = "TOTAL".into();
+        rows.push(total);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([header[i].len()]).max().unwrap_or(0))
+        .collect();
+    let line = |cells: Vec<String>| {
+        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ")
+    };
+    println!("{}", line(header.iter().map(|s| s.to_string()).collect()));
+    for r in rows {
+        println!("{}", line(r));
+    }
+    let m = &response.meta;
+    println!("-- {} rows, {} in {} ms (data {})", m.row_count, m.served_by, m.elapsed_ms, m.data_version);
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,datafusion=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

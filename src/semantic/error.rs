@@ -1,0 +1,80 @@
+use std::fmt;
+
+/// What went wrong, in terms a client can act on. The API maps each kind to an HTTP status in
+/// exactly one place (`api::error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request is not valid JSON or not of the protocol's shape.
+    Malformed,
+    /// A metric or dimension that the catalog does not have.
+    NotFound,
+    /// Well-formed, but the combination cannot be answered (e.g. a dimension a metric lacks).
+    Invalid,
+    /// The request body is larger than the configured limit.
+    TooLarge,
+    /// The query ran past its time budget.
+    Timeout,
+    /// The query needed more memory than its pool grants, or the server is saturated.
+    Exhausted,
+    /// A bug or an environment failure; details go to the log only.
+    Internal,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueryError {
+    pub kind: ErrorKind,
+    /// Stable machine-readable code, e.g. `unknown_metric`.
+    pub code: &'static str,
+    pub message: String,
+    /// The request field at fault, e.g. `filters[1].values`.
+    pub field: Option<String>,
+}
+
+impl QueryError {
+    pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
+        Self { kind, code, message: message.into(), field: None }
+    }
+
+    pub fn at(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn malformed(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Malformed, "malformed_request", message)
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Invalid, "invalid_query", message)
+    }
+
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, "internal", detail)
+    }
+
+    /// Classifies an engine failure: memory exhaustion is the client's query being too big;
+    /// anything else is ours.
+    pub fn from_engine(e: datafusion::error::DataFusionError) -> Self {
+        use datafusion::error::DataFusionError as E;
+        match e.find_root() {
+            E::ResourcesExhausted(m) => Self::new(
+                ErrorKind::Exhausted,
+                "memory_limit",
+                format!("the query needs more memory than its budget allows: {m}"),
+            ),
+            _ => Self::internal(e.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for QueryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.field {
+            Some(field) => write!(f, "{}: {}", field, self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for QueryError {}

@@ -1,0 +1,370 @@
+//! Request -> validated query: every name resolved against the catalog, every filter value turned
+//! into a typed literal of its dimension's type. Client text never reaches a SQL parser.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, NaiveDate};
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::Expr;
+use datafusion::prelude::lit;
+use serde_json::Value;
+
+use super::error::{ErrorKind, QueryError};
+use super::request::{FilterOp, FilterRequest, Grain, OrderRequest, QueryRequest};
+use crate::catalog::Catalog;
+
+/// Bounds on what one request may ask for (DESIGN.md §8: bound everything).
+#[derive(Debug, Clone)]
+pub struct QueryLimits {
+    pub max_metrics: usize,
+    pub max_dimensions: usize,
+    pub max_filters: usize,
+    pub max_filter_values: usize,
+    pub max_rows: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        Self { max_metrics: 20, max_dimensions: 6, max_filters: 32, max_filter_values: 1000, max_rows: 50_000 }
+    }
+}
+
+/// A query the planner can trust.
+#[derive(Debug, Clone)]
+pub struct ValidatedQuery {
+    pub metrics: Vec<String>,
+    pub dimensions: Vec<String>,
+    pub grain: Option<Grain>,
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+    pub filters: Vec<Filter>,
+    pub order: Vec<OrderRequest>,
+    pub limit: usize,
+    pub totals: bool,
+    /// Models the query reads (through its metrics' measures).
+    pub models: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Filter {
+    pub dimension: String,
+    pub predicate: Predicate,
+}
+
+#[derive(Debug, Clone)]
+pub enum Predicate {
+    Eq(ScalarValue),
+    /// Like Cube's `notEquals`: rows where the dimension is null are kept.
+    Ne(ScalarValue),
+    In(Vec<ScalarValue>),
+    /// Rows where the dimension is null are kept.
+    NotIn(Vec<ScalarValue>),
+    Gt(ScalarValue),
+    Gte(ScalarValue),
+    Lt(ScalarValue),
+    Lte(ScalarValue),
+    /// Inclusive on both ends.
+    Between(ScalarValue, ScalarValue),
+    IsNull(bool),
+}
+
+impl Predicate {
+    /// The predicate over a dimension column expression.
+    pub fn to_expr(&self, column: Expr) -> Expr {
+        let lits = |v: &[ScalarValue]| v.iter().cloned().map(lit).collect::<Vec<_>>();
+        match self {
+            Predicate::Eq(v) => column.eq(lit(v.clone())),
+            Predicate::Ne(v) => column.clone().is_null().or(column.not_eq(lit(v.clone()))),
+            Predicate::In(v) => column.in_list(lits(v), false),
+            Predicate::NotIn(v) => column.clone().is_null().or(column.in_list(lits(v), true)),
+            Predicate::Gt(v) => column.gt(lit(v.clone())),
+            Predicate::Gte(v) => column.gt_eq(lit(v.clone())),
+            Predicate::Lt(v) => column.lt(lit(v.clone())),
+            Predicate::Lte(v) => column.lt_eq(lit(v.clone())),
+            Predicate::Between(lo, hi) => column.between(lit(lo.clone()), lit(hi.clone())),
+            Predicate::IsNull(true) => column.is_null(),
+            Predicate::IsNull(false) => column.is_not_null(),
+        }
+    }
+}
+
+pub const PERIOD: &str = "period";
+
+pub fn validate(catalog: &Catalog, req: &QueryRequest, limits: &QueryLimits) -> Result<ValidatedQuery, QueryError> {
+    let too_many = |what: &str, n: usize, max: usize| {
+        QueryError::invalid(format!("{n} {what} requested; at most {max} per query")).at(what)
+    };
+    if req.metrics.is_empty() {
+        return Err(QueryError::invalid("ask for at least one metric").at("metrics"));
+    }
+    if req.metrics.len() > limits.max_metrics {
+        return Err(too_many("metrics", req.metrics.len(), limits.max_metrics));
+    }
+    if req.dimensions.len() > limits.max_dimensions {
+        return Err(too_many("dimensions", req.dimensions.len(), limits.max_dimensions));
+    }
+    if req.filters.len() > limits.max_filters {
+        return Err(too_many("filters", req.filters.len(), limits.max_filters));
+    }
+
+    let mut models = BTreeSet::new();
+    for (i, name) in req.metrics.iter().enumerate() {
+        if !catalog.metrics.contains_key(name) {
+            return Err(QueryError::new(ErrorKind::NotFound, "unknown_metric", format!("unknown metric '{}'", clip(name)))
+                .at(format!("metrics[{i}]")));
+        }
+        if req.metrics[..i].contains(name) {
+            return Err(QueryError::invalid(format!("metric '{name}' is listed twice")).at(format!("metrics[{i}]")));
+        }
+        for m in catalog.measures_of(name) {
+            models.insert(catalog.measures[&m].model.clone());
+        }
+    }
+
+    for (i, name) in req.dimensions.iter().enumerate() {
+        let field = format!("dimensions[{i}]");
+        check_dimension(catalog, name, &models, &req.metrics, &field)?;
+        if req.dimensions[..i].contains(name) {
+            return Err(QueryError::invalid(format!("dimension '{name}' is listed twice")).at(field));
+        }
+    }
+
+    let (grain, from, to) = match &req.time {
+        None => (None, None, None),
+        Some(t) => {
+            if let (Some(f), Some(to)) = (t.from, t.to)
+                && f > to
+            {
+                return Err(QueryError::invalid(format!("time.from {f} is after time.to {to}")).at("time"));
+            }
+            for model in &models {
+                if catalog.models[model].time.is_none() {
+                    return Err(QueryError::invalid(format!(
+                        "model '{model}' has no time column, so its metrics cannot be bucketed or ranged in time"
+                    ))
+                    .at("time"));
+                }
+            }
+            (t.grain, t.from, t.to)
+        }
+    };
+
+    let mut filters = Vec::with_capacity(req.filters.len());
+    for (i, f) in req.filters.iter().enumerate() {
+        let field = format!("filters[{i}]");
+        check_dimension(catalog, &f.dimension, &models, &req.metrics, &format!("{field}.dimension"))?;
+        let data_type = &catalog.dimensions[&f.dimension].data_type;
+        let predicate = typed_predicate(f, data_type, limits, &field)?;
+        filters.push(Filter { dimension: f.dimension.clone(), predicate });
+    }
+
+    for (i, o) in req.order.iter().enumerate() {
+        let known = req.metrics.contains(&o.by)
+            || req.dimensions.contains(&o.by)
+            || (o.by == PERIOD && grain.is_some());
+        if !known {
+            return Err(QueryError::invalid(format!(
+                "cannot order by '{}': order by a requested metric, dimension or 'period'",
+                clip(&o.by)
+            ))
+            .at(format!("order[{i}].by")));
+        }
+    }
+
+    let limit = match req.limit {
+        None => limits.max_rows,
+        Some(0) => return Err(QueryError::invalid("limit must be at least 1").at("limit")),
+        Some(n) if n > limits.max_rows => {
+            return Err(QueryError::invalid(format!("limit {n} exceeds the maximum of {} rows", limits.max_rows)).at("limit"));
+        }
+        Some(n) => n,
+    };
+
+    Ok(ValidatedQuery {
+        metrics: req.metrics.clone(),
+        dimensions: req.dimensions.clone(),
+        grain,
+        from,
+        to,
+        filters,
+        order: req.order.clone(),
+        limit,
+        totals: req.totals,
+        models,
+    })
+}
+
+/// The dimension exists and every model the query reads can reach it.
+fn check_dimension(
+    catalog: &Catalog,
+    name: &str,
+    models: &BTreeSet<String>,
+    metrics: &[String],
+    field: &str,
+) -> Result<(), QueryError> {
+    let Some(dim) = catalog.dimensions.get(name) else {
+        return Err(QueryError::new(ErrorKind::NotFound, "unknown_dimension", format!("unknown dimension '{}'", clip(name)))
+            .at(field));
+    };
+    if let Some(model) = models.iter().find(|m| !dim.models.contains(*m)) {
+        let metric = metrics
+            .iter()
+            .find(|m| catalog.measures_of(m).iter().any(|x| &catalog.measures[x].model == model))
+            .cloned()
+            .unwrap_or_default();
+        return Err(QueryError::invalid(format!(
+            "dimension '{name}' is not available for metric '{metric}' (model '{model}' does not declare it)"
+        ))
+        .at(field));
+    }
+    Ok(())
+}
+
+fn typed_predicate(f: &FilterRequest, t: &DataType, limits: &QueryLimits, field: &str) -> Result<Predicate, QueryError> {
+    let one = || -> Result<ScalarValue, QueryError> {
+        if f.values.is_some() {
+            return Err(QueryError::invalid(format!("op '{}' takes 'value', not 'values'", op_name(f.op))).at(field));
+        }
+        let v = f.value.as_ref().ok_or_else(|| {
+            QueryError::invalid(format!("op '{}' needs a 'value'", op_name(f.op))).at(format!("{field}.value"))
+        })?;
+        literal(v, t, &format!("{field}.value"))
+    };
+    let many = |exact: Option<usize>| -> Result<Vec<ScalarValue>, QueryError> {
+        if f.value.is_some() {
+            return Err(QueryError::invalid(format!("op '{}' takes 'values', not 'value'", op_name(f.op))).at(field));
+        }
+        let vs = f.values.as_ref().ok_or_else(|| {
+            QueryError::invalid(format!("op '{}' needs 'values'", op_name(f.op))).at(format!("{field}.values"))
+        })?;
+        if let Some(n) = exact
+            && vs.len() != n
+        {
+            return Err(QueryError::invalid(format!("op '{}' needs exactly {n} values", op_name(f.op))).at(format!("{field}.values")));
+        }
+        if vs.is_empty() || vs.len() > limits.max_filter_values {
+            return Err(QueryError::invalid(format!(
+                "op '{}' needs between 1 and {} values, got {}",
+                op_name(f.op),
+                limits.max_filter_values,
+                vs.len()
+            ))
+            .at(format!("{field}.values")));
+        }
+        vs.iter().enumerate().map(|(i, v)| literal(v, t, &format!("{field}.values[{i}]"))).collect()
+    };
+    Ok(match f.op {
+        FilterOp::Eq => Predicate::Eq(one()?),
+        FilterOp::Ne => Predicate::Ne(one()?),
+        FilterOp::Gt => Predicate::Gt(one()?),
+        FilterOp::Gte => Predicate::Gte(one()?),
+        FilterOp::Lt => Predicate::Lt(one()?),
+        FilterOp::Lte => Predicate::Lte(one()?),
+        FilterOp::In => Predicate::In(many(None)?),
+        FilterOp::NotIn => Predicate::NotIn(many(None)?),
+        FilterOp::Between => {
+            let mut v = many(Some(2))?;
+            let hi = v.pop().expect("two values");
+            Predicate::Between(v.pop().expect("two values"), hi)
+        }
+        FilterOp::IsNull => {
+            if f.values.is_some() {
+                return Err(QueryError::invalid("op 'is_null' takes an optional boolean 'value'").at(field));
+            }
+            match &f.value {
+                None => Predicate::IsNull(true),
+                Some(Value::Bool(b)) => Predicate::IsNull(*b),
+                Some(_) => return Err(QueryError::invalid("op 'is_null' takes an optional boolean 'value'").at(format!("{field}.value"))),
+            }
+        }
+    })
+}
+
+/// A JSON value as a literal of the dimension's type, or a 422 naming the field.
+pub fn literal(v: &Value, t: &DataType, field: &str) -> Result<ScalarValue, QueryError> {
+    let mismatch = |expected: &str| {
+        QueryError::invalid(format!("expected {expected} for a {} dimension, got {}", type_name(t), describe(v))).at(field)
+    };
+    let scalar = match t {
+        DataType::Utf8 => match v {
+            Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
+            _ => return Err(mismatch("a string")),
+        },
+        t if t.is_integer() => match v.as_i64() {
+            Some(i) => ScalarValue::Int64(Some(i)),
+            None => return Err(mismatch("an integer")),
+        },
+        t if t.is_floating() || matches!(t, DataType::Decimal128(_, _)) => match v.as_f64() {
+            Some(x) => ScalarValue::Float64(Some(x)),
+            None => return Err(mismatch("a number")),
+        },
+        DataType::Boolean => match v {
+            Value::Bool(b) => ScalarValue::Boolean(Some(*b)),
+            _ => return Err(mismatch("true or false")),
+        },
+        DataType::Date32 | DataType::Date64 => match v.as_str().and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()) {
+            Some(d) => ScalarValue::Date32(Some(days_since_epoch(d))),
+            None => return Err(mismatch("a date \"YYYY-MM-DD\"")),
+        },
+        DataType::Timestamp(_, _) => match v.as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()) {
+            Some(ts) => ScalarValue::TimestampMicrosecond(Some(ts.timestamp_micros()), Some("UTC".into())),
+            None => return Err(mismatch("an RFC 3339 timestamp")),
+        },
+        other => {
+            return Err(QueryError::invalid(format!("filters on a {other} dimension are not supported")).at(field));
+        }
+    };
+    scalar
+        .cast_to(t)
+        .map_err(|_| QueryError::invalid(format!("{} does not fit a {} dimension", describe(v), type_name(t))).at(field))
+}
+
+pub fn days_since_epoch(d: NaiveDate) -> i32 {
+    (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")).num_days() as i32
+}
+
+/// The JSON type name clients see for an Arrow type.
+pub fn type_name(t: &DataType) -> &'static str {
+    match t {
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => "string",
+        t if t.is_integer() => "integer",
+        t if t.is_numeric() => "number",
+        DataType::Boolean => "boolean",
+        DataType::Date32 | DataType::Date64 => "date",
+        DataType::Timestamp(TimeUnit::Second | TimeUnit::Millisecond | TimeUnit::Microsecond | TimeUnit::Nanosecond, _) => "timestamp",
+        _ => "string",
+    }
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::Null => "null (use op 'is_null')".into(),
+        Value::String(s) => format!("the string \"{}\"", clip(s)),
+        Value::Number(n) => format!("the number {n}"),
+        Value::Bool(b) => format!("{b}"),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+/// Echoes client text in errors, but never more than a screenful of it.
+pub fn clip(s: &str) -> String {
+    const MAX: usize = 80;
+    if s.chars().count() <= MAX { s.to_string() } else { format!("{}…", s.chars().take(MAX).collect::<String>()) }
+}
+
+pub fn op_name(op: FilterOp) -> &'static str {
+    match op {
+        FilterOp::Eq => "eq",
+        FilterOp::Ne => "ne",
+        FilterOp::In => "in",
+        FilterOp::NotIn => "not_in",
+        FilterOp::Gt => "gt",
+        FilterOp::Gte => "gte",
+        FilterOp::Lt => "lt",
+        FilterOp::Lte => "lte",
+        FilterOp::Between => "between",
+        FilterOp::IsNull => "is_null",
+    }
+}

@@ -1,0 +1,244 @@
+//! The one path every query takes, whoever asks (HTTP, CLI, tests): validate, check data
+//! freshness, look up the cache, plan, execute under a time budget, encode.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::dataframe::DataFrame;
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::cache::{CacheKey, ResultCache};
+use crate::catalog::{Catalog, CatalogErrors, data_version, hex_prefix};
+use crate::config::Settings;
+use crate::engine::{DataFusionEngine, QueryEngine};
+use crate::semantic::{
+    self, ColumnRole, ErrorKind, QueryError, QueryLimits, QueryRequest, QueryResult, ValidatedQuery,
+};
+
+pub struct KpiService {
+    catalog: RwLock<Arc<Catalog>>,
+    engine: Arc<dyn QueryEngine>,
+    cache: ResultCache,
+    limits: QueryLimits,
+    timeout: Duration,
+    /// Serialises catalog rebuilds after a data refresh.
+    refresh: tokio::sync::Mutex<()>,
+    engine_runs: AtomicU64,
+    next_query_id: AtomicU64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryResponse {
+    #[serde(flatten)]
+    pub result: Arc<QueryResult>,
+    pub meta: QueryMeta,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryMeta {
+    pub query_id: String,
+    /// `cache` or `engine`. A request that waited on an identical in-flight query is `cache`.
+    pub served_by: &'static str,
+    pub elapsed_ms: f64,
+    pub catalog_version: String,
+    /// Hash of the data versions of the tables the query read.
+    pub data_version: String,
+    pub row_count: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub logical_plan: String,
+    pub optimized_plan: String,
+    /// The rows plan as SQL (DataFusion's unparser), for reading, never executed.
+    pub sql: String,
+}
+
+impl KpiService {
+    pub async fn open(settings: &Settings) -> Result<Self, CatalogErrors> {
+        let engine: Arc<dyn QueryEngine> = Arc::new(
+            DataFusionEngine::new(settings.memory_mb * 1024 * 1024)
+                .map_err(|e| CatalogErrors::from(crate::catalog::CatalogError::new("engine", "", e.to_string())))?,
+        );
+        let catalog =
+            Catalog::load(&settings.project_dir, &settings.resolved_data_dir(), engine.new_session()).await?;
+        Ok(Self {
+            catalog: RwLock::new(Arc::new(catalog)),
+            engine,
+            cache: ResultCache::new(settings.cache_mb * 1024 * 1024),
+            limits: settings.limits(),
+            timeout: settings.query_timeout(),
+            refresh: tokio::sync::Mutex::new(()),
+            engine_runs: AtomicU64::new(0),
+            next_query_id: AtomicU64::new(1),
+        })
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().expect("catalog lock").clone()
+    }
+
+    pub fn cache(&self) -> &ResultCache {
+        &self.cache
+    }
+
+    /// How many queries actually reached the engine (cache misses that computed).
+    pub fn engine_runs(&self) -> u64 {
+        self.engine_runs.load(Ordering::Relaxed)
+    }
+
+    pub async fn query(&self, req: &QueryRequest) -> Result<QueryResponse, QueryError> {
+        let started = Instant::now();
+        let query_id = format!("q{}", self.next_query_id.fetch_add(1, Ordering::Relaxed));
+        let (catalog, vq, data) = self.prepare(req).await?;
+        let key = CacheKey {
+            catalog_version: catalog.version.clone(),
+            query: serde_json::to_string(req).map_err(|e| QueryError::internal(e.to_string()))?,
+            data: data.clone(),
+        };
+        let (result, computed) = self.cache.get_or_compute(key, self.compute(&catalog, &vq)).await?;
+        let meta = QueryMeta {
+            query_id,
+            served_by: if computed { "engine" } else { "cache" },
+            elapsed_ms: (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+            catalog_version: catalog.version.clone(),
+            data_version: combined_version(&data),
+            row_count: result.rows.len(),
+        };
+        Ok(QueryResponse { result, meta })
+    }
+
+    pub async fn explain(&self, req: &QueryRequest) -> Result<Explanation, QueryError> {
+        let (catalog, vq, _) = self.prepare(req).await?;
+        let planned = semantic::plan(&catalog, &vq).await?;
+        let df = DataFrame::new(catalog.ctx.state(), planned.rows.clone());
+        let optimized = df.into_optimized_plan().map_err(QueryError::from_engine)?;
+        let sql = match datafusion::sql::unparser::plan_to_sql(&planned.rows) {
+            Ok(statement) => statement.to_string(),
+            Err(e) => format!("-- the unparser cannot express this plan: {e}"),
+        };
+        Ok(Explanation {
+            logical_plan: planned.rows.display_indent().to_string(),
+            optimized_plan: optimized.display_indent().to_string(),
+            sql,
+        })
+    }
+
+    /// Validates against the current catalog, rebuilding it first if an input table changed.
+    async fn prepare(&self, req: &QueryRequest) -> Result<(Arc<Catalog>, ValidatedQuery, Vec<(String, String)>), QueryError> {
+        let mut catalog = self.catalog();
+        let mut vq = semantic::validate(&catalog, req, &self.limits)?;
+        let tables = catalog.tables_read_by(&vq.models);
+        let data = current_versions(&catalog, &tables)?;
+        if data.iter().any(|(t, v)| catalog.tables[t].version != *v) {
+            catalog = self.refresh_data(&data).await;
+            vq = semantic::validate(&catalog, req, &self.limits)?;
+        }
+        Ok((catalog, vq, data))
+    }
+
+    /// Rebuilds the catalog over the data as it is now. A rebuild that fails (say, a file with a
+    /// wrong schema was dropped in) keeps the last good catalog serving and logs why.
+    async fn refresh_data(&self, seen: &[(String, String)]) -> Arc<Catalog> {
+        let _guard = self.refresh.lock().await;
+        let current = self.catalog();
+        if seen.iter().all(|(t, v)| current.tables[t].version == *v) {
+            return current; // another request rebuilt it meanwhile
+        }
+        match Catalog::build(current.sources.clone(), &current.data_dir, self.engine.new_session()).await {
+            Ok(fresh) => {
+                for (table, source) in &fresh.tables {
+                    if current.tables.get(table).is_none_or(|old| old.version != source.version) {
+                        tracing::info!(table, version = %source.version, "data refreshed");
+                        self.cache.invalidate_table(table, &source.version);
+                    }
+                }
+                let fresh = Arc::new(fresh);
+                *self.catalog.write().expect("catalog lock") = fresh.clone();
+                fresh
+            }
+            Err(errors) => {
+                tracing::error!(%errors, "data changed but the catalog does not validate over it; serving the last good catalog");
+                current
+            }
+        }
+    }
+
+    async fn compute(&self, catalog: &Catalog, vq: &ValidatedQuery) -> Result<Arc<QueryResult>, QueryError> {
+        self.engine_runs.fetch_add(1, Ordering::Relaxed);
+        let planned = semantic::plan(catalog, vq).await?;
+        let rows_schema = planned.rows.schema().as_arrow().clone();
+        let run = async {
+            let rows = self.engine.execute(&catalog.ctx, planned.rows);
+            match planned.totals {
+                Some(totals) => {
+                    let totals = self.engine.execute(&catalog.ctx, totals);
+                    let (r, t) = tokio::try_join!(rows, totals)?;
+                    Ok::<_, datafusion::error::DataFusionError>((r, Some(t)))
+                }
+                None => Ok((rows.await?, None)),
+            }
+        };
+        let (batches, totals) = tokio::time::timeout(self.timeout, run)
+            .await
+            .map_err(|_| {
+                QueryError::new(
+                    ErrorKind::Timeout,
+                    "timeout",
+                    format!("the query ran past its time budget of {} s", self.timeout.as_secs()),
+                )
+            })?
+            .map_err(QueryError::from_engine)?;
+
+        let mut rows = semantic::rows_of(&batches, &planned.columns);
+        let truncated = rows.len() > vq.limit;
+        rows.truncate(vq.limit);
+        let totals = totals.map(|t| totals_row(&t, &planned.columns));
+        Ok(Arc::new(QueryResult {
+            schema: semantic::schema_fields(catalog, &planned.columns, &rows_schema),
+            rows,
+            totals,
+            truncated,
+        }))
+    }
+}
+
+/// The grand-total row aligned with the schema: metrics filled, time and dimensions null.
+fn totals_row(batches: &[RecordBatch], columns: &[semantic::OutputColumn]) -> Vec<Value> {
+    let batch = batches.iter().find(|b| b.num_rows() > 0);
+    columns
+        .iter()
+        .map(|c| match (c.role, batch) {
+            (ColumnRole::Metric, Some(b)) => {
+                b.column_by_name(&c.name).map(|a| semantic::json_value(a.as_ref(), 0)).unwrap_or(Value::Null)
+            }
+            _ => Value::Null,
+        })
+        .collect()
+}
+
+fn current_versions(catalog: &Catalog, tables: &BTreeSet<String>) -> Result<Vec<(String, String)>, QueryError> {
+    tables
+        .iter()
+        .map(|t| {
+            let source = &catalog.tables[t];
+            data_version(&source.path, source.format)
+                .map(|v| (t.clone(), v))
+                .map_err(|e| QueryError::internal(format!("table '{t}' is unreadable: {e}")))
+        })
+        .collect()
+}
+
+fn combined_version(data: &[(String, String)]) -> String {
+    let mut h = Sha256::new();
+    for (t, v) in data {
+        h.update(t.as_bytes());
+        h.update(v.as_bytes());
+    }
+    hex_prefix(&h.finalize(), 12)
+}

@@ -1,0 +1,195 @@
+//! Plain serde types for the YAML an analyst writes. No I/O and no validation beyond shape:
+//! `deny_unknown_fields` everywhere so a typo is an error, not a silently ignored key.
+//! The catalog turns these into validated, frozen definitions.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One `metrics/*.yaml` file. Every section is optional so definitions can be split across files.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefinitionFile {
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelSpec>,
+    #[serde(default)]
+    pub hierarchies: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub measures: BTreeMap<String, MeasureSpec>,
+    #[serde(default)]
+    pub metrics: BTreeMap<String, MetricSpec>,
+}
+
+/// A data model: one table (file source or SQL model) with its time column, keys and dimensions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub source: SourceSpec,
+    /// The date/timestamp column that places a row in time (snapshot date or event time).
+    pub time: Option<String>,
+    /// Unique key of the model; required for a model that other models join to.
+    pub primary_key: Option<String>,
+    /// Many-to-one joins to other models: `customer: { model: customer_dim, on: customer_id }`.
+    #[serde(default)]
+    pub joins: BTreeMap<String, JoinSpec>,
+    #[serde(default)]
+    pub dimensions: BTreeMap<String, DimensionSpec>,
+    pub label: Option<Label>,
+    pub description: Option<String>,
+}
+
+/// Where a model's rows come from. File paths are relative to the data directory.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceSpec {
+    /// A Parquet file or a directory of Parquet files.
+    Parquet(String),
+    /// A CSV file (with header) or a directory of CSV files.
+    Csv(String),
+    /// A SQL model: `sql/<name>.sql`.
+    Sql(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinSpec {
+    /// The target model; joined on its `primary_key`.
+    pub model: String,
+    /// The column of this model holding the target's key.
+    pub on: String,
+}
+
+/// A dimension is either a column of the model or reached through a declared join
+/// (`via: customer.region`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DimensionSpec {
+    pub column: Option<String>,
+    pub via: Option<String>,
+    pub label: Option<Label>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Label {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zh: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub en: Option<String>,
+}
+
+/// An aggregation over one model's rows. Measures are building blocks; queries ask for metrics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeasureSpec {
+    pub model: String,
+    pub agg: Aggregation,
+    /// SQL expression over the model's columns; required except for `count` (which counts rows).
+    pub expr: Option<String>,
+    /// SQL predicate over the model's columns; rows failing it do not contribute.
+    #[serde(rename = "where")]
+    pub filter: Option<String>,
+    pub semi_additive: Option<SemiAdditiveSpec>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregation {
+    Sum,
+    Count,
+    CountDistinct,
+    Avg,
+    Min,
+    Max,
+}
+
+/// Balances and AUM: taken at the period's snapshot, never summed over time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SemiAdditiveSpec {
+    /// Only `time` is supported: the snapshot axis is the model's time column.
+    pub over: SemiAdditiveAxis,
+    pub pick: SnapshotPick,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SemiAdditiveAxis {
+    Time,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotPick {
+    /// The period's last snapshot date (e.g. the quarter's last `month_end`).
+    Last,
+    /// The period's first snapshot date (opening balances).
+    First,
+}
+
+/// A metric as an analyst declares it. One flat struct rather than a tagged enum so that a
+/// missing or misplaced field gets a precise message from validation (naming the key).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricSpec {
+    #[serde(rename = "type")]
+    pub kind: MetricKind,
+    /// `simple`: the measure it exposes.
+    pub measure: Option<String>,
+    /// `ratio`: numerator and denominator measures (ratio of sums at every level).
+    pub numerator: Option<String>,
+    pub denominator: Option<String>,
+    /// `derived`: a SQL expression over other metrics.
+    pub expr: Option<String>,
+    pub label: Option<Label>,
+    pub description: Option<String>,
+    pub format: Option<FormatSpec>,
+    pub direction: Option<Direction>,
+    pub thresholds: Option<Thresholds>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricKind {
+    Simple,
+    Ratio,
+    Derived,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FormatSpec {
+    pub style: FormatStyle,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decimals: Option<u8>,
+    /// ISO currency code for `currency` style, e.g. CNY.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FormatStyle {
+    Number,
+    Integer,
+    Percent,
+    Currency,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    HigherIsBetter,
+    LowerIsBetter,
+    #[default]
+    Neutral,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    pub warn: f64,
+    pub alert: f64,
+}

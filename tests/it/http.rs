@@ -1,0 +1,248 @@
+//! The real server on a loopback port, over HTTP: routes, error classes, cache behaviour.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use kpilens::config::Settings;
+use kpilens::server;
+use kpilens::service::KpiService;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use super::{Shared, assert_num, fixture_dir, settings_for, temp_project};
+
+struct Server {
+    base: String,
+    service: Shared,
+    client: reqwest::Client,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn start(settings: Settings) -> Server {
+    let service = Arc::new(KpiService::open(&settings).await.expect("project validates"));
+    let listener = server::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind loopback");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let svc = service.clone();
+    let task = tokio::spawn(async move {
+        server::serve(&settings, svc, listener).await.expect("serve");
+    });
+    Server { base, service, client: reqwest::Client::new(), task }
+}
+
+async fn start_on(project: &Path) -> Server {
+    start(settings_for(project)).await
+}
+
+impl Server {
+    async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status();
+        (status, r.json().await.expect("JSON body"))
+    }
+
+    async fn query(&self, q: Value) -> (StatusCode, Value) {
+        self.post("/api/v1/query", q.to_string()).await
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let r = self.client.get(format!("{}{path}", self.base)).send().await.expect("request");
+        let status = r.status();
+        (status, r.json().await.expect("JSON body"))
+    }
+}
+
+fn served_by(body: &Value) -> &str {
+    body["meta"]["served_by"].as_str().expect("served_by")
+}
+
+#[tokio::test]
+async fn health_catalog_query_and_explain_routes() {
+    let s = start_on(&fixture_dir()).await;
+    let (status, health) = s.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health["status"], "ok");
+
+    let (status, catalog) = s.get("/api/v1/catalog").await;
+    assert_eq!(status, StatusCode::OK);
+    let ratio = catalog["metrics"].as_array().unwrap().iter().find(|m| m["name"] == "overdue_ratio").expect("metric listed");
+    assert_eq!(ratio["type"], "ratio");
+    assert_eq!(ratio["label"]["zh"], "逾期贷款率");
+    assert_eq!(ratio["format"]["style"], "percent");
+    assert_eq!(ratio["direction"], "lower_is_better");
+    assert_eq!(ratio["thresholds"]["alert"], 0.05);
+    assert!(ratio["dimensions"].as_array().unwrap().contains(&json!("region")));
+    assert!(!ratio["dimensions"].as_array().unwrap().contains(&json!("status")), "status is a customer_month dimension");
+    assert_eq!(catalog["hierarchies"][0], json!({ "name": "org", "levels": ["region", "branch", "team"] }));
+    assert!(catalog["dimensions"].as_array().unwrap().iter().any(|d| d["name"] == "region" && d["label"]["en"] == "Region"));
+
+    let (status, body) = s
+        .query(json!({ "metrics": ["overdue_ratio"], "dimensions": ["region"],
+            "time": { "grain": "quarter", "from": "2024-01-01", "to": "2024-03-31" } }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["schema"][0], json!({ "name": "period", "role": "time", "type": "date", "label": { "zh": "期间", "en": "Period" } }));
+    assert_eq!(body["schema"][1]["name"], "region");
+    assert_eq!(body["schema"][2]["name"], "overdue_ratio");
+    assert_eq!(body["schema"][2]["type"], "number");
+    assert_eq!(body["schema"][2]["format"]["decimals"], 2);
+    assert_eq!(body["rows"][0][0], "2024-01-01");
+    assert_eq!(body["rows"][0][1], "North");
+    assert_num(&body["rows"][0][2], Some(300.0 / 380.0));
+    assert_num(&body["totals"][2], Some(1300.0 / 1430.0));
+    for key in ["query_id", "served_by", "elapsed_ms", "catalog_version", "data_version", "row_count"] {
+        assert!(body["meta"].get(key).is_some(), "meta.{key} missing: {body}");
+    }
+
+    let (status, plan) = s.post("/api/v1/explain", json!({ "metrics": ["overdue_ratio"], "dimensions": ["region"] }).to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    assert!(plan["logical_plan"].as_str().unwrap().contains("Aggregate"));
+    assert!(plan["sql"].as_str().unwrap().to_uppercase().contains("SELECT"));
+}
+
+#[tokio::test]
+async fn each_error_class_has_its_status_and_names_the_field() {
+    let s = start_on(&fixture_dir()).await;
+    let cases: Vec<(&str, String, StatusCode, &str, Option<&str>)> = vec![
+        ("not JSON", "{\"metrics\": [".into(), StatusCode::BAD_REQUEST, "malformed_request", None),
+        ("unknown field", json!({ "metrics": ["loan_balance"], "metricz": [] }).to_string(), StatusCode::BAD_REQUEST, "malformed_request", None),
+        ("wrong type", json!({ "metrics": "loan_balance" }).to_string(), StatusCode::BAD_REQUEST, "malformed_request", Some("metrics")),
+        ("bad op", json!({ "metrics": ["loan_balance"], "filters": [{ "dimension": "region", "op": "like", "value": "N%" }] }).to_string(),
+            StatusCode::BAD_REQUEST, "malformed_request", Some("filters[0].op")),
+        ("bad date", json!({ "metrics": ["loan_balance"], "time": { "from": "2024-02-30" } }).to_string(),
+            StatusCode::BAD_REQUEST, "malformed_request", Some("time.from")),
+        ("unknown metric", json!({ "metrics": ["loan_balance", "nope"] }).to_string(), StatusCode::NOT_FOUND, "unknown_metric", Some("metrics[1]")),
+        ("unknown dimension", json!({ "metrics": ["loan_balance"], "dimensions": ["planet"] }).to_string(),
+            StatusCode::NOT_FOUND, "unknown_dimension", Some("dimensions[0]")),
+        ("dimension the model lacks", json!({ "metrics": ["loan_balance"], "dimensions": ["status"] }).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", Some("dimensions[0]")),
+        ("filter value of the wrong type", json!({ "metrics": ["loan_balance"], "filters": [{ "dimension": "region", "op": "eq", "value": 5 }] }).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", Some("filters[0].value")),
+        ("between with one value", json!({ "metrics": ["loan_balance"], "filters": [{ "dimension": "team", "op": "between", "values": ["T1"] }] }).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", Some("filters[0].values")),
+        ("from after to", json!({ "metrics": ["loan_balance"], "time": { "from": "2024-03-01", "to": "2024-01-01" } }).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", Some("time")),
+        ("limit too large", json!({ "metrics": ["loan_balance"], "limit": 10_000_000 }).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", Some("limit")),
+        ("order by unknown", json!({ "metrics": ["loan_balance"], "order": [{ "by": "region" }] }).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", Some("order[0].by")),
+        ("no metrics", json!({ "metrics": [] }).to_string(), StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", Some("metrics")),
+    ];
+    for (what, body, status, code, field) in cases {
+        let (got, err) = s.post("/api/v1/query", body).await;
+        assert_eq!(got, status, "{what}: {err}");
+        assert_eq!(err["error"]["code"], code, "{what}: {err}");
+        assert!(!err["error"]["message"].as_str().unwrap().is_empty(), "{what}");
+        if let Some(field) = field {
+            assert_eq!(err["error"]["field"], field, "{what}: {err}");
+        }
+    }
+
+    // SQL in a filter value is just a string that matches nothing.
+    let (status, body) = s
+        .query(json!({ "metrics": ["loan_rows"], "filters": [{ "dimension": "region", "op": "eq", "value": "North' OR '1'='1" }] }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_num(&body["rows"][0][0], Some(0.0));
+
+    let huge = format!("{{\"metrics\": [\"{}\"]}}", "x".repeat(400 * 1024));
+    let (status, err) = s.post("/api/v1/query", huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{err}");
+    assert_eq!(err["error"]["code"], "body_too_large");
+
+    let (status, err) = s.get("/api/v1/nothing-here").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(err["error"]["code"], "no_route");
+}
+
+#[tokio::test]
+async fn internal_errors_are_generic_and_the_server_keeps_serving() {
+    let project = temp_project(&[]);
+    let s = start_on(project.path()).await;
+    // The loan_month files vanish from under the running server.
+    std::fs::remove_dir_all(project.path().join("data/loan_month")).unwrap();
+    let (status, err) = s.query(json!({ "metrics": ["loan_balance"] })).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(err["error"]["code"], "internal");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(!message.contains(project.path().to_str().unwrap()), "no paths leak: {message}");
+    // Metrics on other tables still answer.
+    let (status, body) = s.query(json!({ "metrics": ["aum"], "time": { "from": "2024-01-01", "to": "2024-03-31" } })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_num(&body["rows"][0][0], Some(1225.0));
+}
+
+#[tokio::test]
+async fn cache_hits_ignore_key_order_and_whitespace() {
+    let s = start_on(&fixture_dir()).await;
+    let a = r#"{"metrics":["overdue_ratio"],"dimensions":["branch"],"time":{"grain":"month","from":"2024-01-01","to":"2024-03-31"}}"#;
+    let b = r#"{ "time": { "to": "2024-03-31", "from": "2024-01-01", "grain": "month" },
+                 "dimensions": [ "branch" ],   "metrics": [ "overdue_ratio" ] }"#;
+    let (_, first) = s.post("/api/v1/query", a).await;
+    assert_eq!(served_by(&first), "engine");
+    let (_, second) = s.post("/api/v1/query", b).await;
+    assert_eq!(served_by(&second), "cache");
+    assert_eq!(first["rows"], second["rows"]);
+    assert_eq!(first["totals"], second["totals"]);
+    // A different query misses.
+    let (_, other) = s.query(json!({ "metrics": ["overdue_ratio"], "dimensions": ["region"] })).await;
+    assert_eq!(served_by(&other), "engine");
+}
+
+#[tokio::test]
+async fn concurrent_identical_cold_requests_run_the_engine_once() {
+    let s = start_on(&fixture_dir()).await;
+    let before = s.service.engine_runs();
+    let q = json!({ "metrics": ["loan_balance", "aum", "new_customers"], "dimensions": ["team"],
+        "time": { "grain": "month", "from": "2024-01-01", "to": "2024-06-30" } });
+    let calls = (0..8).map(|_| s.query(q.clone()));
+    let results = futures::future::join_all(calls).await;
+    let engine = results.iter().filter(|(status, body)| *status == StatusCode::OK && served_by(body) == "engine").count();
+    assert!(results.iter().all(|(status, _)| *status == StatusCode::OK));
+    assert_eq!(engine, 1, "exactly one request computed");
+    assert_eq!(s.service.engine_runs() - before, 1);
+    let rows: Vec<&Value> = results.iter().map(|(_, b)| &b["rows"]).collect();
+    assert!(rows.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[tokio::test]
+async fn a_data_refresh_invalidates_exactly_the_affected_entries() {
+    let project = temp_project(&[]);
+    let s = start_on(project.path()).await;
+    let loans = json!({ "metrics": ["loan_balance"], "time": { "from": "2024-01-01", "to": "2024-03-31" } });
+    let aum = json!({ "metrics": ["aum"], "time": { "from": "2024-01-01", "to": "2024-03-31" } });
+    let (_, l1) = s.query(loans.clone()).await;
+    let (_, a1) = s.query(aum.clone()).await;
+    assert_num(&l1["rows"][0][0], Some(1430.0));
+    assert_eq!(served_by(&s.query(loans.clone()).await.1), "cache");
+
+    // A new file lands in the loan_month table: loan L6 of c1 with 20 on Mar 31.
+    std::fs::write(
+        project.path().join("data/loan_month/part-1.csv"),
+        "loan_id,customer_id,month_end,balance,dpd\n6,1,2024-03-31,20,0\n",
+    )
+    .unwrap();
+    let (status, l2) = s.query(loans.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{l2}");
+    assert_eq!(served_by(&l2), "engine", "the loan_month entry is stale");
+    assert_num(&l2["rows"][0][0], Some(1450.0));
+    assert_ne!(l1["meta"]["data_version"], l2["meta"]["data_version"]);
+
+    let (_, a2) = s.query(aum.clone()).await;
+    assert_eq!(served_by(&a2), "cache", "customer_month did not change");
+    assert_eq!(a1["meta"]["data_version"], a2["meta"]["data_version"]);
+    assert_eq!(served_by(&s.query(loans).await.1), "cache");
+}

@@ -1,0 +1,94 @@
+//! All integration tests in one binary: each test binary links DataFusion again, so few binaries
+//! keep builds fast. Modules by subject.
+
+mod catalog_errors;
+mod datagen;
+mod golden;
+mod http;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kpilens::config::Settings;
+use kpilens::semantic::QueryRequest;
+use kpilens::service::{KpiService, QueryResponse};
+use serde_json::Value;
+
+pub fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden")
+}
+
+pub fn settings_for(project: &Path) -> Settings {
+    Settings { project_dir: project.to_path_buf(), data_dir: project.join("data"), ..Settings::default() }
+}
+
+pub async fn fixture_service() -> KpiService {
+    KpiService::open(&settings_for(&fixture_dir())).await.expect("fixture project validates")
+}
+
+/// A writable copy of the fixture project, with extra or replaced files (path relative to the
+/// project -> content). An empty content deletes the file.
+pub fn temp_project(changes: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy_dir(&fixture_dir(), dir.path());
+    for (rel, content) in changes {
+        let path = dir.path().join(rel);
+        if content.is_empty() {
+            let _ = std::fs::remove_file(&path);
+        } else {
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&path, content).expect("write");
+        }
+    }
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read fixture") {
+        let path = entry.expect("entry").path();
+        let target = to.join(path.file_name().expect("name"));
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).expect("copy");
+        }
+    }
+}
+
+pub fn request(json: Value) -> QueryRequest {
+    serde_json::from_value(json).expect("valid request")
+}
+
+pub async fn run(service: &KpiService, json: Value) -> QueryResponse {
+    service.query(&request(json)).await.unwrap_or_else(|e| panic!("query failed: {e}"))
+}
+
+/// Rows as maps from column name to value, for readable assertions.
+pub fn records(r: &QueryResponse) -> Vec<serde_json::Map<String, Value>> {
+    r.result
+        .rows
+        .iter()
+        .map(|row| r.result.schema.iter().map(|f| f.name.clone()).zip(row.iter().cloned()).collect())
+        .collect()
+}
+
+pub fn totals(r: &QueryResponse) -> serde_json::Map<String, Value> {
+    let t = r.result.totals.as_ref().expect("totals present");
+    r.result.schema.iter().map(|f| f.name.clone()).zip(t.iter().cloned()).collect()
+}
+
+/// Asserts a numeric cell equals `expected` (to 1e-9), or is null when `expected` is None.
+#[track_caller]
+pub fn assert_num(actual: &Value, expected: Option<f64>) {
+    match (actual, expected) {
+        (Value::Null, None) => {}
+        (Value::Number(n), Some(e)) => {
+            let a = n.as_f64().expect("number");
+            assert!((a - e).abs() < 1e-9, "expected {e}, got {a}");
+        }
+        (a, e) => panic!("expected {e:?}, got {a}"),
+    }
+}
+
+pub type Shared = Arc<KpiService>;
