@@ -39,8 +39,8 @@ impl CatalogErrors {
     }
 
     /// Ends a validation phase: later phases assume earlier ones passed.
-    pub fn check(self) -> Result<(), CatalogErrors> {
-        if self.0.is_empty() { Ok(()) } else { Err(self) }
+    pub fn check(&mut self) -> Result<(), CatalogErrors> {
+        if self.0.is_empty() { Ok(()) } else { Err(std::mem::take(self)) }
     }
 }
 

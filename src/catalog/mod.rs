@@ -23,7 +23,7 @@ pub use tables::{FileFormat, TableSource, data_version};
 
 use crate::spec::{
     Aggregation, DefinitionFile, Direction, FormatSpec, FormatStyle, Label, MeasureSpec,
-    MetricKind, MetricSpec, ModelSpec, SnapshotPick, SourceSpec, Thresholds,
+    MetricKind, MetricSpec, ModelSpec, SnapshotPick, Source, Thresholds,
 };
 
 /// A validated, immutable view of a project's definitions over one snapshot of its data.
@@ -271,12 +271,16 @@ impl<'a> Builder<'a> {
         let mut errors = CatalogErrors::default();
         let mut tables = BTreeMap::new();
         for (name, d) in &self.models {
-            let (format, rel) = match &d.spec.source {
-                SourceSpec::Parquet(p) => (FileFormat::Parquet, p),
-                SourceSpec::Csv(p) => (FileFormat::Csv, p),
-                SourceSpec::Sql(_) => continue,
-            };
             let key = format!("models.{name}.source");
+            let (format, rel) = match d.spec.source.source() {
+                Ok(Source::Parquet(p)) => (FileFormat::Parquet, p),
+                Ok(Source::Csv(p)) => (FileFormat::Csv, p),
+                Ok(Source::Sql(_)) => continue,
+                Err(reason) => {
+                    errors.push(d.file, &key, reason);
+                    continue;
+                }
+            };
             if self.sql_models.contains_key(*name) {
                 errors.push(d.file, &key, format!("name clashes with the SQL model sql/{name}.sql"));
                 continue;
@@ -320,15 +324,15 @@ impl<'a> Builder<'a> {
                     continue;
                 }
             };
-            let [statement] = Vec::from(statements).try_into().unwrap_or_else(|v: Vec<DFStatement>| {
-                errors.push(file, "", format!("a SQL model holds exactly one SELECT, found {} statements", v.len()));
-                [DFStatement::Explain(Default::default())]
-            });
+            let mut statements = Vec::from(statements);
+            if statements.len() != 1 {
+                errors.push(file, "", format!("a SQL model holds exactly one SELECT, found {} statements", statements.len()));
+                continue;
+            }
+            let statement = statements.pop().expect("one statement");
             let is_query = matches!(&statement, DFStatement::Statement(s) if matches!(**s, datafusion::sql::sqlparser::ast::Statement::Query(_)));
             if !is_query {
-                if !matches!(statement, DFStatement::Explain(_)) {
-                    errors.push(file, "", "a SQL model must be a single SELECT query");
-                }
+                errors.push(file, "", "a SQL model must be a single SELECT query");
                 continue;
             }
             match state.resolve_table_references(&statement) {
@@ -395,9 +399,9 @@ impl<'a> Builder<'a> {
         let mut models = BTreeMap::new();
         for (name, d) in &self.models {
             let spec = d.spec;
-            let (table, reads) = match &spec.source {
-                SourceSpec::Sql(view) => match view_reads.get(view) {
-                    Some(r) => (view.clone(), r.clone()),
+            let (table, reads) = match spec.source.source() {
+                Ok(Source::Sql(view)) => match view_reads.get(view) {
+                    Some(r) => (view.to_string(), r.clone()),
                     None => {
                         errors.push(d.file, format!("models.{name}.source.sql"), format!("no SQL model sql/{view}.sql"));
                         continue;
@@ -690,12 +694,7 @@ impl<'a> Builder<'a> {
         for (name, d) in &self.metrics {
             let spec = d.spec;
             let key = format!("metrics.{name}");
-            let mut require = |field: &str, value: &Option<String>| -> Option<String> {
-                if value.is_none() {
-                    errors.push(d.file, format!("{key}.{field}"), format!("required for type '{}'", kind_name(spec.kind)));
-                }
-                value.clone()
-            };
+            let kind = kind_name(spec.kind);
             let allowed: &[&str] = match spec.kind {
                 MetricKind::Simple => &["measure"],
                 MetricKind::Ratio => &["numerator", "denominator"],
@@ -708,41 +707,44 @@ impl<'a> Builder<'a> {
                 ("expr", spec.expr.is_some()),
             ] {
                 if present && !allowed.contains(&field) {
-                    errors.push(d.file, format!("{key}.{field}"), format!("not a field of type '{}'", kind_name(spec.kind)));
+                    errors.push(d.file, format!("{key}.{field}"), format!("not a field of type '{kind}'"));
                 }
             }
-            let mut check_measure = |field: &str, m: &Option<String>, errors: &mut CatalogErrors| {
-                if let Some(m) = m
-                    && !measures.contains_key(m)
-                {
-                    errors.push(d.file, format!("{key}.{field}"), format!("unknown measure '{m}'"));
+            // A required reference to a measure: present and known.
+            let mut measure_ref = |field: &str, value: &Option<String>| -> Option<String> {
+                match value {
+                    None => errors.push(d.file, format!("{key}.{field}"), format!("required for type '{kind}'")),
+                    Some(m) if !measures.contains_key(m) => {
+                        errors.push(d.file, format!("{key}.{field}"), format!("unknown measure '{m}'"))
+                    }
+                    Some(_) => {}
                 }
+                value.clone()
             };
             let definition = match spec.kind {
-                MetricKind::Simple => {
-                    let measure = require("measure", &spec.measure);
-                    check_measure("measure", &measure, &mut errors);
-                    measure.map(|measure| MetricDefinition::Simple { measure })
-                }
+                MetricKind::Simple => measure_ref("measure", &spec.measure).map(|measure| MetricDefinition::Simple { measure }),
                 MetricKind::Ratio => {
-                    let (n, den) = (require("numerator", &spec.numerator), require("denominator", &spec.denominator));
-                    check_measure("numerator", &n, &mut errors);
-                    check_measure("denominator", &den, &mut errors);
+                    let n = measure_ref("numerator", &spec.numerator);
+                    let den = measure_ref("denominator", &spec.denominator);
                     n.zip(den).map(|(numerator, denominator)| MetricDefinition::Ratio { numerator, denominator })
                 }
-                MetricKind::Derived => require("expr", &spec.expr).and_then(|sql| {
-                    match self.ctx.parse_sql_expr(&sql, &metric_schema) {
+                MetricKind::Derived => match &spec.expr {
+                    None => {
+                        errors.push(d.file, format!("{key}.expr"), format!("required for type '{kind}'"));
+                        None
+                    }
+                    Some(sql) => match self.ctx.parse_sql_expr(sql, &metric_schema) {
                         Ok(expr) => {
                             let depends_on: Vec<String> =
                                 expr.column_refs().iter().map(|c| c.name.clone()).collect::<BTreeSet<_>>().into_iter().collect();
-                            Some(MetricDefinition::Derived { expr, sql, depends_on })
+                            Some(MetricDefinition::Derived { expr, sql: sql.clone(), depends_on })
                         }
                         Err(e) => {
                             errors.push(d.file, format!("{key}.expr"), format!("invalid expression '{sql}': {}", first_line(&e)));
                             None
                         }
-                    }
-                }),
+                    },
+                },
             };
             let Some(definition) = definition else { continue };
             let default_style = match definition {

@@ -60,7 +60,10 @@ pub fn parse_definition_file(file: &str, text: &str) -> Result<DefinitionFile, C
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let key = if key == "." { String::new() } else { key };
-        CatalogError::new(file, key, e.inner().to_string())
+        // serde_yaml_ng already prefixes its message with the path; say it once.
+        let message = e.inner().to_string();
+        let reason = message.strip_prefix(&format!("{key}: ")).unwrap_or(&message).to_string();
+        CatalogError::new(file, key, reason)
     })
 }
 

@@ -8,9 +8,9 @@ const AREA_CODES: &[&str] = &["310101", "110105", "440305", "330106", "510104", 
 
 pub fn name(rng: &mut Rng) -> String {
     let mut s = String::from(*rng.pick(SURNAMES));
-    s.push_str(rng.pick(GIVEN));
+    s.push_str(*rng.pick(GIVEN));
     if rng.chance(0.6) {
-        s.push_str(rng.pick(GIVEN));
+        s.push_str(*rng.pick(GIVEN));
     }
     s
 }

@@ -4,10 +4,6 @@
 pub struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
     /// An independent stream for one entity: the bank is the same whatever order entities are
     /// generated in.
     pub fn for_entity(seed: u64, stream: u64, id: u64) -> Self {

@@ -74,7 +74,9 @@ pub async fn plan(catalog: &Catalog, q: &ValidatedQuery) -> Result<PlannedQuery,
     } else {
         q.order.iter().map(|o| ident(&o.by).sort(!o.desc, false)).collect()
     };
-    let rows = rows.sort(sort).map_err(df_err)?;
+    // Without period or dimensions there is at most one row, and nothing to sort by.
+    let has_keys = q.grain.is_some() || !q.dimensions.is_empty();
+    let rows = if has_keys { rows.sort(sort).map_err(df_err)? } else { rows };
     // One row past the limit tells the caller the result was truncated.
     let rows = rows.limit(0, Some(q.limit + 1)).map_err(df_err)?;
 

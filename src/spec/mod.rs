@@ -38,16 +38,35 @@ pub struct ModelSpec {
     pub description: Option<String>,
 }
 
-/// Where a model's rows come from. File paths are relative to the data directory.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum SourceSpec {
+/// Where a model's rows come from: exactly one of the three. File paths are relative to the data
+/// directory. (A struct rather than an enum: YAML enums would need `!tag` syntax.)
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
     /// A Parquet file or a directory of Parquet files.
-    Parquet(String),
+    pub parquet: Option<String>,
     /// A CSV file (with header) or a directory of CSV files.
-    Csv(String),
+    pub csv: Option<String>,
     /// A SQL model: `sql/<name>.sql`.
-    Sql(String),
+    pub sql: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source<'a> {
+    Parquet(&'a str),
+    Csv(&'a str),
+    Sql(&'a str),
+}
+
+impl SourceSpec {
+    pub fn source(&self) -> Result<Source<'_>, &'static str> {
+        match (&self.parquet, &self.csv, &self.sql) {
+            (Some(p), None, None) => Ok(Source::Parquet(p)),
+            (None, Some(c), None) => Ok(Source::Csv(c)),
+            (None, None, Some(s)) => Ok(Source::Sql(s)),
+            _ => Err("give exactly one of 'parquet', 'csv' or 'sql'"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -40,7 +40,7 @@ async fn unknown_key_and_bad_enum_name_the_key_path() {
     )])
     .await;
     assert_eq!(errors[0].file, "metrics/typo.yaml");
-    assert_eq!(errors[0].key, "metrics.typo_metric");
+    assert_eq!(errors[0].key, "metrics.typo_metric.measrue");
     assert!(errors[0].reason.contains("measrue"), "{:?}", errors[0]);
 
     let errors = load_errors(&[("metrics/kind.yaml", "metrics:\n  k:\n    type: median\n")]).await;
@@ -90,8 +90,8 @@ metrics:
 
 #[tokio::test]
 async fn duplicates_across_files_and_cycles() {
-    let errors = load_errors(&[("metrics/dup.yaml", "metrics:\n  aum: { type: simple, measure: aum }\n")]).await;
-    assert_has(&errors, "metrics/dup.yaml", "metrics.aum", "already declared in metrics/fixture.yaml");
+    let errors = load_errors(&[("metrics/zz_dup.yaml", "metrics:\n  aum: { type: simple, measure: aum }\n")]).await;
+    assert_has(&errors, "metrics/zz_dup.yaml", "metrics.aum", "already declared in metrics/fixture.yaml");
 
     let errors = load_errors(&[(
         "metrics/cycle.yaml",

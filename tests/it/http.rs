@@ -7,15 +7,15 @@ use std::sync::Arc;
 use kpilens::config::Settings;
 use kpilens::server;
 use kpilens::service::KpiService;
-use reqwest::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use serde_json::{Value, json};
 
 use super::{Shared, assert_num, fixture_dir, settings_for, temp_project};
 
 struct Server {
-    base: String,
+    addr: SocketAddr,
     service: Shared,
-    client: reqwest::Client,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -28,12 +28,12 @@ impl Drop for Server {
 async fn start(settings: Settings) -> Server {
     let service = Arc::new(KpiService::open(&settings).await.expect("project validates"));
     let listener = server::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind loopback");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let addr = listener.local_addr().expect("addr");
     let svc = service.clone();
     let task = tokio::spawn(async move {
         server::serve(&settings, svc, listener).await.expect("serve");
     });
-    Server { base, service, client: reqwest::Client::new(), task }
+    Server { addr, service, task }
 }
 
 async fn start_on(project: &Path) -> Server {
@@ -41,28 +41,36 @@ async fn start_on(project: &Path) -> Server {
 }
 
 impl Server {
-    async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
-        let r = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("request");
-        let status = r.status();
-        (status, r.json().await.expect("JSON body"))
+    async fn post(&self, path: &str, body: impl Into<String>) -> (u16, Value) {
+        http(self.addr, "POST", path, &body.into()).await
     }
 
-    async fn query(&self, q: Value) -> (StatusCode, Value) {
+    async fn query(&self, q: Value) -> (u16, Value) {
         self.post("/api/v1/query", q.to_string()).await
     }
 
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let r = self.client.get(format!("{}{path}", self.base)).send().await.expect("request");
-        let status = r.status();
-        (status, r.json().await.expect("JSON body"))
+    async fn get(&self, path: &str) -> (u16, Value) {
+        http(self.addr, "GET", path, "").await
     }
+}
+
+/// One HTTP/1.1 exchange on a fresh connection (`Connection: close`, so the body runs to EOF).
+async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("send head");
+    // The server may answer (413) before reading a large body and close: a failed write is fine.
+    let _ = stream.write_all(body.as_bytes()).await;
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw).await;
+    let text = String::from_utf8(raw).expect("UTF-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+    let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
+    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    (status, json)
 }
 
 fn served_by(body: &Value) -> &str {
@@ -73,11 +81,11 @@ fn served_by(body: &Value) -> &str {
 async fn health_catalog_query_and_explain_routes() {
     let s = start_on(&fixture_dir()).await;
     let (status, health) = s.get("/healthz").await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, 200);
     assert_eq!(health["status"], "ok");
 
     let (status, catalog) = s.get("/api/v1/catalog").await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, 200);
     let ratio = catalog["metrics"].as_array().unwrap().iter().find(|m| m["name"] == "overdue_ratio").expect("metric listed");
     assert_eq!(ratio["type"], "ratio");
     assert_eq!(ratio["label"]["zh"], "逾期贷款率");
@@ -93,7 +101,7 @@ async fn health_catalog_query_and_explain_routes() {
         .query(json!({ "metrics": ["overdue_ratio"], "dimensions": ["region"],
             "time": { "grain": "quarter", "from": "2024-01-01", "to": "2024-03-31" } }))
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(status, 200, "{body}");
     assert_eq!(body["schema"][0], json!({ "name": "period", "role": "time", "type": "date", "label": { "zh": "期间", "en": "Period" } }));
     assert_eq!(body["schema"][1]["name"], "region");
     assert_eq!(body["schema"][2]["name"], "overdue_ratio");
@@ -108,7 +116,7 @@ async fn health_catalog_query_and_explain_routes() {
     }
 
     let (status, plan) = s.post("/api/v1/explain", json!({ "metrics": ["overdue_ratio"], "dimensions": ["region"] }).to_string()).await;
-    assert_eq!(status, StatusCode::OK, "{plan}");
+    assert_eq!(status, 200, "{plan}");
     assert!(plan["logical_plan"].as_str().unwrap().contains("Aggregate"));
     assert!(plan["sql"].as_str().unwrap().to_uppercase().contains("SELECT"));
 }
@@ -116,30 +124,30 @@ async fn health_catalog_query_and_explain_routes() {
 #[tokio::test]
 async fn each_error_class_has_its_status_and_names_the_field() {
     let s = start_on(&fixture_dir()).await;
-    let cases: Vec<(&str, String, StatusCode, &str, Option<&str>)> = vec![
-        ("not JSON", "{\"metrics\": [".into(), StatusCode::BAD_REQUEST, "malformed_request", None),
-        ("unknown field", json!({ "metrics": ["loan_balance"], "metricz": [] }).to_string(), StatusCode::BAD_REQUEST, "malformed_request", None),
-        ("wrong type", json!({ "metrics": "loan_balance" }).to_string(), StatusCode::BAD_REQUEST, "malformed_request", Some("metrics")),
+    let cases: Vec<(&str, String, u16, &str, Option<&str>)> = vec![
+        ("not JSON", "{\"metrics\": [".into(), 400, "malformed_request", None),
+        ("unknown field", json!({ "metrics": ["loan_balance"], "metricz": [] }).to_string(), 400, "malformed_request", None),
+        ("wrong type", json!({ "metrics": "loan_balance" }).to_string(), 400, "malformed_request", Some("metrics")),
         ("bad op", json!({ "metrics": ["loan_balance"], "filters": [{ "dimension": "region", "op": "like", "value": "N%" }] }).to_string(),
-            StatusCode::BAD_REQUEST, "malformed_request", Some("filters[0].op")),
+            400, "malformed_request", Some("filters[0].op")),
         ("bad date", json!({ "metrics": ["loan_balance"], "time": { "from": "2024-02-30" } }).to_string(),
-            StatusCode::BAD_REQUEST, "malformed_request", Some("time.from")),
-        ("unknown metric", json!({ "metrics": ["loan_balance", "nope"] }).to_string(), StatusCode::NOT_FOUND, "unknown_metric", Some("metrics[1]")),
+            400, "malformed_request", Some("time.from")),
+        ("unknown metric", json!({ "metrics": ["loan_balance", "nope"] }).to_string(), 404, "unknown_metric", Some("metrics[1]")),
         ("unknown dimension", json!({ "metrics": ["loan_balance"], "dimensions": ["planet"] }).to_string(),
-            StatusCode::NOT_FOUND, "unknown_dimension", Some("dimensions[0]")),
+            404, "unknown_dimension", Some("dimensions[0]")),
         ("dimension the model lacks", json!({ "metrics": ["loan_balance"], "dimensions": ["status"] }).to_string(),
-            StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", Some("dimensions[0]")),
+            422, "invalid_query", Some("dimensions[0]")),
         ("filter value of the wrong type", json!({ "metrics": ["loan_balance"], "filters": [{ "dimension": "region", "op": "eq", "value": 5 }] }).to_string(),
-            StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", Some("filters[0].value")),
+            422, "invalid_query", Some("filters[0].value")),
         ("between with one value", json!({ "metrics": ["loan_balance"], "filters": [{ "dimension": "team", "op": "between", "values": ["T1"] }] }).to_string(),
-            StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", Some("filters[0].values")),
+            422, "invalid_query", Some("filters[0].values")),
         ("from after to", json!({ "metrics": ["loan_balance"], "time": { "from": "2024-03-01", "to": "2024-01-01" } }).to_string(),
-            StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", Some("time")),
+            422, "invalid_query", Some("time")),
         ("limit too large", json!({ "metrics": ["loan_balance"], "limit": 10_000_000 }).to_string(),
-            StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", Some("limit")),
+            422, "invalid_query", Some("limit")),
         ("order by unknown", json!({ "metrics": ["loan_balance"], "order": [{ "by": "region" }] }).to_string(),
-            StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", Some("order[0].by")),
-        ("no metrics", json!({ "metrics": [] }).to_string(), StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", Some("metrics")),
+            422, "invalid_query", Some("order[0].by")),
+        ("no metrics", json!({ "metrics": [] }).to_string(), 422, "invalid_query", Some("metrics")),
     ];
     for (what, body, status, code, field) in cases {
         let (got, err) = s.post("/api/v1/query", body).await;
@@ -155,16 +163,16 @@ async fn each_error_class_has_its_status_and_names_the_field() {
     let (status, body) = s
         .query(json!({ "metrics": ["loan_rows"], "filters": [{ "dimension": "region", "op": "eq", "value": "North' OR '1'='1" }] }))
         .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, 200);
     assert_num(&body["rows"][0][0], Some(0.0));
 
     let huge = format!("{{\"metrics\": [\"{}\"]}}", "x".repeat(400 * 1024));
     let (status, err) = s.post("/api/v1/query", huge).await;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{err}");
+    assert_eq!(status, 413, "{err}");
     assert_eq!(err["error"]["code"], "body_too_large");
 
     let (status, err) = s.get("/api/v1/nothing-here").await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(status, 404);
     assert_eq!(err["error"]["code"], "no_route");
 }
 
@@ -175,13 +183,13 @@ async fn internal_errors_are_generic_and_the_server_keeps_serving() {
     // The loan_month files vanish from under the running server.
     std::fs::remove_dir_all(project.path().join("data/loan_month")).unwrap();
     let (status, err) = s.query(json!({ "metrics": ["loan_balance"] })).await;
-    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(status, 500);
     assert_eq!(err["error"]["code"], "internal");
     let message = err["error"]["message"].as_str().unwrap();
     assert!(!message.contains(project.path().to_str().unwrap()), "no paths leak: {message}");
     // Metrics on other tables still answer.
     let (status, body) = s.query(json!({ "metrics": ["aum"], "time": { "from": "2024-01-01", "to": "2024-03-31" } })).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(status, 200, "{body}");
     assert_num(&body["rows"][0][0], Some(1225.0));
 }
 
@@ -210,8 +218,8 @@ async fn concurrent_identical_cold_requests_run_the_engine_once() {
         "time": { "grain": "month", "from": "2024-01-01", "to": "2024-06-30" } });
     let calls = (0..8).map(|_| s.query(q.clone()));
     let results = futures::future::join_all(calls).await;
-    let engine = results.iter().filter(|(status, body)| *status == StatusCode::OK && served_by(body) == "engine").count();
-    assert!(results.iter().all(|(status, _)| *status == StatusCode::OK));
+    let engine = results.iter().filter(|(status, body)| *status == 200 && served_by(body) == "engine").count();
+    assert!(results.iter().all(|(status, _)| *status == 200));
     assert_eq!(engine, 1, "exactly one request computed");
     assert_eq!(s.service.engine_runs() - before, 1);
     let rows: Vec<&Value> = results.iter().map(|(_, b)| &b["rows"]).collect();
@@ -236,7 +244,7 @@ async fn a_data_refresh_invalidates_exactly_the_affected_entries() {
     )
     .unwrap();
     let (status, l2) = s.query(loans.clone()).await;
-    assert_eq!(status, StatusCode::OK, "{l2}");
+    assert_eq!(status, 200, "{l2}");
     assert_eq!(served_by(&l2), "engine", "the loan_month entry is stale");
     assert_num(&l2["rows"][0][0], Some(1450.0));
     assert_ne!(l1["meta"]["data_version"], l2["meta"]["data_version"]);
