@@ -49,7 +49,10 @@ impl Default for Settings {
 
 impl Settings {
     pub fn limits(&self) -> QueryLimits {
-        QueryLimits { max_rows: self.max_rows, ..QueryLimits::default() }
+        QueryLimits {
+            max_rows: self.max_rows,
+            ..QueryLimits::default()
+        }
     }
 
     pub fn query_timeout(&self) -> Duration {

@@ -15,7 +15,11 @@ use kpilens::server;
 use kpilens::service::KpiService;
 
 #[derive(Parser)]
-#[command(name = "kpilens", version, about = "Bank KPI cockpit backend: YAML metrics on DataFusion")]
+#[command(
+    name = "kpilens",
+    version,
+    about = "Bank KPI cockpit backend: YAML metrics on DataFusion"
+)]
 struct Cli {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, global = true, env = "KPILENS_LOG_JSON")]
@@ -94,36 +98,73 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<(), String> {
     match command {
-        Command::Demo { addr, scale, settings } => {
+        Command::Demo {
+            addr,
+            scale,
+            settings,
+        } => {
             if !settings.data_dir.join("org").exists() {
-                println!("generating the demo bank (scale {scale}) into {} ...", settings.data_dir.display());
-                let report = datagen::generate(&GenerateOptions { out: settings.data_dir.clone(), scale, seed: 42 })
-                    .map_err(|e| format!("generate: {e}"))?;
+                println!(
+                    "generating the demo bank (scale {scale}) into {} ...",
+                    settings.data_dir.display()
+                );
+                let report = datagen::generate(&GenerateOptions {
+                    out: settings.data_dir.clone(),
+                    scale,
+                    seed: 42,
+                })
+                .map_err(|e| format!("generate: {e}"))?;
                 println!("{report}");
             }
             serve(addr, settings).await
         }
         Command::Serve { addr, settings } => serve(addr, settings).await,
-        Command::Query { format, query_json, settings } => {
+        Command::Query {
+            format,
+            query_json,
+            settings,
+        } => {
             let service = open(&settings).await?;
             let req = parse_query(&query_json)?;
-            let response = service.query(&req).await.map_err(|e| format!("query failed: {e}"))?;
+            let response = service
+                .query(&req)
+                .await
+                .map_err(|e| format!("query failed: {e}"))?;
             match format {
-                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&response).expect("serialisable")),
+                OutputFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&response).expect("serialisable")
+                ),
                 OutputFormat::Table => print_table(&response),
             }
             Ok(())
         }
-        Command::Explain { query_json, settings } => {
+        Command::Explain {
+            query_json,
+            settings,
+        } => {
             let service = open(&settings).await?;
             let req = parse_query(&query_json)?;
-            let e = service.explain(&req).await.map_err(|e| format!("explain failed: {e}"))?;
-            println!("-- logical plan\n{}\n\n-- optimized plan\n{}\n\n-- equivalent SQL\n{}", e.logical_plan, e.optimized_plan, e.sql);
+            let e = service
+                .explain(&req)
+                .await
+                .map_err(|e| format!("explain failed: {e}"))?;
+            println!(
+                "-- logical plan\n{}\n\n-- optimized plan\n{}\n\n-- equivalent SQL\n{}",
+                e.logical_plan, e.optimized_plan, e.sql
+            );
             Ok(())
         }
         Command::Validate { settings } => {
-            let engine = DataFusionEngine::new(settings.memory_mb * 1024 * 1024).map_err(|e| e.to_string())?;
-            match Catalog::load(&settings.project_dir, &settings.resolved_data_dir(), engine.new_session()).await {
+            let engine = DataFusionEngine::new(settings.memory_mb * 1024 * 1024)
+                .map_err(|e| e.to_string())?;
+            match Catalog::load(
+                &settings.project_dir,
+                &settings.resolved_data_dir(),
+                engine.new_session(),
+            )
+            .await
+            {
                 Ok(c) => {
                     println!(
                         "ok: catalog {} with {} models, {} measures, {} metrics, {} dimensions, {} hierarchies",
@@ -140,7 +181,8 @@ async fn run(command: Command) -> Result<(), String> {
             }
         }
         Command::Generate { out, scale, seed } => {
-            let report = datagen::generate(&GenerateOptions { out, scale, seed }).map_err(|e| format!("generate: {e}"))?;
+            let report = datagen::generate(&GenerateOptions { out, scale, seed })
+                .map_err(|e| format!("generate: {e}"))?;
             println!("{report}");
             Ok(())
         }
@@ -148,52 +190,89 @@ async fn run(command: Command) -> Result<(), String> {
 }
 
 async fn open(settings: &Settings) -> Result<KpiService, String> {
-    KpiService::open(settings).await.map_err(|errors| format!("the project does not validate:\n{errors}"))
+    KpiService::open(settings)
+        .await
+        .map_err(|errors| format!("the project does not validate:\n{errors}"))
 }
 
 async fn serve(addr: SocketAddr, settings: Settings) -> Result<(), String> {
     let service = Arc::new(open(&settings).await?);
-    let listener = server::bind(addr).await.map_err(|e| format!("cannot bind {addr}: {e}"))?;
+    let listener = server::bind(addr)
+        .await
+        .map_err(|e| format!("cannot bind {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("kpilens serving {} metrics on http://{local}", service.catalog().metrics.len());
-    server::serve(&settings, service, listener).await.map_err(|e| e.to_string())
+    println!(
+        "kpilens serving {} metrics on http://{local}",
+        service.catalog().metrics.len()
+    );
+    server::serve(&settings, service, listener)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn parse_query(text: &str) -> Result<QueryRequest, String> {
     let mut de = serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| format!("invalid query at {}: {}", e.path(), e.inner()))
+    serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| format!("invalid query at {}: {}", e.path(), e.inner()))
 }
 
 fn print_table(response: &kpilens::service::QueryResponse) {
-    let header: Vec<&str> = response.result.schema.iter().map(|f| f.name.as_str()).collect();
+    let header: Vec<&str> = response
+        .result
+        .schema
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
     let cell = |v: &serde_json::Value| match v {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Null => "∅".into(),
         other => other.to_string(),
     };
-    let mut rows: Vec<Vec<String>> = response.result.rows.iter().map(|r| r.iter().map(cell).collect()).collect();
+    let mut rows: Vec<Vec<String>> = response
+        .result
+        .rows
+        .iter()
+        .map(|r| r.iter().map(cell).collect())
+        .collect();
     if let Some(t) = &response.result.totals {
         let mut total: Vec<String> = t.iter().map(cell).collect();
         total[0] = "TOTAL".into();
         rows.push(total);
     }
     let widths: Vec<usize> = (0..header.len())
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([header[i].len()]).max().unwrap_or(0))
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let line = |cells: Vec<String>| {
-        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ")
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
     };
     println!("{}", line(header.iter().map(|s| s.to_string()).collect()));
     for r in rows {
         println!("{}", line(r));
     }
     let m = &response.meta;
-    println!("-- {} rows, {} in {} ms (data {})", m.row_count, m.served_by, m.elapsed_ms, m.data_version);
+    println!(
+        "-- {} rows, {} in {} ms (data {})",
+        m.row_count, m.served_by, m.elapsed_ms, m.data_version
+    );
 }
 
 fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,datafusion=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,datafusion=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

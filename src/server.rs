@@ -10,9 +10,15 @@ use crate::config::Settings;
 use crate::service::KpiService;
 
 /// Serves until Ctrl-C / SIGTERM; in-flight requests finish first.
-pub async fn serve(settings: &Settings, service: Arc<KpiService>, listener: TcpListener) -> std::io::Result<()> {
+pub async fn serve(
+    settings: &Settings,
+    service: Arc<KpiService>,
+    listener: TcpListener,
+) -> std::io::Result<()> {
     let app = api::router(service, settings.max_body_kb * 1024);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
 }
 
 /// Binds first so that the caller can print (or a test can read) the real address.

@@ -62,11 +62,20 @@ pub struct Explanation {
 impl KpiService {
     pub async fn open(settings: &Settings) -> Result<Self, CatalogErrors> {
         let engine: Arc<dyn QueryEngine> = Arc::new(
-            DataFusionEngine::new(settings.memory_mb * 1024 * 1024)
-                .map_err(|e| CatalogErrors::from(crate::catalog::CatalogError::new("engine", "", e.to_string())))?,
+            DataFusionEngine::new(settings.memory_mb * 1024 * 1024).map_err(|e| {
+                CatalogErrors::from(crate::catalog::CatalogError::new(
+                    "engine",
+                    "",
+                    e.to_string(),
+                ))
+            })?,
         );
-        let catalog =
-            Catalog::load(&settings.project_dir, &settings.resolved_data_dir(), engine.new_session()).await?;
+        let catalog = Catalog::load(
+            &settings.project_dir,
+            &settings.resolved_data_dir(),
+            engine.new_session(),
+        )
+        .await?;
         Ok(Self {
             catalog: RwLock::new(Arc::new(catalog)),
             engine,
@@ -101,7 +110,10 @@ impl KpiService {
             query: serde_json::to_string(req).map_err(|e| QueryError::internal(e.to_string()))?,
             data: data.clone(),
         };
-        let (result, computed) = self.cache.get_or_compute(key, self.compute(&catalog, &vq)).await?;
+        let (result, computed) = self
+            .cache
+            .get_or_compute(key, self.compute(&catalog, &vq))
+            .await?;
         let meta = QueryMeta {
             query_id,
             served_by: if computed { "engine" } else { "cache" },
@@ -130,7 +142,10 @@ impl KpiService {
     }
 
     /// Validates against the current catalog, rebuilding it first if an input table changed.
-    async fn prepare(&self, req: &QueryRequest) -> Result<(Arc<Catalog>, ValidatedQuery, Vec<(String, String)>), QueryError> {
+    async fn prepare(
+        &self,
+        req: &QueryRequest,
+    ) -> Result<(Arc<Catalog>, ValidatedQuery, Vec<(String, String)>), QueryError> {
         let mut catalog = self.catalog();
         let mut vq = semantic::validate(&catalog, req, &self.limits)?;
         let tables = catalog.tables_read_by(&vq.models);
@@ -150,10 +165,20 @@ impl KpiService {
         if seen.iter().all(|(t, v)| current.tables[t].version == *v) {
             return current; // another request rebuilt it meanwhile
         }
-        match Catalog::build(current.sources.clone(), &current.data_dir, self.engine.new_session()).await {
+        match Catalog::build(
+            current.sources.clone(),
+            &current.data_dir,
+            self.engine.new_session(),
+        )
+        .await
+        {
             Ok(fresh) => {
                 for (table, source) in &fresh.tables {
-                    if current.tables.get(table).is_none_or(|old| old.version != source.version) {
+                    if current
+                        .tables
+                        .get(table)
+                        .is_none_or(|old| old.version != source.version)
+                    {
                         tracing::info!(table, version = %source.version, "data refreshed");
                         self.cache.invalidate_table(table, &source.version);
                     }
@@ -169,7 +194,11 @@ impl KpiService {
         }
     }
 
-    async fn compute(&self, catalog: &Catalog, vq: &ValidatedQuery) -> Result<Arc<QueryResult>, QueryError> {
+    async fn compute(
+        &self,
+        catalog: &Catalog,
+        vq: &ValidatedQuery,
+    ) -> Result<Arc<QueryResult>, QueryError> {
         self.engine_runs.fetch_add(1, Ordering::Relaxed);
         let planned = semantic::plan(catalog, vq).await?;
         let rows_schema = planned.rows.schema().as_arrow().clone();
@@ -190,7 +219,10 @@ impl KpiService {
                 QueryError::new(
                     ErrorKind::Timeout,
                     "timeout",
-                    format!("the query ran past its time budget of {} s", self.timeout.as_secs()),
+                    format!(
+                        "the query ran past its time budget of {} s",
+                        self.timeout.as_secs()
+                    ),
                 )
             })?
             .map_err(QueryError::from_engine)?;
@@ -214,15 +246,19 @@ fn totals_row(batches: &[RecordBatch], columns: &[semantic::OutputColumn]) -> Ve
     columns
         .iter()
         .map(|c| match (c.role, batch) {
-            (ColumnRole::Metric, Some(b)) => {
-                b.column_by_name(&c.name).map(|a| semantic::json_value(a.as_ref(), 0)).unwrap_or(Value::Null)
-            }
+            (ColumnRole::Metric, Some(b)) => b
+                .column_by_name(&c.name)
+                .map(|a| semantic::json_value(a.as_ref(), 0))
+                .unwrap_or(Value::Null),
             _ => Value::Null,
         })
         .collect()
 }
 
-fn current_versions(catalog: &Catalog, tables: &BTreeSet<String>) -> Result<Vec<(String, String)>, QueryError> {
+fn current_versions(
+    catalog: &Catalog,
+    tables: &BTreeSet<String>,
+) -> Result<Vec<(String, String)>, QueryError> {
     tables
         .iter()
         .map(|t| {

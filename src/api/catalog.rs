@@ -53,15 +53,20 @@ impl CatalogView {
             .metrics
             .values()
             .map(|m| {
-                let models: Vec<String> =
-                    catalog.measures_of(&m.name).iter().map(|x| catalog.measures[x].model.clone()).collect();
+                let models: Vec<String> = catalog
+                    .measures_of(&m.name)
+                    .iter()
+                    .map(|x| catalog.measures[x].model.clone())
+                    .collect();
                 let dimensions = catalog
                     .dimensions
                     .values()
                     .filter(|d| models.iter().all(|model| d.models.contains(model)))
                     .map(|d| d.name.clone())
                     .collect();
-                let time = models.iter().all(|model| catalog.models[model].time.is_some());
+                let time = models
+                    .iter()
+                    .all(|model| catalog.models[model].time.is_some());
                 MetricView {
                     name: m.name.clone(),
                     kind: kind_name(m.definition.kind()),
@@ -85,8 +90,19 @@ impl CatalogView {
                 description: d.description.clone(),
             })
             .collect();
-        let hierarchies =
-            catalog.hierarchies.iter().map(|(n, l)| HierarchyView { name: n.clone(), levels: l.clone() }).collect();
-        Self { version: catalog.version.clone(), metrics, dimensions, hierarchies }
+        let hierarchies = catalog
+            .hierarchies
+            .iter()
+            .map(|(n, l)| HierarchyView {
+                name: n.clone(),
+                levels: l.clone(),
+            })
+            .collect();
+        Self {
+            version: catalog.version.clone(),
+            metrics,
+            dimensions,
+            hierarchies,
+        }
     }
 }

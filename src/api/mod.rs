@@ -50,26 +50,39 @@ async fn catalog(State(service): State<Arc<KpiService>>) -> Json<CatalogView> {
     Json(CatalogView::of(&service.catalog()))
 }
 
-async fn query(State(service): State<Arc<KpiService>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn query(
+    State(service): State<Arc<KpiService>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let req: QueryRequest = parse_body(body)?;
     let response = service.query(&req).await?;
     Ok(Json(response).into_response())
 }
 
-async fn explain(State(service): State<Arc<KpiService>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn explain(
+    State(service): State<Arc<KpiService>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let req: QueryRequest = parse_body(body)?;
     Ok(Json(service.explain(&req).await?).into_response())
 }
 
 async fn not_found() -> impl IntoResponse {
-    (StatusCode::NOT_FOUND, Json(json!({ "error": { "code": "no_route", "message": "no such route" } })))
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({ "error": { "code": "no_route", "message": "no such route" } })),
+    )
 }
 
 /// JSON body -> DTO, with the path of the offending field in the error (`filters[0].op`).
 fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, QueryError> {
     let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            QueryError::new(ErrorKind::TooLarge, "body_too_large", "the request body exceeds the configured limit")
+            QueryError::new(
+                ErrorKind::TooLarge,
+                "body_too_large",
+                "the request body exceeds the configured limit",
+            )
         } else {
             QueryError::malformed(format!("cannot read the request body: {rejection}"))
         }
@@ -80,6 +93,8 @@ fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Resul
         let err = QueryError::malformed(format!("invalid request: {}", e.inner()));
         if path == "." { err } else { err.at(path) }
     })?;
-    de.end().map_err(|e| QueryError::malformed(format!("trailing characters after the JSON body: {e}")))?;
+    de.end().map_err(|e| {
+        QueryError::malformed(format!("trailing characters after the JSON body: {e}"))
+    })?;
     Ok(value)
 }

@@ -37,7 +37,11 @@ impl ResultCache {
 
     /// Returns the cached result or computes it. Concurrent callers with the same key share one
     /// computation (single flight). The flag says whether this caller ran the computation.
-    pub async fn get_or_compute<F>(&self, key: CacheKey, compute: F) -> Result<(Arc<QueryResult>, bool), QueryError>
+    pub async fn get_or_compute<F>(
+        &self,
+        key: CacheKey,
+        compute: F,
+    ) -> Result<(Arc<QueryResult>, bool), QueryError>
     where
         F: Future<Output = Result<Arc<QueryResult>, QueryError>>,
     {
@@ -56,9 +60,9 @@ impl ResultCache {
     /// Evicts every entry that read `table` at a version other than `current`.
     pub fn invalidate_table(&self, table: &str, current: &str) {
         let (table, current) = (table.to_string(), current.to_string());
-        let outcome = self
-            .inner
-            .invalidate_entries_if(move |k, _| k.data.iter().any(|(t, v)| *t == table && *v != current));
+        let outcome = self.inner.invalidate_entries_if(move |k, _| {
+            k.data.iter().any(|(t, v)| *t == table && *v != current)
+        });
         if let Err(e) = outcome {
             tracing::warn!(error = %e, "cache invalidation predicate rejected");
         }

@@ -11,7 +11,11 @@ pub struct CatalogError {
 
 impl CatalogError {
     pub fn new(file: impl Into<String>, key: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { file: file.into(), key: key.into(), reason: reason.into() }
+        Self {
+            file: file.into(),
+            key: key.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -30,7 +34,12 @@ impl fmt::Display for CatalogError {
 pub struct CatalogErrors(pub Vec<CatalogError>);
 
 impl CatalogErrors {
-    pub fn push(&mut self, file: impl Into<String>, key: impl Into<String>, reason: impl Into<String>) {
+    pub fn push(
+        &mut self,
+        file: impl Into<String>,
+        key: impl Into<String>,
+        reason: impl Into<String>,
+    ) {
         self.0.push(CatalogError::new(file, key, reason));
     }
 
@@ -40,7 +49,11 @@ impl CatalogErrors {
 
     /// Ends a validation phase: later phases assume earlier ones passed.
     pub fn check(&mut self) -> Result<(), CatalogErrors> {
-        if self.0.is_empty() { Ok(()) } else { Err(std::mem::take(self)) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(std::mem::take(self))
+        }
     }
 }
 

@@ -108,9 +108,18 @@ pub struct Metric {
 }
 
 pub enum MetricDefinition {
-    Simple { measure: String },
-    Ratio { numerator: String, denominator: String },
-    Derived { expr: Expr, sql: String, depends_on: Vec<String> },
+    Simple {
+        measure: String,
+    },
+    Ratio {
+        numerator: String,
+        denominator: String,
+    },
+    Derived {
+        expr: Expr,
+        sql: String,
+        depends_on: Vec<String>,
+    },
 }
 
 impl MetricDefinition {
@@ -140,7 +149,9 @@ impl Catalog {
         data_dir: &Path,
         ctx: SessionContext,
     ) -> Result<Catalog, CatalogErrors> {
-        Builder::new(&sources, data_dir, &ctx).run(sources.clone()).await
+        Builder::new(&sources, data_dir, &ctx)
+            .run(sources.clone())
+            .await
     }
 
     /// The measures a metric needs, in a stable order, through derived metrics.
@@ -151,7 +162,9 @@ impl Catalog {
     }
 
     fn collect_measures(&self, metric: &str, out: &mut Vec<String>) {
-        let Some(m) = self.metrics.get(metric) else { return };
+        let Some(m) = self.metrics.get(metric) else {
+            return;
+        };
         let mut push = |name: &String| {
             if !out.contains(name) {
                 out.push(name.clone());
@@ -159,7 +172,10 @@ impl Catalog {
         };
         match &m.definition {
             MetricDefinition::Simple { measure } => push(measure),
-            MetricDefinition::Ratio { numerator, denominator } => {
+            MetricDefinition::Ratio {
+                numerator,
+                denominator,
+            } => {
                 push(numerator);
                 push(denominator);
             }
@@ -172,7 +188,10 @@ impl Catalog {
     }
 
     /// Physical tables a set of models reads.
-    pub fn tables_read_by<'a>(&self, models: impl IntoIterator<Item = &'a String>) -> BTreeSet<String> {
+    pub fn tables_read_by<'a>(
+        &self,
+        models: impl IntoIterator<Item = &'a String>,
+    ) -> BTreeSet<String> {
         models
             .into_iter()
             .filter_map(|m| self.models.get(m))
@@ -228,19 +247,51 @@ impl<'a> Builder<'a> {
             for (name, spec) in items {
                 let key = format!("{section}.{name}");
                 if !is_identifier(name) {
-                    errors.push(file, &key, "names must be lowercase snake_case ([a-z][a-z0-9_]*)");
+                    errors.push(
+                        file,
+                        &key,
+                        "names must be lowercase snake_case ([a-z][a-z0-9_]*)",
+                    );
                 }
                 if let Some(prev) = into.get(name.as_str()) {
-                    errors.push(file, &key, format!("duplicate name: already declared in {}", prev.file));
+                    errors.push(
+                        file,
+                        &key,
+                        format!("duplicate name: already declared in {}", prev.file),
+                    );
                 } else {
                     into.insert(name, Declared { file, spec });
                 }
             }
         }
-        merge("models", file, &def.models, &mut self.models, &mut self.errors);
-        merge("measures", file, &def.measures, &mut self.measures, &mut self.errors);
-        merge("metrics", file, &def.metrics, &mut self.metrics, &mut self.errors);
-        merge("hierarchies", file, &def.hierarchies, &mut self.hierarchies, &mut self.errors);
+        merge(
+            "models",
+            file,
+            &def.models,
+            &mut self.models,
+            &mut self.errors,
+        );
+        merge(
+            "measures",
+            file,
+            &def.measures,
+            &mut self.measures,
+            &mut self.errors,
+        );
+        merge(
+            "metrics",
+            file,
+            &def.metrics,
+            &mut self.metrics,
+            &mut self.errors,
+        );
+        merge(
+            "hierarchies",
+            file,
+            &def.hierarchies,
+            &mut self.hierarchies,
+            &mut self.errors,
+        );
     }
 
     async fn run(mut self, sources: Arc<ProjectSources>) -> Result<Catalog, CatalogErrors> {
@@ -267,7 +318,9 @@ impl<'a> Builder<'a> {
     }
 
     /// Registers every Parquet/CSV model as a table named after the model.
-    async fn register_file_sources(&mut self) -> Result<BTreeMap<String, TableSource>, CatalogErrors> {
+    async fn register_file_sources(
+        &mut self,
+    ) -> Result<BTreeMap<String, TableSource>, CatalogErrors> {
         let mut errors = CatalogErrors::default();
         let mut tables = BTreeMap::new();
         for (name, d) in &self.models {
@@ -282,7 +335,11 @@ impl<'a> Builder<'a> {
                 }
             };
             if self.sql_models.contains_key(*name) {
-                errors.push(d.file, &key, format!("name clashes with the SQL model sql/{name}.sql"));
+                errors.push(
+                    d.file,
+                    &key,
+                    format!("name clashes with the SQL model sql/{name}.sql"),
+                );
                 continue;
             }
             let path = self.data_dir.join(rel);
@@ -294,7 +351,11 @@ impl<'a> Builder<'a> {
                 }
             };
             if let Err(e) = source.register(self.ctx).await {
-                errors.push(d.file, &key, format!("cannot open {}: {}", path.display(), first_line(&e)));
+                errors.push(
+                    d.file,
+                    &key,
+                    format!("cannot open {}: {}", path.display(), first_line(&e)),
+                );
                 continue;
             }
             tables.insert(name.to_string(), source);
@@ -314,7 +375,11 @@ impl<'a> Builder<'a> {
         let state = self.ctx.state();
         for (name, (file, text)) in self.sql_models {
             if !is_identifier(name) {
-                errors.push(file, "", "SQL model file names must be lowercase snake_case");
+                errors.push(
+                    file,
+                    "",
+                    "SQL model file names must be lowercase snake_case",
+                );
                 continue;
             }
             let statements = match DFParser::parse_sql(text) {
@@ -326,7 +391,14 @@ impl<'a> Builder<'a> {
             };
             let mut statements = Vec::from(statements);
             if statements.len() != 1 {
-                errors.push(file, "", format!("a SQL model holds exactly one SELECT, found {} statements", statements.len()));
+                errors.push(
+                    file,
+                    "",
+                    format!(
+                        "a SQL model holds exactly one SELECT, found {} statements",
+                        statements.len()
+                    ),
+                );
                 continue;
             }
             let statement = statements.pop().expect("one statement");
@@ -337,7 +409,12 @@ impl<'a> Builder<'a> {
             }
             match state.resolve_table_references(&statement) {
                 Ok(r) => {
-                    refs.insert(name, r.iter().map(|t: &TableReference| t.table().to_string()).collect());
+                    refs.insert(
+                        name,
+                        r.iter()
+                            .map(|t: &TableReference| t.table().to_string())
+                            .collect(),
+                    );
                 }
                 Err(e) => errors.push(file, "", format!("cannot resolve table references: {e}")),
             }
@@ -347,7 +424,10 @@ impl<'a> Builder<'a> {
         // Topological order; whatever cannot be ordered is part of (or behind) a cycle.
         let mut reads: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut pending: BTreeMap<&str, BTreeSet<String>> = refs;
-        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
         loop {
             let ready: Vec<&str> = pending
                 .iter()
@@ -376,15 +456,24 @@ impl<'a> Builder<'a> {
                             errors.push(file, "", format!("cannot register: {e}"));
                         }
                     }
-                    Err(e) => errors.push(file, "", format!("SQL does not plan: {}", first_line(&e))),
+                    Err(e) => {
+                        errors.push(file, "", format!("SQL does not plan: {}", first_line(&e)))
+                    }
                 }
                 reads.insert(name.to_string(), read);
             }
         }
         for (name, deps) in &pending {
             let (file, _) = &self.sql_models[*name];
-            let cycle: Vec<&String> = deps.iter().filter(|d| pending.contains_key(d.as_str())).collect();
-            errors.push(file, "", format!("SQL models reference each other in a cycle through {cycle:?}"));
+            let cycle: Vec<&String> = deps
+                .iter()
+                .filter(|d| pending.contains_key(d.as_str()))
+                .collect();
+            errors.push(
+                file,
+                "",
+                format!("SQL models reference each other in a cycle through {cycle:?}"),
+            );
         }
         errors.check()?;
         Ok(reads)
@@ -403,7 +492,11 @@ impl<'a> Builder<'a> {
                 Ok(Source::Sql(view)) => match view_reads.get(view) {
                     Some(r) => (view.to_string(), r.clone()),
                     None => {
-                        errors.push(d.file, format!("models.{name}.source.sql"), format!("no SQL model sql/{view}.sql"));
+                        errors.push(
+                            d.file,
+                            format!("models.{name}.source.sql"),
+                            format!("no SQL model sql/{view}.sql"),
+                        );
                         continue;
                     }
                 },
@@ -416,15 +509,28 @@ impl<'a> Builder<'a> {
                     continue;
                 }
             };
-            let column_type = |col: &str| schema.field_with_name(col).ok().map(|f| f.data_type().clone());
-            let unknown = |col: &str| format!("unknown column '{col}' (columns: {})", column_list(&schema));
+            let column_type = |col: &str| {
+                schema
+                    .field_with_name(col)
+                    .ok()
+                    .map(|f| f.data_type().clone())
+            };
+            let unknown =
+                |col: &str| format!("unknown column '{col}' (columns: {})", column_list(&schema));
 
             let time = match &spec.time {
                 None => None,
                 Some(col) => match column_type(col) {
-                    Some(t) if is_temporal(&t) => Some(TimeColumn { column: col.clone(), data_type: t }),
+                    Some(t) if is_temporal(&t) => Some(TimeColumn {
+                        column: col.clone(),
+                        data_type: t,
+                    }),
                     Some(t) => {
-                        errors.push(d.file, format!("models.{name}.time"), format!("column '{col}' is {t}, not a date or timestamp"));
+                        errors.push(
+                            d.file,
+                            format!("models.{name}.time"),
+                            format!("column '{col}' is {t}, not a date or timestamp"),
+                        );
                         None
                     }
                     None => {
@@ -445,7 +551,11 @@ impl<'a> Builder<'a> {
                     errors.push(d.file, format!("{key}.on"), unknown(&j.on));
                 }
                 match self.models.get(j.model.as_str()) {
-                    None => errors.push(d.file, format!("{key}.model"), format!("unknown model '{}'", j.model)),
+                    None => errors.push(
+                        d.file,
+                        format!("{key}.model"),
+                        format!("unknown model '{}'", j.model),
+                    ),
                     Some(t) if t.spec.primary_key.is_none() => errors.push(
                         d.file,
                         format!("{key}.model"),
@@ -453,13 +563,23 @@ impl<'a> Builder<'a> {
                     ),
                     Some(_) => {}
                 }
-                joins.insert(jname.clone(), Join { model: j.model.clone(), on: j.on.clone() });
+                joins.insert(
+                    jname.clone(),
+                    Join {
+                        model: j.model.clone(),
+                        on: j.on.clone(),
+                    },
+                );
             }
             let mut dimensions = BTreeMap::new();
             for (dname, dim) in &spec.dimensions {
                 let key = format!("models.{name}.dimensions.{dname}");
                 if !is_identifier(dname) {
-                    errors.push(d.file, &key, "names must be lowercase snake_case ([a-z][a-z0-9_]*)");
+                    errors.push(
+                        d.file,
+                        &key,
+                        "names must be lowercase snake_case ([a-z][a-z0-9_]*)",
+                    );
                 }
                 let binding = match (&dim.column, &dim.via) {
                     (Some(col), None) => {
@@ -468,19 +588,28 @@ impl<'a> Builder<'a> {
                         }
                         DimensionBinding::Column(col.clone())
                     }
-                    (None, Some(via)) => match via.split_once('.') {
-                        Some((join, dimension)) if spec.joins.contains_key(join) => {
-                            DimensionBinding::Via { join: join.to_string(), dimension: dimension.to_string() }
+                    (None, Some(via)) => {
+                        match via.split_once('.') {
+                            Some((join, dimension)) if spec.joins.contains_key(join) => {
+                                DimensionBinding::Via {
+                                    join: join.to_string(),
+                                    dimension: dimension.to_string(),
+                                }
+                            }
+                            Some((join, _)) => {
+                                errors.push(d.file, format!("{key}.via"), format!("unknown join '{join}' (declare it under models.{name}.joins)"));
+                                continue;
+                            }
+                            None => {
+                                errors.push(
+                                    d.file,
+                                    format!("{key}.via"),
+                                    "expected '<join>.<dimension>'",
+                                );
+                                continue;
+                            }
                         }
-                        Some((join, _)) => {
-                            errors.push(d.file, format!("{key}.via"), format!("unknown join '{join}' (declare it under models.{name}.joins)"));
-                            continue;
-                        }
-                        None => {
-                            errors.push(d.file, format!("{key}.via"), "expected '<join>.<dimension>'");
-                            continue;
-                        }
-                    },
+                    }
                     _ => {
                         errors.push(d.file, &key, "give exactly one of 'column' or 'via'");
                         continue;
@@ -505,15 +634,23 @@ impl<'a> Builder<'a> {
         }
         errors.check()?;
         // Joins bring the target's data dependencies along.
-        let direct: BTreeMap<String, BTreeSet<String>> =
-            models.iter().map(|(n, m)| (n.clone(), m.reads.clone())).collect();
+        let direct: BTreeMap<String, BTreeSet<String>> = models
+            .iter()
+            .map(|(n, m)| (n.clone(), m.reads.clone()))
+            .collect();
         for model in models.values_mut() {
             let mut seen = BTreeSet::new();
             let mut stack: Vec<String> = model.joins.values().map(|j| j.model.clone()).collect();
             while let Some(next) = stack.pop() {
                 if seen.insert(next.clone()) {
                     model.reads.extend(direct[&next].iter().cloned());
-                    stack.extend(self.models[next.as_str()].spec.joins.values().map(|j| j.model.clone()));
+                    stack.extend(
+                        self.models[next.as_str()]
+                            .spec
+                            .joins
+                            .values()
+                            .map(|j| j.model.clone()),
+                    );
                 }
             }
         }
@@ -557,13 +694,16 @@ impl<'a> Builder<'a> {
                         }
                     }
                     None => {
-                        dims.insert(dname.clone(), Dimension {
-                            name: dname.clone(),
-                            label: spec.label.clone().unwrap_or_default(),
-                            description: spec.description.clone(),
-                            data_type,
-                            models: BTreeSet::from([mname.clone()]),
-                        });
+                        dims.insert(
+                            dname.clone(),
+                            Dimension {
+                                name: dname.clone(),
+                                label: spec.label.clone().unwrap_or_default(),
+                                description: spec.description.clone(),
+                                data_type,
+                                models: BTreeSet::from([mname.clone()]),
+                            },
+                        );
                     }
                 }
             }
@@ -572,7 +712,10 @@ impl<'a> Builder<'a> {
         // A `via` dimension without a label takes the label of the dimension it points to.
         for dim in dims.values_mut() {
             if dim.label == Label::default() {
-                dim.label = Label { zh: None, en: Some(dim.name.replace('_', " ")) };
+                dim.label = Label {
+                    zh: None,
+                    en: Some(dim.name.replace('_', " ")),
+                };
             }
         }
         Ok(dims)
@@ -586,14 +729,26 @@ impl<'a> Builder<'a> {
         let mut out = BTreeMap::new();
         for (name, d) in &self.hierarchies {
             if d.spec.is_empty() {
-                errors.push(d.file, format!("hierarchies.{name}"), "a hierarchy needs at least one level");
+                errors.push(
+                    d.file,
+                    format!("hierarchies.{name}"),
+                    "a hierarchy needs at least one level",
+                );
             }
             for (i, level) in d.spec.iter().enumerate() {
                 if !dims.contains_key(level) {
-                    errors.push(d.file, format!("hierarchies.{name}[{i}]"), format!("unknown dimension '{level}'"));
+                    errors.push(
+                        d.file,
+                        format!("hierarchies.{name}[{i}]"),
+                        format!("unknown dimension '{level}'"),
+                    );
                 }
                 if d.spec[..i].contains(level) {
-                    errors.push(d.file, format!("hierarchies.{name}[{i}]"), format!("level '{level}' appears twice"));
+                    errors.push(
+                        d.file,
+                        format!("hierarchies.{name}[{i}]"),
+                        format!("level '{level}' appears twice"),
+                    );
                 }
             }
             out.insert(name.to_string(), d.spec.clone());
@@ -612,7 +767,11 @@ impl<'a> Builder<'a> {
             let spec = d.spec;
             let key = format!("measures.{name}");
             let Some(model) = models.get(&spec.model) else {
-                errors.push(d.file, format!("{key}.model"), format!("unknown model '{}'", spec.model));
+                errors.push(
+                    d.file,
+                    format!("{key}.model"),
+                    format!("unknown model '{}'", spec.model),
+                );
                 continue;
             };
             let df_schema = match DFSchema::try_from(model.schema.as_ref().clone()) {
@@ -622,29 +781,42 @@ impl<'a> Builder<'a> {
                     continue;
                 }
             };
-            let parse = |sql: &str, field: &str, errors: &mut CatalogErrors| -> Option<(Expr, DataType)> {
-                let parsed = self
-                    .ctx
-                    .parse_sql_expr(sql, &df_schema)
-                    .and_then(|e| e.get_type(&df_schema).map(|t| (e, t)));
-                match parsed {
-                    Ok(x) => Some(x),
-                    Err(e) => {
-                        errors.push(d.file, format!("{key}.{field}"), format!("invalid expression '{sql}': {}", first_line(&e)));
-                        None
+            let parse =
+                |sql: &str, field: &str, errors: &mut CatalogErrors| -> Option<(Expr, DataType)> {
+                    let parsed = self
+                        .ctx
+                        .parse_sql_expr(sql, &df_schema)
+                        .and_then(|e| e.get_type(&df_schema).map(|t| (e, t)));
+                    match parsed {
+                        Ok(x) => Some(x),
+                        Err(e) => {
+                            errors.push(
+                                d.file,
+                                format!("{key}.{field}"),
+                                format!("invalid expression '{sql}': {}", first_line(&e)),
+                            );
+                            None
+                        }
                     }
-                }
-            };
+                };
             let input = match (&spec.expr, spec.agg) {
                 (None, Aggregation::Count) => Some(datafusion::prelude::lit(1i64)),
                 (None, agg) => {
-                    errors.push(d.file, format!("{key}.expr"), format!("required for agg '{}'", agg_name(agg)));
+                    errors.push(
+                        d.file,
+                        format!("{key}.expr"),
+                        format!("required for agg '{}'", agg_name(agg)),
+                    );
                     None
                 }
                 (Some(sql), agg) => parse(sql, "expr", &mut errors).and_then(|(e, t)| {
                     let needs_number = matches!(agg, Aggregation::Sum | Aggregation::Avg);
                     if needs_number && !t.is_numeric() {
-                        errors.push(d.file, format!("{key}.expr"), format!("'{sql}' is {t}; agg '{}' needs a number", agg_name(agg)));
+                        errors.push(
+                            d.file,
+                            format!("{key}.expr"),
+                            format!("'{sql}' is {t}; agg '{}' needs a number", agg_name(agg)),
+                        );
                         None
                     } else {
                         Some(e)
@@ -656,24 +828,38 @@ impl<'a> Builder<'a> {
                     if t == DataType::Boolean {
                         Some(e)
                     } else {
-                        errors.push(d.file, format!("{key}.where"), format!("'{sql}' is {t}, not a boolean predicate"));
+                        errors.push(
+                            d.file,
+                            format!("{key}.where"),
+                            format!("'{sql}' is {t}, not a boolean predicate"),
+                        );
                         None
                     }
                 })
             });
             let snapshot = spec.semi_additive.as_ref().map(|s| s.pick);
             if snapshot.is_some() && model.time.is_none() {
-                errors.push(d.file, format!("{key}.semi_additive"), format!("model '{}' has no time column to take snapshots over", model.name));
+                errors.push(
+                    d.file,
+                    format!("{key}.semi_additive"),
+                    format!(
+                        "model '{}' has no time column to take snapshots over",
+                        model.name
+                    ),
+                );
             }
             if let Some(input) = input {
-                out.insert(name.to_string(), Measure {
-                    name: name.to_string(),
-                    model: model.name.clone(),
-                    agg: spec.agg,
-                    input,
-                    filter,
-                    snapshot,
-                });
+                out.insert(
+                    name.to_string(),
+                    Measure {
+                        name: name.to_string(),
+                        model: model.name.clone(),
+                        agg: spec.agg,
+                        input,
+                        filter,
+                        snapshot,
+                    },
+                );
             }
         }
         errors.check()?;
@@ -687,7 +873,10 @@ impl<'a> Builder<'a> {
         let mut errors = CatalogErrors::default();
         // Derived expressions are parsed against a schema whose columns are the metric names.
         let metric_schema = DFSchema::try_from(Schema::new(
-            self.metrics.keys().map(|n| Field::new(*n, DataType::Float64, true)).collect::<Vec<_>>(),
+            self.metrics
+                .keys()
+                .map(|n| Field::new(*n, DataType::Float64, true))
+                .collect::<Vec<_>>(),
         ))
         .expect("metric names are unique");
         let mut out = BTreeMap::new();
@@ -707,67 +896,115 @@ impl<'a> Builder<'a> {
                 ("expr", spec.expr.is_some()),
             ] {
                 if present && !allowed.contains(&field) {
-                    errors.push(d.file, format!("{key}.{field}"), format!("not a field of type '{kind}'"));
+                    errors.push(
+                        d.file,
+                        format!("{key}.{field}"),
+                        format!("not a field of type '{kind}'"),
+                    );
                 }
             }
             // A required reference to a measure: present and known.
             let mut measure_ref = |field: &str, value: &Option<String>| -> Option<String> {
                 match value {
-                    None => errors.push(d.file, format!("{key}.{field}"), format!("required for type '{kind}'")),
-                    Some(m) if !measures.contains_key(m) => {
-                        errors.push(d.file, format!("{key}.{field}"), format!("unknown measure '{m}'"))
-                    }
+                    None => errors.push(
+                        d.file,
+                        format!("{key}.{field}"),
+                        format!("required for type '{kind}'"),
+                    ),
+                    Some(m) if !measures.contains_key(m) => errors.push(
+                        d.file,
+                        format!("{key}.{field}"),
+                        format!("unknown measure '{m}'"),
+                    ),
                     Some(_) => {}
                 }
                 value.clone()
             };
             let definition = match spec.kind {
-                MetricKind::Simple => measure_ref("measure", &spec.measure).map(|measure| MetricDefinition::Simple { measure }),
+                MetricKind::Simple => measure_ref("measure", &spec.measure)
+                    .map(|measure| MetricDefinition::Simple { measure }),
                 MetricKind::Ratio => {
                     let n = measure_ref("numerator", &spec.numerator);
                     let den = measure_ref("denominator", &spec.denominator);
-                    n.zip(den).map(|(numerator, denominator)| MetricDefinition::Ratio { numerator, denominator })
+                    n.zip(den)
+                        .map(|(numerator, denominator)| MetricDefinition::Ratio {
+                            numerator,
+                            denominator,
+                        })
                 }
                 MetricKind::Derived => match &spec.expr {
                     None => {
-                        errors.push(d.file, format!("{key}.expr"), format!("required for type '{kind}'"));
+                        errors.push(
+                            d.file,
+                            format!("{key}.expr"),
+                            format!("required for type '{kind}'"),
+                        );
                         None
                     }
                     Some(sql) => match self.ctx.parse_sql_expr(sql, &metric_schema) {
                         Ok(expr) => {
-                            let depends_on: Vec<String> =
-                                expr.column_refs().iter().map(|c| c.name.clone()).collect::<BTreeSet<_>>().into_iter().collect();
-                            Some(MetricDefinition::Derived { expr, sql: sql.clone(), depends_on })
+                            let depends_on: Vec<String> = expr
+                                .column_refs()
+                                .iter()
+                                .map(|c| c.name.clone())
+                                .collect::<BTreeSet<_>>()
+                                .into_iter()
+                                .collect();
+                            Some(MetricDefinition::Derived {
+                                expr,
+                                sql: sql.clone(),
+                                depends_on,
+                            })
                         }
                         Err(e) => {
-                            errors.push(d.file, format!("{key}.expr"), format!("invalid expression '{sql}': {}", first_line(&e)));
+                            errors.push(
+                                d.file,
+                                format!("{key}.expr"),
+                                format!("invalid expression '{sql}': {}", first_line(&e)),
+                            );
                             None
                         }
                     },
                 },
             };
-            let Some(definition) = definition else { continue };
+            let Some(definition) = definition else {
+                continue;
+            };
             let default_style = match definition {
                 MetricDefinition::Ratio { .. } => FormatStyle::Percent,
                 _ => FormatStyle::Number,
             };
-            out.insert(name.to_string(), Metric {
-                name: name.to_string(),
-                file: d.file.to_string(),
-                definition,
-                label: spec.label.clone().unwrap_or_else(|| Label { zh: None, en: Some(name.replace('_', " ")) }),
-                description: spec.description.clone(),
-                format: spec.format.clone().unwrap_or(FormatSpec { style: default_style, decimals: None, currency: None }),
-                direction: spec.direction.unwrap_or_default(),
-                thresholds: spec.thresholds.clone(),
-            });
+            out.insert(
+                name.to_string(),
+                Metric {
+                    name: name.to_string(),
+                    file: d.file.to_string(),
+                    definition,
+                    label: spec.label.clone().unwrap_or_else(|| Label {
+                        zh: None,
+                        en: Some(name.replace('_', " ")),
+                    }),
+                    description: spec.description.clone(),
+                    format: spec.format.clone().unwrap_or(FormatSpec {
+                        style: default_style,
+                        decimals: None,
+                        currency: None,
+                    }),
+                    direction: spec.direction.unwrap_or_default(),
+                    thresholds: spec.thresholds.clone(),
+                },
+            );
         }
         errors.check()?;
         // Derived metrics form a DAG.
         for name in out.keys() {
             if let Err(cycle) = derived_cycle(&out, name, &mut Vec::new()) {
                 let m = &out[name];
-                errors.push(&m.file, format!("metrics.{name}.expr"), format!("derived metrics form a cycle: {}", cycle.join(" -> ")));
+                errors.push(
+                    &m.file,
+                    format!("metrics.{name}.expr"),
+                    format!("derived metrics form a cycle: {}", cycle.join(" -> ")),
+                );
             }
         }
         errors.check()?;
@@ -775,13 +1012,19 @@ impl<'a> Builder<'a> {
     }
 }
 
-fn derived_cycle(metrics: &BTreeMap<String, Metric>, name: &str, stack: &mut Vec<String>) -> Result<(), Vec<String>> {
+fn derived_cycle(
+    metrics: &BTreeMap<String, Metric>,
+    name: &str,
+    stack: &mut Vec<String>,
+) -> Result<(), Vec<String>> {
     if stack.iter().any(|s| s == name) {
         let mut cycle = stack.clone();
         cycle.push(name.to_string());
         return Err(cycle);
     }
-    if let Some(MetricDefinition::Derived { depends_on, .. }) = metrics.get(name).map(|m| &m.definition) {
+    if let Some(MetricDefinition::Derived { depends_on, .. }) =
+        metrics.get(name).map(|m| &m.definition)
+    {
         stack.push(name.to_string());
         for dep in depends_on {
             derived_cycle(metrics, dep, stack)?;
@@ -801,15 +1044,26 @@ fn resolve_dimension(
     let here = format!("{model}.{dim}");
     if stack.contains(&here) {
         stack.push(here);
-        return Err(format!("dimension 'via' chain forms a cycle: {}", stack.join(" -> ")));
+        return Err(format!(
+            "dimension 'via' chain forms a cycle: {}",
+            stack.join(" -> ")
+        ));
     }
     stack.push(here);
-    let m = models.get(model).ok_or_else(|| format!("unknown model '{model}'"))?;
+    let m = models
+        .get(model)
+        .ok_or_else(|| format!("unknown model '{model}'"))?;
     match m.dimensions.get(dim) {
-        None => Err(format!("model '{model}' has no dimension '{dim}' (reached via {})", stack.join(" -> "))),
-        Some(DimensionBinding::Column(c)) => {
-            Ok(m.schema.field_with_name(c).map_err(|e| e.to_string())?.data_type().clone())
-        }
+        None => Err(format!(
+            "model '{model}' has no dimension '{dim}' (reached via {})",
+            stack.join(" -> ")
+        )),
+        Some(DimensionBinding::Column(c)) => Ok(m
+            .schema
+            .field_with_name(c)
+            .map_err(|e| e.to_string())?
+            .data_type()
+            .clone()),
         Some(DimensionBinding::Via { join, dimension }) => {
             let target = &m.joins[join].model;
             resolve_dimension(models, target, dimension, stack)
@@ -827,7 +1081,10 @@ pub fn canonical_type(t: &DataType) -> DataType {
 }
 
 fn is_temporal(t: &DataType) -> bool {
-    matches!(t, DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _))
+    matches!(
+        t,
+        DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _)
+    )
 }
 
 pub fn is_identifier(s: &str) -> bool {
@@ -838,7 +1095,12 @@ pub fn is_identifier(s: &str) -> bool {
 }
 
 fn column_list(schema: &Schema) -> String {
-    schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// DataFusion errors can span lines (with backtraces or context); the first line says it.

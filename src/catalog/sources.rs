@@ -38,7 +38,10 @@ impl ProjectSources {
         for (rel, text) in read_dir_files(project_dir, "sql", &["sql"], &mut errors) {
             hasher.update(rel.as_bytes());
             hasher.update(text.as_bytes());
-            let stem = Path::new(&rel).file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            let stem = Path::new(&rel)
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
             sql_models.insert(stem.to_string(), (rel, text));
         }
         if definitions.is_empty() && errors.is_empty() {
@@ -46,7 +49,12 @@ impl ProjectSources {
         }
         errors.check()?;
         let version = hex_prefix(&hasher.finalize(), 12);
-        Ok(Self { project_dir: project_dir.to_path_buf(), definitions, sql_models, version })
+        Ok(Self {
+            project_dir: project_dir.to_path_buf(),
+            definitions,
+            sql_models,
+            version,
+        })
     }
 }
 
@@ -62,7 +70,10 @@ pub fn parse_definition_file(file: &str, text: &str) -> Result<DefinitionFile, C
         let key = if key == "." { String::new() } else { key };
         // serde_yaml_ng already prefixes its message with the path; say it once.
         let message = e.inner().to_string();
-        let reason = message.strip_prefix(&format!("{key}: ")).unwrap_or(&message).to_string();
+        let reason = message
+            .strip_prefix(&format!("{key}: "))
+            .unwrap_or(&message)
+            .to_string();
         CatalogError::new(file, key, reason)
     })
 }
@@ -83,13 +94,18 @@ fn read_dir_files(
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.is_file()
-                && p.extension().and_then(|e| e.to_str()).is_some_and(|e| extensions.contains(&e))
+                && p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| extensions.contains(&e))
         })
         .collect();
     paths.sort();
     let mut out = Vec::new();
     for path in paths {
-        let rel = format!("{sub}/{}", path.file_name().unwrap_or_default().to_string_lossy());
+        let rel = format!(
+            "{sub}/{}",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        );
         match std::fs::read_to_string(&path) {
             Ok(text) => out.push((rel, text)),
             Err(e) => errors.push(rel, "", format!("cannot read file: {e}")),

@@ -38,7 +38,12 @@ pub struct TableSource {
 impl TableSource {
     pub fn new(name: &str, format: FileFormat, path: PathBuf) -> std::io::Result<Self> {
         let version = data_version(&path, format)?;
-        Ok(Self { name: name.to_string(), format, path, version })
+        Ok(Self {
+            name: name.to_string(),
+            format,
+            path,
+            version,
+        })
     }
 
     pub async fn register(&self, ctx: &SessionContext) -> datafusion::error::Result<()> {
@@ -49,11 +54,16 @@ impl TableSource {
         }
         match self.format {
             FileFormat::Parquet => {
-                ctx.register_parquet(&self.name, &location, ParquetReadOptions::default()).await
+                ctx.register_parquet(&self.name, &location, ParquetReadOptions::default())
+                    .await
             }
             FileFormat::Csv => {
                 let options = CsvReadOptions::new().has_header(true);
-                let options = if self.path.is_dir() { options } else { options.file_extension("") };
+                let options = if self.path.is_dir() {
+                    options
+                } else {
+                    options.file_extension("")
+                };
                 ctx.register_csv(&self.name, &location, options).await
             }
         }
@@ -98,7 +108,11 @@ fn collect_files(
             collect_files(root, &path, extension, out)?;
         } else if path.extension().and_then(|e| e.to_str()) == Some(extension) {
             let meta = std::fs::metadata(&path)?;
-            let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().to_string();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .to_string();
             out.push((rel, meta.len(), mtime_nanos(&meta)));
         }
     }

@@ -18,8 +18,8 @@ use std::time::Instant;
 use chrono::{Datelike, NaiveDate};
 use datafusion::arrow::datatypes::{DataType, Field};
 
-pub use org::RISING_OVERDUE;
 use org::Org;
+pub use org::RISING_OVERDUE;
 use rng::Rng;
 use writer::{TableWriter, V, utc_micros};
 
@@ -48,7 +48,12 @@ impl fmt::Display for Report {
         for (t, n) in &self.tables {
             writeln!(f, "{t:<20} {n:>12} rows")?;
         }
-        write!(f, "{total} rows in {:.1} s ({:.0} rows/s)", self.seconds, total as f64 / self.seconds.max(1e-9))
+        write!(
+            f,
+            "{total} rows in {:.1} s ({:.0} rows/s)",
+            self.seconds,
+            total as f64 / self.seconds.max(1e-9)
+        )
     }
 }
 
@@ -102,40 +107,105 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Report> {
     let f = |name: &str, t: DataType, nullable: bool| Field::new(name, t, nullable);
     use DataType::{Date32, Float64, Int32, Int64, Utf8};
     let mut t = Tables {
-        org: TableWriter::create(out, "org", vec![
-            f("rm_id", Utf8, false), f("rm_name", Utf8, false), f("team", Utf8, false), f("branch", Utf8, false), f("region", Utf8, false),
-        ])?,
-        customers: TableWriter::create(out, "customers", vec![
-            f("customer_id", Int64, false), f("name", Utf8, false), f("id_number", Utf8, false), f("phone", Utf8, false),
-            f("segment", Utf8, false), f("rm_id", Utf8, false), f("opened_on", Date32, false), f("closed_on", Date32, true),
-        ])?,
-        customer_month: TableWriter::create(out, "customer_month", vec![
-            f("customer_id", Int64, false), f("month_end", Date32, false), f("aum", Float64, false),
-            f("deposit_balance", Float64, false), f("status", Utf8, false),
-        ])?,
-        loans: TableWriter::create(out, "loans", vec![
-            f("loan_id", Int64, false), f("customer_id", Int64, false), f("product", Utf8, false), f("principal", Float64, false),
-            f("disbursed_on", Date32, false), f("maturity_on", Date32, false),
-        ])?,
-        loan_month: TableWriter::create(out, "loan_month", vec![
-            f("loan_id", Int64, false), f("customer_id", Int64, false), f("month_end", Date32, false), f("balance", Float64, false),
-            f("dpd", Int32, false), f("classification", Utf8, false),
-        ])?,
-        opportunity_events: TableWriter::create(out, "opportunity_events", vec![
-            f("opportunity_id", Int64, false), f("customer_id", Int64, false), f("rm_id", Utf8, false), f("product", Utf8, false),
-            f("stage", Utf8, false), f("entered_at", utc_micros(), false), f("amount", Float64, false),
-        ])?,
-        tickets: TableWriter::create(out, "tickets", vec![
-            f("ticket_id", Int64, false), f("customer_id", Int64, false), f("channel", Utf8, false), f("category", Utf8, false),
-            f("opened_at", utc_micros(), false), f("first_response_at", utc_micros(), true), f("resolved_at", utc_micros(), true),
-            f("sla_hours", Int32, false),
-        ])?,
+        org: TableWriter::create(
+            out,
+            "org",
+            vec![
+                f("rm_id", Utf8, false),
+                f("rm_name", Utf8, false),
+                f("team", Utf8, false),
+                f("branch", Utf8, false),
+                f("region", Utf8, false),
+            ],
+        )?,
+        customers: TableWriter::create(
+            out,
+            "customers",
+            vec![
+                f("customer_id", Int64, false),
+                f("name", Utf8, false),
+                f("id_number", Utf8, false),
+                f("phone", Utf8, false),
+                f("segment", Utf8, false),
+                f("rm_id", Utf8, false),
+                f("opened_on", Date32, false),
+                f("closed_on", Date32, true),
+            ],
+        )?,
+        customer_month: TableWriter::create(
+            out,
+            "customer_month",
+            vec![
+                f("customer_id", Int64, false),
+                f("month_end", Date32, false),
+                f("aum", Float64, false),
+                f("deposit_balance", Float64, false),
+                f("status", Utf8, false),
+            ],
+        )?,
+        loans: TableWriter::create(
+            out,
+            "loans",
+            vec![
+                f("loan_id", Int64, false),
+                f("customer_id", Int64, false),
+                f("product", Utf8, false),
+                f("principal", Float64, false),
+                f("disbursed_on", Date32, false),
+                f("maturity_on", Date32, false),
+            ],
+        )?,
+        loan_month: TableWriter::create(
+            out,
+            "loan_month",
+            vec![
+                f("loan_id", Int64, false),
+                f("customer_id", Int64, false),
+                f("month_end", Date32, false),
+                f("balance", Float64, false),
+                f("dpd", Int32, false),
+                f("classification", Utf8, false),
+            ],
+        )?,
+        opportunity_events: TableWriter::create(
+            out,
+            "opportunity_events",
+            vec![
+                f("opportunity_id", Int64, false),
+                f("customer_id", Int64, false),
+                f("rm_id", Utf8, false),
+                f("product", Utf8, false),
+                f("stage", Utf8, false),
+                f("entered_at", utc_micros(), false),
+                f("amount", Float64, false),
+            ],
+        )?,
+        tickets: TableWriter::create(
+            out,
+            "tickets",
+            vec![
+                f("ticket_id", Int64, false),
+                f("customer_id", Int64, false),
+                f("channel", Utf8, false),
+                f("category", Utf8, false),
+                f("opened_at", utc_micros(), false),
+                f("first_response_at", utc_micros(), true),
+                f("resolved_at", utc_micros(), true),
+                f("sla_hours", Int32, false),
+            ],
+        )?,
     };
 
     let org = Org::build(opts.seed);
     for rm in &org.rms {
         let b = &org.branches[rm.branch_index];
-        t.org.row(&[V::Str(&rm.id), V::Str(&rm.name), V::Str(&rm.team), V::Str(b.name), V::Str(b.region)])?;
+        t.org.row(&[
+            V::Str(&rm.id),
+            V::Str(&rm.name),
+            V::Str(&rm.team),
+            V::Str(b.name),
+            V::Str(b.region),
+        ])?;
     }
 
     let calendar = Calendar::new();
@@ -144,7 +214,14 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Report> {
     let progress_every = (customers / 20).max(1);
     for customer_id in 1..=customers {
         let mut rng = Rng::for_entity(opts.seed, 2, customer_id);
-        simulate_customer(customer_id as i64, &org, &calendar, &mut rng, &mut ids, &mut t)?;
+        simulate_customer(
+            customer_id as i64,
+            &org,
+            &calendar,
+            &mut rng,
+            &mut ids,
+            &mut t,
+        )?;
         if customers >= 200_000 && customer_id % progress_every == 0 {
             eprintln!(
                 "  {:>3}% {customer_id}/{customers} customers, {} loan_month rows, {:.0} s",
@@ -164,7 +241,10 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Report> {
         ("opportunity_events", t.opportunity_events.finish()?),
         ("tickets", t.tickets.finish()?),
     ];
-    Ok(Report { tables, seconds: started.elapsed().as_secs_f64() })
+    Ok(Report {
+        tables,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 #[derive(Default)]
@@ -202,12 +282,17 @@ impl Calendar {
     /// A uniformly random day in month `i`.
     fn day_in(&self, i: usize, rng: &mut Rng) -> NaiveDate {
         let end = self.month_ends[i];
-        end.with_day(rng.range(1, end.day() as i64) as u32).expect("valid day")
+        end.with_day(rng.range(1, end.day() as i64) as u32)
+            .expect("valid day")
     }
 
     /// Index of a month drawn with seasonal weights: Q1 campaigns, a December push.
     fn seasonal_month(&self, rng: &mut Rng) -> usize {
-        let weights: Vec<f64> = self.month_ends.iter().map(|d| season_weight(d.month())).collect();
+        let weights: Vec<f64> = self
+            .month_ends
+            .iter()
+            .map(|d| season_weight(d.month()))
+            .collect();
         rng.weighted(&weights)
     }
 }
@@ -235,8 +320,15 @@ fn aum_season(month: u32) -> f64 {
 }
 
 pub fn month_end(year: i32, month: u32) -> NaiveDate {
-    let (ny, nm) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
-    NaiveDate::from_ymd_opt(ny, nm, 1).expect("valid date").pred_opt().expect("valid date")
+    let (ny, nm) = if month == 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    };
+    NaiveDate::from_ymd_opt(ny, nm, 1)
+        .expect("valid date")
+        .pred_opt()
+        .expect("valid date")
 }
 
 fn days(d: NaiveDate) -> i32 {
@@ -244,7 +336,8 @@ fn days(d: NaiveDate) -> i32 {
 }
 
 fn add_months(d: NaiveDate, months: u32) -> NaiveDate {
-    d.checked_add_months(chrono::Months::new(months)).unwrap_or(d)
+    d.checked_add_months(chrono::Months::new(months))
+        .unwrap_or(d)
 }
 
 /// Local business time (Asia/Shanghai, UTC+8) -> UTC microseconds.
@@ -274,7 +367,11 @@ fn simulate_customer(
     };
 
     // Two thirds are customers from before the history; the rest join during it, seasonally.
-    let joined_in: Option<usize> = if rng.chance(0.66) { None } else { Some(cal.seasonal_month(rng)) };
+    let joined_in: Option<usize> = if rng.chance(0.66) {
+        None
+    } else {
+        Some(cal.seasonal_month(rng))
+    };
     let opened_on = match joined_in {
         Some(i) => cal.day_in(i, rng),
         None => cal.start() - chrono::Duration::days(rng.range(30, 12 * 365)),
@@ -344,9 +441,27 @@ fn simulate_customer(
         ])?;
     }
 
-    simulate_loans(customer_id, segment, opened_on, branch.rising_overdue, cal, rng, ids, t)?;
+    simulate_loans(
+        customer_id,
+        segment,
+        opened_on,
+        branch.rising_overdue,
+        cal,
+        rng,
+        ids,
+        t,
+    )?;
     simulate_opportunities(customer_id, segment, &rm.id, cal, rng, ids, t)?;
-    simulate_tickets(customer_id, segment, closed_on, rm.branch_index, cal, rng, ids, t)
+    simulate_tickets(
+        customer_id,
+        segment,
+        closed_on,
+        rm.branch_index,
+        cal,
+        rng,
+        ids,
+        t,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -363,7 +478,9 @@ fn simulate_loans(
     let count = match segment {
         Segment::Retail => rng.chance(0.36) as u32 + rng.chance(0.06) as u32,
         Segment::Sme => rng.chance(0.6) as u32 + rng.chance(0.2) as u32,
-        Segment::Corporate => rng.chance(0.75) as u32 + rng.chance(0.4) as u32 + rng.chance(0.2) as u32,
+        Segment::Corporate => {
+            rng.chance(0.75) as u32 + rng.chance(0.4) as u32 + rng.chance(0.2) as u32
+        }
     };
     for _ in 0..count {
         // (product, term in months, median principal, monthly delinquency hazard)
@@ -375,7 +492,10 @@ fn simulate_loans(
                 ("consumer", 36, 120_000.0, 0.009),
                 ("card_installment", 12, 20_000.0, 0.014),
             ]),
-            Segment::Sme => *rng.pick(&[("sme_business", 24u32, 1_500_000.0, 0.007), ("sme_business", 36, 2_000_000.0, 0.007)]),
+            Segment::Sme => *rng.pick(&[
+                ("sme_business", 24u32, 1_500_000.0, 0.007),
+                ("sme_business", 36, 2_000_000.0, 0.007),
+            ]),
             Segment::Corporate => *rng.pick(&[
                 ("working_capital", 12u32, 10_000_000.0, 0.003),
                 ("working_capital", 24, 15_000_000.0, 0.003),
@@ -383,7 +503,9 @@ fn simulate_loans(
             ]),
         };
         let earliest = opened_on.max(cal.start() - chrono::Duration::days(365 * 4));
-        let span = (cal.end() - chrono::Duration::days(20) - earliest).num_days().max(1);
+        let span = (cal.end() - chrono::Duration::days(20) - earliest)
+            .num_days()
+            .max(1);
         let disbursed_on = earliest + chrono::Duration::days(rng.range(0, span));
         let maturity_on = add_months(disbursed_on, term);
         let principal = round2(rng.lognormal(median, 0.5));
@@ -398,7 +520,11 @@ fn simulate_loans(
             V::Date(days(maturity_on)),
         ])?;
 
-        let mut dpd: i32 = if rng.chance(0.01) { rng.range(1, 120) as i32 } else { 0 };
+        let mut dpd: i32 = if rng.chance(0.01) {
+            rng.range(1, 120) as i32
+        } else {
+            0
+        };
         let total_days = (maturity_on - disbursed_on).num_days().max(1) as f64;
         let mut balance = principal;
         for (i, me) in cal.month_ends.iter().enumerate() {
@@ -473,7 +599,11 @@ fn simulate_opportunities(
         let (product, median) = match segment {
             Segment::Retail => *rng.pick(&[("mortgage", 1_200_000.0), ("consumer", 100_000.0)]),
             Segment::Sme => ("sme_business", 1_500_000.0),
-            Segment::Corporate => *rng.pick(&[("working_capital", 12_000_000.0), ("project", 50_000_000.0), ("trade_finance", 5_000_000.0)]),
+            Segment::Corporate => *rng.pick(&[
+                ("working_capital", 12_000_000.0),
+                ("project", 50_000_000.0),
+                ("trade_finance", 5_000_000.0),
+            ]),
         };
         let amount = round2(rng.lognormal(median, 0.6));
         let lead_day = cal.day_in(cal.seasonal_month(rng), rng);
@@ -525,8 +655,13 @@ fn simulate_tickets(
     ids: &mut Ids,
     t: &mut Tables,
 ) -> std::io::Result<()> {
-    let rate = if segment == Segment::Retail { 0.35 } else { 0.5 };
-    let count = rng.chance(rate) as u32 + rng.chance(rate * 0.5) as u32 + rng.chance(rate * 0.2) as u32;
+    let rate = if segment == Segment::Retail {
+        0.35
+    } else {
+        0.5
+    };
+    let count =
+        rng.chance(rate) as u32 + rng.chance(rate * 0.5) as u32 + rng.chance(rate * 0.2) as u32;
     // Some branches answer slowly: SLA breaches cluster there.
     let slow = 1.0 + (branch_index % 7 == 3) as u32 as f64 * 1.5;
     let horizon = local_micros(cal.end(), 24.0);
@@ -537,7 +672,13 @@ fn simulate_tickets(
         }
         ids.ticket += 1;
         let channel = ["phone", "app", "branch", "wechat"][rng.weighted(&[0.4, 0.3, 0.2, 0.1])];
-        let (category, sla) = *rng.pick(&[("card", 24), ("fees", 24), ("loan", 72), ("deposit", 48), ("service", 48)]);
+        let (category, sla) = *rng.pick(&[
+            ("card", 24),
+            ("fees", 24),
+            ("loan", 72),
+            ("deposit", 48),
+            ("service", 48),
+        ]);
         let opened = local_micros(day, 8.0 + 12.0 * rng.f64());
         let first = opened + (rng.exponential(2.5 * slow) * 3.6e9) as i64;
         let resolved = first + (rng.exponential(sla as f64 * 0.45 * slow) * 3.6e9) as i64;
@@ -549,7 +690,11 @@ fn simulate_tickets(
             V::Str(category),
             V::Ts(opened),
             opt(first),
-            if rng.chance(0.02) { V::Null } else { opt(resolved) },
+            if rng.chance(0.02) {
+                V::Null
+            } else {
+                opt(resolved)
+            },
             V::I32(sla),
         ])?;
     }

@@ -7,7 +7,9 @@ impl Rng {
     /// An independent stream for one entity: the bank is the same whatever order entities are
     /// generated in.
     pub fn for_entity(seed: u64, stream: u64, id: u64) -> Self {
-        let mut r = Rng(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ id.wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let mut r = Rng(seed
+            ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ id.wrapping_mul(0xD1B5_4A32_D192_ED03));
         r.next_u64();
         r
     }

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayBuilder, ArrayRef, Date32Builder, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayBuilder, ArrayRef, Date32Builder, Float64Builder, Int32Builder, Int64Builder,
+    StringBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -63,8 +63,21 @@ impl TableWriter {
         }
         std::fs::create_dir_all(&dir)?;
         let schema = Arc::new(Schema::new(fields));
-        let columns = schema.fields().iter().map(|f| new_column(f.data_type())).collect();
-        Ok(Self { dir, schema, columns, buffered: 0, in_file: 0, file_index: 0, writer: None, rows: 0 })
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| new_column(f.data_type()))
+            .collect();
+        Ok(Self {
+            dir,
+            schema,
+            columns,
+            buffered: 0,
+            in_file: 0,
+            file_index: 0,
+            writer: None,
+            rows: 0,
+        })
     }
 
     pub fn row(&mut self, values: &[V]) -> std::io::Result<()> {
@@ -99,12 +112,20 @@ impl TableWriter {
             return Ok(());
         }
         let arrays: Vec<ArrayRef> = self.columns.iter_mut().map(finish).collect();
-        let batch = RecordBatch::try_new(self.schema.clone(), arrays).map_err(std::io::Error::other)?;
+        let batch =
+            RecordBatch::try_new(self.schema.clone(), arrays).map_err(std::io::Error::other)?;
         if self.writer.is_none() {
-            let path = self.dir.join(format!("part-{:05}.parquet", self.file_index));
-            let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+            let path = self
+                .dir
+                .join(format!("part-{:05}.parquet", self.file_index));
+            let props = WriterProperties::builder()
+                .set_compression(Compression::SNAPPY)
+                .build();
             let file = File::create(path)?;
-            self.writer = Some(ArrowWriter::try_new(file, self.schema.clone(), Some(props)).map_err(std::io::Error::other)?);
+            self.writer = Some(
+                ArrowWriter::try_new(file, self.schema.clone(), Some(props))
+                    .map_err(std::io::Error::other)?,
+            );
         }
         let writer = self.writer.as_mut().expect("opened above");
         writer.write(&batch).map_err(std::io::Error::other)?;
@@ -130,7 +151,8 @@ impl TableWriter {
         if self.rows == 0 {
             // An empty table still gets a file, so its schema is known.
             let path = self.dir.join("part-00000.parquet");
-            let w = ArrowWriter::try_new(File::create(path)?, self.schema.clone(), None).map_err(std::io::Error::other)?;
+            let w = ArrowWriter::try_new(File::create(path)?, self.schema.clone(), None)
+                .map_err(std::io::Error::other)?;
             w.close().map_err(std::io::Error::other)?;
         }
         self.close_file()?;
@@ -145,9 +167,9 @@ fn new_column(t: &DataType) -> Column {
         DataType::Float64 => Column::F64(Float64Builder::with_capacity(BATCH_ROWS)),
         DataType::Utf8 => Column::Str(StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 8)),
         DataType::Date32 => Column::Date(Date32Builder::with_capacity(BATCH_ROWS)),
-        DataType::Timestamp(TimeUnit::Microsecond, tz) => {
-            Column::Ts(TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS).with_timezone_opt(tz.clone()))
-        }
+        DataType::Timestamp(TimeUnit::Microsecond, tz) => Column::Ts(
+            TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS).with_timezone_opt(tz.clone()),
+        ),
         other => panic!("generator bug: unsupported column type {other}"),
     }
 }

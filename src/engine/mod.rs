@@ -17,7 +17,11 @@ pub trait QueryEngine: Send + Sync {
     fn new_session(&self) -> SessionContext;
 
     /// Runs a plan built against `session`.
-    fn execute(&self, session: &SessionContext, plan: LogicalPlan) -> BoxFuture<'static, Result<Vec<RecordBatch>>>;
+    fn execute(
+        &self,
+        session: &SessionContext,
+        plan: LogicalPlan,
+    ) -> BoxFuture<'static, Result<Vec<RecordBatch>>>;
 
     fn name(&self) -> &'static str;
 }
@@ -36,8 +40,13 @@ impl DataFusionEngine {
             // own listing cache (infinite TTL by default) would hide newly dropped files.
             .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
             .build_arc()?;
-        let target_partitions = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        Ok(Self { runtime, target_partitions })
+        let target_partitions = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        Ok(Self {
+            runtime,
+            target_partitions,
+        })
     }
 }
 
@@ -49,7 +58,11 @@ impl QueryEngine for DataFusionEngine {
         SessionContext::new_with_config_rt(config, self.runtime.clone())
     }
 
-    fn execute(&self, session: &SessionContext, plan: LogicalPlan) -> BoxFuture<'static, Result<Vec<RecordBatch>>> {
+    fn execute(
+        &self,
+        session: &SessionContext,
+        plan: LogicalPlan,
+    ) -> BoxFuture<'static, Result<Vec<RecordBatch>>> {
         let df = DataFrame::new(session.state(), plan);
         Box::pin(df.collect())
     }

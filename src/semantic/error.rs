@@ -33,7 +33,12 @@ pub struct QueryError {
 
 impl QueryError {
     pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
-        Self { kind, code, message: message.into(), field: None }
+        Self {
+            kind,
+            code,
+            message: message.into(),
+            field: None,
+        }
     }
 
     pub fn at(mut self, field: impl Into<String>) -> Self {

@@ -11,4 +11,6 @@ pub use error::{ErrorKind, QueryError};
 pub use planner::{ColumnRole, OutputColumn, PlannedQuery, plan};
 pub use request::{FilterOp, FilterRequest, Grain, OrderRequest, QueryRequest, TimeRequest};
 pub use result::{QueryResult, SchemaField, json_value, rows_of, schema_fields};
-pub use validate::{Filter, PERIOD, Predicate, QueryLimits, ValidatedQuery, clip, literal, type_name, validate};
+pub use validate::{
+    Filter, PERIOD, Predicate, QueryLimits, ValidatedQuery, clip, literal, type_name, validate,
+};

@@ -62,30 +62,58 @@ fn measure_column(name: &str) -> String {
 pub async fn plan(catalog: &Catalog, q: &ValidatedQuery) -> Result<PlannedQuery, QueryError> {
     let mut columns = Vec::new();
     if q.grain.is_some() {
-        columns.push(OutputColumn { name: PERIOD.into(), role: ColumnRole::Time });
+        columns.push(OutputColumn {
+            name: PERIOD.into(),
+            role: ColumnRole::Time,
+        });
     }
-    columns.extend(q.dimensions.iter().map(|d| OutputColumn { name: d.clone(), role: ColumnRole::Dimension }));
-    columns.extend(q.metrics.iter().map(|m| OutputColumn { name: m.clone(), role: ColumnRole::Metric }));
+    columns.extend(q.dimensions.iter().map(|d| OutputColumn {
+        name: d.clone(),
+        role: ColumnRole::Dimension,
+    }));
+    columns.extend(q.metrics.iter().map(|m| OutputColumn {
+        name: m.clone(),
+        role: ColumnRole::Metric,
+    }));
 
     let rows = metric_frame(catalog, q, &q.dimensions, q.grain).await?;
     let sort: Vec<SortExpr> = if q.order.is_empty() {
         // Time series read left to right; members alphabetically.
-        columns.iter().filter(|c| c.role != ColumnRole::Metric).map(|c| ident(&c.name).sort(true, false)).collect()
+        columns
+            .iter()
+            .filter(|c| c.role != ColumnRole::Metric)
+            .map(|c| ident(&c.name).sort(true, false))
+            .collect()
     } else {
-        q.order.iter().map(|o| ident(&o.by).sort(!o.desc, false)).collect()
+        q.order
+            .iter()
+            .map(|o| ident(&o.by).sort(!o.desc, false))
+            .collect()
     };
     // Without period or dimensions there is at most one row, and nothing to sort by.
     let has_keys = q.grain.is_some() || !q.dimensions.is_empty();
-    let rows = if has_keys { rows.sort(sort).map_err(df_err)? } else { rows };
+    let rows = if has_keys {
+        rows.sort(sort).map_err(df_err)?
+    } else {
+        rows
+    };
     // One row past the limit tells the caller the result was truncated.
     let rows = rows.limit(0, Some(q.limit + 1)).map_err(df_err)?;
 
     let totals = if q.totals && (q.grain.is_some() || !q.dimensions.is_empty()) {
-        Some(metric_frame(catalog, q, &[], None).await?.into_unoptimized_plan())
+        Some(
+            metric_frame(catalog, q, &[], None)
+                .await?
+                .into_unoptimized_plan(),
+        )
     } else {
         None
     };
-    Ok(PlannedQuery { rows: rows.into_unoptimized_plan(), totals, columns })
+    Ok(PlannedQuery {
+        rows: rows.into_unoptimized_plan(),
+        totals,
+        columns,
+    })
 }
 
 /// Columns: [period], dimensions..., metrics... (by their names).
@@ -106,7 +134,10 @@ async fn metric_frame(
     }
     let mut groups: BTreeMap<(&str, Option<SnapshotPick>), Vec<&Measure>> = BTreeMap::new();
     for m in &measures {
-        groups.entry((m.model.as_str(), m.snapshot)).or_default().push(m);
+        groups
+            .entry((m.model.as_str(), m.snapshot))
+            .or_default()
+            .push(m);
     }
 
     let mut keys: Vec<String> = Vec::new();
@@ -133,7 +164,7 @@ async fn metric_frame(
         }
         let mut unioned: Option<DataFrame> = None;
         for part in parts {
-            let mut select: Vec<Expr> = keys.iter().map(|k| ident(k)).collect();
+            let mut select: Vec<Expr> = keys.iter().map(ident).collect();
             for m in &measures {
                 let c = measure_column(&m.name);
                 if part.schema().has_column_with_unqualified_name(&c) {
@@ -149,11 +180,16 @@ async fn metric_frame(
             });
         }
         let unioned = unioned.expect("at least two parts");
-        let aggs = measures.iter().map(|m| max(ident(measure_column(&m.name))).alias(measure_column(&m.name))).collect();
-        unioned.aggregate(keys.iter().map(|k| ident(k)).collect(), aggs).map_err(df_err)?
+        let aggs = measures
+            .iter()
+            .map(|m| max(ident(measure_column(&m.name))).alias(measure_column(&m.name)))
+            .collect();
+        unioned
+            .aggregate(keys.iter().map(ident).collect(), aggs)
+            .map_err(df_err)?
     };
 
-    let mut select: Vec<Expr> = keys.iter().map(|k| ident(k)).collect();
+    let mut select: Vec<Expr> = keys.iter().map(ident).collect();
     for metric in &q.metrics {
         select.push(metric_expr(catalog, metric)?.alias(metric));
     }
@@ -182,7 +218,9 @@ async fn group_frame(
         df = df.filter(range).map_err(df_err)?;
     }
     for f in &q.filters {
-        df = df.filter(f.predicate.to_expr(dim_exprs[&f.dimension].clone())).map_err(df_err)?;
+        df = df
+            .filter(f.predicate.to_expr(dim_exprs[&f.dimension].clone()))
+            .map_err(df_err)?;
     }
 
     // Project to exactly what the aggregation needs, under internal names.
@@ -204,7 +242,9 @@ async fn group_frame(
             // overdue balance, while a group without any rows stays empty (null).
             (Some(f), Aggregation::Sum) => {
                 let t = m.input.get_type(df.schema()).map_err(df_err)?;
-                when(f.clone(), m.input.clone()).otherwise(cast(lit(0i64), t)).map_err(df_err)?
+                when(f.clone(), m.input.clone())
+                    .otherwise(cast(lit(0i64), t))
+                    .map_err(df_err)?
             }
             // Other aggregates ignore the nulls of failing rows.
             (Some(f), _) => when(f.clone(), m.input.clone()).end().map_err(df_err)?,
@@ -222,7 +262,7 @@ async fn group_frame(
     if grain.is_some() {
         keys.push(ident(PERIOD));
     }
-    keys.extend(dims.iter().map(|d| ident(d)));
+    keys.extend(dims.iter().map(ident));
     let mut aggs = Vec::new();
     for m in measures {
         let input = ident(format!("__in_{}", m.name));
@@ -250,8 +290,15 @@ async fn keep_snapshot_rows(
     grain: Option<Grain>,
     df: DataFrame,
 ) -> Result<DataFrame, QueryError> {
-    let t = model.time.as_ref().expect("validated: semi-additive models have a time column");
-    let mut snaps = catalog.ctx.table(model.table.as_str()).await.map_err(df_err)?;
+    let t = model
+        .time
+        .as_ref()
+        .expect("validated: semi-additive models have a time column");
+    let mut snaps = catalog
+        .ctx
+        .table(model.table.as_str())
+        .await
+        .map_err(df_err)?;
     if let Some(range) = time_range(model, q)? {
         snaps = snaps.filter(range).map_err(df_err)?;
     }
@@ -265,7 +312,9 @@ async fn keep_snapshot_rows(
         group.push(period_expr(g, ident(&t.column), &t.data_type).alias(SNAP_PERIOD));
         on.push(ident(PERIOD).eq(ident(SNAP_PERIOD)));
     }
-    let snaps = snaps.aggregate(group, vec![edge.alias(SNAP_TIME)]).map_err(df_err)?;
+    let snaps = snaps
+        .aggregate(group, vec![edge.alias(SNAP_TIME)])
+        .map_err(df_err)?;
     df.join_on(snaps, JoinType::LeftSemi, on).map_err(df_err)
 }
 
@@ -277,7 +326,11 @@ async fn with_dimensions(
     dims: &[String],
     counter: &mut usize,
 ) -> Result<(DataFrame, BTreeMap<String, Expr>), QueryError> {
-    let mut df = catalog.ctx.table(model.table.as_str()).await.map_err(df_err)?;
+    let mut df = catalog
+        .ctx
+        .table(model.table.as_str())
+        .await
+        .map_err(df_err)?;
     let mut exprs = BTreeMap::new();
     let mut via: BTreeMap<&str, Vec<(&String, &String)>> = BTreeMap::new();
     for d in dims {
@@ -285,18 +338,24 @@ async fn with_dimensions(
             DimensionBinding::Column(c) => {
                 exprs.insert(d.clone(), ident(c));
             }
-            DimensionBinding::Via { join, dimension } => via.entry(join.as_str()).or_default().push((d, dimension)),
+            DimensionBinding::Via { join, dimension } => {
+                via.entry(join.as_str()).or_default().push((d, dimension))
+            }
         }
     }
     for (join_name, wanted) in via {
         let join = &model.joins[join_name];
         let target = &catalog.models[&join.model];
         let target_dims: Vec<String> = wanted.iter().map(|(_, td)| (*td).clone()).collect();
-        let (right, right_exprs) = Box::pin(with_dimensions(catalog, target, &target_dims, counter)).await?;
+        let (right, right_exprs) =
+            Box::pin(with_dimensions(catalog, target, &target_dims, counter)).await?;
         *counter += 1;
         let prefix = format!("__j{counter}");
         let key = format!("{prefix}_key");
-        let pk = target.primary_key.as_ref().expect("validated: join targets have a primary key");
+        let pk = target
+            .primary_key
+            .as_ref()
+            .expect("validated: join targets have a primary key");
         let mut select = vec![ident(pk).alias(&key)];
         for (d, td) in &wanted {
             let alias = format!("{prefix}_{td}");
@@ -304,7 +363,15 @@ async fn with_dimensions(
             exprs.insert((*d).clone(), ident(alias));
         }
         let right = right.select(select).map_err(df_err)?;
-        df = df.join(right, JoinType::Left, &[join.on.as_str()], &[key.as_str()], None).map_err(df_err)?;
+        df = df
+            .join(
+                right,
+                JoinType::Left,
+                &[join.on.as_str()],
+                &[key.as_str()],
+                None,
+            )
+            .map_err(df_err)?;
     }
     Ok((df, exprs))
 }
@@ -312,9 +379,13 @@ async fn with_dimensions(
 /// `from <= time < to + 1 day`, with literals of the time column's own type so Parquet
 /// statistics can prune row groups.
 fn time_range(model: &Model, q: &ValidatedQuery) -> Result<Option<Expr>, QueryError> {
-    let Some(t) = &model.time else { return Ok(None) };
+    let Some(t) = &model.time else {
+        return Ok(None);
+    };
     let bound = |d: chrono::NaiveDate| -> Result<Expr, QueryError> {
-        let v = ScalarValue::Date32(Some(days_since_epoch(d))).cast_to(&t.data_type).map_err(df_err)?;
+        let v = ScalarValue::Date32(Some(days_since_epoch(d)))
+            .cast_to(&t.data_type)
+            .map_err(df_err)?;
         Ok(lit(v))
     };
     let mut parts = Vec::new();
@@ -322,7 +393,9 @@ fn time_range(model: &Model, q: &ValidatedQuery) -> Result<Option<Expr>, QueryEr
         parts.push(ident(&t.column).gt_eq(bound(from)?));
     }
     if let Some(to) = q.to {
-        let next = to.succ_opt().ok_or_else(|| QueryError::invalid("time.to is out of range").at("time.to"))?;
+        let next = to
+            .succ_opt()
+            .ok_or_else(|| QueryError::invalid("time.to is out of range").at("time.to"))?;
         parts.push(ident(&t.column).lt(bound(next)?));
     }
     Ok(parts.into_iter().reduce(Expr::and))
@@ -344,19 +417,25 @@ fn metric_expr(catalog: &Catalog, name: &str) -> Result<Expr, QueryError> {
     Ok(match &metric.definition {
         MetricDefinition::Simple { measure } => ident(measure_column(measure)),
         // Ratio of sums; an empty or zero denominator gives null, never an error.
-        MetricDefinition::Ratio { numerator, denominator } => {
-            as_f64(ident(measure_column(numerator))) / nullif(as_f64(ident(measure_column(denominator))), lit(0.0f64))
+        MetricDefinition::Ratio {
+            numerator,
+            denominator,
+        } => {
+            as_f64(ident(measure_column(numerator)))
+                / nullif(as_f64(ident(measure_column(denominator))), lit(0.0f64))
         }
-        MetricDefinition::Derived { expr, .. } => expr
-            .clone()
-            .transform_up(|e| match e {
-                Expr::Column(c) => Ok(Transformed::yes(as_f64(
-                    metric_expr(catalog, &c.name).map_err(|e| datafusion::error::DataFusionError::Plan(e.message))?,
-                ))),
-                other => Ok(Transformed::no(other)),
-            })
-            .map_err(df_err)?
-            .data,
+        MetricDefinition::Derived { expr, .. } => {
+            expr.clone()
+                .transform_up(|e| match e {
+                    Expr::Column(c) => Ok(Transformed::yes(as_f64(
+                        metric_expr(catalog, &c.name)
+                            .map_err(|e| datafusion::error::DataFusionError::Plan(e.message))?,
+                    ))),
+                    other => Ok(Transformed::no(other)),
+                })
+                .map_err(df_err)?
+                .data
+        }
     })
 }
 

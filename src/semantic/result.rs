@@ -5,9 +5,9 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate};
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{
-    DataType, Date32Type, Date64Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit,
-    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt8Type,
-    UInt16Type, UInt32Type, UInt64Type,
+    DataType, Date32Type, Date64Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
+    Int64Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
+    TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -38,7 +38,11 @@ impl QueryResult {
             Value::String(s) => 32 + s.len(),
             _ => 16,
         };
-        let rows: usize = self.rows.iter().map(|r| 24 + r.iter().map(value_size).sum::<usize>()).sum();
+        let rows: usize = self
+            .rows
+            .iter()
+            .map(|r| 24 + r.iter().map(value_size).sum::<usize>())
+            .sum();
         let totals: usize = self.totals.iter().flatten().map(value_size).sum();
         256 + rows + totals + self.schema.len() * 128
     }
@@ -59,17 +63,27 @@ pub struct SchemaField {
     pub thresholds: Option<Thresholds>,
 }
 
-pub fn schema_fields(catalog: &Catalog, columns: &[OutputColumn], batches_schema: &datafusion::arrow::datatypes::Schema) -> Vec<SchemaField> {
+pub fn schema_fields(
+    catalog: &Catalog,
+    columns: &[OutputColumn],
+    batches_schema: &datafusion::arrow::datatypes::Schema,
+) -> Vec<SchemaField> {
     columns
         .iter()
         .map(|c| {
-            let data_type = batches_schema.field_with_name(&c.name).map(|f| type_name(f.data_type())).unwrap_or("number");
+            let data_type = batches_schema
+                .field_with_name(&c.name)
+                .map(|f| type_name(f.data_type()))
+                .unwrap_or("number");
             match c.role {
                 ColumnRole::Time => SchemaField {
                     name: c.name.clone(),
                     role: c.role,
                     data_type: "date",
-                    label: Label { zh: Some("期间".into()), en: Some("Period".into()) },
+                    label: Label {
+                        zh: Some("期间".into()),
+                        en: Some("Period".into()),
+                    },
                     format: None,
                     direction: None,
                     thresholds: None,
@@ -106,7 +120,12 @@ pub fn rows_of(batches: &[RecordBatch], columns: &[OutputColumn]) -> Vec<Vec<Val
     for batch in batches {
         let arrays: Vec<Arc<dyn Array>> = columns
             .iter()
-            .map(|c| batch.column_by_name(&c.name).cloned().expect("planned column present"))
+            .map(|c| {
+                batch
+                    .column_by_name(&c.name)
+                    .cloned()
+                    .expect("planned column present")
+            })
             .collect();
         for i in 0..batch.num_rows() {
             rows.push(arrays.iter().map(|a| json_value(a.as_ref(), i)).collect());
@@ -125,7 +144,11 @@ pub fn json_value(array: &dyn Array, i: usize) -> Value {
             Value::from(array.as_primitive::<$t>().value(i))
         };
     }
-    let float = |x: f64| Number::from_f64(x).map(Value::Number).unwrap_or(Value::Null);
+    let float = |x: f64| {
+        Number::from_f64(x)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)
+    };
     match array.data_type() {
         DataType::Utf8 => Value::String(array.as_string::<i32>().value(i).to_string()),
         DataType::LargeUtf8 => Value::String(array.as_string::<i64>().value(i).to_string()),
@@ -143,7 +166,10 @@ pub fn json_value(array: &dyn Array, i: usize) -> Value {
         DataType::Float64 => float(array.as_primitive::<Float64Type>().value(i)),
         DataType::Date32 => {
             let days = array.as_primitive::<Date32Type>().value(i);
-            date_value(NaiveDate::from_ymd_opt(1970, 1, 1).and_then(|e| e.checked_add_signed(chrono::Duration::days(days as i64))))
+            date_value(
+                NaiveDate::from_ymd_opt(1970, 1, 1)
+                    .and_then(|e| e.checked_add_signed(chrono::Duration::days(days as i64))),
+            )
         }
         DataType::Date64 => {
             let ms = array.as_primitive::<Date64Type>().value(i);
@@ -151,15 +177,27 @@ pub fn json_value(array: &dyn Array, i: usize) -> Value {
         }
         DataType::Timestamp(unit, _) => {
             let micros = match unit {
-                TimeUnit::Second => array.as_primitive::<TimestampSecondType>().value(i).saturating_mul(1_000_000),
-                TimeUnit::Millisecond => array.as_primitive::<TimestampMillisecondType>().value(i).saturating_mul(1_000),
+                TimeUnit::Second => array
+                    .as_primitive::<TimestampSecondType>()
+                    .value(i)
+                    .saturating_mul(1_000_000),
+                TimeUnit::Millisecond => array
+                    .as_primitive::<TimestampMillisecondType>()
+                    .value(i)
+                    .saturating_mul(1_000),
                 TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().value(i),
-                TimeUnit::Nanosecond => array.as_primitive::<TimestampNanosecondType>().value(i) / 1_000,
+                TimeUnit::Nanosecond => {
+                    array.as_primitive::<TimestampNanosecondType>().value(i) / 1_000
+                }
             };
-            DateTime::from_timestamp_micros(micros).map(|d| Value::String(d.to_rfc3339())).unwrap_or(Value::Null)
+            DateTime::from_timestamp_micros(micros)
+                .map(|d| Value::String(d.to_rfc3339()))
+                .unwrap_or(Value::Null)
         }
         DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => {
-            let s = ArrayFormatter::try_new(array, &FormatOptions::default()).map(|f| f.value(i).to_string()).unwrap_or_default();
+            let s = ArrayFormatter::try_new(array, &FormatOptions::default())
+                .map(|f| f.value(i).to_string())
+                .unwrap_or_default();
             s.parse::<f64>().ok().map(float).unwrap_or(Value::String(s))
         }
         _ => ArrayFormatter::try_new(array, &FormatOptions::default())
@@ -169,5 +207,6 @@ pub fn json_value(array: &dyn Array, i: usize) -> Value {
 }
 
 fn date_value(d: Option<NaiveDate>) -> Value {
-    d.map(|d| Value::String(d.format("%Y-%m-%d").to_string())).unwrap_or(Value::Null)
+    d.map(|d| Value::String(d.format("%Y-%m-%d").to_string()))
+        .unwrap_or(Value::Null)
 }

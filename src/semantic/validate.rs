@@ -26,7 +26,13 @@ pub struct QueryLimits {
 
 impl Default for QueryLimits {
     fn default() -> Self {
-        Self { max_metrics: 20, max_dimensions: 6, max_filters: 32, max_filter_values: 1000, max_rows: 50_000 }
+        Self {
+            max_metrics: 20,
+            max_dimensions: 6,
+            max_filters: 32,
+            max_filter_values: 1000,
+            max_rows: 50_000,
+        }
     }
 }
 
@@ -91,7 +97,11 @@ impl Predicate {
 
 pub const PERIOD: &str = "period";
 
-pub fn validate(catalog: &Catalog, req: &QueryRequest, limits: &QueryLimits) -> Result<ValidatedQuery, QueryError> {
+pub fn validate(
+    catalog: &Catalog,
+    req: &QueryRequest,
+    limits: &QueryLimits,
+) -> Result<ValidatedQuery, QueryError> {
     let too_many = |what: &str, n: usize, max: usize| {
         QueryError::invalid(format!("{n} {what} requested; at most {max} per query")).at(what)
     };
@@ -102,7 +112,11 @@ pub fn validate(catalog: &Catalog, req: &QueryRequest, limits: &QueryLimits) -> 
         return Err(too_many("metrics", req.metrics.len(), limits.max_metrics));
     }
     if req.dimensions.len() > limits.max_dimensions {
-        return Err(too_many("dimensions", req.dimensions.len(), limits.max_dimensions));
+        return Err(too_many(
+            "dimensions",
+            req.dimensions.len(),
+            limits.max_dimensions,
+        ));
     }
     if req.filters.len() > limits.max_filters {
         return Err(too_many("filters", req.filters.len(), limits.max_filters));
@@ -111,11 +125,18 @@ pub fn validate(catalog: &Catalog, req: &QueryRequest, limits: &QueryLimits) -> 
     let mut models = BTreeSet::new();
     for (i, name) in req.metrics.iter().enumerate() {
         if !catalog.metrics.contains_key(name) {
-            return Err(QueryError::new(ErrorKind::NotFound, "unknown_metric", format!("unknown metric '{}'", clip(name)))
-                .at(format!("metrics[{i}]")));
+            return Err(QueryError::new(
+                ErrorKind::NotFound,
+                "unknown_metric",
+                format!("unknown metric '{}'", clip(name)),
+            )
+            .at(format!("metrics[{i}]")));
         }
         if req.metrics[..i].contains(name) {
-            return Err(QueryError::invalid(format!("metric '{name}' is listed twice")).at(format!("metrics[{i}]")));
+            return Err(
+                QueryError::invalid(format!("metric '{name}' is listed twice"))
+                    .at(format!("metrics[{i}]")),
+            );
         }
         for m in catalog.measures_of(name) {
             models.insert(catalog.measures[&m].model.clone());
@@ -126,7 +147,9 @@ pub fn validate(catalog: &Catalog, req: &QueryRequest, limits: &QueryLimits) -> 
         let field = format!("dimensions[{i}]");
         check_dimension(catalog, name, &models, &req.metrics, &field)?;
         if req.dimensions[..i].contains(name) {
-            return Err(QueryError::invalid(format!("dimension '{name}' is listed twice")).at(field));
+            return Err(
+                QueryError::invalid(format!("dimension '{name}' is listed twice")).at(field),
+            );
         }
     }
 
@@ -136,7 +159,9 @@ pub fn validate(catalog: &Catalog, req: &QueryRequest, limits: &QueryLimits) -> 
             if let (Some(f), Some(to)) = (t.from, t.to)
                 && f > to
             {
-                return Err(QueryError::invalid(format!("time.from {f} is after time.to {to}")).at("time"));
+                return Err(
+                    QueryError::invalid(format!("time.from {f} is after time.to {to}")).at("time"),
+                );
             }
             for model in &models {
                 if catalog.models[model].time.is_none() {
@@ -153,10 +178,19 @@ pub fn validate(catalog: &Catalog, req: &QueryRequest, limits: &QueryLimits) -> 
     let mut filters = Vec::with_capacity(req.filters.len());
     for (i, f) in req.filters.iter().enumerate() {
         let field = format!("filters[{i}]");
-        check_dimension(catalog, &f.dimension, &models, &req.metrics, &format!("{field}.dimension"))?;
+        check_dimension(
+            catalog,
+            &f.dimension,
+            &models,
+            &req.metrics,
+            &format!("{field}.dimension"),
+        )?;
         let data_type = &catalog.dimensions[&f.dimension].data_type;
         let predicate = typed_predicate(f, data_type, limits, &field)?;
-        filters.push(Filter { dimension: f.dimension.clone(), predicate });
+        filters.push(Filter {
+            dimension: f.dimension.clone(),
+            predicate,
+        });
     }
 
     for (i, o) in req.order.iter().enumerate() {
@@ -176,7 +210,11 @@ pub fn validate(catalog: &Catalog, req: &QueryRequest, limits: &QueryLimits) -> 
         None => limits.max_rows,
         Some(0) => return Err(QueryError::invalid("limit must be at least 1").at("limit")),
         Some(n) if n > limits.max_rows => {
-            return Err(QueryError::invalid(format!("limit {n} exceeds the maximum of {} rows", limits.max_rows)).at("limit"));
+            return Err(QueryError::invalid(format!(
+                "limit {n} exceeds the maximum of {} rows",
+                limits.max_rows
+            ))
+            .at("limit"));
         }
         Some(n) => n,
     };
@@ -204,13 +242,22 @@ fn check_dimension(
     field: &str,
 ) -> Result<(), QueryError> {
     let Some(dim) = catalog.dimensions.get(name) else {
-        return Err(QueryError::new(ErrorKind::NotFound, "unknown_dimension", format!("unknown dimension '{}'", clip(name)))
-            .at(field));
+        return Err(QueryError::new(
+            ErrorKind::NotFound,
+            "unknown_dimension",
+            format!("unknown dimension '{}'", clip(name)),
+        )
+        .at(field));
     };
     if let Some(model) = models.iter().find(|m| !dim.models.contains(*m)) {
         let metric = metrics
             .iter()
-            .find(|m| catalog.measures_of(m).iter().any(|x| &catalog.measures[x].model == model))
+            .find(|m| {
+                catalog
+                    .measures_of(m)
+                    .iter()
+                    .any(|x| &catalog.measures[x].model == model)
+            })
             .cloned()
             .unwrap_or_default();
         return Err(QueryError::invalid(format!(
@@ -221,27 +268,46 @@ fn check_dimension(
     Ok(())
 }
 
-fn typed_predicate(f: &FilterRequest, t: &DataType, limits: &QueryLimits, field: &str) -> Result<Predicate, QueryError> {
+fn typed_predicate(
+    f: &FilterRequest,
+    t: &DataType,
+    limits: &QueryLimits,
+    field: &str,
+) -> Result<Predicate, QueryError> {
     let one = || -> Result<ScalarValue, QueryError> {
         if f.values.is_some() {
-            return Err(QueryError::invalid(format!("op '{}' takes 'value', not 'values'", op_name(f.op))).at(field));
+            return Err(QueryError::invalid(format!(
+                "op '{}' takes 'value', not 'values'",
+                op_name(f.op)
+            ))
+            .at(field));
         }
         let v = f.value.as_ref().ok_or_else(|| {
-            QueryError::invalid(format!("op '{}' needs a 'value'", op_name(f.op))).at(format!("{field}.value"))
+            QueryError::invalid(format!("op '{}' needs a 'value'", op_name(f.op)))
+                .at(format!("{field}.value"))
         })?;
         literal(v, t, &format!("{field}.value"))
     };
     let many = |exact: Option<usize>| -> Result<Vec<ScalarValue>, QueryError> {
         if f.value.is_some() {
-            return Err(QueryError::invalid(format!("op '{}' takes 'values', not 'value'", op_name(f.op))).at(field));
+            return Err(QueryError::invalid(format!(
+                "op '{}' takes 'values', not 'value'",
+                op_name(f.op)
+            ))
+            .at(field));
         }
         let vs = f.values.as_ref().ok_or_else(|| {
-            QueryError::invalid(format!("op '{}' needs 'values'", op_name(f.op))).at(format!("{field}.values"))
+            QueryError::invalid(format!("op '{}' needs 'values'", op_name(f.op)))
+                .at(format!("{field}.values"))
         })?;
         if let Some(n) = exact
             && vs.len() != n
         {
-            return Err(QueryError::invalid(format!("op '{}' needs exactly {n} values", op_name(f.op))).at(format!("{field}.values")));
+            return Err(QueryError::invalid(format!(
+                "op '{}' needs exactly {n} values",
+                op_name(f.op)
+            ))
+            .at(format!("{field}.values")));
         }
         if vs.is_empty() || vs.len() > limits.max_filter_values {
             return Err(QueryError::invalid(format!(
@@ -252,7 +318,10 @@ fn typed_predicate(f: &FilterRequest, t: &DataType, limits: &QueryLimits, field:
             ))
             .at(format!("{field}.values")));
         }
-        vs.iter().enumerate().map(|(i, v)| literal(v, t, &format!("{field}.values[{i}]"))).collect()
+        vs.iter()
+            .enumerate()
+            .map(|(i, v)| literal(v, t, &format!("{field}.values[{i}]")))
+            .collect()
     };
     Ok(match f.op {
         FilterOp::Eq => Predicate::Eq(one()?),
@@ -270,12 +339,19 @@ fn typed_predicate(f: &FilterRequest, t: &DataType, limits: &QueryLimits, field:
         }
         FilterOp::IsNull => {
             if f.values.is_some() {
-                return Err(QueryError::invalid("op 'is_null' takes an optional boolean 'value'").at(field));
+                return Err(
+                    QueryError::invalid("op 'is_null' takes an optional boolean 'value'").at(field),
+                );
             }
             match &f.value {
                 None => Predicate::IsNull(true),
                 Some(Value::Bool(b)) => Predicate::IsNull(*b),
-                Some(_) => return Err(QueryError::invalid("op 'is_null' takes an optional boolean 'value'").at(format!("{field}.value"))),
+                Some(_) => {
+                    return Err(QueryError::invalid(
+                        "op 'is_null' takes an optional boolean 'value'",
+                    )
+                    .at(format!("{field}.value")));
+                }
             }
         }
     })
@@ -284,7 +360,12 @@ fn typed_predicate(f: &FilterRequest, t: &DataType, limits: &QueryLimits, field:
 /// A JSON value as a literal of the dimension's type, or a 422 naming the field.
 pub fn literal(v: &Value, t: &DataType, field: &str) -> Result<ScalarValue, QueryError> {
     let mismatch = |expected: &str| {
-        QueryError::invalid(format!("expected {expected} for a {} dimension, got {}", type_name(t), describe(v))).at(field)
+        QueryError::invalid(format!(
+            "expected {expected} for a {} dimension, got {}",
+            type_name(t),
+            describe(v)
+        ))
+        .at(field)
     };
     let scalar = match t {
         DataType::Utf8 => match v {
@@ -303,21 +384,37 @@ pub fn literal(v: &Value, t: &DataType, field: &str) -> Result<ScalarValue, Quer
             Value::Bool(b) => ScalarValue::Boolean(Some(*b)),
             _ => return Err(mismatch("true or false")),
         },
-        DataType::Date32 | DataType::Date64 => match v.as_str().and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()) {
+        DataType::Date32 | DataType::Date64 => match v
+            .as_str()
+            .and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
+        {
             Some(d) => ScalarValue::Date32(Some(days_since_epoch(d))),
             None => return Err(mismatch("a date \"YYYY-MM-DD\"")),
         },
-        DataType::Timestamp(_, _) => match v.as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()) {
-            Some(ts) => ScalarValue::TimestampMicrosecond(Some(ts.timestamp_micros()), Some("UTC".into())),
+        DataType::Timestamp(_, _) => match v
+            .as_str()
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        {
+            Some(ts) => {
+                ScalarValue::TimestampMicrosecond(Some(ts.timestamp_micros()), Some("UTC".into()))
+            }
             None => return Err(mismatch("an RFC 3339 timestamp")),
         },
         other => {
-            return Err(QueryError::invalid(format!("filters on a {other} dimension are not supported")).at(field));
+            return Err(QueryError::invalid(format!(
+                "filters on a {other} dimension are not supported"
+            ))
+            .at(field));
         }
     };
-    scalar
-        .cast_to(t)
-        .map_err(|_| QueryError::invalid(format!("{} does not fit a {} dimension", describe(v), type_name(t))).at(field))
+    scalar.cast_to(t).map_err(|_| {
+        QueryError::invalid(format!(
+            "{} does not fit a {} dimension",
+            describe(v),
+            type_name(t)
+        ))
+        .at(field)
+    })
 }
 
 pub fn days_since_epoch(d: NaiveDate) -> i32 {
@@ -332,7 +429,10 @@ pub fn type_name(t: &DataType) -> &'static str {
         t if t.is_numeric() => "number",
         DataType::Boolean => "boolean",
         DataType::Date32 | DataType::Date64 => "date",
-        DataType::Timestamp(TimeUnit::Second | TimeUnit::Millisecond | TimeUnit::Microsecond | TimeUnit::Nanosecond, _) => "timestamp",
+        DataType::Timestamp(
+            TimeUnit::Second | TimeUnit::Millisecond | TimeUnit::Microsecond | TimeUnit::Nanosecond,
+            _,
+        ) => "timestamp",
         _ => "string",
     }
 }
@@ -351,7 +451,11 @@ fn describe(v: &Value) -> String {
 /// Echoes client text in errors, but never more than a screenful of it.
 pub fn clip(s: &str) -> String {
     const MAX: usize = 80;
-    if s.chars().count() <= MAX { s.to_string() } else { format!("{}…", s.chars().take(MAX).collect::<String>()) }
+    if s.chars().count() <= MAX {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(MAX).collect::<String>())
+    }
 }
 
 pub fn op_name(op: FilterOp) -> &'static str {

@@ -10,7 +10,13 @@ use super::temp_project;
 async fn load_errors(changes: &[(&str, &str)]) -> Vec<CatalogError> {
     let project = temp_project(changes);
     let engine = DataFusionEngine::new(256 << 20).unwrap();
-    match Catalog::load(project.path(), &project.path().join("data"), engine.new_session()).await {
+    match Catalog::load(
+        project.path(),
+        &project.path().join("data"),
+        engine.new_session(),
+    )
+    .await
+    {
         Ok(_) => panic!("expected the project to fail validation"),
         Err(e) => e.0,
     }
@@ -19,7 +25,9 @@ async fn load_errors(changes: &[(&str, &str)]) -> Vec<CatalogError> {
 #[track_caller]
 fn assert_has(errors: &[CatalogError], file: &str, key: &str, reason_part: &str) {
     assert!(
-        errors.iter().any(|e| e.file == file && e.key == key && e.reason.contains(reason_part)),
+        errors
+            .iter()
+            .any(|e| e.file == file && e.key == key && e.reason.contains(reason_part)),
         "no error {file}: {key}: …{reason_part}… in {errors:#?}"
     );
 }
@@ -67,7 +75,12 @@ metrics:
     .await;
     let f = "metrics/refs.yaml";
     assert_has(&errors, f, "measures.bad_column.expr", "balanse");
-    assert_has(&errors, f, "measures.bad_model.model", "unknown model 'loan_months'");
+    assert_has(
+        &errors,
+        f,
+        "measures.bad_model.model",
+        "unknown model 'loan_months'",
+    );
     assert_has(&errors, f, "measures.bad_where.where", "not a boolean");
     assert_has(&errors, f, "measures.sum_of_text.expr", "needs a number");
     // Measure errors stop validation before metrics; fix them and the metric errors show.
@@ -82,30 +95,64 @@ metrics:
 "#,
     )])
     .await;
-    assert_has(&errors, f, "metrics.bad_ratio.numerator", "unknown measure 'nope'");
-    assert_has(&errors, f, "metrics.missing_field.denominator", "required for type 'ratio'");
-    assert_has(&errors, f, "metrics.wrong_field.expr", "not a field of type 'simple'");
+    assert_has(
+        &errors,
+        f,
+        "metrics.bad_ratio.numerator",
+        "unknown measure 'nope'",
+    );
+    assert_has(
+        &errors,
+        f,
+        "metrics.missing_field.denominator",
+        "required for type 'ratio'",
+    );
+    assert_has(
+        &errors,
+        f,
+        "metrics.wrong_field.expr",
+        "not a field of type 'simple'",
+    );
     assert_has(&errors, f, "metrics.bad_derived.expr", "nobody");
 }
 
 #[tokio::test]
 async fn duplicates_across_files_and_cycles() {
-    let errors = load_errors(&[("metrics/zz_dup.yaml", "metrics:\n  aum: { type: simple, measure: aum }\n")]).await;
-    assert_has(&errors, "metrics/zz_dup.yaml", "metrics.aum", "already declared in metrics/fixture.yaml");
+    let errors = load_errors(&[(
+        "metrics/zz_dup.yaml",
+        "metrics:\n  aum: { type: simple, measure: aum }\n",
+    )])
+    .await;
+    assert_has(
+        &errors,
+        "metrics/zz_dup.yaml",
+        "metrics.aum",
+        "already declared in metrics/fixture.yaml",
+    );
 
     let errors = load_errors(&[(
         "metrics/cycle.yaml",
         "metrics:\n  a_metric: { type: derived, expr: b_metric + 1 }\n  b_metric: { type: derived, expr: a_metric * 2 }\n",
     )])
     .await;
-    assert!(errors.iter().any(|e| e.reason.contains("cycle") && e.reason.contains("a_metric")), "{errors:#?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.reason.contains("cycle") && e.reason.contains("a_metric")),
+        "{errors:#?}"
+    );
 
-    let errors = load_errors(&[(
-        "sql/loop_a.sql",
-        "SELECT * FROM loop_b",
-    ), ("sql/loop_b.sql", "SELECT * FROM loop_a")])
+    let errors = load_errors(&[
+        ("sql/loop_a.sql", "SELECT * FROM loop_b"),
+        ("sql/loop_b.sql", "SELECT * FROM loop_a"),
+    ])
     .await;
-    assert!(errors.iter().any(|e| e.file == "sql/loop_a.sql" && e.reason.contains("cycle")), "{errors:#?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.file == "sql/loop_a.sql" && e.reason.contains("cycle")),
+        "{errors:#?}"
+    );
 }
 
 #[tokio::test]
@@ -151,10 +198,30 @@ models:
 "#,
     )])
     .await;
-    assert_has(&errors, f, "models.bad_time.time", "not a date or timestamp");
-    assert_has(&errors, f, "models.bad_join.joins.owner.model", "no primary_key");
-    assert_has(&errors, f, "models.bad_join.dimensions.both", "exactly one of 'column' or 'via'");
-    assert_has(&errors, f, "models.bad_join.dimensions.ghost.via", "unknown join 'nojoin'");
+    assert_has(
+        &errors,
+        f,
+        "models.bad_time.time",
+        "not a date or timestamp",
+    );
+    assert_has(
+        &errors,
+        f,
+        "models.bad_join.joins.owner.model",
+        "no primary_key",
+    );
+    assert_has(
+        &errors,
+        f,
+        "models.bad_join.dimensions.both",
+        "exactly one of 'column' or 'via'",
+    );
+    assert_has(
+        &errors,
+        f,
+        "models.bad_join.dimensions.ghost.via",
+        "unknown join 'nojoin'",
+    );
     assert_has(&errors, f, "models.bad_join.dimensions.Upper", "snake_case");
 }
 
@@ -165,12 +232,19 @@ async fn dimension_type_conflicts_and_hierarchy_levels() {
         "models:\n  other:\n    source: { csv: customer_month.csv }\n    dimensions:\n      region: { column: aum }\nhierarchies:\n  geo: [region, planet]\n",
     )])
     .await;
-    assert!(errors.iter().any(|e| e.key.ends_with("dimensions.region") && e.reason.contains("one dimension name must mean one type")), "{errors:#?}");
+    assert!(
+        errors.iter().any(|e| e.key.ends_with("dimensions.region")
+            && e.reason.contains("one dimension name must mean one type")),
+        "{errors:#?}"
+    );
 }
 
 #[test]
 fn validate_command_exits_non_zero_and_names_file_and_key() {
-    let project = temp_project(&[("metrics/typo.yaml", "metrics:\n  x: { type: ratio, numerator: nope, denominator: loan_balance }\n")]);
+    let project = temp_project(&[(
+        "metrics/typo.yaml",
+        "metrics:\n  x: { type: ratio, numerator: nope, denominator: loan_balance }\n",
+    )]);
     let out = Command::new(env!("CARGO_BIN_EXE_kpilens"))
         .args(["validate", "--project"])
         .arg(project.path())
@@ -180,7 +254,10 @@ fn validate_command_exits_non_zero_and_names_file_and_key() {
         .expect("run kpilens");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("metrics/typo.yaml: metrics.x.numerator: unknown measure 'nope'"), "{stderr}");
+    assert!(
+        stderr.contains("metrics/typo.yaml: metrics.x.numerator: unknown measure 'nope'"),
+        "{stderr}"
+    );
 
     let ok = temp_project(&[]);
     let out = Command::new(env!("CARGO_BIN_EXE_kpilens"))
@@ -190,6 +267,10 @@ fn validate_command_exits_non_zero_and_names_file_and_key() {
         .arg(ok.path().join("data"))
         .output()
         .expect("run kpilens");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: catalog"));
 }

@@ -16,7 +16,10 @@ fn file_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
         let table = table.unwrap().path();
         for f in std::fs::read_dir(&table).unwrap() {
             let f = f.unwrap().path();
-            out.push((f.strip_prefix(dir).unwrap().display().to_string(), std::fs::read(&f).unwrap()));
+            out.push((
+                f.strip_prefix(dir).unwrap().display().to_string(),
+                std::fs::read(&f).unwrap(),
+            ));
         }
     }
     out.sort();
@@ -25,8 +28,16 @@ fn file_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn same_seed_same_bank_other_seed_other_bank() {
-    let (a, b, c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let opts = |out: &Path, seed| GenerateOptions { out: out.to_path_buf(), scale: 0.05, seed };
+    let (a, b, c) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let opts = |out: &Path, seed| GenerateOptions {
+        out: out.to_path_buf(),
+        scale: 0.05,
+        seed,
+    };
     let ra = generate(&opts(a.path(), 7)).unwrap();
     generate(&opts(b.path(), 7)).unwrap();
     generate(&opts(c.path(), 8)).unwrap();
@@ -34,7 +45,14 @@ fn same_seed_same_bank_other_seed_other_bank() {
     assert_ne!(file_bytes(a.path()), file_bytes(c.path()));
     let rows: std::collections::BTreeMap<_, _> = ra.tables.iter().cloned().collect();
     assert_eq!(rows["customers"], 500);
-    for t in ["org", "customer_month", "loans", "loan_month", "opportunity_events", "tickets"] {
+    for t in [
+        "org",
+        "customer_month",
+        "loans",
+        "loan_month",
+        "opportunity_events",
+        "tickets",
+    ] {
         assert!(rows[t] > 0, "{t} is empty");
     }
 }
@@ -42,19 +60,31 @@ fn same_seed_same_bank_other_seed_other_bank() {
 #[tokio::test]
 async fn demo_metrics_validate_and_tell_the_demo_story() {
     let data = tempfile::tempdir().unwrap();
-    generate(&GenerateOptions { out: data.path().to_path_buf(), scale: 1.0, seed: 42 }).unwrap();
+    generate(&GenerateOptions {
+        out: data.path().to_path_buf(),
+        scale: 1.0,
+        seed: 42,
+    })
+    .unwrap();
     let settings = Settings {
         project_dir: Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf(),
         data_dir: data.path().to_path_buf(),
         ..Settings::default()
     };
-    let s = KpiService::open(&settings).await.unwrap_or_else(|e| panic!("repository metrics/ do not validate:\n{e}"));
+    let s = KpiService::open(&settings)
+        .await
+        .unwrap_or_else(|e| panic!("repository metrics/ do not validate:\n{e}"));
 
     // Rising overdue ratios in the chosen branches: last quarter well above the first.
     let r = run(&s, json!({ "metrics": ["overdue_ratio"], "dimensions": ["branch"], "time": { "grain": "quarter" },
         "filters": [{ "dimension": "branch", "op": "in", "values": RISING_OVERDUE }] })).await;
     let rows = records(&r);
-    let at = |p: &str| rows.iter().filter(|r| r["period"] == p).map(|r| r["overdue_ratio"].as_f64().unwrap()).sum::<f64>();
+    let at = |p: &str| {
+        rows.iter()
+            .filter(|r| r["period"] == p)
+            .map(|r| r["overdue_ratio"].as_f64().unwrap())
+            .sum::<f64>()
+    };
     assert!(at("2025-10-01") > 2.0 * at("2024-01-01"), "{rows:?}");
     let all = run(&s, json!({ "metrics": ["overdue_ratio", "npl_ratio"], "time": { "from": "2025-12-01", "to": "2025-12-31" } })).await;
     let bank = records(&all)[0]["overdue_ratio"].as_f64().unwrap();
@@ -63,7 +93,10 @@ async fn demo_metrics_validate_and_tell_the_demo_story() {
     // Skewed branch sizes: the biggest branch has several times the customers of the smallest.
     let r = run(&s, json!({ "metrics": ["customer_count"], "dimensions": ["branch"], "time": { "from": "2025-12-01", "to": "2025-12-31" },
         "order": [{ "by": "customer_count", "desc": true }] })).await;
-    let counts: Vec<f64> = records(&r).iter().map(|r| r["customer_count"].as_f64().unwrap()).collect();
+    let counts: Vec<f64> = records(&r)
+        .iter()
+        .map(|r| r["customer_count"].as_f64().unwrap())
+        .collect();
     assert!(counts[0] > 4.0 * counts[counts.len() - 1], "{counts:?}");
 
     // Balances by month are semi-additive; AUM per customer is sane; the new-customer push is in Q1.
@@ -72,7 +105,12 @@ async fn demo_metrics_validate_and_tell_the_demo_story() {
     let rows = records(&r);
     assert_eq!(rows.len(), 12);
     let new = |i: usize| rows[i]["new_customers"].as_f64().unwrap();
-    assert!(new(0) > new(7), "January acquisition {} vs August {}", new(0), new(7));
+    assert!(
+        new(0) > new(7),
+        "January acquisition {} vs August {}",
+        new(0),
+        new(7)
+    );
     for row in &rows {
         assert!(row["aum"].as_f64().unwrap() > row["deposit_balance"].as_f64().unwrap());
     }

@@ -18,15 +18,27 @@ use super::{assert_num, fixture_service, records, run, totals};
 #[tokio::test]
 async fn ratio_by_month_with_zero_denominator_and_empty_month() {
     let s = fixture_service().await;
-    let r = run(&s, json!({
-        "metrics": ["loan_balance", "overdue_balance", "overdue_ratio"],
-        "time": { "grain": "month", "from": "2024-01-01", "to": "2024-06-30" }
-    }))
+    let r = run(
+        &s,
+        json!({
+            "metrics": ["loan_balance", "overdue_balance", "overdue_ratio"],
+            "time": { "grain": "month", "from": "2024-01-01", "to": "2024-06-30" }
+        }),
+    )
     .await;
     let rows = records(&r);
     let periods: Vec<&str> = rows.iter().map(|r| r["period"].as_str().unwrap()).collect();
     // April has no snapshot rows at all: no row (gap filling comes with the banking-semantics work).
-    assert_eq!(periods, ["2024-01-01", "2024-02-01", "2024-03-01", "2024-05-01", "2024-06-01"]);
+    assert_eq!(
+        periods,
+        [
+            "2024-01-01",
+            "2024-02-01",
+            "2024-03-01",
+            "2024-05-01",
+            "2024-06-01"
+        ]
+    );
     let expect = [
         (400.0, 300.0, Some(0.75)),
         (1390.0, 300.0, Some(300.0 / 1390.0)),
@@ -49,10 +61,13 @@ async fn ratio_by_month_with_zero_denominator_and_empty_month() {
 #[tokio::test]
 async fn balances_are_never_summed_over_months() {
     let s = fixture_service().await;
-    let r = run(&s, json!({
-        "metrics": ["loan_balance", "opening_loan_balance", "balance_flow", "overdue_ratio"],
-        "time": { "grain": "quarter", "from": "2024-01-01", "to": "2024-06-30" }
-    }))
+    let r = run(
+        &s,
+        json!({
+            "metrics": ["loan_balance", "opening_loan_balance", "balance_flow", "overdue_ratio"],
+            "time": { "grain": "quarter", "from": "2024-01-01", "to": "2024-06-30" }
+        }),
+    )
     .await;
     let rows = records(&r);
     assert_eq!(rows.len(), 2);
@@ -71,7 +86,11 @@ async fn balances_are_never_summed_over_months() {
 async fn ratio_of_sums_at_every_level_not_mean_of_ratios() {
     let s = fixture_service().await;
     let q1 = json!({ "from": "2024-01-01", "to": "2024-03-31" });
-    let by_team = run(&s, json!({ "metrics": ["overdue_ratio"], "dimensions": ["team"], "time": q1 })).await;
+    let by_team = run(
+        &s,
+        json!({ "metrics": ["overdue_ratio"], "dimensions": ["team"], "time": q1 }),
+    )
+    .await;
     let teams = records(&by_team);
     assert_eq!(teams.len(), 4);
     assert_eq!(teams[0]["team"], "T1");
@@ -82,7 +101,11 @@ async fn ratio_of_sums_at_every_level_not_mean_of_ratios() {
     assert!(teams[3]["team"].is_null()); // c5 has no RM: null team, sorted last
     assert_num(&teams[3]["overdue_ratio"], None); // its only balance is null
 
-    let by_branch = run(&s, json!({ "metrics": ["overdue_ratio"], "dimensions": ["branch"], "time": q1 })).await;
+    let by_branch = run(
+        &s,
+        json!({ "metrics": ["overdue_ratio"], "dimensions": ["branch"], "time": q1 }),
+    )
+    .await;
     let b1 = &records(&by_branch)[0];
     assert_eq!(b1["branch"], "B1");
     // B1 = T1 + T2: 300 / 380 = 0.789…, while the mean of its teams' ratios is 0.5.
@@ -93,11 +116,14 @@ async fn ratio_of_sums_at_every_level_not_mean_of_ratios() {
 #[tokio::test]
 async fn region_breakdown_with_null_member_and_totals() {
     let s = fixture_service().await;
-    let r = run(&s, json!({
-        "metrics": ["loan_balance", "overdue_balance", "overdue_ratio"],
-        "dimensions": ["region"],
-        "time": { "from": "2024-01-01", "to": "2024-03-31" }
-    }))
+    let r = run(
+        &s,
+        json!({
+            "metrics": ["loan_balance", "overdue_balance", "overdue_ratio"],
+            "dimensions": ["region"],
+            "time": { "from": "2024-01-01", "to": "2024-03-31" }
+        }),
+    )
     .await;
     let rows = records(&r);
     assert_eq!(rows.len(), 3);
@@ -120,10 +146,13 @@ async fn region_breakdown_with_null_member_and_totals() {
 #[tokio::test]
 async fn simple_aggregates_count_distinct_avg_min_max() {
     let s = fixture_service().await;
-    let r = run(&s, json!({
-        "metrics": ["loan_rows", "loans_seen", "avg_balance", "max_dpd", "min_balance"],
-        "time": { "from": "2024-01-01", "to": "2024-03-31" }
-    }))
+    let r = run(
+        &s,
+        json!({
+            "metrics": ["loan_rows", "loans_seen", "avg_balance", "max_dpd", "min_balance"],
+            "time": { "from": "2024-01-01", "to": "2024-03-31" }
+        }),
+    )
     .await;
     let row = &records(&r)[0];
     assert_num(&row["loan_rows"], Some(10.0)); // 2 + 3 + 5 rows
@@ -131,32 +160,45 @@ async fn simple_aggregates_count_distinct_avg_min_max() {
     assert_num(&row["avg_balance"], Some(3220.0 / 9.0)); // the null balance is not counted
     assert_num(&row["max_dpd"], Some(70.0));
     assert_num(&row["min_balance"], Some(50.0));
-    assert!(r.result.totals.is_none(), "no grain and no dimensions: the one row is the total");
+    assert!(
+        r.result.totals.is_none(),
+        "no grain and no dimensions: the one row is the total"
+    );
 }
 
 #[tokio::test]
 async fn semi_additive_counts_and_derived_division_by_zero() {
     let s = fixture_service().await;
-    let r = run(&s, json!({
-        "metrics": ["aum", "customer_count", "aum_per_customer"],
-        "time": { "grain": "month", "from": "2024-01-01", "to": "2024-03-31" }
-    }))
+    let r = run(
+        &s,
+        json!({
+            "metrics": ["aum", "customer_count", "aum_per_customer"],
+            "time": { "grain": "month", "from": "2024-01-01", "to": "2024-03-31" }
+        }),
+    )
     .await;
     let rows = records(&r);
     // Jan: c1 100 + c2 50, both active. Feb: 110 + 60 + 1000, c2 dormant.
     // Mar: 120 + 5 + 1100 + null (c4), active c1 c3 c4.
-    let expect = [(150.0, 2.0, 75.0), (1170.0, 2.0, 585.0), (1225.0, 3.0, 1225.0 / 3.0)];
+    let expect = [
+        (150.0, 2.0, 75.0),
+        (1170.0, 2.0, 585.0),
+        (1225.0, 3.0, 1225.0 / 3.0),
+    ];
     assert_eq!(rows.len(), 3);
     for (row, (aum, n, per)) in rows.iter().zip(expect) {
         assert_num(&row["aum"], Some(aum));
         assert_num(&row["customer_count"], Some(n));
         assert_num(&row["aum_per_customer"], Some(per));
     }
-    let by_team = run(&s, json!({
-        "metrics": ["aum", "customer_count", "aum_per_customer"],
-        "dimensions": ["team"],
-        "time": { "from": "2024-03-01", "to": "2024-03-31" }
-    }))
+    let by_team = run(
+        &s,
+        json!({
+            "metrics": ["aum", "customer_count", "aum_per_customer"],
+            "dimensions": ["team"],
+            "time": { "from": "2024-03-01", "to": "2024-03-31" }
+        }),
+    )
     .await;
     let teams = records(&by_team);
     assert_eq!(teams[1]["team"], "T2");
@@ -169,11 +211,14 @@ async fn semi_additive_counts_and_derived_division_by_zero() {
 #[tokio::test]
 async fn metrics_from_three_models_join_without_fan_out() {
     let s = fixture_service().await;
-    let r = run(&s, json!({
-        "metrics": ["loan_balance", "aum", "new_customers"],
-        "dimensions": ["region"],
-        "time": { "from": "2024-01-01", "to": "2024-03-31" }
-    }))
+    let r = run(
+        &s,
+        json!({
+            "metrics": ["loan_balance", "aum", "new_customers"],
+            "dimensions": ["region"],
+            "time": { "from": "2024-01-01", "to": "2024-03-31" }
+        }),
+    )
     .await;
     let rows = records(&r);
     assert_eq!(rows.len(), 3);
@@ -199,7 +244,10 @@ async fn metrics_from_three_models_join_without_fan_out() {
 async fn derived_over_a_ratio() {
     let s = fixture_service().await;
     let r = run(&s, json!({ "metrics": ["performing_share"], "time": { "from": "2024-01-01", "to": "2024-03-31" } })).await;
-    assert_num(&records(&r)[0]["performing_share"], Some(1.0 - 1300.0 / 1430.0));
+    assert_num(
+        &records(&r)[0]["performing_share"],
+        Some(1.0 - 1300.0 / 1430.0),
+    );
 }
 
 #[tokio::test]
@@ -208,46 +256,96 @@ async fn filters_typed_and_null_aware() {
     let q1 = json!({ "from": "2024-01-01", "to": "2024-03-31" });
     let one = |r: &kpilens::service::QueryResponse| records(r)[0]["loan_balance"].clone();
 
-    let north = run(&s, json!({ "metrics": ["loan_balance"], "time": q1,
-        "filters": [{ "dimension": "region", "op": "eq", "value": "North" }] })).await;
+    let north = run(
+        &s,
+        json!({ "metrics": ["loan_balance"], "time": q1,
+        "filters": [{ "dimension": "region", "op": "eq", "value": "North" }] }),
+    )
+    .await;
     assert_num(&one(&north), Some(380.0));
     // ne keeps rows whose region is null: L3 (Feb, Mar), L4, and L5 of the RM-less c5.
-    let not_north = run(&s, json!({ "metrics": ["loan_balance", "loan_rows"], "time": q1,
-        "filters": [{ "dimension": "region", "op": "ne", "value": "North" }] })).await;
+    let not_north = run(
+        &s,
+        json!({ "metrics": ["loan_balance", "loan_rows"], "time": q1,
+        "filters": [{ "dimension": "region", "op": "ne", "value": "North" }] }),
+    )
+    .await;
     assert_num(&records(&not_north)[0]["loan_rows"], Some(4.0));
     assert_num(&records(&not_north)[0]["loan_balance"], Some(1050.0));
-    let in_list = run(&s, json!({ "metrics": ["loan_balance"], "time": q1,
-        "filters": [{ "dimension": "region", "op": "in", "values": ["South", "West"] }] })).await;
+    let in_list = run(
+        &s,
+        json!({ "metrics": ["loan_balance"], "time": q1,
+        "filters": [{ "dimension": "region", "op": "in", "values": ["South", "West"] }] }),
+    )
+    .await;
     assert_num(&one(&in_list), Some(1050.0));
-    let no_region = run(&s, json!({ "metrics": ["loan_rows"], "time": q1,
-        "filters": [{ "dimension": "region", "op": "is_null" }] })).await;
+    let no_region = run(
+        &s,
+        json!({ "metrics": ["loan_rows"], "time": q1,
+        "filters": [{ "dimension": "region", "op": "is_null" }] }),
+    )
+    .await;
     assert_num(&records(&no_region)[0]["loan_rows"], Some(1.0));
-    let teams = run(&s, json!({ "metrics": ["loan_balance"], "time": q1,
-        "filters": [{ "dimension": "team", "op": "between", "values": ["T1", "T2"] }] })).await;
+    let teams = run(
+        &s,
+        json!({ "metrics": ["loan_balance"], "time": q1,
+        "filters": [{ "dimension": "team", "op": "between", "values": ["T1", "T2"] }] }),
+    )
+    .await;
     assert_num(&one(&teams), Some(380.0));
-    let not_in = run(&s, json!({ "metrics": ["loan_rows"], "time": q1,
-        "filters": [{ "dimension": "region", "op": "not_in", "values": ["North", "South"] }] })).await;
+    let not_in = run(
+        &s,
+        json!({ "metrics": ["loan_rows"], "time": q1,
+        "filters": [{ "dimension": "region", "op": "not_in", "values": ["North", "South"] }] }),
+    )
+    .await;
     assert_num(&records(&not_in)[0]["loan_rows"], Some(1.0));
 }
 
 #[tokio::test]
 async fn calendar_buckets_leap_day_weeks_and_inclusive_ranges() {
     let s = fixture_service().await;
-    let days = run(&s, json!({ "metrics": ["new_customers"],
-        "time": { "grain": "day", "from": "2024-02-01", "to": "2024-02-29" } })).await;
+    let days = run(
+        &s,
+        json!({ "metrics": ["new_customers"],
+        "time": { "grain": "day", "from": "2024-02-01", "to": "2024-02-29" } }),
+    )
+    .await;
     let rows = records(&days);
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["period"], "2024-02-29"); // c3 opened on the leap day
 
-    let weeks = run(&s, json!({ "metrics": ["new_customers"],
-        "time": { "grain": "week", "from": "2024-01-01", "to": "2024-03-31" } })).await;
-    let periods: Vec<_> = records(&weeks).iter().map(|r| r["period"].clone()).collect();
+    let weeks = run(
+        &s,
+        json!({ "metrics": ["new_customers"],
+        "time": { "grain": "week", "from": "2024-01-01", "to": "2024-03-31" } }),
+    )
+    .await;
+    let periods: Vec<_> = records(&weeks)
+        .iter()
+        .map(|r| r["period"].clone())
+        .collect();
     // Weeks start on Monday: 01-15 is a Monday; 02-29 a Thursday; 03-10 and 03-31 Sundays.
-    assert_eq!(periods, [json!("2024-01-15"), json!("2024-02-26"), json!("2024-03-04"), json!("2024-03-25")]);
+    assert_eq!(
+        periods,
+        [
+            json!("2024-01-15"),
+            json!("2024-02-26"),
+            json!("2024-03-04"),
+            json!("2024-03-25")
+        ]
+    );
 
-    let years = run(&s, json!({ "metrics": ["new_customers"], "time": { "grain": "year" } })).await;
+    let years = run(
+        &s,
+        json!({ "metrics": ["new_customers"], "time": { "grain": "year" } }),
+    )
+    .await;
     let rows = records(&years);
-    assert_eq!((rows[0]["period"].clone(), rows[1]["period"].clone()), (json!("2023-01-01"), json!("2024-01-01")));
+    assert_eq!(
+        (rows[0]["period"].clone(), rows[1]["period"].clone()),
+        (json!("2023-01-01"), json!("2024-01-01"))
+    );
     assert_num(&rows[1]["new_customers"], Some(4.0));
 
     // `to` is inclusive: c5 opened on 03-31.
@@ -260,8 +358,12 @@ async fn calendar_buckets_leap_day_weeks_and_inclusive_ranges() {
 #[tokio::test]
 async fn empty_range_gives_no_rows_and_empty_totals() {
     let s = fixture_service().await;
-    let r = run(&s, json!({ "metrics": ["loan_balance", "loan_rows", "overdue_ratio"],
-        "dimensions": ["region"], "time": { "from": "2024-04-01", "to": "2024-04-30" } })).await;
+    let r = run(
+        &s,
+        json!({ "metrics": ["loan_balance", "loan_rows", "overdue_ratio"],
+        "dimensions": ["region"], "time": { "from": "2024-04-01", "to": "2024-04-30" } }),
+    )
+    .await;
     assert!(r.result.rows.is_empty());
     let t = totals(&r);
     assert_num(&t["loan_balance"], None);
@@ -282,14 +384,23 @@ async fn snapshot_date_comes_from_the_model_not_the_filtered_rows() {
 #[tokio::test]
 async fn order_and_limit() {
     let s = fixture_service().await;
-    let r = run(&s, json!({ "metrics": ["loan_balance"], "dimensions": ["team"],
+    let r = run(
+        &s,
+        json!({ "metrics": ["loan_balance"], "dimensions": ["team"],
         "time": { "from": "2024-01-01", "to": "2024-03-31" },
-        "order": [{ "by": "loan_balance", "desc": true }], "limit": 2 })).await;
+        "order": [{ "by": "loan_balance", "desc": true }], "limit": 2 }),
+    )
+    .await;
     let rows = records(&r);
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["team"], "T3"); // 1050
     assert_eq!(rows[1]["team"], "T2"); // 300
     assert!(r.result.truncated);
-    let schema: Vec<_> = r.result.schema.iter().map(|f| (f.name.as_str(), f.data_type)).collect();
+    let schema: Vec<_> = r
+        .result
+        .schema
+        .iter()
+        .map(|f| (f.name.as_str(), f.data_type))
+        .collect();
     assert_eq!(schema, [("team", "string"), ("loan_balance", "integer")]);
 }

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use kpilens::config::Settings;
 use kpilens::server;
 use kpilens::service::KpiService;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use serde_json::{Value, json};
 
 use super::{Shared, assert_num, fixture_dir, settings_for, temp_project};
 
@@ -26,14 +26,26 @@ impl Drop for Server {
 }
 
 async fn start(settings: Settings) -> Server {
-    let service = Arc::new(KpiService::open(&settings).await.expect("project validates"));
-    let listener = server::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind loopback");
+    let service = Arc::new(
+        KpiService::open(&settings)
+            .await
+            .expect("project validates"),
+    );
+    let listener = server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind loopback");
     let addr = listener.local_addr().expect("addr");
     let svc = service.clone();
     let task = tokio::spawn(async move {
-        server::serve(&settings, svc, listener).await.expect("serve");
+        server::serve(&settings, svc, listener)
+            .await
+            .expect("serve");
     });
-    Server { addr, service, task }
+    Server {
+        addr,
+        service,
+        task,
+    }
 }
 
 async fn start_on(project: &Path) -> Server {
@@ -61,14 +73,21 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, V
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(request.as_bytes()).await.expect("send head");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send head");
     // The server may answer (413) before reading a large body and close: a failed write is fine.
     let _ = stream.write_all(body.as_bytes()).await;
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw).await;
     let text = String::from_utf8(raw).expect("UTF-8 response");
     let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
-    let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
     let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
     (status, json)
 }
@@ -86,23 +105,53 @@ async fn health_catalog_query_and_explain_routes() {
 
     let (status, catalog) = s.get("/api/v1/catalog").await;
     assert_eq!(status, 200);
-    let ratio = catalog["metrics"].as_array().unwrap().iter().find(|m| m["name"] == "overdue_ratio").expect("metric listed");
+    let ratio = catalog["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "overdue_ratio")
+        .expect("metric listed");
     assert_eq!(ratio["type"], "ratio");
     assert_eq!(ratio["label"]["zh"], "逾期贷款率");
     assert_eq!(ratio["format"]["style"], "percent");
     assert_eq!(ratio["direction"], "lower_is_better");
     assert_eq!(ratio["thresholds"]["alert"], 0.05);
-    assert!(ratio["dimensions"].as_array().unwrap().contains(&json!("region")));
-    assert!(!ratio["dimensions"].as_array().unwrap().contains(&json!("status")), "status is a customer_month dimension");
-    assert_eq!(catalog["hierarchies"][0], json!({ "name": "org", "levels": ["region", "branch", "team"] }));
-    assert!(catalog["dimensions"].as_array().unwrap().iter().any(|d| d["name"] == "region" && d["label"]["en"] == "Region"));
+    assert!(
+        ratio["dimensions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("region"))
+    );
+    assert!(
+        !ratio["dimensions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("status")),
+        "status is a customer_month dimension"
+    );
+    assert_eq!(
+        catalog["hierarchies"][0],
+        json!({ "name": "org", "levels": ["region", "branch", "team"] })
+    );
+    assert!(
+        catalog["dimensions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["name"] == "region" && d["label"]["en"] == "Region")
+    );
 
     let (status, body) = s
-        .query(json!({ "metrics": ["overdue_ratio"], "dimensions": ["region"],
-            "time": { "grain": "quarter", "from": "2024-01-01", "to": "2024-03-31" } }))
+        .query(
+            json!({ "metrics": ["overdue_ratio"], "dimensions": ["region"],
+            "time": { "grain": "quarter", "from": "2024-01-01", "to": "2024-03-31" } }),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["schema"][0], json!({ "name": "period", "role": "time", "type": "date", "label": { "zh": "期间", "en": "Period" } }));
+    assert_eq!(
+        body["schema"][0],
+        json!({ "name": "period", "role": "time", "type": "date", "label": { "zh": "期间", "en": "Period" } })
+    );
     assert_eq!(body["schema"][1]["name"], "region");
     assert_eq!(body["schema"][2]["name"], "overdue_ratio");
     assert_eq!(body["schema"][2]["type"], "number");
@@ -111,14 +160,35 @@ async fn health_catalog_query_and_explain_routes() {
     assert_eq!(body["rows"][0][1], "North");
     assert_num(&body["rows"][0][2], Some(300.0 / 380.0));
     assert_num(&body["totals"][2], Some(1300.0 / 1430.0));
-    for key in ["query_id", "served_by", "elapsed_ms", "catalog_version", "data_version", "row_count"] {
-        assert!(body["meta"].get(key).is_some(), "meta.{key} missing: {body}");
+    for key in [
+        "query_id",
+        "served_by",
+        "elapsed_ms",
+        "catalog_version",
+        "data_version",
+        "row_count",
+    ] {
+        assert!(
+            body["meta"].get(key).is_some(),
+            "meta.{key} missing: {body}"
+        );
     }
 
-    let (status, plan) = s.post("/api/v1/explain", json!({ "metrics": ["overdue_ratio"], "dimensions": ["region"] }).to_string()).await;
+    let (status, plan) = s
+        .post(
+            "/api/v1/explain",
+            json!({ "metrics": ["overdue_ratio"], "dimensions": ["region"] }).to_string(),
+        )
+        .await;
     assert_eq!(status, 200, "{plan}");
     assert!(plan["logical_plan"].as_str().unwrap().contains("Aggregate"));
-    assert!(plan["sql"].as_str().unwrap().to_uppercase().contains("SELECT"));
+    assert!(
+        plan["sql"]
+            .as_str()
+            .unwrap()
+            .to_uppercase()
+            .contains("SELECT")
+    );
 }
 
 #[tokio::test]
@@ -153,7 +223,10 @@ async fn each_error_class_has_its_status_and_names_the_field() {
         let (got, err) = s.post("/api/v1/query", body).await;
         assert_eq!(got, status, "{what}: {err}");
         assert_eq!(err["error"]["code"], code, "{what}: {err}");
-        assert!(!err["error"]["message"].as_str().unwrap().is_empty(), "{what}");
+        assert!(
+            !err["error"]["message"].as_str().unwrap().is_empty(),
+            "{what}"
+        );
         if let Some(field) = field {
             assert_eq!(err["error"]["field"], field, "{what}: {err}");
         }
@@ -186,9 +259,14 @@ async fn internal_errors_are_generic_and_the_server_keeps_serving() {
     assert_eq!(status, 500);
     assert_eq!(err["error"]["code"], "internal");
     let message = err["error"]["message"].as_str().unwrap();
-    assert!(!message.contains(project.path().to_str().unwrap()), "no paths leak: {message}");
+    assert!(
+        !message.contains(project.path().to_str().unwrap()),
+        "no paths leak: {message}"
+    );
     // Metrics on other tables still answer.
-    let (status, body) = s.query(json!({ "metrics": ["aum"], "time": { "from": "2024-01-01", "to": "2024-03-31" } })).await;
+    let (status, body) = s
+        .query(json!({ "metrics": ["aum"], "time": { "from": "2024-01-01", "to": "2024-03-31" } }))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_num(&body["rows"][0][0], Some(1225.0));
 }
@@ -206,7 +284,9 @@ async fn cache_hits_ignore_key_order_and_whitespace() {
     assert_eq!(first["rows"], second["rows"]);
     assert_eq!(first["totals"], second["totals"]);
     // A different query misses.
-    let (_, other) = s.query(json!({ "metrics": ["overdue_ratio"], "dimensions": ["region"] })).await;
+    let (_, other) = s
+        .query(json!({ "metrics": ["overdue_ratio"], "dimensions": ["region"] }))
+        .await;
     assert_eq!(served_by(&other), "engine");
 }
 
@@ -218,7 +298,10 @@ async fn concurrent_identical_cold_requests_run_the_engine_once() {
         "time": { "grain": "month", "from": "2024-01-01", "to": "2024-06-30" } });
     let calls = (0..8).map(|_| s.query(q.clone()));
     let results = futures::future::join_all(calls).await;
-    let engine = results.iter().filter(|(status, body)| *status == 200 && served_by(body) == "engine").count();
+    let engine = results
+        .iter()
+        .filter(|(status, body)| *status == 200 && served_by(body) == "engine")
+        .count();
     assert!(results.iter().all(|(status, _)| *status == 200));
     assert_eq!(engine, 1, "exactly one request computed");
     assert_eq!(s.service.engine_runs() - before, 1);
@@ -253,4 +336,38 @@ async fn a_data_refresh_invalidates_exactly_the_affected_entries() {
     assert_eq!(served_by(&a2), "cache", "customer_month did not change");
     assert_eq!(a1["meta"]["data_version"], a2["meta"]["data_version"]);
     assert_eq!(served_by(&s.query(loans).await.1), "cache");
+}
+
+#[tokio::test]
+async fn a_query_past_its_time_budget_gets_504_and_the_server_keeps_serving() {
+    // A zero budget expires before the engine's first batch.
+    let s = start(Settings {
+        query_timeout_secs: 0,
+        ..settings_for(&fixture_dir())
+    })
+    .await;
+    let (status, err) = s
+        .query(json!({ "metrics": ["loan_balance", "aum"], "dimensions": ["team"] }))
+        .await;
+    assert_eq!(status, 504, "{err}");
+    assert_eq!(err["error"]["code"], "timeout");
+    let (status, _) = s.get("/healthz").await;
+    assert_eq!(status, 200);
+    // A timed-out query is not cached as a result.
+    assert_eq!(s.service.cache().entry_count(), 0);
+}
+
+#[tokio::test]
+async fn a_query_over_the_memory_pool_gets_503() {
+    let s = start(Settings {
+        memory_mb: 0,
+        ..settings_for(&fixture_dir())
+    })
+    .await;
+    let (status, err) = s
+        .query(json!({ "metrics": ["loan_balance", "aum"], "dimensions": ["team"] }))
+        .await;
+    assert_eq!(status, 503, "{err}");
+    assert_eq!(err["error"]["code"], "memory_limit");
+    assert!(err["error"]["message"].as_str().unwrap().contains("memory"));
 }

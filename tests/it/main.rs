@@ -19,11 +19,17 @@ pub fn fixture_dir() -> PathBuf {
 }
 
 pub fn settings_for(project: &Path) -> Settings {
-    Settings { project_dir: project.to_path_buf(), data_dir: project.join("data"), ..Settings::default() }
+    Settings {
+        project_dir: project.to_path_buf(),
+        data_dir: project.join("data"),
+        ..Settings::default()
+    }
 }
 
 pub async fn fixture_service() -> KpiService {
-    KpiService::open(&settings_for(&fixture_dir())).await.expect("fixture project validates")
+    KpiService::open(&settings_for(&fixture_dir()))
+        .await
+        .expect("fixture project validates")
 }
 
 /// A writable copy of the fixture project, with extra or replaced files (path relative to the
@@ -61,7 +67,10 @@ pub fn request(json: Value) -> QueryRequest {
 }
 
 pub async fn run(service: &KpiService, json: Value) -> QueryResponse {
-    service.query(&request(json)).await.unwrap_or_else(|e| panic!("query failed: {e}"))
+    service
+        .query(&request(json))
+        .await
+        .unwrap_or_else(|e| panic!("query failed: {e}"))
 }
 
 /// Rows as maps from column name to value, for readable assertions.
@@ -69,13 +78,25 @@ pub fn records(r: &QueryResponse) -> Vec<serde_json::Map<String, Value>> {
     r.result
         .rows
         .iter()
-        .map(|row| r.result.schema.iter().map(|f| f.name.clone()).zip(row.iter().cloned()).collect())
+        .map(|row| {
+            r.result
+                .schema
+                .iter()
+                .map(|f| f.name.clone())
+                .zip(row.iter().cloned())
+                .collect()
+        })
         .collect()
 }
 
 pub fn totals(r: &QueryResponse) -> serde_json::Map<String, Value> {
     let t = r.result.totals.as_ref().expect("totals present");
-    r.result.schema.iter().map(|f| f.name.clone()).zip(t.iter().cloned()).collect()
+    r.result
+        .schema
+        .iter()
+        .map(|f| f.name.clone())
+        .zip(t.iter().cloned())
+        .collect()
 }
 
 /// Asserts a numeric cell equals `expected` (to 1e-9), or is null when `expected` is None.
