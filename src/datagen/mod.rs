@@ -476,10 +476,10 @@ fn simulate_loans(
     t: &mut Tables,
 ) -> std::io::Result<()> {
     let count = match segment {
-        Segment::Retail => rng.chance(0.36) as u32 + rng.chance(0.06) as u32,
-        Segment::Sme => rng.chance(0.6) as u32 + rng.chance(0.2) as u32,
+        Segment::Retail => rng.chance(0.5) as u32 + rng.chance(0.15) as u32,
+        Segment::Sme => rng.chance(0.75) as u32 + rng.chance(0.35) as u32,
         Segment::Corporate => {
-            rng.chance(0.75) as u32 + rng.chance(0.4) as u32 + rng.chance(0.2) as u32
+            rng.chance(0.85) as u32 + rng.chance(0.55) as u32 + rng.chance(0.35) as u32
         }
     };
     for _ in 0..count {
@@ -502,7 +502,12 @@ fn simulate_loans(
                 ("project", 60, 50_000_000.0, 0.002),
             ]),
         };
-        let earliest = opened_on.max(cal.start() - chrono::Duration::days(365 * 4));
+        // Disbursed early enough to still be running at some month end of the history.
+        let earliest = opened_on.max(
+            cal.start()
+                .checked_sub_months(chrono::Months::new(term))
+                .unwrap_or(opened_on),
+        );
         let span = (cal.end() - chrono::Duration::days(20) - earliest)
             .num_days()
             .max(1);
