@@ -58,10 +58,4 @@ impl Settings {
     pub fn query_timeout(&self) -> Duration {
         Duration::from_secs(self.query_timeout_secs)
     }
-
-    /// Data paths in YAML are relative to the data dir; a relative data dir is relative to the
-    /// working directory, like every other path on the command line.
-    pub fn resolved_data_dir(&self) -> PathBuf {
-        self.data_dir.clone()
-    }
 }

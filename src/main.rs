@@ -160,7 +160,7 @@ async fn run(command: Command) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             match Catalog::load(
                 &settings.project_dir,
-                &settings.resolved_data_dir(),
+                &settings.data_dir,
                 engine.new_session(),
             )
             .await

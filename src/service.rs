@@ -72,7 +72,7 @@ impl KpiService {
         );
         let catalog = Catalog::load(
             &settings.project_dir,
-            &settings.resolved_data_dir(),
+            &settings.data_dir,
             engine.new_session(),
         )
         .await?;
@@ -122,6 +122,15 @@ impl KpiService {
             data_version: combined_version(&data),
             row_count: result.rows.len(),
         };
+        tracing::info!(
+            query_id = %meta.query_id,
+            metrics = ?req.metrics,
+            dimensions = ?req.dimensions,
+            served_by = meta.served_by,
+            rows = meta.row_count,
+            elapsed_ms = meta.elapsed_ms,
+            "query"
+        );
         Ok(QueryResponse { result, meta })
     }
 

@@ -314,8 +314,20 @@ async fn keep_snapshot_rows(
     }
     let snaps = snaps
         .aggregate(group, vec![edge.alias(SNAP_TIME)])
+        .and_then(|s| s.alias("snapshots"))
         .map_err(df_err)?;
-    df.join_on(snaps, JoinType::LeftSemi, on).map_err(df_err)
+    // An inner join rather than a semi join: the snapshot side has one row per period, so rows
+    // cannot multiply, and DataFusion's unparser renders it faithfully for `explain`.
+    let keep: Vec<Expr> = df
+        .schema()
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect();
+    df.join_on(snaps, JoinType::Inner, on)
+        .map_err(df_err)?
+        .select(keep)
+        .map_err(df_err)
 }
 
 /// The model's table with the joins needed to reach `dims`, and the expression of each dimension

@@ -128,7 +128,11 @@ pub fn validate(
             return Err(QueryError::new(
                 ErrorKind::NotFound,
                 "unknown_metric",
-                format!("unknown metric '{}'", clip(name)),
+                format!(
+                    "unknown metric '{}'{}",
+                    clip(name),
+                    did_you_mean(name, catalog.metrics.keys())
+                ),
             )
             .at(format!("metrics[{i}]")));
         }
@@ -245,7 +249,11 @@ fn check_dimension(
         return Err(QueryError::new(
             ErrorKind::NotFound,
             "unknown_dimension",
-            format!("unknown dimension '{}'", clip(name)),
+            format!(
+                "unknown dimension '{}'{}",
+                clip(name),
+                did_you_mean(name, catalog.dimensions.keys())
+            ),
         )
         .at(field));
     };
@@ -446,6 +454,36 @@ fn describe(v: &Value) -> String {
         Value::Array(_) => "an array".into(),
         Value::Object(_) => "an object".into(),
     }
+}
+
+/// "; did you mean 'x'?" for the closest known name within two edits, else nothing.
+fn did_you_mean<'a>(name: &str, known: impl Iterator<Item = &'a String>) -> String {
+    if name.len() > 64 {
+        return String::new();
+    }
+    known
+        .map(|k| (edit_distance(name, k), k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| format!("; did you mean '{k}'?"))
+        .unwrap_or_default()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 /// Echoes client text in errors, but never more than a screenful of it.

@@ -239,19 +239,24 @@ async fn dimension_type_conflicts_and_hierarchy_levels() {
     );
 }
 
+/// Runs `kpilens validate` on a project folder (its data in `data/`).
+fn validate_command(project: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kpilens"))
+        .args(["validate", "--project"])
+        .arg(project)
+        .arg("--data")
+        .arg(project.join("data"))
+        .output()
+        .expect("run kpilens")
+}
+
 #[test]
 fn validate_command_exits_non_zero_and_names_file_and_key() {
-    let project = temp_project(&[(
+    let broken = temp_project(&[(
         "metrics/typo.yaml",
         "metrics:\n  x: { type: ratio, numerator: nope, denominator: loan_balance }\n",
     )]);
-    let out = Command::new(env!("CARGO_BIN_EXE_kpilens"))
-        .args(["validate", "--project"])
-        .arg(project.path())
-        .arg("--data")
-        .arg(project.path().join("data"))
-        .output()
-        .expect("run kpilens");
+    let out = validate_command(broken.path());
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -260,13 +265,7 @@ fn validate_command_exits_non_zero_and_names_file_and_key() {
     );
 
     let ok = temp_project(&[]);
-    let out = Command::new(env!("CARGO_BIN_EXE_kpilens"))
-        .args(["validate", "--project"])
-        .arg(ok.path())
-        .arg("--data")
-        .arg(ok.path().join("data"))
-        .output()
-        .expect("run kpilens");
+    let out = validate_command(ok.path());
     assert!(
         out.status.success(),
         "{}",

@@ -404,3 +404,33 @@ async fn order_and_limit() {
         .collect();
     assert_eq!(schema, [("team", "string"), ("loan_balance", "integer")]);
 }
+
+#[tokio::test]
+async fn explained_sql_computes_the_same_numbers() {
+    let s = fixture_service().await;
+    let q = json!({ "metrics": ["overdue_ratio", "aum", "new_customers"], "dimensions": ["region"],
+        "time": { "grain": "month", "from": "2024-01-01", "to": "2024-06-30" }, "totals": false });
+    let answer = run(&s, q.clone()).await;
+    let explained = s.explain(&super::request(q)).await.expect("explain");
+    let batches = s
+        .catalog()
+        .ctx
+        .sql(&explained.sql)
+        .await
+        .expect("the SQL plans")
+        .collect()
+        .await
+        .expect("the SQL runs");
+    let columns: Vec<kpilens::semantic::OutputColumn> = answer
+        .result
+        .schema
+        .iter()
+        .map(|f| kpilens::semantic::OutputColumn {
+            name: f.name.clone(),
+            role: f.role,
+        })
+        .collect();
+    let via_sql = kpilens::semantic::rows_of(&batches, &columns);
+    assert!(!via_sql.is_empty());
+    assert_eq!(via_sql, answer.result.rows, "SQL:\n{}", explained.sql);
+}

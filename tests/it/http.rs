@@ -232,6 +232,12 @@ async fn each_error_class_has_its_status_and_names_the_field() {
         }
     }
 
+    let (_, err) = s.query(json!({ "metrics": ["overdue_ratoi"] })).await;
+    assert_eq!(
+        err["error"]["message"],
+        "unknown metric 'overdue_ratoi'; did you mean 'overdue_ratio'?"
+    );
+
     // SQL in a filter value is just a string that matches nothing.
     let (status, body) = s
         .query(json!({ "metrics": ["loan_rows"], "filters": [{ "dimension": "region", "op": "eq", "value": "North' OR '1'='1" }] }))
