@@ -497,9 +497,9 @@ fn simulate_loans(
                 ("sme_business", 36, 2_000_000.0, 0.007),
             ]),
             Segment::Corporate => *rng.pick(&[
-                ("working_capital", 12u32, 10_000_000.0, 0.003),
-                ("working_capital", 24, 15_000_000.0, 0.003),
-                ("project", 60, 50_000_000.0, 0.002),
+                ("working_capital", 12u32, 5_000_000.0, 0.003),
+                ("working_capital", 24, 8_000_000.0, 0.003),
+                ("project", 60, 20_000_000.0, 0.002),
             ]),
         };
         // Disbursed early enough to still be running at some month end of the history.
@@ -525,7 +525,7 @@ fn simulate_loans(
             V::Date(days(maturity_on)),
         ])?;
 
-        let mut dpd: i32 = if rng.chance(0.01) {
+        let mut dpd: i32 = if !rising && rng.chance(0.01) {
             rng.range(1, 120) as i32
         } else {
             0
@@ -536,14 +536,15 @@ fn simulate_loans(
             if *me < disbursed_on || *me >= maturity_on {
                 continue;
             }
-            let climb = if rising { 1.0 + 0.16 * i as f64 } else { 1.0 };
+            // Rising branches start below the bank's hazard and end at about four times it.
+            let climb = if rising { 0.5 + 0.15 * i as f64 } else { 1.0 };
             if dpd == 0 {
                 if rng.chance(hazard * climb) {
                     dpd = rng.range(1, 29) as i32;
                 }
-            } else if rng.chance(0.3 / climb.sqrt()) {
+            } else if rng.chance(0.22 / climb.sqrt()) {
                 dpd = 0; // cured
-            } else if rng.chance(0.55) {
+            } else if rng.chance(0.7) {
                 dpd = (dpd + 30).min(720);
             }
             if dpd == 0 {
