@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::catalog::{Catalog, kind_name};
+use crate::catalog::{Catalog, MetricDefinition, kind_name};
 use crate::spec::{Direction, FormatSpec, Label, Thresholds};
 
 #[derive(Serialize)]
@@ -21,6 +21,9 @@ pub struct MetricView {
     pub label: Label,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The expression of a derived metric.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expr: Option<String>,
     pub format: FormatSpec,
     pub direction: Direction,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,6 +75,10 @@ impl CatalogView {
                     kind: kind_name(m.definition.kind()),
                     label: m.label.clone(),
                     description: m.description.clone(),
+                    expr: match &m.definition {
+                        MetricDefinition::Derived { sql, .. } => Some(sql.clone()),
+                        _ => None,
+                    },
                     format: m.format.clone(),
                     direction: m.direction,
                     thresholds: m.thresholds.clone(),

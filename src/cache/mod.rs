@@ -75,9 +75,4 @@ impl ResultCache {
     pub fn weighted_size(&self) -> u64 {
         self.inner.weighted_size()
     }
-
-    /// Applies pending evictions; tests and metrics want settled counts.
-    pub async fn sync(&self) {
-        self.inner.run_pending_tasks().await;
-    }
 }

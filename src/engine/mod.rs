@@ -22,8 +22,6 @@ pub trait QueryEngine: Send + Sync {
         session: &SessionContext,
         plan: LogicalPlan,
     ) -> BoxFuture<'static, Result<Vec<RecordBatch>>>;
-
-    fn name(&self) -> &'static str;
 }
 
 /// DataFusion in process, every query under one bounded memory pool.
@@ -65,9 +63,5 @@ impl QueryEngine for DataFusionEngine {
     ) -> BoxFuture<'static, Result<Vec<RecordBatch>>> {
         let df = DataFrame::new(session.state(), plan);
         Box::pin(df.collect())
-    }
-
-    fn name(&self) -> &'static str {
-        "datafusion"
     }
 }
