@@ -36,6 +36,7 @@ pub fn router(service: Arc<KpiService>, max_body_bytes: usize) -> Router {
 }
 
 async fn healthz(State(service): State<Arc<KpiService>>) -> Json<serde_json::Value> {
+    service.cache().settle().await;
     let catalog = service.catalog();
     Json(json!({
         "status": "ok",

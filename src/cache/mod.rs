@@ -68,6 +68,11 @@ impl ResultCache {
         }
     }
 
+    /// Applies pending inserts and evictions: moka's counts are eventually consistent.
+    pub async fn settle(&self) {
+        self.inner.run_pending_tasks().await;
+    }
+
     pub fn entry_count(&self) -> u64 {
         self.inner.entry_count()
     }

@@ -359,7 +359,8 @@ async fn a_query_past_its_time_budget_gets_504_and_the_server_keeps_serving() {
     assert_eq!(err["error"]["code"], "timeout");
     let (status, _) = s.get("/healthz").await;
     assert_eq!(status, 200);
-    // A timed-out query is not cached as a result.
+    // A timed-out query is not cached as a result (and a good one would be: counts are settled).
+    s.service.cache().settle().await;
     assert_eq!(s.service.cache().entry_count(), 0);
 }
 
@@ -376,4 +377,28 @@ async fn a_query_over_the_memory_pool_gets_503() {
     assert_eq!(status, 503, "{err}");
     assert_eq!(err["error"]["code"], "memory_limit");
     assert!(err["error"]["message"].as_str().unwrap().contains("memory"));
+}
+
+#[tokio::test]
+async fn the_cache_keeps_within_its_byte_budget() {
+    let q = json!({ "metrics": ["loan_balance", "aum"], "dimensions": ["team"], "time": { "grain": "month" } });
+    // A zero budget keeps nothing: the same query computes again.
+    let none = start(Settings {
+        cache_mb: 0,
+        ..settings_for(&fixture_dir())
+    })
+    .await;
+    assert_eq!(served_by(&none.query(q.clone()).await.1), "engine");
+    assert_eq!(served_by(&none.query(q.clone()).await.1), "engine");
+
+    // With room, results are kept and weighed.
+    let some = start_on(&fixture_dir()).await;
+    some.query(q.clone()).await;
+    assert_eq!(served_by(&some.query(q).await.1), "cache");
+    let (_, health) = some.get("/healthz").await;
+    let bytes = health["cache"]["bytes"].as_u64().unwrap();
+    assert!(
+        bytes > 0 && bytes < 256 * 1024 * 1024,
+        "weighed size {bytes}"
+    );
 }
