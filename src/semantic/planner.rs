@@ -76,31 +76,29 @@ pub async fn plan(catalog: &Catalog, q: &ValidatedQuery) -> Result<PlannedQuery,
         role: ColumnRole::Metric,
     }));
 
-    let rows = metric_frame(catalog, q, &q.dimensions, q.grain).await?;
-    let sort: Vec<SortExpr> = if q.order.is_empty() {
-        // Time series read left to right; members alphabetically.
-        columns
-            .iter()
-            .filter(|c| c.role != ColumnRole::Metric)
-            .map(|c| ident(&c.name).sort(true, false))
-            .collect()
-    } else {
-        q.order
-            .iter()
-            .map(|o| ident(&o.by).sort(!o.desc, false))
-            .collect()
-    };
-    // Without period or dimensions there is at most one row, and nothing to sort by.
+    // Without period or dimensions there is at most one row: nothing to sort, and it is the total.
     let has_keys = q.grain.is_some() || !q.dimensions.is_empty();
-    let rows = if has_keys {
-        rows.sort(sort).map_err(df_err)?
-    } else {
-        rows
-    };
+    let mut rows = metric_frame(catalog, q, &q.dimensions, q.grain).await?;
+    if has_keys {
+        let sort: Vec<SortExpr> = if q.order.is_empty() {
+            // Time series read left to right; members alphabetically.
+            columns
+                .iter()
+                .filter(|c| c.role != ColumnRole::Metric)
+                .map(|c| ident(&c.name).sort(true, false))
+                .collect()
+        } else {
+            q.order
+                .iter()
+                .map(|o| ident(&o.by).sort(!o.desc, false))
+                .collect()
+        };
+        rows = rows.sort(sort).map_err(df_err)?;
+    }
     // One row past the limit tells the caller the result was truncated.
     let rows = rows.limit(0, Some(q.limit + 1)).map_err(df_err)?;
 
-    let totals = if q.totals && (q.grain.is_some() || !q.dimensions.is_empty()) {
+    let totals = if q.totals && has_keys {
         Some(
             metric_frame(catalog, q, &[], None)
                 .await?
