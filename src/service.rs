@@ -26,10 +26,19 @@ pub struct KpiService {
     cache: ResultCache,
     limits: QueryLimits,
     timeout: Duration,
-    /// Serialises catalog rebuilds after a data refresh.
-    refresh: tokio::sync::Mutex<()>,
+    /// Serialises catalog rebuilds after a data refresh, and remembers the data state whose
+    /// rebuild failed (with why) so that it is not retried on every query.
+    refresh: tokio::sync::Mutex<Option<FailedRefresh>>,
     engine_runs: AtomicU64,
     next_query_id: AtomicU64,
+}
+
+/// A data change the catalog could not be rebuilt over.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedRefresh {
+    /// (table, data version) as seen when the rebuild failed.
+    pub data: Vec<(String, String)>,
+    pub errors: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -82,7 +91,7 @@ impl KpiService {
             cache: ResultCache::new(settings.cache_mb * 1024 * 1024),
             limits: settings.limits(),
             timeout: settings.query_timeout(),
-            refresh: tokio::sync::Mutex::new(()),
+            refresh: tokio::sync::Mutex::new(None),
             engine_runs: AtomicU64::new(0),
             next_query_id: AtomicU64::new(1),
         })
@@ -167,12 +176,19 @@ impl KpiService {
     }
 
     /// Rebuilds the catalog over the data as it is now. A rebuild that fails (say, a file with a
-    /// wrong schema was dropped in) keeps the last good catalog serving and logs why.
+    /// wrong schema was dropped in) keeps the last good catalog serving, from the files it
+    /// validated, and is not retried until the data changes again.
     async fn refresh_data(&self, seen: &[(String, String)]) -> Arc<Catalog> {
-        let _guard = self.refresh.lock().await;
+        let mut failed = self.refresh.lock().await;
         let current = self.catalog();
         if seen.iter().all(|(t, v)| current.tables[t].version == *v) {
             return current; // another request rebuilt it meanwhile
+        }
+        if failed
+            .as_ref()
+            .is_some_and(|f| seen.iter().all(|s| f.data.contains(s)))
+        {
+            return current;
         }
         match Catalog::build(
             current.sources.clone(),
@@ -192,15 +208,25 @@ impl KpiService {
                         self.cache.invalidate_table(table, &source.version);
                     }
                 }
+                *failed = None;
                 let fresh = Arc::new(fresh);
                 *self.catalog.write().expect("catalog lock") = fresh.clone();
                 fresh
             }
             Err(errors) => {
                 tracing::error!(%errors, "data changed but the catalog does not validate over it; serving the last good catalog");
+                *failed = Some(FailedRefresh {
+                    data: seen.to_vec(),
+                    errors: errors.0.iter().map(|e| e.to_string()).collect(),
+                });
                 current
             }
         }
+    }
+
+    /// The last data change that could not be loaded, while the catalog still predates it.
+    pub async fn failed_refresh(&self) -> Option<FailedRefresh> {
+        self.refresh.lock().await.clone()
     }
 
     async fn compute(

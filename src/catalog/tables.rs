@@ -4,7 +4,15 @@
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
+use std::sync::Arc;
+
+use datafusion::datasource::file_format::FileFormat as DataFileFormat;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::prelude::SessionContext;
 use sha2::{Digest, Sha256};
 
 use super::sources::hex_prefix;
@@ -33,46 +41,65 @@ pub struct TableSource {
     pub path: PathBuf,
     /// Changes whenever a file of the table is added, removed, rewritten or touched.
     pub version: String,
+    /// The files seen when the version was taken. The table reads exactly these, so a catalog
+    /// keeps answering from the snapshot it validated even if a bad file is dropped in later.
+    pub files: Vec<PathBuf>,
 }
 
 impl TableSource {
     pub fn new(name: &str, format: FileFormat, path: PathBuf) -> std::io::Result<Self> {
-        let version = data_version(&path, format)?;
+        let (version, files) = snapshot(&path, format)?;
         Ok(Self {
             name: name.to_string(),
             format,
             path,
             version,
+            files,
         })
     }
 
     pub async fn register(&self, ctx: &SessionContext) -> datafusion::error::Result<()> {
-        // A trailing slash makes DataFusion list the directory instead of reading one file.
+        let format: Arc<dyn DataFileFormat> = match self.format {
+            FileFormat::Parquet => Arc::new(ParquetFormat::default()),
+            FileFormat::Csv => Arc::new(CsvFormat::default().with_has_header(true)),
+        };
+        let extension = if self.path.is_dir() {
+            format!(".{}", self.format.extension())
+        } else {
+            String::new()
+        };
+        let options = ListingOptions::new(format).with_file_extension(extension);
+        let state = ctx.state();
+        // The schema is inferred over the whole location (merging all files), as DataFusion
+        // does for a directory; the scan is then pinned to the snapshot's files.
         let mut location = self.path.to_string_lossy().to_string();
         if self.path.is_dir() && !location.ends_with('/') {
             location.push('/');
         }
-        match self.format {
-            FileFormat::Parquet => {
-                ctx.register_parquet(&self.name, &location, ParquetReadOptions::default())
-                    .await
-            }
-            FileFormat::Csv => {
-                let options = CsvReadOptions::new().has_header(true);
-                let options = if self.path.is_dir() {
-                    options
-                } else {
-                    options.file_extension("")
-                };
-                ctx.register_csv(&self.name, &location, options).await
-            }
-        }
+        let schema = options
+            .infer_schema(&state, &ListingTableUrl::parse(&location)?)
+            .await?;
+        let urls = self
+            .files
+            .iter()
+            .map(|f| ListingTableUrl::parse(f.to_string_lossy()))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(schema);
+        ctx.register_table(self.name.as_str(), Arc::new(ListingTable::try_new(config)?))?;
+        Ok(())
     }
 }
 
 /// The data version of a file or directory: a hash of every data file's relative path, size and
 /// modification time. Cheap (a directory listing, no reads), so it is checked on every query.
 pub fn data_version(path: &Path, format: FileFormat) -> std::io::Result<String> {
+    snapshot(path, format).map(|(version, _)| version)
+}
+
+/// The data version and the files it covers.
+fn snapshot(path: &Path, format: FileFormat) -> std::io::Result<(String, Vec<PathBuf>)> {
     let mut files = Vec::new();
     if path.is_dir() {
         collect_files(path, path, format.extension(), &mut files)?;
@@ -93,7 +120,17 @@ pub fn data_version(path: &Path, format: FileFormat) -> std::io::Result<String> 
         hasher.update(len.to_le_bytes());
         hasher.update(mtime.to_le_bytes());
     }
-    Ok(hex_prefix(&hasher.finalize(), 12))
+    let paths = files
+        .iter()
+        .map(|(rel, _, _)| {
+            if rel.is_empty() {
+                path.to_path_buf()
+            } else {
+                path.join(rel)
+            }
+        })
+        .collect();
+    Ok((hex_prefix(&hasher.finalize(), 12), paths))
 }
 
 fn collect_files(

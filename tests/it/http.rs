@@ -402,3 +402,37 @@ async fn the_cache_keeps_within_its_byte_budget() {
         "weighed size {bytes}"
     );
 }
+
+#[tokio::test]
+async fn a_bad_file_dropped_in_keeps_the_last_good_snapshot_serving() {
+    let project = temp_project(&[]);
+    let s = start_on(project.path()).await;
+    let loans = json!({ "metrics": ["loan_balance"], "time": { "from": "2024-01-01", "to": "2024-03-31" } });
+    assert_num(&s.query(loans.clone()).await.1["rows"][0][0], Some(1430.0));
+
+    // A file whose rows do not match its header: the table no longer loads.
+    let bad = project.path().join("data/loan_month/part-9.csv");
+    std::fs::write(
+        &bad,
+        "loan_id,customer_id,month_end,balance,dpd\n7,1\n8,2,2024-03-31,10,0,extra\n",
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let (status, body) = s.query(loans.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_num(&body["rows"][0][0], Some(1430.0)); // answered from the validated files
+    }
+    let (_, health) = s.get("/healthz").await;
+    let errors = health["data_refresh_error"]["errors"].to_string();
+    assert!(errors.contains("models.loan_month.source"), "{health}");
+
+    // Fixing the data clears the error and serves the new numbers.
+    std::fs::write(
+        &bad,
+        "loan_id,customer_id,month_end,balance,dpd\n7,1,2024-03-31,10,0\n",
+    )
+    .unwrap();
+    let (_, body) = s.query(loans).await;
+    assert_num(&body["rows"][0][0], Some(1440.0));
+    assert!(s.get("/healthz").await.1["data_refresh_error"].is_null());
+}
