@@ -298,7 +298,7 @@ impl<'a> Builder<'a> {
         std::mem::take(&mut self.errors).check()?;
         let tables = self.register_file_sources().await?;
         let view_reads = self.register_sql_models(&tables).await?;
-        let mut models = self.build_models(&tables, &view_reads).await?;
+        let mut models = self.build_models(&view_reads).await?;
         let dimensions = self.resolve_dimensions(&mut models)?;
         let hierarchies = self.validate_hierarchies(&dimensions)?;
         let measures = self.build_measures(&models)?;
@@ -481,7 +481,6 @@ impl<'a> Builder<'a> {
 
     async fn build_models(
         &mut self,
-        tables: &BTreeMap<String, TableSource>,
         view_reads: &BTreeMap<String, BTreeSet<String>>,
     ) -> Result<BTreeMap<String, Model>, CatalogErrors> {
         let mut errors = CatalogErrors::default();
@@ -654,7 +653,6 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        let _ = tables;
         Ok(models)
     }
 
@@ -709,7 +707,7 @@ impl<'a> Builder<'a> {
             }
         }
         errors.check()?;
-        // A `via` dimension without a label takes the label of the dimension it points to.
+        // Labels come from whichever model labels the dimension; one nobody labels shows its name.
         for dim in dims.values_mut() {
             if dim.label == Label::default() {
                 dim.label = Label {
