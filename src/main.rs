@@ -6,10 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use kpilens::catalog::Catalog;
 use kpilens::config::Settings;
 use kpilens::datagen::{self, GenerateOptions};
-use kpilens::engine::{DataFusionEngine, QueryEngine};
 use kpilens::semantic::QueryRequest;
 use kpilens::server;
 use kpilens::service::KpiService;
@@ -155,31 +153,22 @@ async fn run(command: Command) -> Result<(), String> {
             );
             Ok(())
         }
-        Command::Validate { settings } => {
-            let engine = DataFusionEngine::new(settings.memory_mb * 1024 * 1024)
-                .map_err(|e| e.to_string())?;
-            match Catalog::load(
-                &settings.project_dir,
-                &settings.data_dir,
-                engine.new_session(),
-            )
-            .await
-            {
-                Ok(c) => {
-                    println!(
-                        "ok: catalog {} with {} models, {} measures, {} metrics, {} dimensions, {} hierarchies",
-                        c.version,
-                        c.models.len(),
-                        c.measures.len(),
-                        c.metrics.len(),
-                        c.dimensions.len(),
-                        c.hierarchies.len()
-                    );
-                    Ok(())
-                }
-                Err(errors) => Err(format!("{} error(s):\n{errors}", errors.0.len())),
+        Command::Validate { settings } => match KpiService::open(&settings).await {
+            Ok(service) => {
+                let c = service.catalog();
+                println!(
+                    "ok: catalog {} with {} models, {} measures, {} metrics, {} dimensions, {} hierarchies",
+                    c.version,
+                    c.models.len(),
+                    c.measures.len(),
+                    c.metrics.len(),
+                    c.dimensions.len(),
+                    c.hierarchies.len()
+                );
+                Ok(())
             }
-        }
+            Err(errors) => Err(format!("{} error(s):\n{errors}", errors.0.len())),
+        },
         Command::Generate { out, scale, seed } => {
             let report = datagen::generate(&GenerateOptions { out, scale, seed })
                 .map_err(|e| format!("generate: {e}"))?;

@@ -67,7 +67,7 @@ async fn demo_metrics_validate_and_tell_the_demo_story() {
     })
     .unwrap();
     let settings = Settings {
-        project_dir: Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf(),
+        project_dir: super::repo_dir(),
         data_dir: data.path().to_path_buf(),
         ..Settings::default()
     };

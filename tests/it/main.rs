@@ -14,8 +14,16 @@ use kpilens::semantic::QueryRequest;
 use kpilens::service::{KpiService, QueryResponse};
 use serde_json::Value;
 
+/// The repository root, read at run time: the target dir is shared between checkouts (CI keeps
+/// it), and a test binary reused from another checkout must not look in that one's folder.
+pub fn repo_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 pub fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden")
+    repo_dir().join("tests/fixtures/golden")
 }
 
 pub fn settings_for(project: &Path) -> Settings {
