@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::semantic::QueryLimits;
+use crate::semantic::calendar::CalendarConfig;
 
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
@@ -31,6 +32,22 @@ pub struct Settings {
     /// Largest accepted request body in KiB.
     #[arg(long, env = "KPILENS_MAX_BODY_KB", default_value_t = 256)]
     pub max_body_kb: usize,
+    /// IANA time zone timestamps are bucketed in (dates are taken as they are).
+    #[arg(long, env = "KPILENS_TIME_ZONE", default_value = "Asia/Shanghai", value_parser = parse_time_zone)]
+    pub time_zone: chrono_tz::Tz,
+    /// First day of a week: monday ... sunday.
+    #[arg(long, env = "KPILENS_WEEK_START", default_value = "monday", value_parser = parse_weekday)]
+    pub week_start: chrono::Weekday,
+}
+
+fn parse_time_zone(s: &str) -> Result<chrono_tz::Tz, String> {
+    s.parse()
+        .map_err(|_| format!("unknown time zone '{s}' (an IANA name such as Asia/Shanghai)"))
+}
+
+fn parse_weekday(s: &str) -> Result<chrono::Weekday, String> {
+    s.parse()
+        .map_err(|_| format!("unknown weekday '{s}' (monday ... sunday)"))
 }
 
 impl Default for Settings {
@@ -43,6 +60,8 @@ impl Default for Settings {
             query_timeout_secs: 30,
             max_rows: 50_000,
             max_body_kb: 256,
+            time_zone: CalendarConfig::default().time_zone,
+            week_start: CalendarConfig::default().week_start,
         }
     }
 }
@@ -52,6 +71,13 @@ impl Settings {
         QueryLimits {
             max_rows: self.max_rows,
             ..QueryLimits::default()
+        }
+    }
+
+    pub fn calendar(&self) -> CalendarConfig {
+        CalendarConfig {
+            time_zone: self.time_zone,
+            week_start: self.week_start,
         }
     }
 

@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod config;
 pub mod datagen;
 pub mod engine;
+pub mod metric_tests;
 pub mod semantic;
 pub mod server;
 pub mod service;

@@ -63,6 +63,11 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Run the metric tests declared in `tests:` blocks; exits non-zero if any fails.
+    Test {
+        #[command(flatten)]
+        settings: Settings,
+    },
     /// Write the synthetic demo bank as Parquet.
     Generate {
         #[arg(long, default_value = "data/demo")]
@@ -169,6 +174,30 @@ async fn run(command: Command) -> Result<(), String> {
             }
             Err(errors) => Err(format!("{} error(s):\n{errors}", errors.0.len())),
         },
+        Command::Test { settings } => {
+            let outcomes = kpilens::metric_tests::run_all(&settings).await?;
+            let failed = outcomes.iter().filter(|o| !o.passed()).count();
+            for o in &outcomes {
+                if o.passed() {
+                    println!("ok      {} ({})", o.name, o.file);
+                } else {
+                    println!("FAILED  {} ({})", o.name, o.file);
+                    for f in &o.failures {
+                        println!("    {f}");
+                    }
+                }
+            }
+            println!(
+                "{} metric tests: {} passed, {failed} failed",
+                outcomes.len(),
+                outcomes.len() - failed
+            );
+            if failed > 0 {
+                Err(format!("{failed} metric test(s) failed"))
+            } else {
+                Ok(())
+            }
+        }
         Command::Generate { out, scale, seed } => {
             let report = datagen::generate(&GenerateOptions { out, scale, seed })
                 .map_err(|e| format!("generate: {e}"))?;

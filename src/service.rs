@@ -16,6 +16,7 @@ use crate::cache::{CacheKey, ResultCache};
 use crate::catalog::{Catalog, CatalogErrors, data_version, hex_prefix};
 use crate::config::Settings;
 use crate::engine::{DataFusionEngine, QueryEngine};
+use crate::semantic::calendar::CalendarConfig;
 use crate::semantic::{
     self, ColumnRole, ErrorKind, QueryError, QueryLimits, QueryRequest, QueryResult, ValidatedQuery,
 };
@@ -25,6 +26,7 @@ pub struct KpiService {
     engine: Arc<dyn QueryEngine>,
     cache: ResultCache,
     limits: QueryLimits,
+    calendar: CalendarConfig,
     timeout: Duration,
     /// Serialises catalog rebuilds after a data refresh, and remembers the data state whose
     /// rebuild failed (with why) so that it is not retried on every query.
@@ -58,6 +60,12 @@ pub struct QueryMeta {
     /// Hash of the data versions of the tables the query read.
     pub data_version: String,
     pub row_count: usize,
+    /// The calendar the periods were bucketed in.
+    pub time_zone: String,
+    pub week_start: String,
+    pub as_of: chrono::NaiveDate,
+    #[serde(flatten)]
+    pub notes: semantic::ResultNotes,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -90,6 +98,7 @@ impl KpiService {
             engine,
             cache: ResultCache::new(settings.cache_mb * 1024 * 1024),
             limits: settings.limits(),
+            calendar: settings.calendar(),
             timeout: settings.query_timeout(),
             refresh: tokio::sync::Mutex::new(None),
             engine_runs: AtomicU64::new(0),
@@ -130,6 +139,10 @@ impl KpiService {
             catalog_version: catalog.version.clone(),
             data_version: combined_version(&data),
             row_count: result.rows.len(),
+            time_zone: self.calendar.time_zone.name().to_string(),
+            week_start: self.calendar.week_start_name().to_string(),
+            as_of: vq.as_of,
+            notes: result.notes.clone(),
         };
         tracing::info!(
             query_id = %meta.query_id,
@@ -165,12 +178,12 @@ impl KpiService {
         req: &QueryRequest,
     ) -> Result<(Arc<Catalog>, ValidatedQuery, Vec<(String, String)>), QueryError> {
         let mut catalog = self.catalog();
-        let mut vq = semantic::validate(&catalog, req, &self.limits)?;
+        let mut vq = semantic::validate(&catalog, req, &self.limits, &self.calendar)?;
         let tables = catalog.tables_read_by(&vq.models);
         let data = current_versions(&catalog, &tables)?;
         if data.iter().any(|(t, v)| catalog.tables[t].version != *v) {
             catalog = self.refresh_data(&data).await;
-            vq = semantic::validate(&catalog, req, &self.limits)?;
+            vq = semantic::validate(&catalog, req, &self.limits, &self.calendar)?;
         }
         Ok((catalog, vq, data))
     }
@@ -229,26 +242,33 @@ impl KpiService {
         self.refresh.lock().await.clone()
     }
 
+    /// The query and what it is composed with (drill parent, comparisons), run concurrently
+    /// under one time budget, then gap-filled, merged and ordered.
     async fn compute(
         &self,
         catalog: &Catalog,
         vq: &ValidatedQuery,
     ) -> Result<Arc<QueryResult>, QueryError> {
         self.engine_runs.fetch_add(1, Ordering::Relaxed);
-        let planned = semantic::plan(catalog, vq).await?;
-        let rows_schema = planned.rows.schema().as_arrow().clone();
+        let parent_q = vq.drill.as_ref().map(|_| semantic::drill::parent_query(vq));
+        let comparisons = semantic::compare::comparison_queries(vq);
         let run = async {
-            let rows = self.engine.execute(&catalog.ctx, planned.rows);
-            match planned.totals {
-                Some(totals) => {
-                    let totals = self.engine.execute(&catalog.ctx, totals);
-                    let (r, t) = tokio::try_join!(rows, totals)?;
-                    Ok::<_, datafusion::error::DataFusionError>((r, Some(t)))
+            let main = self.run_plan(catalog, vq);
+            let parent = async {
+                match &parent_q {
+                    Some(pq) => self.run_plan(catalog, pq).await.map(Some),
+                    None => Ok(None),
                 }
-                None => Ok((rows.await?, None)),
-            }
+            };
+            let compared =
+                futures::future::try_join_all(comparisons.iter().map(|(w, cq)| async move {
+                    let mut r = self.run_plan(catalog, cq).await?;
+                    semantic::series::fill_gaps(&mut r, cq, catalog);
+                    Ok::<_, QueryError>((w, r))
+                }));
+            tokio::try_join!(main, parent, compared)
         };
-        let (batches, totals) = tokio::time::timeout(self.timeout, run)
+        let (mut result, parent, compared) = tokio::time::timeout(self.timeout, run)
             .await
             .map_err(|_| {
                 QueryError::new(
@@ -259,19 +279,61 @@ impl KpiService {
                         self.timeout.as_secs()
                     ),
                 )
-            })?
-            .map_err(QueryError::from_engine)?;
+            })??;
 
+        result.notes.gaps_filled = semantic::series::fill_gaps(&mut result, vq, catalog);
+        if let (Some(mut parent), Some(pq)) = (parent, &parent_q) {
+            semantic::series::fill_gaps(&mut parent, pq, catalog);
+            semantic::drill::merge(&mut result, vq, catalog, &parent);
+        }
+        for (window, other) in &compared {
+            semantic::compare::merge(&mut result, vq, window, other);
+            result.notes.comparisons.push((*window).clone());
+        }
+        if result.notes.gaps_filled {
+            semantic::series::sort_rows(&mut result, vq);
+            result.truncated = result.rows.len() > vq.limit;
+            result.rows.truncate(vq.limit);
+        }
+        if let (Some(start), Some(to)) = (vq.partial_start, vq.to) {
+            result.notes.partial_period = Some(semantic::PartialPeriod {
+                from: start,
+                to,
+                days: (to - start).num_days() + 1,
+            });
+        }
+        Ok(Arc::new(result))
+    }
+
+    /// Plans and executes one validated query: rows (at most `limit`) and totals.
+    async fn run_plan(
+        &self,
+        catalog: &Catalog,
+        vq: &ValidatedQuery,
+    ) -> Result<QueryResult, QueryError> {
+        let planned = semantic::plan(catalog, vq).await?;
+        let rows_schema = planned.rows.schema().as_arrow().clone();
+        let rows = self.engine.execute(&catalog.ctx, planned.rows);
+        let (batches, totals) = match planned.totals {
+            Some(totals) => {
+                let totals = self.engine.execute(&catalog.ctx, totals);
+                let (r, t) = tokio::try_join!(rows, totals).map_err(QueryError::from_engine)?;
+                (r, Some(t))
+            }
+            None => (rows.await.map_err(QueryError::from_engine)?, None),
+        };
         let mut rows = semantic::rows_of(&batches, &planned.columns);
         let truncated = rows.len() > vq.limit;
         rows.truncate(vq.limit);
         let totals = totals.map(|t| totals_row(&t, &planned.columns));
-        Ok(Arc::new(QueryResult {
+        Ok(QueryResult {
             schema: semantic::schema_fields(catalog, &planned.columns, &rows_schema),
             rows,
             totals,
             truncated,
-        }))
+            drill: None,
+            notes: Default::default(),
+        })
     }
 }
 

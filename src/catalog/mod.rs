@@ -22,8 +22,9 @@ pub use sources::{ProjectSources, hex_prefix, parse_definition_file};
 pub use tables::{FileFormat, TableSource, data_version};
 
 use crate::spec::{
-    Aggregation, DefinitionFile, Direction, FormatSpec, FormatStyle, Label, MeasureSpec,
-    MetricKind, MetricSpec, ModelSpec, SnapshotPick, Source, Thresholds,
+    Aggregation, ChurnValue, DefinitionFile, Direction, EmptyPeriod, FormatSpec, FormatStyle,
+    Grain, Label, MeasureSpec, MetricKind, MetricSpec, ModelSpec, SnapshotPick, Source, TestSpec,
+    Thresholds,
 };
 
 /// A validated, immutable view of a project's definitions over one snapshot of its data.
@@ -35,6 +36,11 @@ pub struct Catalog {
     pub metrics: BTreeMap<String, Metric>,
     pub dimensions: BTreeMap<String, Dimension>,
     pub hierarchies: BTreeMap<String, Vec<String>>,
+    /// Distinct churn computations: churn metrics showing different numbers of the same
+    /// (model, entity, activity rule) share one.
+    pub churn_bases: Vec<ChurnBase>,
+    /// Analysts' metric tests, by name, with the file they were declared in.
+    pub tests: BTreeMap<String, (String, TestSpec)>,
     /// Physical tables by registered name, with the data version seen when the catalog was built.
     pub tables: BTreeMap<String, TableSource>,
     pub data_dir: PathBuf,
@@ -56,6 +62,8 @@ pub struct Model {
     pub dimensions: BTreeMap<String, DimensionBinding>,
     /// Physical tables this model reads, through SQL models and joins: its data dependencies.
     pub reads: BTreeSet<String>,
+    /// Columns a drill-through may return (empty: not drillable).
+    pub drill_through: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -105,6 +113,35 @@ pub struct Metric {
     pub format: FormatSpec,
     pub direction: Direction,
     pub thresholds: Option<Thresholds>,
+    /// What a period without data shows when a time series is gap-filled.
+    pub empty: EmptyPeriod,
+}
+
+pub struct ChurnBase {
+    pub model: String,
+    pub entity: String,
+    /// Over the model's columns: the entity is active in this snapshot row.
+    pub active: Expr,
+    pub active_sql: String,
+}
+
+pub struct FunnelDefinition {
+    pub model: String,
+    pub entity: String,
+    pub step: String,
+    pub steps: Vec<String>,
+    /// The window after the first step, in microseconds.
+    pub window_micros: i64,
+    pub window: String,
+}
+
+pub struct CohortDefinition {
+    pub model: String,
+    pub entity: String,
+    pub active: Expr,
+    pub grain: Grain,
+    /// A date dimension that places an entity in its cohort; else its first active snapshot.
+    pub cohort_by: Option<String>,
 }
 
 pub enum MetricDefinition {
@@ -120,6 +157,12 @@ pub enum MetricDefinition {
         sql: String,
         depends_on: Vec<String>,
     },
+    Churn {
+        base: usize,
+        value: ChurnValue,
+    },
+    Funnel(FunnelDefinition),
+    Cohort(CohortDefinition),
 }
 
 impl MetricDefinition {
@@ -128,7 +171,19 @@ impl MetricDefinition {
             MetricDefinition::Simple { .. } => MetricKind::Simple,
             MetricDefinition::Ratio { .. } => MetricKind::Ratio,
             MetricDefinition::Derived { .. } => MetricKind::Derived,
+            MetricDefinition::Churn { .. } => MetricKind::Churn,
+            MetricDefinition::Funnel(_) => MetricKind::Funnel,
+            MetricDefinition::Cohort(_) => MetricKind::Cohort,
         }
+    }
+
+    /// Funnels and cohorts have their own result shape (a row per step, a triangle), so they
+    /// are queried one at a time.
+    pub fn is_shaped(&self) -> bool {
+        matches!(
+            self,
+            MetricDefinition::Funnel(_) | MetricDefinition::Cohort(_)
+        )
     }
 }
 
@@ -184,7 +239,53 @@ impl Catalog {
                     self.collect_measures(dep, out);
                 }
             }
+            MetricDefinition::Churn { .. }
+            | MetricDefinition::Funnel(_)
+            | MetricDefinition::Cohort(_) => {}
         }
+    }
+
+    /// The models a metric reads, through derived metrics.
+    pub fn models_of(&self, metric: &str) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> = self
+            .measures_of(metric)
+            .iter()
+            .map(|m| self.measures[m].model.clone())
+            .collect();
+        for name in self.metrics_under(metric) {
+            match &self.metrics[&name].definition {
+                MetricDefinition::Churn { base, .. } => {
+                    out.insert(self.churn_bases[*base].model.clone());
+                }
+                MetricDefinition::Funnel(f) => {
+                    out.insert(f.model.clone());
+                }
+                MetricDefinition::Cohort(c) => {
+                    out.insert(c.model.clone());
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The metric and every metric it depends on through derived expressions.
+    pub fn metrics_under(&self, metric: &str) -> Vec<String> {
+        let mut out = vec![metric.to_string()];
+        let mut i = 0;
+        while i < out.len() {
+            if let Some(MetricDefinition::Derived { depends_on, .. }) =
+                self.metrics.get(&out[i]).map(|m| &m.definition)
+            {
+                for d in depends_on {
+                    if !out.contains(d) {
+                        out.push(d.clone());
+                    }
+                }
+            }
+            i += 1;
+        }
+        out
     }
 
     /// Physical tables a set of models reads.
@@ -213,6 +314,7 @@ struct Builder<'a> {
     measures: BTreeMap<&'a str, Declared<'a, MeasureSpec>>,
     metrics: BTreeMap<&'a str, Declared<'a, MetricSpec>>,
     hierarchies: BTreeMap<&'a str, Declared<'a, Vec<String>>>,
+    tests: BTreeMap<&'a str, Declared<'a, TestSpec>>,
     sql_models: &'a BTreeMap<String, (String, String)>,
     errors: CatalogErrors,
 }
@@ -226,6 +328,7 @@ impl<'a> Builder<'a> {
             measures: BTreeMap::new(),
             metrics: BTreeMap::new(),
             hierarchies: BTreeMap::new(),
+            tests: BTreeMap::new(),
             sql_models: &sources.sql_models,
             errors: CatalogErrors::default(),
         };
@@ -292,6 +395,7 @@ impl<'a> Builder<'a> {
             &mut self.hierarchies,
             &mut self.errors,
         );
+        merge("tests", file, &def.tests, &mut self.tests, &mut self.errors);
     }
 
     async fn run(mut self, sources: Arc<ProjectSources>) -> Result<Catalog, CatalogErrors> {
@@ -302,7 +406,8 @@ impl<'a> Builder<'a> {
         let dimensions = self.resolve_dimensions(&mut models)?;
         let hierarchies = self.validate_hierarchies(&dimensions)?;
         let measures = self.build_measures(&models)?;
-        let metrics = self.build_metrics(&measures)?;
+        let (metrics, churn_bases) = self.build_metrics(&measures, &models, &dimensions)?;
+        let tests = self.validate_tests()?;
         Ok(Catalog {
             version: sources.version.clone(),
             models,
@@ -310,6 +415,8 @@ impl<'a> Builder<'a> {
             metrics,
             dimensions,
             hierarchies,
+            churn_bases,
+            tests,
             tables,
             data_dir: self.data_dir.clone(),
             ctx: self.ctx.clone(),
@@ -543,6 +650,15 @@ impl<'a> Builder<'a> {
             {
                 errors.push(d.file, format!("models.{name}.primary_key"), unknown(pk));
             }
+            for (i, col) in spec.drill_through.iter().enumerate() {
+                if column_type(col).is_none() {
+                    errors.push(
+                        d.file,
+                        format!("models.{name}.drill_through[{i}]"),
+                        unknown(col),
+                    );
+                }
+            }
             let mut joins = BTreeMap::new();
             for (jname, j) in &spec.joins {
                 let key = format!("models.{name}.joins.{jname}");
@@ -628,6 +744,7 @@ impl<'a> Builder<'a> {
                     joins,
                     dimensions,
                     reads,
+                    drill_through: spec.drill_through.clone(),
                 },
             );
         }
@@ -867,7 +984,9 @@ impl<'a> Builder<'a> {
     fn build_metrics(
         &mut self,
         measures: &BTreeMap<String, Measure>,
-    ) -> Result<BTreeMap<String, Metric>, CatalogErrors> {
+        models: &BTreeMap<String, Model>,
+        dimensions: &BTreeMap<String, Dimension>,
+    ) -> Result<(BTreeMap<String, Metric>, Vec<ChurnBase>), CatalogErrors> {
         let mut errors = CatalogErrors::default();
         // Derived expressions are parsed against a schema whose columns are the metric names.
         let metric_schema = DFSchema::try_from(Schema::new(
@@ -878,6 +997,7 @@ impl<'a> Builder<'a> {
         ))
         .expect("metric names are unique");
         let mut out = BTreeMap::new();
+        let mut churn_bases: Vec<ChurnBase> = Vec::new();
         for (name, d) in &self.metrics {
             let spec = d.spec;
             let key = format!("metrics.{name}");
@@ -886,12 +1006,24 @@ impl<'a> Builder<'a> {
                 MetricKind::Simple => &["measure"],
                 MetricKind::Ratio => &["numerator", "denominator"],
                 MetricKind::Derived => &["expr"],
+                MetricKind::Churn => &["model", "entity", "active_when", "value"],
+                MetricKind::Funnel => &["model", "entity", "step", "steps", "window"],
+                MetricKind::Cohort => &["model", "entity", "active_when", "period", "cohort_by"],
             };
             for (field, present) in [
                 ("measure", spec.measure.is_some()),
                 ("numerator", spec.numerator.is_some()),
                 ("denominator", spec.denominator.is_some()),
                 ("expr", spec.expr.is_some()),
+                ("model", spec.model.is_some()),
+                ("entity", spec.entity.is_some()),
+                ("active_when", spec.active_when.is_some()),
+                ("value", spec.value.is_some()),
+                ("step", spec.step.is_some()),
+                ("steps", !spec.steps.is_empty()),
+                ("window", spec.window.is_some()),
+                ("period", spec.period.is_some()),
+                ("cohort_by", spec.cohort_by.is_some()),
             ] {
                 if present && !allowed.contains(&field) {
                     errors.push(
@@ -901,14 +1033,20 @@ impl<'a> Builder<'a> {
                     );
                 }
             }
+            let required = |field: &str, errors: &mut CatalogErrors| {
+                errors.push(
+                    d.file,
+                    format!("{key}.{field}"),
+                    format!("required for type '{kind}'"),
+                )
+            };
             // A required reference to a measure: present and known.
-            let mut measure_ref = |field: &str, value: &Option<String>| -> Option<String> {
+            let measure_ref = |field: &str,
+                               value: &Option<String>,
+                               errors: &mut CatalogErrors|
+             -> Option<String> {
                 match value {
-                    None => errors.push(
-                        d.file,
-                        format!("{key}.{field}"),
-                        format!("required for type '{kind}'"),
-                    ),
+                    None => required(field, errors),
                     Some(m) if !measures.contains_key(m) => errors.push(
                         d.file,
                         format!("{key}.{field}"),
@@ -918,12 +1056,79 @@ impl<'a> Builder<'a> {
                 }
                 value.clone()
             };
+            // The model of a churn/funnel/cohort metric, its entity column, and a parser for
+            // predicates over its columns.
+            let entity_model = |errors: &mut CatalogErrors| -> Option<(&Model, String)> {
+                let Some(model_name) = &spec.model else {
+                    required("model", errors);
+                    return None;
+                };
+                let Some(model) = models.get(model_name) else {
+                    errors.push(
+                        d.file,
+                        format!("{key}.model"),
+                        format!("unknown model '{model_name}'"),
+                    );
+                    return None;
+                };
+                if model.time.is_none() {
+                    errors.push(
+                        d.file,
+                        format!("{key}.model"),
+                        format!("model '{model_name}' has no time column"),
+                    );
+                    return None;
+                }
+                let Some(entity) = &spec.entity else {
+                    required("entity", errors);
+                    return None;
+                };
+                if model.schema.field_with_name(entity).is_err() {
+                    errors.push(
+                        d.file,
+                        format!("{key}.entity"),
+                        format!("model '{model_name}' has no column '{entity}'"),
+                    );
+                    return None;
+                }
+                Some((model, entity.clone()))
+            };
+            let predicate = |model: &Model, errors: &mut CatalogErrors| -> Option<(Expr, String)> {
+                let Some(sql) = &spec.active_when else {
+                    required("active_when", errors);
+                    return None;
+                };
+                let schema = DFSchema::try_from(model.schema.as_ref().clone()).ok()?;
+                match self
+                    .ctx
+                    .parse_sql_expr(sql, &schema)
+                    .and_then(|e| e.get_type(&schema).map(|t| (e, t)))
+                {
+                    Ok((e, DataType::Boolean)) => Some((e, sql.clone())),
+                    Ok((_, t)) => {
+                        errors.push(
+                            d.file,
+                            format!("{key}.active_when"),
+                            format!("'{sql}' is {t}, not a boolean predicate"),
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        errors.push(
+                            d.file,
+                            format!("{key}.active_when"),
+                            format!("invalid expression '{sql}': {}", first_line(&e)),
+                        );
+                        None
+                    }
+                }
+            };
             let definition = match spec.kind {
-                MetricKind::Simple => measure_ref("measure", &spec.measure)
+                MetricKind::Simple => measure_ref("measure", &spec.measure, &mut errors)
                     .map(|measure| MetricDefinition::Simple { measure }),
                 MetricKind::Ratio => {
-                    let n = measure_ref("numerator", &spec.numerator);
-                    let den = measure_ref("denominator", &spec.denominator);
+                    let n = measure_ref("numerator", &spec.numerator, &mut errors);
+                    let den = measure_ref("denominator", &spec.denominator, &mut errors);
                     n.zip(den)
                         .map(|(numerator, denominator)| MetricDefinition::Ratio {
                             numerator,
@@ -932,11 +1137,7 @@ impl<'a> Builder<'a> {
                 }
                 MetricKind::Derived => match &spec.expr {
                     None => {
-                        errors.push(
-                            d.file,
-                            format!("{key}.expr"),
-                            format!("required for type '{kind}'"),
-                        );
+                        required("expr", &mut errors);
                         None
                     }
                     Some(sql) => match self.ctx.parse_sql_expr(sql, &metric_schema) {
@@ -948,6 +1149,17 @@ impl<'a> Builder<'a> {
                                 .collect::<BTreeSet<_>>()
                                 .into_iter()
                                 .collect();
+                            for dep in &depends_on {
+                                if self.metrics.get(dep.as_str()).is_some_and(|m| {
+                                    matches!(m.spec.kind, MetricKind::Funnel | MetricKind::Cohort)
+                                }) {
+                                    errors.push(
+                                        d.file,
+                                        format!("{key}.expr"),
+                                        format!("'{dep}' is a {} metric; derived metrics combine per-period values, which funnels and cohorts do not have", kind_name(self.metrics[dep.as_str()].spec.kind)),
+                                    );
+                                }
+                            }
                             Some(MetricDefinition::Derived {
                                 expr,
                                 sql: sql.clone(),
@@ -964,13 +1176,157 @@ impl<'a> Builder<'a> {
                         }
                     },
                 },
+                MetricKind::Churn => entity_model(&mut errors).and_then(|(model, entity)| {
+                    let (active, active_sql) = predicate(model, &mut errors)?;
+                    let base = churn_bases
+                        .iter()
+                        .position(|b| {
+                            b.model == model.name
+                                && b.entity == entity
+                                && b.active_sql == active_sql
+                        })
+                        .unwrap_or_else(|| {
+                            churn_bases.push(ChurnBase {
+                                model: model.name.clone(),
+                                entity,
+                                active,
+                                active_sql,
+                            });
+                            churn_bases.len() - 1
+                        });
+                    Some(MetricDefinition::Churn {
+                        base,
+                        value: spec.value.unwrap_or(ChurnValue::Rate),
+                    })
+                }),
+                MetricKind::Funnel => entity_model(&mut errors).and_then(|(model, entity)| {
+                    let step = match &spec.step {
+                        None => {
+                            required("step", &mut errors);
+                            return None;
+                        }
+                        Some(s) if model.schema.field_with_name(s).is_err() => {
+                            errors.push(
+                                d.file,
+                                format!("{key}.step"),
+                                format!("model '{}' has no column '{s}'", model.name),
+                            );
+                            return None;
+                        }
+                        Some(s) => s.clone(),
+                    };
+                    if spec.steps.len() < 2 {
+                        errors.push(
+                            d.file,
+                            format!("{key}.steps"),
+                            "a funnel needs at least two steps",
+                        );
+                        return None;
+                    }
+                    for (i, st) in spec.steps.iter().enumerate() {
+                        if spec.steps[..i].contains(st) {
+                            errors.push(
+                                d.file,
+                                format!("{key}.steps[{i}]"),
+                                format!("step '{st}' appears twice"),
+                            );
+                        }
+                    }
+                    let Some(window) = &spec.window else {
+                        required("window", &mut errors);
+                        return None;
+                    };
+                    let Some(window_micros) = parse_duration_micros(window) else {
+                        errors.push(
+                            d.file,
+                            format!("{key}.window"),
+                            format!("'{window}' is not a duration like 90d, 36h or 2w"),
+                        );
+                        return None;
+                    };
+                    Some(MetricDefinition::Funnel(FunnelDefinition {
+                        model: model.name.clone(),
+                        entity,
+                        step,
+                        steps: spec.steps.clone(),
+                        window_micros,
+                        window: window.clone(),
+                    }))
+                }),
+                MetricKind::Cohort => entity_model(&mut errors).and_then(|(model, entity)| {
+                    let (active, _) = predicate(model, &mut errors)?;
+                    let grain = spec.period.unwrap_or(Grain::Month);
+                    if !matches!(grain, Grain::Month | Grain::Quarter | Grain::Year) {
+                        errors.push(
+                            d.file,
+                            format!("{key}.period"),
+                            "cohorts are monthly, quarterly or yearly",
+                        );
+                        return None;
+                    }
+                    if let Some(dim) = &spec.cohort_by {
+                        let problem = match dimensions.get(dim) {
+                            None => Some(format!("unknown dimension '{dim}'")),
+                            Some(x) if !x.models.contains(&model.name) => Some(format!(
+                                "model '{}' does not declare dimension '{dim}'",
+                                model.name
+                            )),
+                            Some(x) if !is_temporal(&x.data_type) => {
+                                Some(format!("dimension '{dim}' is not a date"))
+                            }
+                            Some(_) => None,
+                        };
+                        if let Some(p) = problem {
+                            errors.push(d.file, format!("{key}.cohort_by"), p);
+                            return None;
+                        }
+                    }
+                    Some(MetricDefinition::Cohort(CohortDefinition {
+                        model: model.name.clone(),
+                        entity,
+                        active,
+                        grain,
+                        cohort_by: spec.cohort_by.clone(),
+                    }))
+                }),
             };
             let Some(definition) = definition else {
                 continue;
             };
-            let default_style = match definition {
-                MetricDefinition::Ratio { .. } => FormatStyle::Percent,
+            let default_style = match &definition {
+                MetricDefinition::Ratio { .. }
+                | MetricDefinition::Cohort(_)
+                | MetricDefinition::Churn {
+                    value: ChurnValue::Rate,
+                    ..
+                } => FormatStyle::Percent,
+                MetricDefinition::Churn { .. } | MetricDefinition::Funnel(_) => {
+                    FormatStyle::Integer
+                }
                 _ => FormatStyle::Number,
+            };
+            let empty = match (&definition, spec.empty) {
+                (MetricDefinition::Ratio { .. }, Some(EmptyPeriod::Zero)) => {
+                    errors.push(
+                        d.file,
+                        format!("{key}.empty"),
+                        "a ratio of empty parts is null, not zero",
+                    );
+                    EmptyPeriod::Null
+                }
+                (_, Some(e)) => e,
+                (MetricDefinition::Simple { measure }, None) => {
+                    let m = &measures[measure];
+                    match (m.snapshot, m.agg) {
+                        (Some(_), _) => EmptyPeriod::Carry,
+                        (
+                            None,
+                            Aggregation::Sum | Aggregation::Count | Aggregation::CountDistinct,
+                        ) => EmptyPeriod::Zero,
+                        _ => EmptyPeriod::Null,
+                    }
+                }
+                _ => EmptyPeriod::Null,
             };
             out.insert(
                 name.to_string(),
@@ -990,6 +1346,7 @@ impl<'a> Builder<'a> {
                     }),
                     direction: spec.direction.unwrap_or_default(),
                     thresholds: spec.thresholds.clone(),
+                    empty,
                 },
             );
         }
@@ -1006,8 +1363,43 @@ impl<'a> Builder<'a> {
             }
         }
         errors.check()?;
+        Ok((out, churn_bases))
+    }
+
+    /// Tests are run by `kpilens test`; at load only their query must be a valid request.
+    fn validate_tests(&mut self) -> Result<BTreeMap<String, (String, TestSpec)>, CatalogErrors> {
+        let mut errors = CatalogErrors::default();
+        let mut out = BTreeMap::new();
+        for (name, d) in &self.tests {
+            if let Err(e) = serde_path_to_error::deserialize::<_, crate::semantic::QueryRequest>(
+                d.spec.query.clone(),
+            ) {
+                errors.push(
+                    d.file,
+                    format!("tests.{name}.query.{}", e.path()),
+                    e.inner().to_string(),
+                );
+            }
+            out.insert(name.to_string(), (d.file.to_string(), d.spec.clone()));
+        }
+        errors.check()?;
         Ok(out)
     }
+}
+
+/// `90d`, `36h`, `2w`, `30m` as microseconds.
+fn parse_duration_micros(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (n, unit) = s.split_at(s.len().checked_sub(1)?);
+    let n: i64 = n.trim().parse().ok().filter(|n| *n > 0)?;
+    let secs = match unit {
+        "w" => 7 * 86_400,
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        _ => return None,
+    };
+    n.checked_mul(secs)?.checked_mul(1_000_000)
 }
 
 fn derived_cycle(
@@ -1122,5 +1514,8 @@ pub fn kind_name(k: MetricKind) -> &'static str {
         MetricKind::Simple => "simple",
         MetricKind::Ratio => "ratio",
         MetricKind::Derived => "derived",
+        MetricKind::Churn => "churn",
+        MetricKind::Funnel => "funnel",
+        MetricKind::Cohort => "cohort",
     }
 }

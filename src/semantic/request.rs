@@ -1,7 +1,12 @@
 //! The query protocol as clients send it (DESIGN.md §4). Field names are a public contract.
 
+use std::collections::BTreeMap;
+
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
+
+pub use super::calendar::Comparison;
+pub use crate::spec::Grain;
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +26,26 @@ pub struct QueryRequest {
     /// range's last snapshot). On by default.
     #[serde(default = "default_true")]
     pub totals: bool,
+    /// Comparison values (and delta, delta %) for every metric.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compare: Vec<Comparison>,
+    /// Drill one level down a hierarchy from a parent member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillRequest>,
+    /// A time series returns every period of the range (and every period x member); each metric
+    /// says what an empty period shows. On by default.
+    #[serde(default = "default_true")]
+    pub fill_gaps: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DrillRequest {
+    pub hierarchy: String,
+    /// Members of the first levels of the hierarchy, e.g. `{region: 西北, branch: 西安分行}`.
+    /// Empty: the top level.
+    #[serde(default)]
+    pub path: BTreeMap<String, serde_json::Value>,
 }
 
 fn default_true() -> bool {
@@ -39,28 +64,10 @@ pub struct TimeRequest {
     /// Last day included.
     #[serde(default)]
     pub to: Option<NaiveDate>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum Grain {
-    Day,
-    Week,
-    Month,
-    Quarter,
-    Year,
-}
-
-impl Grain {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Grain::Day => "day",
-            Grain::Week => "week",
-            Grain::Month => "month",
-            Grain::Quarter => "quarter",
-            Grain::Year => "year",
-        }
-    }
+    /// The day the numbers are as of (default: today in the configured time zone). A range
+    /// reaching past it is clipped, and its last period, if unfinished, is partial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<NaiveDate>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

@@ -14,6 +14,8 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde::Serialize;
 use serde_json::{Number, Value};
 
+use super::calendar::ComparisonWindow;
+use super::drill::DrillResult;
 use super::planner::{ColumnRole, OutputColumn};
 use super::validate::type_name;
 use crate::catalog::Catalog;
@@ -29,6 +31,30 @@ pub struct QueryResult {
     pub totals: Option<Vec<Value>>,
     /// True when more rows matched than `limit`.
     pub truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillResult>,
+    /// How the numbers were framed in time; served in the response's `meta`.
+    #[serde(skip)]
+    pub notes: ResultNotes,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ResultNotes {
+    /// Missing periods (x members) were added, filled as each metric declares.
+    pub gaps_filled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partial_period: Option<PartialPeriod>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub comparisons: Vec<ComparisonWindow>,
+}
+
+/// The last period of the range had not ended on the as-of date: it holds `days` days, and its
+/// comparisons the same number of days.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartialPeriod {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub days: i64,
 }
 
 impl QueryResult {
@@ -75,40 +101,45 @@ pub fn schema_fields(
                 .field_with_name(&c.name)
                 .map(|f| type_name(f.data_type()))
                 .unwrap_or("number");
+            let plain = |label: Label, format: Option<FormatSpec>| SchemaField {
+                name: c.name.clone(),
+                role: c.role,
+                data_type,
+                label,
+                format,
+                direction: None,
+                thresholds: None,
+            };
+            if let Some((label, format)) = &c.meta {
+                return plain(label.clone(), Some(format.clone()));
+            }
             match c.role {
                 ColumnRole::Time => SchemaField {
-                    name: c.name.clone(),
-                    role: c.role,
                     data_type: "date",
-                    label: Label {
-                        zh: Some("期间".into()),
-                        en: Some("Period".into()),
-                    },
-                    format: None,
-                    direction: None,
-                    thresholds: None,
+                    ..plain(
+                        Label {
+                            zh: Some("期间".into()),
+                            en: Some("Period".into()),
+                        },
+                        None,
+                    )
                 },
-                ColumnRole::Dimension => SchemaField {
-                    name: c.name.clone(),
-                    role: c.role,
-                    data_type,
-                    label: catalog.dimensions[&c.name].label.clone(),
-                    format: None,
-                    direction: None,
-                    thresholds: None,
-                },
+                ColumnRole::Dimension => plain(catalog.dimensions[&c.name].label.clone(), None),
                 ColumnRole::Metric => {
                     let m = &catalog.metrics[&c.name];
                     SchemaField {
-                        name: c.name.clone(),
-                        role: c.role,
-                        data_type,
-                        label: m.label.clone(),
-                        format: Some(m.format.clone()),
                         direction: Some(m.direction),
                         thresholds: m.thresholds.clone(),
+                        ..plain(m.label.clone(), Some(m.format.clone()))
                     }
                 }
+                ColumnRole::Key | ColumnRole::Derived => plain(
+                    Label {
+                        zh: None,
+                        en: Some(c.name.clone()),
+                    },
+                    None,
+                ),
             }
         })
         .collect()

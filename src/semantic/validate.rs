@@ -10,6 +10,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::prelude::lit;
 use serde_json::Value;
 
+use super::calendar::{CalendarConfig, Comparison, query_window};
 use super::error::{ErrorKind, QueryError};
 use super::request::{FilterOp, FilterRequest, Grain, OrderRequest, QueryRequest};
 use crate::catalog::Catalog;
@@ -50,6 +51,25 @@ pub struct ValidatedQuery {
     pub totals: bool,
     /// Models the query reads (through its metrics' measures).
     pub models: BTreeSet<String>,
+    pub calendar: CalendarConfig,
+    pub compare: Vec<Comparison>,
+    pub as_of: NaiveDate,
+    /// `to` as asked, before clipping to `as_of`.
+    pub requested_to: Option<NaiveDate>,
+    /// First day of the last period when it is unfinished at `as_of`.
+    pub partial_start: Option<NaiveDate>,
+    pub drill: Option<Drill>,
+    pub fill_gaps: bool,
+}
+
+/// A drill request resolved against its hierarchy.
+#[derive(Debug, Clone)]
+pub struct Drill {
+    pub hierarchy: String,
+    /// (level, member) from the top, as given.
+    pub path: Vec<(String, Value)>,
+    /// The level whose members are the result rows.
+    pub level: String,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +121,7 @@ pub fn validate(
     catalog: &Catalog,
     req: &QueryRequest,
     limits: &QueryLimits,
+    calendar: &CalendarConfig,
 ) -> Result<ValidatedQuery, QueryError> {
     let too_many = |what: &str, n: usize, max: usize| {
         QueryError::invalid(format!("{n} {what} requested; at most {max} per query")).at(what)
@@ -142,10 +163,124 @@ pub fn validate(
                     .at(format!("metrics[{i}]")),
             );
         }
-        for m in catalog.measures_of(name) {
-            models.insert(catalog.measures[&m].model.clone());
+        models.extend(catalog.models_of(name));
+        if catalog.metrics[name].definition.is_shaped() && req.metrics.len() > 1 {
+            return Err(QueryError::invalid(format!(
+                "'{name}' is a {} metric: its result has its own shape, so query it on its own",
+                crate::catalog::kind_name(catalog.metrics[name].definition.kind())
+            ))
+            .at(format!("metrics[{i}]")));
         }
     }
+    let shaped = catalog.metrics[&req.metrics[0]].definition.is_shaped();
+    if shaped {
+        let refuse = |field: &str, what: &str| {
+            Err(QueryError::invalid(format!(
+                "{what} is not available for funnel and cohort metrics"
+            ))
+            .at(field.to_string()))
+        };
+        if !req.compare.is_empty() {
+            return refuse("compare", "compare");
+        }
+        if req.drill.is_some() {
+            return refuse("drill", "drill (filter and slice by a dimension instead)");
+        }
+        if !req.order.is_empty() {
+            return refuse("order", "order (rows come in step or cohort order)");
+        }
+        if matches!(
+            catalog.metrics[&req.metrics[0]].definition,
+            crate::catalog::MetricDefinition::Cohort(_)
+        ) && req.time.as_ref().is_some_and(|t| t.grain.is_some())
+        {
+            return refuse(
+                "time.grain",
+                "a time grain (cohorts use their declared period)",
+            );
+        }
+    }
+
+    let mut dimensions = req.dimensions.clone();
+    let mut drill_filters = Vec::new();
+    let drill = match &req.drill {
+        None => None,
+        Some(d) => {
+            let levels = catalog.hierarchies.get(&d.hierarchy).ok_or_else(|| {
+                QueryError::new(
+                    ErrorKind::NotFound,
+                    "unknown_hierarchy",
+                    format!(
+                        "unknown hierarchy '{}'{}",
+                        clip(&d.hierarchy),
+                        did_you_mean(&d.hierarchy, catalog.hierarchies.keys())
+                    ),
+                )
+                .at("drill.hierarchy")
+            })?;
+            let depth = d.path.len();
+            for key in d.path.keys() {
+                match levels.iter().position(|l| l == key) {
+                    Some(i) if i < depth => {}
+                    Some(_) => {
+                        return Err(QueryError::invalid(format!(
+                            "the path must name the first {depth} levels of '{}' ({}), not '{key}'",
+                            d.hierarchy,
+                            levels[..depth.min(levels.len())].join(" > ")
+                        ))
+                        .at(format!("drill.path.{}", clip(key))));
+                    }
+                    None => {
+                        return Err(QueryError::invalid(format!(
+                            "'{}' is not a level of hierarchy '{}' ({})",
+                            clip(key),
+                            d.hierarchy,
+                            levels.join(" > ")
+                        ))
+                        .at(format!("drill.path.{}", clip(key))));
+                    }
+                }
+            }
+            if depth >= levels.len() {
+                return Err(QueryError::invalid(format!(
+                    "the path reaches the leaf level '{}'; its rows come from drill-through",
+                    levels[levels.len() - 1]
+                ))
+                .at("drill.path"));
+            }
+            if let Some((i, _)) = req
+                .dimensions
+                .iter()
+                .enumerate()
+                .find(|(_, dim)| levels.contains(dim))
+            {
+                return Err(QueryError::invalid(
+                    "a drill sets the hierarchy level itself; do not also ask for a level as a dimension",
+                )
+                .at(format!("dimensions[{i}]")));
+            }
+            let mut path = Vec::new();
+            for level in &levels[..depth] {
+                let value = &d.path[level];
+                let field = format!("drill.path.{level}");
+                check_dimension(catalog, level, &models, &req.metrics, &field)?;
+                let t = &catalog.dimensions[level].data_type;
+                drill_filters.push(Filter {
+                    dimension: level.clone(),
+                    predicate: Predicate::Eq(literal(value, t, &field)?),
+                });
+                path.push((level.clone(), value.clone()));
+            }
+            let level = levels[depth].clone();
+            check_dimension(catalog, &level, &models, &req.metrics, "drill")?;
+            dimensions.insert(0, level.clone());
+            Some(Drill {
+                hierarchy: d.hierarchy.clone(),
+                path,
+                level,
+            })
+        }
+    };
 
     for (i, name) in req.dimensions.iter().enumerate() {
         let field = format!("dimensions[{i}]");
@@ -160,6 +295,14 @@ pub fn validate(
     let (grain, from, to) = match &req.time {
         None => (None, None, None),
         Some(t) => {
+            if let (Some(f), Some(a)) = (t.from, t.as_of)
+                && a < f
+            {
+                return Err(
+                    QueryError::invalid(format!("time.as_of {a} is before time.from {f}"))
+                        .at("time.as_of"),
+                );
+            }
             if let (Some(f), Some(to)) = (t.from, t.to)
                 && f > to
             {
@@ -179,7 +322,37 @@ pub fn validate(
         }
     };
 
-    let mut filters = Vec::with_capacity(req.filters.len());
+    let as_of = req
+        .time
+        .as_ref()
+        .and_then(|t| t.as_of)
+        .unwrap_or_else(|| calendar.today());
+    let (to, partial_start) = match (from, to) {
+        (Some(f), Some(t)) => {
+            let w = query_window(f, t, grain, as_of, calendar.week_start);
+            (Some(w.to), w.partial_start)
+        }
+        (None, Some(t)) => (Some(t.min(as_of)), None),
+        _ => (to, None),
+    };
+    if !req.compare.is_empty() && (from.is_none() || to.is_none()) {
+        return Err(QueryError::invalid(
+            "compare needs time.from and time.to: the range to compare with is derived from them",
+        )
+        .at("compare"));
+    }
+    for (i, c) in req.compare.iter().enumerate() {
+        if req.compare[..i].contains(c) {
+            return Err(QueryError::invalid(format!(
+                "comparison '{}' is listed twice",
+                c.as_str()
+            ))
+            .at(format!("compare[{i}]")));
+        }
+    }
+
+    let mut filters = Vec::with_capacity(req.filters.len() + drill_filters.len());
+    filters.extend(drill_filters);
     for (i, f) in req.filters.iter().enumerate() {
         let field = format!("filters[{i}]");
         check_dimension(
@@ -199,7 +372,7 @@ pub fn validate(
 
     for (i, o) in req.order.iter().enumerate() {
         let known = req.metrics.contains(&o.by)
-            || req.dimensions.contains(&o.by)
+            || dimensions.contains(&o.by)
             || (o.by == PERIOD && grain.is_some());
         if !known {
             return Err(QueryError::invalid(format!(
@@ -225,7 +398,7 @@ pub fn validate(
 
     Ok(ValidatedQuery {
         metrics: req.metrics.clone(),
-        dimensions: req.dimensions.clone(),
+        dimensions,
         grain,
         from,
         to,
@@ -234,6 +407,13 @@ pub fn validate(
         limit,
         totals: req.totals,
         models,
+        calendar: calendar.clone(),
+        compare: req.compare.clone(),
+        as_of,
+        requested_to: req.time.as_ref().and_then(|t| t.to),
+        partial_start,
+        drill,
+        fill_gaps: req.fill_gaps,
     })
 }
 
@@ -260,12 +440,7 @@ fn check_dimension(
     if let Some(model) = models.iter().find(|m| !dim.models.contains(*m)) {
         let metric = metrics
             .iter()
-            .find(|m| {
-                catalog
-                    .measures_of(m)
-                    .iter()
-                    .any(|x| &catalog.measures[x].model == model)
-            })
+            .find(|m| catalog.models_of(m).contains(model))
             .cloned()
             .unwrap_or_default();
         return Err(QueryError::invalid(format!(

@@ -18,6 +18,36 @@ pub struct DefinitionFile {
     pub measures: BTreeMap<String, MeasureSpec>,
     #[serde(default)]
     pub metrics: BTreeMap<String, MetricSpec>,
+    /// Golden-value tests an analyst pins next to the metrics (run by `kpilens test`).
+    #[serde(default)]
+    pub tests: BTreeMap<String, TestSpec>,
+}
+
+/// One metric test: a fixture data directory, a query, and the numbers it must give.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestSpec {
+    /// Directory (relative to the project) laid out like the data directory. Files may be CSV
+    /// even where the model reads Parquet: `kpilens test` converts them.
+    pub fixture: String,
+    /// A query in the JSON protocol, written as YAML.
+    pub query: serde_json::Value,
+    pub expect: TestExpectation,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestExpectation {
+    /// Expected rows in order; each lists only the columns it checks.
+    #[serde(default)]
+    pub rows: Option<Vec<BTreeMap<String, serde_json::Value>>>,
+    /// Expected totals, by column.
+    #[serde(default)]
+    pub totals: Option<BTreeMap<String, serde_json::Value>>,
+    /// Relative tolerance for numbers (default 1e-9).
+    #[serde(default)]
+    pub tolerance: Option<f64>,
 }
 
 /// A data model: one table (file source or SQL model) with its time column, keys and dimensions.
@@ -36,6 +66,10 @@ pub struct ModelSpec {
     pub dimensions: BTreeMap<String, DimensionSpec>,
     pub label: Option<Label>,
     pub description: Option<String>,
+    /// Columns a drill-through may return, row by row. Empty: the model is not drillable
+    /// (default deny: personal data never leaves by accident).
+    #[serde(default)]
+    pub drill_through: Vec<String>,
 }
 
 /// Where a model's rows come from: exactly one of the three. File paths are relative to the data
@@ -162,6 +196,27 @@ pub struct MetricSpec {
     pub denominator: Option<String>,
     /// `derived`: a SQL expression over other metrics.
     pub expr: Option<String>,
+    /// `churn`, `funnel`, `cohort`: the model holding the per-entity snapshots or events.
+    pub model: Option<String>,
+    /// `churn`, `funnel`, `cohort`: the column identifying an entity (customer, opportunity).
+    pub entity: Option<String>,
+    /// `churn`, `cohort`: SQL predicate over the model's columns saying an entity is active.
+    pub active_when: Option<String>,
+    /// `churn`: which number the metric shows (default `rate`).
+    pub value: Option<ChurnValue>,
+    /// `funnel`: the column naming the step, and the steps in order.
+    pub step: Option<String>,
+    #[serde(default)]
+    pub steps: Vec<String>,
+    /// `funnel`: how long after its first step an entity may take to reach the others, e.g. `90d`.
+    pub window: Option<String>,
+    /// `cohort`: the grain of cohorts and of the periods after them.
+    pub period: Option<Grain>,
+    /// `cohort`: a date dimension defining the cohort (e.g. the opening date); by default the
+    /// period of the entity's first active snapshot.
+    pub cohort_by: Option<String>,
+    /// What a period without data shows: `zero`, `null` or `carry` (the last value).
+    pub empty: Option<EmptyPeriod>,
     pub label: Option<Label>,
     pub description: Option<String>,
     pub format: Option<FormatSpec>,
@@ -175,6 +230,32 @@ pub enum MetricKind {
     Simple,
     Ratio,
     Derived,
+    Churn,
+    Funnel,
+    Cohort,
+}
+
+/// The numbers a churn metric can show. They come from one computation.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ChurnValue {
+    /// churned / active at the end of the previous period.
+    Rate,
+    /// Entities active at the end of the previous period.
+    ActiveAtStart,
+    /// Active at the end of the previous period and not at the end of this one.
+    Churned,
+    /// Present but not active at the end of the previous period, active at the end of this one.
+    Returned,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EmptyPeriod {
+    Zero,
+    Null,
+    /// The last earlier value of the same series (balances).
+    Carry,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -211,4 +292,27 @@ pub enum Direction {
 pub struct Thresholds {
     pub warn: f64,
     pub alert: f64,
+}
+
+/// Calendar buckets for time series, comparisons and cohorts.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Grain {
+    Day,
+    Week,
+    Month,
+    Quarter,
+    Year,
+}
+
+impl Grain {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grain::Day => "day",
+            Grain::Week => "week",
+            Grain::Month => "month",
+            Grain::Quarter => "quarter",
+            Grain::Year => "year",
+        }
+    }
 }

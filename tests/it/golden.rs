@@ -28,13 +28,15 @@ async fn ratio_by_month_with_zero_denominator_and_empty_month() {
     .await;
     let rows = records(&r);
     let periods: Vec<&str> = rows.iter().map(|r| r["period"].as_str().unwrap()).collect();
-    // April has no snapshot rows at all: no row (gap filling comes with the banking-semantics work).
+    // April has no snapshot rows at all: gap filling adds it, balances carried forward, the
+    // ratio of empty parts null.
     assert_eq!(
         periods,
         [
             "2024-01-01",
             "2024-02-01",
             "2024-03-01",
+            "2024-04-01",
             "2024-05-01",
             "2024-06-01"
         ]
@@ -43,6 +45,7 @@ async fn ratio_by_month_with_zero_denominator_and_empty_month() {
         (400.0, 300.0, Some(0.75)),
         (1390.0, 300.0, Some(300.0 / 1390.0)),
         (1430.0, 1300.0, Some(1300.0 / 1430.0)), // L5's null balance is ignored
+        (1430.0, 1300.0, None),                  // empty April: carried balances, null ratio
         (970.0, 0.0, Some(0.0)),                 // no overdue loan: 0, not null
         (0.0, 0.0, None),                        // zero denominator: null, not an error
     ];
@@ -312,12 +315,15 @@ async fn calendar_buckets_leap_day_weeks_and_inclusive_ranges() {
     )
     .await;
     let rows = records(&days);
-    assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0]["period"], "2024-02-29"); // c3 opened on the leap day
+    // Gap filling: every day of February 2024, counts zero except the leap day (c3 opened).
+    assert_eq!(rows.len(), 29);
+    assert_eq!(rows[28]["period"], "2024-02-29");
+    assert_num(&rows[28]["new_customers"], Some(1.0));
+    assert!(rows[..28].iter().all(|r| r["new_customers"] == 0));
 
     let weeks = run(
         &s,
-        json!({ "metrics": ["new_customers"],
+        json!({ "metrics": ["new_customers"], "fill_gaps": false,
         "time": { "grain": "week", "from": "2024-01-01", "to": "2024-03-31" } }),
     )
     .await;
@@ -378,7 +384,9 @@ async fn snapshot_date_comes_from_the_model_not_the_filtered_rows() {
     // row. Its Q2 balance must not fall back to May's 900.
     let r = run(&s, json!({ "metrics": ["loan_balance"], "time": { "grain": "quarter", "from": "2024-04-01", "to": "2024-06-30" },
         "filters": [{ "dimension": "segment", "op": "eq", "value": "sme" }] })).await;
-    assert!(r.result.rows.is_empty(), "got {:?}", r.result.rows);
+    // Gap filling gives Q2 a row; with no earlier value in range to carry, its balance is null.
+    assert_eq!(r.result.rows.len(), 1, "got {:?}", r.result.rows);
+    assert_num(&records(&r)[0]["loan_balance"], None);
 }
 
 #[tokio::test]
@@ -409,7 +417,8 @@ async fn order_and_limit() {
 async fn explained_sql_computes_the_same_numbers() {
     let s = fixture_service().await;
     let q = json!({ "metrics": ["overdue_ratio", "aum", "new_customers"], "dimensions": ["region"],
-        "time": { "grain": "month", "from": "2024-01-01", "to": "2024-06-30" }, "totals": false });
+        "time": { "grain": "month", "from": "2024-01-01", "to": "2024-06-30" }, "totals": false,
+        "fill_gaps": false });
     let answer = run(&s, q.clone()).await;
     let explained = s.explain(&super::request(q)).await.expect("explain");
     let batches = s
@@ -425,10 +434,7 @@ async fn explained_sql_computes_the_same_numbers() {
         .result
         .schema
         .iter()
-        .map(|f| kpilens::semantic::OutputColumn {
-            name: f.name.clone(),
-            role: f.role,
-        })
+        .map(|f| kpilens::semantic::OutputColumn::new(&f.name, f.role))
         .collect();
     let via_sql = kpilens::semantic::rows_of(&batches, &columns);
     assert!(!via_sql.is_empty());

@@ -11,7 +11,12 @@
 //! 3. Metrics are expressions over the aggregated measures, so a ratio is a ratio of sums at
 //!    every level and a derived metric is computed after aggregation.
 //!
-//! New metric kinds (churn, funnel, cohort) plug in as further group kinds in step 1.
+//! Churn plugs in as a further group kind in step 1 (`churn.rs`). Funnels and cohorts have their
+//! own result shapes (a row per step, a triangle) and their own plans (`funnel.rs`, `cohort.rs`).
+
+mod churn;
+mod cohort;
+mod funnel;
 
 use std::collections::BTreeMap;
 
@@ -19,16 +24,19 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::dataframe::DataFrame;
-use datafusion::functions::expr_fn::{date_trunc, nullif};
+use datafusion::functions::expr_fn::{date_trunc, nullif, to_local_time};
 use datafusion::functions_aggregate::expr_fn::{avg, count, count_distinct, max, min, sum};
 use datafusion::logical_expr::{Expr, ExprSchemable, JoinType, LogicalPlan, SortExpr, cast, when};
 use datafusion::prelude::{ident, lit};
 
+use super::calendar::CalendarConfig;
 use super::error::QueryError;
 use super::request::Grain;
 use super::validate::{PERIOD, ValidatedQuery, days_since_epoch};
 use crate::catalog::{Catalog, DimensionBinding, Measure, MetricDefinition, Model};
-use crate::spec::{Aggregation, SnapshotPick};
+use crate::spec::{
+    Aggregation, ChurnValue, EmptyPeriod, FormatSpec, FormatStyle, Label, SnapshotPick,
+};
 
 /// What the engine runs for one query.
 pub struct PlannedQuery {
@@ -37,10 +45,47 @@ pub struct PlannedQuery {
     pub columns: Vec<OutputColumn>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OutputColumn {
     pub name: String,
     pub role: ColumnRole,
+    /// Label and format of a column that is not a catalog metric or dimension (funnel steps,
+    /// cohort offsets, comparisons).
+    pub meta: Option<(Label, FormatSpec)>,
+}
+
+impl OutputColumn {
+    pub fn new(name: impl Into<String>, role: ColumnRole) -> Self {
+        Self {
+            name: name.into(),
+            role,
+            meta: None,
+        }
+    }
+
+    pub fn described(
+        name: impl Into<String>,
+        role: ColumnRole,
+        zh: &str,
+        en: &str,
+        style: FormatStyle,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            role,
+            meta: Some((
+                Label {
+                    zh: Some(zh.into()),
+                    en: Some(en.into()),
+                },
+                FormatSpec {
+                    style,
+                    decimals: None,
+                    currency: None,
+                },
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -48,7 +93,11 @@ pub struct OutputColumn {
 pub enum ColumnRole {
     Time,
     Dimension,
+    /// A key that is neither time nor a dimension: a funnel step, periods since a cohort began.
+    Key,
     Metric,
+    /// A value derived from a metric after the query: comparison, delta, share, rank.
+    Derived,
 }
 
 const TIME: &str = "__t";
@@ -60,43 +109,22 @@ fn measure_column(name: &str) -> String {
 }
 
 pub async fn plan(catalog: &Catalog, q: &ValidatedQuery) -> Result<PlannedQuery, QueryError> {
-    let mut columns = Vec::new();
-    if q.grain.is_some() {
-        columns.push(OutputColumn {
-            name: PERIOD.into(),
-            role: ColumnRole::Time,
-        });
+    match &catalog.metrics[&q.metrics[0]].definition {
+        MetricDefinition::Funnel(f) => return funnel::plan(catalog, q, f).await,
+        MetricDefinition::Cohort(c) => return cohort::plan(catalog, q, c).await,
+        _ => {}
     }
-    columns.extend(q.dimensions.iter().map(|d| OutputColumn {
-        name: d.clone(),
-        role: ColumnRole::Dimension,
-    }));
-    columns.extend(q.metrics.iter().map(|m| OutputColumn {
-        name: m.clone(),
-        role: ColumnRole::Metric,
-    }));
+    let mut columns = key_columns(q);
+    columns.extend(
+        q.metrics
+            .iter()
+            .map(|m| OutputColumn::new(m, ColumnRole::Metric)),
+    );
 
     // Without period or dimensions there is at most one row: nothing to sort, and it is the total.
     let has_keys = q.grain.is_some() || !q.dimensions.is_empty();
-    let mut rows = metric_frame(catalog, q, &q.dimensions, q.grain).await?;
-    if has_keys {
-        let sort: Vec<SortExpr> = if q.order.is_empty() {
-            // Time series read left to right; members alphabetically.
-            columns
-                .iter()
-                .filter(|c| c.role != ColumnRole::Metric)
-                .map(|c| ident(&c.name).sort(true, false))
-                .collect()
-        } else {
-            q.order
-                .iter()
-                .map(|o| ident(&o.by).sort(!o.desc, false))
-                .collect()
-        };
-        rows = rows.sort(sort).map_err(df_err)?;
-    }
-    // One row past the limit tells the caller the result was truncated.
-    let rows = rows.limit(0, Some(q.limit + 1)).map_err(df_err)?;
+    let rows = metric_frame(catalog, q, &q.dimensions, q.grain).await?;
+    let rows = sort_and_limit(rows, q, &columns, has_keys)?;
 
     let totals = if q.totals && has_keys {
         Some(
@@ -112,6 +140,53 @@ pub async fn plan(catalog: &Catalog, q: &ValidatedQuery) -> Result<PlannedQuery,
         totals,
         columns,
     })
+}
+
+/// [period], dimensions...: the keys every row-per-group result starts with.
+fn key_columns(q: &ValidatedQuery) -> Vec<OutputColumn> {
+    let mut columns = Vec::new();
+    if q.grain.is_some() {
+        columns.push(OutputColumn::new(PERIOD, ColumnRole::Time));
+    }
+    columns.extend(
+        q.dimensions
+            .iter()
+            .map(|d| OutputColumn::new(d, ColumnRole::Dimension)),
+    );
+    columns
+}
+
+/// The requested order (by default the keys, so time series read left to right), then one row
+/// past the limit, which tells the caller the result was truncated.
+fn sort_and_limit(
+    rows: DataFrame,
+    q: &ValidatedQuery,
+    columns: &[OutputColumn],
+    has_keys: bool,
+) -> Result<DataFrame, QueryError> {
+    let rows = if has_keys {
+        let sort: Vec<SortExpr> = if q.order.is_empty() {
+            columns
+                .iter()
+                .filter(|c| {
+                    matches!(
+                        c.role,
+                        ColumnRole::Time | ColumnRole::Dimension | ColumnRole::Key
+                    )
+                })
+                .map(|c| ident(&c.name).sort(true, false))
+                .collect()
+        } else {
+            q.order
+                .iter()
+                .map(|o| ident(&o.by).sort(!o.desc, false))
+                .collect()
+        };
+        rows.sort(sort).map_err(df_err)?
+    } else {
+        rows
+    };
+    rows.limit(0, Some(q.limit + 1)).map_err(df_err)
 }
 
 /// Columns: [period], dimensions..., metrics... (by their names).
@@ -149,26 +224,40 @@ async fn metric_frame(
         let model = &catalog.models[*model];
         parts.push(group_frame(catalog, q, model, *snapshot, group, dims, grain).await?);
     }
+    let mut churn_bases: Vec<usize> = Vec::new();
+    for metric in &q.metrics {
+        for m in catalog.metrics_under(metric) {
+            if let MetricDefinition::Churn { base, .. } = catalog.metrics[&m].definition
+                && !churn_bases.contains(&base)
+            {
+                churn_bases.push(base);
+            }
+        }
+    }
+    for base in churn_bases {
+        parts.push(churn::frame(catalog, q, base, dims, grain).await?);
+    }
 
     let combined = if parts.len() == 1 {
         parts.pop().expect("one part")
     } else {
-        // Every part gets every measure column, typed nulls where the part lacks it.
+        // Every part gets every value column, typed nulls where the part lacks it.
         let mut types: BTreeMap<String, DataType> = BTreeMap::new();
         for part in &parts {
             for f in part.schema().fields() {
-                types.insert(f.name().clone(), f.data_type().clone());
+                if !keys.contains(f.name()) {
+                    types.insert(f.name().clone(), f.data_type().clone());
+                }
             }
         }
         let mut unioned: Option<DataFrame> = None;
         for part in parts {
             let mut select: Vec<Expr> = keys.iter().map(ident).collect();
-            for m in &measures {
-                let c = measure_column(&m.name);
-                if part.schema().has_column_with_unqualified_name(&c) {
-                    select.push(ident(&c));
+            for (c, t) in &types {
+                if part.schema().has_column_with_unqualified_name(c) {
+                    select.push(ident(c));
                 } else {
-                    select.push(cast(lit(ScalarValue::Null), types[&c].clone()).alias(&c));
+                    select.push(cast(lit(ScalarValue::Null), t.clone()).alias(c));
                 }
             }
             let part = part.select(select).map_err(df_err)?;
@@ -178,10 +267,7 @@ async fn metric_frame(
             });
         }
         let unioned = unioned.expect("at least two parts");
-        let aggs = measures
-            .iter()
-            .map(|m| max(ident(measure_column(&m.name))).alias(measure_column(&m.name)))
-            .collect();
+        let aggs = types.keys().map(|c| max(ident(c)).alias(c)).collect();
         unioned
             .aggregate(keys.iter().map(ident).collect(), aggs)
             .map_err(df_err)?
@@ -228,7 +314,7 @@ async fn group_frame(
         select.push(ident(&t.column).alias(TIME));
     }
     if let (Some(g), Some(t)) = (grain, time) {
-        select.push(period_expr(g, ident(&t.column), &t.data_type).alias(PERIOD));
+        select.push(period_expr(g, ident(&t.column), &t.data_type, &q.calendar).alias(PERIOD));
     }
     for d in dims {
         let data_type = catalog.dimensions[d].data_type.clone();
@@ -307,7 +393,7 @@ async fn keep_snapshot_rows(
     let mut group = Vec::new();
     let mut on = vec![ident(TIME).eq(ident(SNAP_TIME))];
     if let Some(g) = grain {
-        group.push(period_expr(g, ident(&t.column), &t.data_type).alias(SNAP_PERIOD));
+        group.push(period_expr(g, ident(&t.column), &t.data_type, &q.calendar).alias(SNAP_PERIOD));
         on.push(ident(PERIOD).eq(ident(SNAP_PERIOD)));
     }
     let snaps = snaps
@@ -392,32 +478,74 @@ fn time_range(model: &Model, q: &ValidatedQuery) -> Result<Option<Expr>, QueryEr
     let Some(t) = &model.time else {
         return Ok(None);
     };
+    let to = match q.to {
+        None => None,
+        Some(to) => Some(
+            to.succ_opt()
+                .ok_or_else(|| QueryError::invalid("time.to is out of range").at("time.to"))?,
+        ),
+    };
+    range_expr(ident(&t.column), &t.data_type, q.from, to, &q.calendar)
+}
+
+/// `from <= time < until` for local dates: on a zoned timestamp column the bounds are the
+/// instants of local midnight in the configured time zone.
+fn range_expr(
+    column: Expr,
+    data_type: &DataType,
+    from: Option<chrono::NaiveDate>,
+    until: Option<chrono::NaiveDate>,
+    calendar: &CalendarConfig,
+) -> Result<Option<Expr>, QueryError> {
     let bound = |d: chrono::NaiveDate| -> Result<Expr, QueryError> {
-        let v = ScalarValue::Date32(Some(days_since_epoch(d)))
-            .cast_to(&t.data_type)
-            .map_err(df_err)?;
-        Ok(lit(v))
+        let v = match data_type {
+            DataType::Timestamp(_, Some(_)) => {
+                use chrono::TimeZone;
+                let midnight = d.and_hms_opt(0, 0, 0).expect("midnight exists");
+                let instant = calendar
+                    .time_zone
+                    .from_local_datetime(&midnight)
+                    .earliest()
+                    .map(|t| t.timestamp_micros())
+                    .ok_or_else(|| QueryError::invalid(format!("{d} has no local midnight")))?;
+                ScalarValue::TimestampMicrosecond(Some(instant), Some("UTC".into()))
+            }
+            _ => ScalarValue::Date32(Some(days_since_epoch(d))),
+        };
+        Ok(lit(v.cast_to(data_type).map_err(df_err)?))
     };
     let mut parts = Vec::new();
-    if let Some(from) = q.from {
-        parts.push(ident(&t.column).gt_eq(bound(from)?));
+    if let Some(from) = from {
+        parts.push(column.clone().gt_eq(bound(from)?));
     }
-    if let Some(to) = q.to {
-        let next = to
-            .succ_opt()
-            .ok_or_else(|| QueryError::invalid("time.to is out of range").at("time.to"))?;
-        parts.push(ident(&t.column).lt(bound(next)?));
+    if let Some(until) = until {
+        parts.push(column.lt(bound(until)?));
     }
     Ok(parts.into_iter().reduce(Expr::and))
 }
 
-/// The first day of the period containing `time`, as a date.
-fn period_expr(grain: Grain, time: Expr, data_type: &DataType) -> Expr {
-    let ts = match data_type {
-        DataType::Timestamp(_, _) => time,
+/// The first day of the period containing `time`, as a local date: zoned timestamps are read as
+/// wall-clock time in the configured zone, weeks start on the configured day.
+fn period_expr(grain: Grain, time: Expr, data_type: &DataType, calendar: &CalendarConfig) -> Expr {
+    let local = match data_type {
+        DataType::Timestamp(unit, Some(_)) => to_local_time(vec![cast(
+            time,
+            DataType::Timestamp(*unit, Some(calendar.time_zone.name().into())),
+        )]),
+        DataType::Timestamp(_, None) => time,
         _ => cast(time, DataType::Timestamp(TimeUnit::Second, None)),
     };
-    cast(date_trunc(lit(grain.as_str()), ts), DataType::Date32)
+    let shift = (7 - calendar.week_start.num_days_from_monday()) % 7;
+    if grain == Grain::Week && shift != 0 {
+        // date_trunc weeks start on Monday: move the week start onto a Monday and back.
+        let days = lit(ScalarValue::new_interval_dt(shift as i32, 0));
+        cast(
+            date_trunc(lit("week"), local + days.clone()) - days,
+            DataType::Date32,
+        )
+    } else {
+        cast(date_trunc(lit(grain.as_str()), local), DataType::Date32)
+    }
 }
 
 /// A metric as an expression over the aggregated measure columns.
@@ -425,6 +553,15 @@ fn metric_expr(catalog: &Catalog, name: &str) -> Result<Expr, QueryError> {
     let metric = &catalog.metrics[name];
     let as_f64 = |e: Expr| cast(e, DataType::Float64);
     Ok(match &metric.definition {
+        // A metric that declares empty as zero shows 0 where its model has no rows for the group
+        // (another model's metric in the same query may have some).
+        MetricDefinition::Simple { measure } if metric.empty == EmptyPeriod::Zero => {
+            let column = ident(measure_column(measure));
+            datafusion::functions::expr_fn::coalesce(vec![
+                column.clone(),
+                cast(lit(0i64), DataType::Int64),
+            ])
+        }
         MetricDefinition::Simple { measure } => ident(measure_column(measure)),
         // Ratio of sums; an empty or zero denominator gives null, never an error.
         MetricDefinition::Ratio {
@@ -433,6 +570,22 @@ fn metric_expr(catalog: &Catalog, name: &str) -> Result<Expr, QueryError> {
         } => {
             as_f64(ident(measure_column(numerator)))
                 / nullif(as_f64(ident(measure_column(denominator))), lit(0.0f64))
+        }
+        MetricDefinition::Churn { base, value } => {
+            let c = |v| ident(churn::column(*base, v));
+            match value {
+                ChurnValue::Rate => {
+                    as_f64(c(ChurnValue::Churned))
+                        / nullif(as_f64(c(ChurnValue::ActiveAtStart)), lit(0.0f64))
+                }
+                v => c(*v),
+            }
+        }
+        MetricDefinition::Funnel(_) | MetricDefinition::Cohort(_) => {
+            return Err(QueryError::invalid(format!(
+                "'{name}' is a {} metric and is queried on its own",
+                crate::catalog::kind_name(metric.definition.kind())
+            )));
         }
         MetricDefinition::Derived { expr, .. } => {
             expr.clone()

@@ -1,0 +1,184 @@
+//! Comparisons (previous period, same period last year). Each comparison is the same query over
+//! the comparison range, computed like any query (so a ratio compares as a ratio of sums and a
+//! balance as the snapshot at the comparison period's end); its rows are matched to the query's
+//! by (period moved back, dimensions).
+
+use std::collections::HashMap;
+
+use chrono::NaiveDate;
+use serde_json::Value;
+
+use super::calendar::{ComparisonWindow, comparison_window, period_start, query_window};
+use super::planner::ColumnRole;
+use super::result::{QueryResult, SchemaField};
+use super::validate::{PERIOD, ValidatedQuery};
+use crate::spec::{FormatSpec, FormatStyle, Label};
+
+/// The comparison windows of a query and the query each one runs.
+pub fn comparison_queries(q: &ValidatedQuery) -> Vec<(ComparisonWindow, ValidatedQuery)> {
+    let (Some(from), Some(to)) = (q.from, q.to) else {
+        return Vec::new(); // validation requires both for `compare`
+    };
+    let window = query_window(
+        from,
+        q.requested_to.unwrap_or(to),
+        q.grain,
+        q.as_of,
+        q.calendar.week_start,
+    );
+    q.compare
+        .iter()
+        .map(|c| {
+            let w = comparison_window(*c, q.grain, &window, q.calendar.week_start);
+            let mut cq = q.clone();
+            cq.from = Some(w.from);
+            cq.to = Some(w.to);
+            cq.requested_to = Some(w.to);
+            cq.partial_start = None;
+            cq.compare = Vec::new();
+            cq.order = Vec::new();
+            (w, cq)
+        })
+        .collect()
+}
+
+/// Appends, for every metric, `<metric>.<comparison>`, `.delta` and `.delta_pct` columns.
+pub fn merge(
+    main: &mut QueryResult,
+    q: &ValidatedQuery,
+    window: &ComparisonWindow,
+    other: &QueryResult,
+) {
+    let name = window.compare.as_str();
+    let period_ix = main.schema.iter().position(|f| f.name == PERIOD);
+    let key_ix: Vec<usize> = main
+        .schema
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.role == ColumnRole::Dimension)
+        .map(|(i, _)| i)
+        .collect();
+    let metric_ix: Vec<usize> = main
+        .schema
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.role == ColumnRole::Metric)
+        .map(|(i, _)| i)
+        .collect();
+    let other_ix = |n: &str| other.schema.iter().position(|f| f.name == n);
+
+    // The comparison's rows by (period, dimensions).
+    let mut lookup: HashMap<(Option<String>, Vec<Value>), &Vec<Value>> = HashMap::new();
+    let other_period = other_ix(PERIOD);
+    let other_keys: Vec<Option<usize>> = key_ix
+        .iter()
+        .map(|i| other_ix(&main.schema[*i].name))
+        .collect();
+    for row in &other.rows {
+        let p = other_period.and_then(|i| row[i].as_str().map(str::to_string));
+        let k = other_keys
+            .iter()
+            .map(|i| i.map_or(Value::Null, |i| row[i].clone()))
+            .collect();
+        lookup.insert((p, k), row);
+    }
+    let back = |p: &str| -> Option<String> {
+        let d = NaiveDate::parse_from_str(p, "%Y-%m-%d").ok()?;
+        let g = q.grain?;
+        Some(
+            period_start(window.back(d), g, q.calendar.week_start)
+                .format("%Y-%m-%d")
+                .to_string(),
+        )
+    };
+
+    let values = |mine: &[Value], theirs: Option<&Vec<Value>>| -> Vec<Value> {
+        let mut out = Vec::new();
+        for i in &metric_ix {
+            let cur = &mine[*i];
+            let prev = theirs
+                .and_then(|r| other_ix(&main.schema[*i].name).map(|j| r[j].clone()))
+                .unwrap_or(Value::Null);
+            let (delta, pct) = deltas(cur, &prev);
+            out.extend([prev, delta, pct]);
+        }
+        out
+    };
+    for row in &mut main.rows {
+        let p = period_ix.and_then(|i| row[i].as_str().and_then(back));
+        let k: Vec<Value> = key_ix.iter().map(|i| row[*i].clone()).collect();
+        let extra = values(row, lookup.get(&(p, k)).copied());
+        row.extend(extra);
+    }
+    if let Some(totals) = &mut main.totals {
+        let extra = values(totals, other.totals.as_ref());
+        totals.extend(extra);
+    }
+
+    let (zh, en) = match window.compare {
+        super::calendar::Comparison::PreviousPeriod => ("上期", "previous period"),
+        super::calendar::Comparison::SamePeriodLastYear => ("去年同期", "same period last year"),
+    };
+    let mut fields = Vec::new();
+    for i in &metric_ix {
+        let f = &main.schema[*i];
+        let label = |suffix_zh: &str, suffix_en: &str| Label {
+            zh: Some(format!(
+                "{}{zh}{suffix_zh}",
+                f.label.zh.clone().unwrap_or_default()
+            )),
+            en: Some(format!(
+                "{} ({en}{suffix_en})",
+                f.label.en.clone().unwrap_or_else(|| f.name.clone())
+            )),
+        };
+        let derived = |suffix: &str, label: Label, format: Option<FormatSpec>| SchemaField {
+            name: format!("{}.{name}{suffix}", f.name),
+            role: ColumnRole::Derived,
+            data_type: "number",
+            label,
+            format,
+            direction: f.direction,
+            thresholds: None,
+        };
+        fields.push(derived("", label("", ""), f.format.clone()));
+        fields.push(derived(
+            ".delta",
+            label("变动", ", change"),
+            f.format.clone(),
+        ));
+        fields.push(derived(
+            ".delta_pct",
+            label("变动率", ", % change"),
+            Some(FormatSpec {
+                style: FormatStyle::Percent,
+                decimals: Some(1),
+                currency: None,
+            }),
+        ));
+    }
+    main.schema.extend(fields);
+}
+
+/// (current - comparison, that over |comparison|); null where either side is null, and the
+/// percentage also where the comparison is zero.
+pub fn deltas(cur: &Value, prev: &Value) -> (Value, Value) {
+    match (cur.as_f64(), prev.as_f64()) {
+        (Some(c), Some(p)) => {
+            let delta = number(c - p);
+            let pct = if p == 0.0 {
+                Value::Null
+            } else {
+                number((c - p) / p.abs())
+            };
+            (delta, pct)
+        }
+        _ => (Value::Null, Value::Null),
+    }
+}
+
+fn number(x: f64) -> Value {
+    serde_json::Number::from_f64(x)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
+}

@@ -1,0 +1,258 @@
+//! Churn over a per-entity period snapshot (e.g. `customer_month`).
+//!
+//! For a period P with end snapshot E(P) (the last snapshot date in P) and the previous period's
+//! end snapshot E(P-1):
+//! - active at start = entities active in the E(P-1) snapshot;
+//! - churned = active at E(P-1) and not active at E(P) (no row at E(P) counts as not active);
+//! - returned = present but not active at E(P-1), active at E(P).
+//!
+//! Dimensions and filters are read from the entity's row at E(P-1): churn is attributed to where
+//! the customer was. Without a grain the whole range is one period: its start snapshot is the last
+//! one before `time.from` (or the first one in the data), its end the last one in the range.
+
+use datafusion::common::ScalarValue;
+use datafusion::dataframe::DataFrame;
+use datafusion::functions_aggregate::expr_fn::{max, min, sum};
+use datafusion::logical_expr::{Expr, JoinType, cast, when};
+use datafusion::prelude::{ident, lit};
+
+use super::{PERIOD, df_err, period_expr, range_expr, with_dimensions};
+use crate::catalog::{Catalog, ChurnBase};
+use crate::semantic::calendar::{period_start, shift};
+use crate::semantic::error::QueryError;
+use crate::semantic::request::Grain;
+use crate::semantic::validate::ValidatedQuery;
+use crate::spec::ChurnValue;
+
+/// The internal column holding one of a churn base's numbers.
+pub(super) fn column(base: usize, value: ChurnValue) -> String {
+    let v = match value {
+        ChurnValue::Rate => "rate",
+        ChurnValue::ActiveAtStart => "start",
+        ChurnValue::Churned => "churned",
+        ChurnValue::Returned => "returned",
+    };
+    format!("__churn{base}_{v}")
+}
+
+const END: &str = "__end";
+const PREV_END: &str = "__prev_end";
+
+/// (period?, dims..., start, churned, returned) for one churn base.
+pub(super) async fn frame(
+    catalog: &Catalog,
+    q: &ValidatedQuery,
+    base_index: usize,
+    dims: &[String],
+    grain: Option<Grain>,
+) -> Result<DataFrame, QueryError> {
+    let base: &ChurnBase = &catalog.churn_bases[base_index];
+    let model = &catalog.models[&base.model];
+    let t = model
+        .time
+        .as_ref()
+        .expect("validated: churn models have time");
+    let active_flag = || {
+        when(base.active.clone(), lit(1i64))
+            .otherwise(lit(0i64))
+            .map_err(df_err)
+    };
+
+    // The rows at the previous period end: entity, activity, dimensions, after filters.
+    let mut needed: Vec<String> = dims.to_vec();
+    for f in &q.filters {
+        if !needed.contains(&f.dimension) {
+            needed.push(f.dimension.clone());
+        }
+    }
+    let (mut rows, dim_exprs) = with_dimensions(catalog, model, &needed, &mut 0).await?;
+    for f in &q.filters {
+        rows = rows
+            .filter(f.predicate.to_expr(dim_exprs[&f.dimension].clone()))
+            .map_err(df_err)?;
+    }
+    let mut select = vec![
+        ident(&base.entity).alias("__e"),
+        ident(&t.column).alias("__t"),
+        active_flag()?.alias("__a0"),
+    ];
+    for d in dims {
+        let data_type = catalog.dimensions[d].data_type.clone();
+        select.push(cast(dim_exprs[d].clone(), data_type).alias(d));
+    }
+    let rows = rows.select(select).map_err(df_err)?;
+    let at_start = rows
+        .join_on(
+            period_ends(catalog, q, model, grain, "cur").await?,
+            JoinType::Inner,
+            vec![ident("__t").eq(ident(PREV_END))],
+        )
+        .map_err(df_err)?;
+
+    // Activity at this period's end, unfiltered: leaving the filtered slice is not churn.
+    let now = catalog
+        .ctx
+        .table(model.table.as_str())
+        .await
+        .map_err(df_err)?
+        .select(vec![
+            ident(&base.entity).alias("__e1"),
+            ident(&t.column).alias("__t1"),
+            active_flag()?.alias("__a1"),
+        ])
+        .map_err(df_err)?;
+    let ends = period_ends(catalog, q, model, grain, "now")
+        .await?
+        .select(
+            grain
+                .map(|_| ident(PERIOD).alias("__p1"))
+                .into_iter()
+                .chain([ident(END).alias("__end1")])
+                .collect::<Vec<Expr>>(),
+        )
+        .map_err(df_err)?;
+    let now = now
+        .join_on(
+            ends,
+            JoinType::Inner,
+            vec![ident("__t1").eq(ident("__end1"))],
+        )
+        .map_err(df_err)?
+        .aggregate(
+            grain
+                .map(|_| ident("__p1"))
+                .into_iter()
+                .chain([ident("__e1")])
+                .collect(),
+            vec![max(ident("__a1")).alias("__a1")],
+        )
+        .map_err(df_err)?;
+
+    let mut on = vec![ident("__e").eq(ident("__e1"))];
+    if grain.is_some() {
+        on.push(ident(PERIOD).eq(ident("__p1")));
+    }
+    let joined = at_start.join_on(now, JoinType::Left, on).map_err(df_err)?;
+
+    let active_now = datafusion::functions::expr_fn::coalesce(vec![ident("__a1"), lit(0i64)]);
+    let churned = when(
+        ident("__a0")
+            .eq(lit(1i64))
+            .and(active_now.clone().eq(lit(0i64))),
+        lit(1i64),
+    )
+    .otherwise(lit(0i64))
+    .map_err(df_err)?;
+    let returned = when(
+        ident("__a0").eq(lit(0i64)).and(active_now.eq(lit(1i64))),
+        lit(1i64),
+    )
+    .otherwise(lit(0i64))
+    .map_err(df_err)?;
+    let mut keys: Vec<Expr> = Vec::new();
+    if grain.is_some() {
+        keys.push(ident(PERIOD));
+    }
+    keys.extend(dims.iter().map(ident));
+    joined
+        .aggregate(
+            keys,
+            vec![
+                sum(ident("__a0")).alias(column(base_index, ChurnValue::ActiveAtStart)),
+                sum(churned).alias(column(base_index, ChurnValue::Churned)),
+                sum(returned).alias(column(base_index, ChurnValue::Returned)),
+            ],
+        )
+        .map_err(df_err)
+}
+
+/// One row per period in the range: (period?, end snapshot date, previous period's end).
+/// Snapshot dates come from the whole model, not the filtered rows.
+async fn period_ends(
+    catalog: &Catalog,
+    q: &ValidatedQuery,
+    model: &crate::catalog::Model,
+    grain: Option<Grain>,
+    alias: &str,
+) -> Result<DataFrame, QueryError> {
+    let t = model.time.as_ref().expect("validated");
+    let snaps = catalog
+        .ctx
+        .table(model.table.as_str())
+        .await
+        .map_err(df_err)?
+        .select(vec![ident(&t.column).alias("__s")])
+        .map_err(df_err)?;
+    let until = q.to.and_then(|d| d.succ_opt());
+    let df = match grain {
+        Some(g) => {
+            // Read one period more at the front: its end is the first period's start.
+            let from = q
+                .from
+                .map(|f| shift(period_start(f, g, q.calendar.week_start), g, -1));
+            let mut s = snaps;
+            if let Some(r) = range_expr(ident("__s"), &t.data_type, from, until, &q.calendar)? {
+                s = s.filter(r).map_err(df_err)?;
+            }
+            let ends = s
+                .aggregate(
+                    vec![period_expr(g, ident("__s"), &t.data_type, &q.calendar).alias(PERIOD)],
+                    vec![max(ident("__s")).alias(END)],
+                )
+                .map_err(df_err)?;
+            let prev = ends
+                .clone()
+                .select(vec![
+                    ident(PERIOD).alias("__pp"),
+                    ident(END).alias(PREV_END),
+                ])
+                .map_err(df_err)?;
+            let day = lit(ScalarValue::new_interval_dt(1, 0));
+            let prev_period = period_expr(
+                g,
+                ident(PERIOD) - day,
+                &datafusion::arrow::datatypes::DataType::Date32,
+                &q.calendar,
+            );
+            let mut cur = ends
+                .join_on(prev, JoinType::Inner, vec![ident("__pp").eq(prev_period)])
+                .map_err(df_err)?;
+            if let Some(f) = q.from {
+                let first = period_start(f, g, q.calendar.week_start);
+                cur = cur
+                    .filter(ident(PERIOD).gt_eq(lit(ScalarValue::Date32(Some(
+                        crate::semantic::validate::days_since_epoch(first),
+                    )))))
+                    .map_err(df_err)?;
+            }
+            cur.select(vec![ident(PERIOD), ident(END), ident(PREV_END)])
+                .map_err(df_err)?
+        }
+        None => {
+            let mut in_range = snaps.clone();
+            if let Some(r) = range_expr(ident("__s"), &t.data_type, q.from, until, &q.calendar)? {
+                in_range = in_range.filter(r).map_err(df_err)?;
+            }
+            let end = in_range
+                .aggregate(vec![], vec![max(ident("__s")).alias(END)])
+                .map_err(df_err)?;
+            let start = match q.from {
+                Some(f) => {
+                    let before =
+                        range_expr(ident("__s"), &t.data_type, None, Some(f), &q.calendar)?
+                            .expect("an upper bound");
+                    snaps
+                        .filter(before)
+                        .and_then(|s| s.aggregate(vec![], vec![max(ident("__s")).alias(PREV_END)]))
+                        .map_err(df_err)?
+                }
+                None => snaps
+                    .aggregate(vec![], vec![min(ident("__s")).alias(PREV_END)])
+                    .map_err(df_err)?,
+            };
+            end.join(start, JoinType::Inner, &[], &[], None)
+                .map_err(df_err)?
+        }
+    };
+    df.alias(alias).map_err(df_err)
+}

@@ -1,0 +1,279 @@
+//! Cohort retention over a per-entity period snapshot.
+//!
+//! An entity's cohort is the period of its first active snapshot (or of its `cohort_by` date).
+//! Snapshots are read at each period's end (the last snapshot date in the period, over the whole
+//! model). For a cohort C and every period P from C to the last period with data:
+//! `active` = cohort members active in P's end snapshot, `retention` = active / cohort size.
+//! Periods in which no member is active still appear (0), so the triangle has no holes.
+//! The time range selects cohorts; the periods after them run to the end of the data.
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use datafusion::dataframe::DataFrame;
+use datafusion::functions::expr_fn::{date_part, nullif};
+use datafusion::functions_aggregate::expr_fn::{count_distinct, max, min, sum};
+use datafusion::logical_expr::{Expr, JoinType, cast, when};
+use datafusion::prelude::{ident, lit};
+
+use super::{
+    ColumnRole, OutputColumn, PlannedQuery, df_err, period_expr, range_expr, sort_and_limit,
+    with_dimensions,
+};
+use crate::catalog::{Catalog, CohortDefinition};
+use crate::semantic::calendar::period_start;
+use crate::semantic::error::QueryError;
+use crate::semantic::request::Grain;
+use crate::semantic::validate::ValidatedQuery;
+use crate::spec::FormatStyle;
+
+pub const COHORT: &str = "cohort";
+pub const PERIODS_SINCE: &str = "periods_since";
+
+pub(super) async fn plan(
+    catalog: &Catalog,
+    q: &ValidatedQuery,
+    c: &CohortDefinition,
+) -> Result<PlannedQuery, QueryError> {
+    let model = &catalog.models[&c.model];
+    let t = model
+        .time
+        .as_ref()
+        .expect("validated: cohort models have time");
+    let dims = &q.dimensions;
+    let g = c.grain;
+
+    // Each period's end snapshot date, over the whole model.
+    let ends = catalog
+        .ctx
+        .table(model.table.as_str())
+        .await
+        .map_err(df_err)?
+        .aggregate(
+            vec![period_expr(g, ident(&t.column), &t.data_type, &q.calendar).alias("__p")],
+            vec![max(ident(&t.column)).alias("__end")],
+        )
+        .map_err(df_err)?;
+
+    let mut needed: Vec<String> = dims.to_vec();
+    for f in &q.filters {
+        if !needed.contains(&f.dimension) {
+            needed.push(f.dimension.clone());
+        }
+    }
+    if let Some(cb) = &c.cohort_by
+        && !needed.contains(cb)
+    {
+        needed.push(cb.clone());
+    }
+    let (mut rows, dim_exprs) = with_dimensions(catalog, model, &needed, &mut 0).await?;
+    for f in &q.filters {
+        rows = rows
+            .filter(f.predicate.to_expr(dim_exprs[&f.dimension].clone()))
+            .map_err(df_err)?;
+    }
+    let mut select = vec![
+        ident(&c.entity).alias("__e"),
+        ident(&t.column).alias("__t"),
+        when(c.active.clone(), lit(1i64))
+            .otherwise(lit(0i64))
+            .map_err(df_err)?
+            .alias("__act"),
+    ];
+    for d in dims {
+        let data_type = catalog.dimensions[d].data_type.clone();
+        select.push(cast(dim_exprs[d].clone(), data_type).alias(d));
+    }
+    if let Some(cb) = &c.cohort_by {
+        let cb_type = &catalog.dimensions[cb].data_type;
+        select.push(period_expr(g, dim_exprs[cb].clone(), cb_type, &q.calendar).alias("__cb"));
+    }
+    let at_end = rows
+        .select(select)
+        .map_err(df_err)?
+        .join_on(
+            ends.clone(),
+            JoinType::Inner,
+            vec![ident("__t").eq(ident("__end"))],
+        )
+        .map_err(df_err)?;
+
+    let mut entity_keys: Vec<Expr> = vec![ident("__e")];
+    entity_keys.extend(dims.iter().map(ident));
+    let cohorts = match &c.cohort_by {
+        Some(_) => at_end
+            .clone()
+            .aggregate(entity_keys, vec![min(ident("__cb")).alias(COHORT)]),
+        None => at_end
+            .clone()
+            .filter(ident("__act").eq(lit(1i64)))
+            .and_then(|a| a.aggregate(entity_keys, vec![min(ident("__p")).alias(COHORT)])),
+    }
+    .map_err(df_err)?;
+    let first = q.from.map(|f| period_start(f, g, q.calendar.week_start));
+    let cohorts = match range_expr(
+        ident(COHORT),
+        &DataType::Date32,
+        first,
+        q.to.and_then(|d| d.succ_opt()),
+        &q.calendar,
+    )? {
+        Some(r) => cohorts.filter(r).map_err(df_err)?,
+        None => cohorts,
+    };
+
+    let mut keys: Vec<Expr> = vec![ident(COHORT)];
+    keys.extend(dims.iter().map(ident));
+    let sizes = cohorts
+        .clone()
+        .aggregate(
+            keys.clone(),
+            vec![count_distinct(ident("__e")).alias("__size")],
+        )
+        .map_err(df_err)?;
+
+    // Members active at each later period end.
+    let active = at_end
+        .filter(ident("__act").eq(lit(1i64)))
+        .and_then(|a| a.select(vec![ident("__e").alias("__e2"), ident("__p").alias("__p2")]))
+        .map_err(df_err)?;
+    let mut with_period = keys.clone();
+    with_period.push(ident("__p2").alias("__p"));
+    let counts = cohorts
+        .join_on(
+            active,
+            JoinType::Inner,
+            vec![
+                ident("__e").eq(ident("__e2")),
+                ident("__p2").gt_eq(ident(COHORT)),
+            ],
+        )
+        .and_then(|j| {
+            j.aggregate(
+                keys.iter().cloned().chain([ident("__p2")]).collect(),
+                vec![count_distinct(ident("__e")).alias("__active")],
+            )
+        })
+        .and_then(|a| {
+            let mut s = keys.clone();
+            s.extend([
+                ident("__p2").alias("__p"),
+                cast(lit(ScalarValue::Null), DataType::Int64).alias("__size"),
+                ident("__active"),
+            ]);
+            a.select(s)
+        })
+        .map_err(df_err)?;
+
+    // Every (cohort, period) from the cohort to the last period with data, active 0 unless
+    // counted: a union then a GROUP BY, which also matches null dimension members.
+    let periods = ends
+        .select(vec![ident("__p").alias("__pg")])
+        .map_err(df_err)?;
+    let grid = sizes
+        .join_on(
+            periods,
+            JoinType::Inner,
+            vec![ident("__pg").gt_eq(ident(COHORT))],
+        )
+        .and_then(|j| {
+            let mut s = keys.clone();
+            s.extend([
+                ident("__pg").alias("__p"),
+                ident("__size"),
+                lit(0i64).alias("__active"),
+            ]);
+            j.select(s)
+        })
+        .map_err(df_err)?;
+    let mut group = keys.clone();
+    group.push(ident("__p"));
+    let combined = grid
+        .union(counts)
+        .and_then(|u| {
+            u.aggregate(
+                group,
+                vec![
+                    max(ident("__size")).alias("__size"),
+                    sum(ident("__active")).alias("__active"),
+                ],
+            )
+        })
+        .map_err(df_err)?;
+
+    let metric = &q.metrics[0];
+    let mut select = vec![
+        ident(COHORT),
+        periods_between(g, ident(COHORT), ident("__p")).alias(PERIODS_SINCE),
+    ];
+    select.extend(dims.iter().map(ident));
+    select.extend([
+        ident("__size").alias("cohort_size"),
+        ident("__active").alias("active"),
+        (cast(ident("__active"), DataType::Float64)
+            / nullif(cast(ident("__size"), DataType::Float64), lit(0.0f64)))
+        .alias(metric),
+    ]);
+    let rows: DataFrame = combined.select(select).map_err(df_err)?;
+
+    let mut columns = vec![
+        OutputColumn::described(
+            COHORT,
+            ColumnRole::Time,
+            "批次",
+            "Cohort",
+            FormatStyle::Number,
+        ),
+        OutputColumn::described(
+            PERIODS_SINCE,
+            ColumnRole::Key,
+            "间隔期数",
+            "Periods since",
+            FormatStyle::Integer,
+        ),
+    ];
+    columns.extend(
+        dims.iter()
+            .map(|d| OutputColumn::new(d, ColumnRole::Dimension)),
+    );
+    columns.extend([
+        OutputColumn::described(
+            "cohort_size",
+            ColumnRole::Metric,
+            "批次规模",
+            "Cohort size",
+            FormatStyle::Integer,
+        ),
+        OutputColumn::described(
+            "active",
+            ColumnRole::Metric,
+            "仍活跃",
+            "Still active",
+            FormatStyle::Integer,
+        ),
+        OutputColumn::new(metric, ColumnRole::Metric),
+    ]);
+    // Cohort, then dimensions, then periods since: one triangle row after another.
+    let sort_cols: Vec<OutputColumn> = [0usize]
+        .into_iter()
+        .chain(2..2 + dims.len())
+        .chain([1])
+        .map(|i| columns[i].clone())
+        .collect();
+    let rows = sort_and_limit(rows, q, &sort_cols, true)?;
+    Ok(PlannedQuery {
+        rows: rows.into_unoptimized_plan(),
+        totals: None,
+        columns,
+    })
+}
+
+/// Whole periods from `from` to `to` (both period starts).
+fn periods_between(g: Grain, from: Expr, to: Expr) -> Expr {
+    let part = |unit: &str, e: Expr| cast(date_part(lit(unit), e), DataType::Int64);
+    let months = |e: Expr| part("year", e.clone()) * lit(12i64) + part("month", e);
+    match g {
+        Grain::Year => part("year", to) - part("year", from),
+        Grain::Quarter => (months(to) - months(from)) / lit(3i64),
+        _ => months(to) - months(from),
+    }
+}

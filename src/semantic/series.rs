@@ -1,0 +1,173 @@
+//! Time series after the engine: gap filling and the final order. Works on the JSON rows so the
+//! same rules apply to every metric kind, the comparison runs and drill parents alike.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::NaiveDate;
+use serde_json::Value;
+
+use super::calendar::periods;
+use super::planner::ColumnRole;
+use super::result::QueryResult;
+use super::validate::{PERIOD, ValidatedQuery};
+use crate::catalog::Catalog;
+use crate::spec::EmptyPeriod;
+
+/// Adds the missing (period x member combination) rows of a time series. The periods run over
+/// the query's range (or, without one, from the first to the last period returned); the member
+/// combinations are those the result holds. Each metric fills as it declares: zero, null, or the
+/// last earlier value of the same series. Returns false when it could not fill (no grain, a
+/// funnel/cohort shape, or a truncated result, whose missing rows might lie past the limit).
+pub fn fill_gaps(result: &mut QueryResult, q: &ValidatedQuery, catalog: &Catalog) -> bool {
+    let Some(grain) = q.grain else {
+        return false;
+    };
+    if result.truncated || !q.fill_gaps {
+        return false;
+    }
+    let Some(period_ix) = result.schema.iter().position(|f| f.name == PERIOD) else {
+        return false;
+    };
+    if result.schema.iter().any(|f| {
+        f.role == ColumnRole::Key
+            || (f.role == ColumnRole::Metric && !catalog.metrics.contains_key(&f.name))
+    }) {
+        return false;
+    }
+    let dim_ix: Vec<usize> = indexes(result, ColumnRole::Dimension);
+    let metric_ix: Vec<(usize, EmptyPeriod)> = indexes(result, ColumnRole::Metric)
+        .into_iter()
+        .map(|i| (i, catalog.metrics[&result.schema[i].name].empty))
+        .collect();
+
+    let date = |v: &Value| {
+        v.as_str()
+            .and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
+    };
+    let present: Vec<NaiveDate> = result
+        .rows
+        .iter()
+        .filter_map(|r| date(&r[period_ix]))
+        .collect();
+    let (Some(first), Some(last)) = (
+        q.from.or_else(|| present.iter().min().copied()),
+        q.to.or_else(|| present.iter().max().copied()),
+    ) else {
+        return true; // nothing to fill: no range and no rows
+    };
+    let all_periods = periods(first, last, grain, q.calendar.week_start);
+    if all_periods.len() > 100_000 {
+        return false;
+    }
+
+    // Member combinations in order of first appearance; without dimensions, the one empty one.
+    let mut combos: Vec<Vec<Value>> = Vec::new();
+    let mut by_key: HashMap<(NaiveDate, Vec<Value>), Vec<Value>> = HashMap::new();
+    for row in result.rows.drain(..) {
+        let combo: Vec<Value> = dim_ix.iter().map(|i| row[*i].clone()).collect();
+        if !combos.contains(&combo) {
+            combos.push(combo.clone());
+        }
+        if let Some(p) = date(&row[period_ix]) {
+            by_key.insert((p, combo), row);
+        }
+    }
+    if combos.is_empty() && dim_ix.is_empty() {
+        combos.push(Vec::new());
+    }
+    let width = result.schema.len();
+    for combo in &combos {
+        let mut last_seen: BTreeMap<usize, Value> = BTreeMap::new();
+        for p in &all_periods {
+            let row = match by_key.remove(&(*p, combo.clone())) {
+                Some(row) => row,
+                None => {
+                    let mut row = vec![Value::Null; width];
+                    row[period_ix] = Value::String(p.format("%Y-%m-%d").to_string());
+                    for (i, v) in dim_ix.iter().zip(combo) {
+                        row[*i] = v.clone();
+                    }
+                    for (i, empty) in &metric_ix {
+                        row[*i] = match empty {
+                            EmptyPeriod::Zero => Value::from(0),
+                            EmptyPeriod::Null => Value::Null,
+                            EmptyPeriod::Carry => last_seen.get(i).cloned().unwrap_or(Value::Null),
+                        };
+                    }
+                    row
+                }
+            };
+            for (i, _) in &metric_ix {
+                if !row[*i].is_null() {
+                    last_seen.insert(*i, row[*i].clone());
+                }
+            }
+            result.rows.push(row);
+        }
+    }
+    // Rows outside the range (none in practice) are kept rather than lost.
+    result.rows.extend(by_key.into_values());
+    true
+}
+
+fn indexes(result: &QueryResult, role: ColumnRole) -> Vec<usize> {
+    result
+        .schema
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.role == role)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Sorts rows as the engine did: the requested order, else the keys ascending; nulls last.
+pub fn sort_rows(result: &mut QueryResult, q: &ValidatedQuery) {
+    let position = |name: &str| result.schema.iter().position(|f| f.name == name);
+    let order: Vec<(usize, bool)> = if q.order.is_empty() {
+        result
+            .schema
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| matches!(f.role, ColumnRole::Time | ColumnRole::Dimension))
+            .map(|(i, _)| (i, false))
+            .collect()
+    } else {
+        q.order
+            .iter()
+            .filter_map(|o| position(&o.by).map(|i| (i, o.desc)))
+            .collect()
+    };
+    result.rows.sort_by(|a, b| {
+        order
+            .iter()
+            .map(|(i, desc)| compare_values(&a[*i], &b[*i], *desc))
+            .find(|o| o.is_ne())
+            .unwrap_or(Ordering::Equal)
+    });
+}
+
+/// Orders JSON cells like SQL with NULLS LAST: numbers numerically, strings by bytes (dates are
+/// ISO strings, so chronologically).
+pub fn compare_values(a: &Value, b: &Value, desc: bool) -> Ordering {
+    let directed = |o: Ordering| if desc { o.reverse() } else { o };
+    match (a, b) {
+        (Value::Null, Value::Null) => Ordering::Equal,
+        (Value::Null, _) => Ordering::Greater,
+        (_, Value::Null) => Ordering::Less,
+        (Value::Number(x), Value::Number(y)) => directed(
+            x.as_f64()
+                .unwrap_or(0.0)
+                .partial_cmp(&y.as_f64().unwrap_or(0.0))
+                .unwrap_or(Ordering::Equal),
+        ),
+        (Value::String(x), Value::String(y)) => directed(x.cmp(y)),
+        (Value::Bool(x), Value::Bool(y)) => directed(x.cmp(y)),
+        _ => Ordering::Equal,
+    }
+}
+
+/// A cell as a number, for derived values (comparisons, shares).
+pub fn number(v: &Value) -> Option<f64> {
+    v.as_f64()
+}
