@@ -1,7 +1,7 @@
 //! The one path every query takes, whoever asks (HTTP, CLI, tests): validate, check data
 //! freshness, look up the cache, plan, execute under a time budget, encode.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -170,6 +170,93 @@ impl KpiService {
             optimized_plan: optimized.display_indent().to_string(),
             sql,
         })
+    }
+
+    /// Members of a hierarchy level under the given ancestors, for filter pickers.
+    pub async fn members(
+        &self,
+        hierarchy: &str,
+        level: &str,
+        params: &BTreeMap<String, String>,
+    ) -> Result<semantic::listing::Members, QueryError> {
+        let catalog = self.catalog();
+        let path: BTreeMap<String, Value> = params
+            .iter()
+            .map(|(k, v)| {
+                let t = catalog
+                    .dimensions
+                    .get(k)
+                    .map(|d| d.data_type.clone())
+                    .unwrap_or(datafusion::arrow::datatypes::DataType::Utf8);
+                (k.clone(), semantic::listing::param_value(v, &t))
+            })
+            .collect();
+        let (df, mut members) =
+            semantic::listing::members(&catalog, hierarchy, level, &path).await?;
+        let batches = self.run_frame(&catalog, df).await?;
+        let columns = [semantic::OutputColumn::new("member", ColumnRole::Dimension)];
+        let mut values: Vec<Value> = semantic::rows_of(&batches, &columns)
+            .into_iter()
+            .map(|mut r| r.remove(0))
+            .collect();
+        members.truncated = values.len() > semantic::listing::MAX_MEMBERS;
+        values.truncate(semantic::listing::MAX_MEMBERS);
+        members.members = values;
+        Ok(members)
+    }
+
+    /// A page of a model's underlying rows (only its declared drill-through columns).
+    pub async fn drill_through(
+        &self,
+        req: &semantic::listing::DrillThroughRequest,
+    ) -> Result<semantic::listing::DrillThroughPage, QueryError> {
+        let catalog = self.catalog();
+        let (page, total, names) =
+            semantic::listing::drill_through(&catalog, req, &self.limits, &self.calendar).await?;
+        let columns_meta = semantic::listing::column_types(page.schema(), &names);
+        let (rows, total) = tokio::try_join!(
+            self.run_frame(&catalog, page),
+            self.run_frame(&catalog, total)
+        )?;
+        let columns: Vec<semantic::OutputColumn> = names
+            .iter()
+            .map(|n| semantic::OutputColumn::new(n, ColumnRole::Dimension))
+            .collect();
+        let total = semantic::rows_of(
+            &total,
+            &[semantic::OutputColumn::new("total", ColumnRole::Metric)],
+        )
+        .first()
+        .and_then(|r| r[0].as_u64())
+        .unwrap_or(0);
+        tracing::info!(model = %req.model, total, "drill_through");
+        Ok(semantic::listing::DrillThroughPage {
+            model: req.model.clone(),
+            columns: columns_meta,
+            rows: semantic::rows_of(&rows, &columns),
+            total,
+            page: req.page,
+            page_size: req.page_size,
+        })
+    }
+
+    /// Runs a listing plan under the query time budget.
+    async fn run_frame(
+        &self,
+        catalog: &Catalog,
+        df: DataFrame,
+    ) -> Result<Vec<RecordBatch>, QueryError> {
+        let plan = df.into_unoptimized_plan();
+        tokio::time::timeout(self.timeout, self.engine.execute(&catalog.ctx, plan))
+            .await
+            .map_err(|_| {
+                QueryError::new(
+                    ErrorKind::Timeout,
+                    "timeout",
+                    "the listing ran past its time budget",
+                )
+            })?
+            .map_err(QueryError::from_engine)
     }
 
     /// Validates against the current catalog, rebuilding it first if an input table changed.

@@ -56,11 +56,7 @@ impl CatalogView {
             .metrics
             .values()
             .map(|m| {
-                let models: Vec<String> = catalog
-                    .measures_of(&m.name)
-                    .iter()
-                    .map(|x| catalog.measures[x].model.clone())
-                    .collect();
+                let models = catalog.models_of(&m.name);
                 let dimensions = catalog
                     .dimensions
                     .values()

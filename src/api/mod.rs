@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,6 +20,9 @@ use tower_http::trace::TraceLayer;
 pub use catalog::CatalogView;
 pub use error::{ApiError, status_of};
 
+use std::collections::BTreeMap;
+
+use crate::semantic::listing::DrillThroughRequest;
 use crate::semantic::{ErrorKind, QueryError, QueryRequest};
 use crate::service::KpiService;
 
@@ -29,6 +32,8 @@ pub fn router(service: Arc<KpiService>, max_body_bytes: usize) -> Router {
         .route("/api/v1/catalog", get(catalog))
         .route("/api/v1/query", post(query))
         .route("/api/v1/explain", post(explain))
+        .route("/api/v1/drill_through", post(drill_through))
+        .route("/api/v1/hierarchies/{hierarchy}/members", get(members))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TraceLayer::new_for_http())
@@ -67,6 +72,27 @@ async fn explain(
 ) -> Result<Response, ApiError> {
     let req: QueryRequest = parse_body(body)?;
     Ok(Json(service.explain(&req).await?).into_response())
+}
+
+async fn drill_through(
+    State(service): State<Arc<KpiService>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: DrillThroughRequest = parse_body(body)?;
+    Ok(Json(service.drill_through(&req).await?).into_response())
+}
+
+/// `GET /api/v1/hierarchies/org/members?level=branch&region=西北`: the other parameters are
+/// ancestors of the level.
+async fn members(
+    State(service): State<Arc<KpiService>>,
+    Path(hierarchy): Path<String>,
+    Query(mut params): Query<BTreeMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let level = params
+        .remove("level")
+        .ok_or_else(|| QueryError::invalid("give the level to list: ?level=branch").at("level"))?;
+    Ok(Json(service.members(&hierarchy, &level, &params).await?).into_response())
 }
 
 async fn not_found() -> impl IntoResponse {

@@ -5,6 +5,7 @@ pub mod calendar;
 pub mod compare;
 pub mod drill;
 mod error;
+pub mod listing;
 pub mod planner;
 mod request;
 mod result;

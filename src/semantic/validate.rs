@@ -418,7 +418,7 @@ pub fn validate(
 }
 
 /// The dimension exists and every model the query reads can reach it.
-fn check_dimension(
+pub(crate) fn check_dimension(
     catalog: &Catalog,
     name: &str,
     models: &BTreeSet<String>,
@@ -451,7 +451,7 @@ fn check_dimension(
     Ok(())
 }
 
-fn typed_predicate(
+pub(crate) fn typed_predicate(
     f: &FilterRequest,
     t: &DataType,
     limits: &QueryLimits,

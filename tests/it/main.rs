@@ -1,10 +1,12 @@
 //! All integration tests in one binary: each test binary links DataFusion again, so few binaries
 //! keep builds fast. Modules by subject.
 
+mod calendar;
 mod catalog_errors;
 mod datagen;
 mod golden;
 mod http;
+mod semantics;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

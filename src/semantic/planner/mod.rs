@@ -416,7 +416,7 @@ async fn keep_snapshot_rows(
 
 /// The model's table with the joins needed to reach `dims`, and the expression of each dimension
 /// over the joined frame. Joins are many-to-one (to a primary key), so rows never multiply.
-async fn with_dimensions(
+pub(crate) async fn with_dimensions(
     catalog: &Catalog,
     model: &Model,
     dims: &[String],
@@ -490,7 +490,7 @@ fn time_range(model: &Model, q: &ValidatedQuery) -> Result<Option<Expr>, QueryEr
 
 /// `from <= time < until` for local dates: on a zoned timestamp column the bounds are the
 /// instants of local midnight in the configured time zone.
-fn range_expr(
+pub(crate) fn range_expr(
     column: Expr,
     data_type: &DataType,
     from: Option<chrono::NaiveDate>,
@@ -602,6 +602,6 @@ fn metric_expr(catalog: &Catalog, name: &str) -> Result<Expr, QueryError> {
     })
 }
 
-fn df_err(e: datafusion::error::DataFusionError) -> QueryError {
+pub(crate) fn df_err(e: datafusion::error::DataFusionError) -> QueryError {
     QueryError::from_engine(e)
 }

@@ -1,0 +1,322 @@
+//! Row listings next to the metric queries: the members of a hierarchy level (for filter pickers
+//! and drill menus) and drill-through to a model's underlying rows, paged. Both take their
+//! filters through the same typed validation as queries.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::dataframe::DataFrame;
+use datafusion::functions_aggregate::expr_fn::count;
+use datafusion::logical_expr::cast;
+use datafusion::prelude::{ident, lit};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::error::{ErrorKind, QueryError};
+use super::planner::{df_err, range_expr, with_dimensions};
+use super::request::{DrillRequest, FilterRequest, OrderRequest, TimeRequest};
+use super::validate::{
+    Filter, Predicate, QueryLimits, check_dimension, clip, literal, type_name, typed_predicate,
+};
+use crate::catalog::{Catalog, DimensionBinding, Model};
+use crate::semantic::calendar::CalendarConfig;
+
+/// Most members one listing returns.
+pub const MAX_MEMBERS: usize = 10_000;
+pub const MAX_PAGE_SIZE: usize = 1_000;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Members {
+    pub hierarchy: String,
+    pub level: String,
+    pub members: Vec<Value>,
+    pub truncated: bool,
+}
+
+/// Members of `level` under the given ancestors (`path`: level -> member).
+pub async fn members(
+    catalog: &Catalog,
+    hierarchy: &str,
+    level: &str,
+    path: &BTreeMap<String, Value>,
+) -> Result<(DataFrame, Members), QueryError> {
+    let levels = hierarchy_levels(catalog, hierarchy, "hierarchy")?;
+    let depth = levels.iter().position(|l| l == level).ok_or_else(|| {
+        QueryError::invalid(format!(
+            "'{}' is not a level of hierarchy '{hierarchy}' ({})",
+            clip(level),
+            levels.join(" > ")
+        ))
+        .at("level")
+    })?;
+    let mut filters = Vec::new();
+    for (key, value) in path {
+        if !levels[..depth].contains(key) {
+            return Err(QueryError::invalid(format!(
+                "'{}' is not a level above '{level}' in '{hierarchy}'",
+                clip(key)
+            ))
+            .at(clip(key)));
+        }
+        let t = &catalog.dimensions[key].data_type;
+        filters.push(Filter {
+            dimension: key.clone(),
+            predicate: Predicate::Eq(literal(value, t, key)?),
+        });
+    }
+    let mut needed: Vec<String> = vec![level.to_string()];
+    needed.extend(path.keys().cloned());
+    // The model that holds the level as a column (its home), else any that reaches all levels.
+    let model = catalog
+        .models
+        .values()
+        .filter(|m| needed.iter().all(|d| m.dimensions.contains_key(d)))
+        .min_by_key(|m| !matches!(m.dimensions[level], DimensionBinding::Column(_)))
+        .ok_or_else(|| {
+            QueryError::invalid(format!(
+                "no model provides '{level}' together with {:?}",
+                path.keys().collect::<Vec<_>>()
+            ))
+        })?;
+    let (df, exprs) = with_dimensions(catalog, model, &needed, &mut 0).await?;
+    let df = apply_filters(df, &filters, &exprs)?;
+    let data_type = catalog.dimensions[level].data_type.clone();
+    let df = df
+        .select(vec![cast(exprs[level].clone(), data_type).alias("member")])
+        .and_then(|d| d.distinct())
+        .and_then(|d| d.sort(vec![ident("member").sort(true, false)]))
+        .and_then(|d| d.limit(0, Some(MAX_MEMBERS + 1)))
+        .map_err(df_err)?;
+    Ok((
+        df,
+        Members {
+            hierarchy: hierarchy.to_string(),
+            level: level.to_string(),
+            members: Vec::new(),
+            truncated: false,
+        },
+    ))
+}
+
+/// `POST /api/v1/drill_through`: a model's own rows behind a number, paged.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DrillThroughRequest {
+    /// A model that declares `drill_through` columns.
+    pub model: String,
+    /// Ancestors in a hierarchy, down to the leaf if wanted: `{region: 西北, ..., customer: 42}`.
+    #[serde(default)]
+    pub drill: Option<DrillRequest>,
+    #[serde(default)]
+    pub filters: Vec<FilterRequest>,
+    /// `from`/`to` on the model's time column.
+    #[serde(default)]
+    pub time: Option<TimeRequest>,
+    /// 1-based.
+    #[serde(default = "first_page")]
+    pub page: usize,
+    #[serde(default = "default_page_size")]
+    pub page_size: usize,
+    /// By drill-through columns; default: the first column.
+    #[serde(default)]
+    pub order: Vec<OrderRequest>,
+}
+
+fn first_page() -> usize {
+    1
+}
+
+fn default_page_size() -> usize {
+    50
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillThroughColumn {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub data_type: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillThroughPage {
+    pub model: String,
+    pub columns: Vec<DrillThroughColumn>,
+    pub rows: Vec<Vec<Value>>,
+    /// Rows matching, over all pages.
+    pub total: u64,
+    pub page: usize,
+    pub page_size: usize,
+}
+
+/// The page plan, the total-count plan, and the column list.
+pub async fn drill_through(
+    catalog: &Catalog,
+    req: &DrillThroughRequest,
+    limits: &QueryLimits,
+    calendar: &CalendarConfig,
+) -> Result<(DataFrame, DataFrame, Vec<String>), QueryError> {
+    let model: &Model = catalog.models.get(&req.model).ok_or_else(|| {
+        QueryError::new(
+            ErrorKind::NotFound,
+            "unknown_model",
+            format!("unknown model '{}'", clip(&req.model)),
+        )
+        .at("model")
+    })?;
+    if model.drill_through.is_empty() {
+        return Err(QueryError::new(
+            ErrorKind::Invalid,
+            "not_drillable",
+            format!(
+                "model '{}' does not declare drill_through columns, so its rows are not listed",
+                model.name
+            ),
+        )
+        .at("model"));
+    }
+    if req.page == 0 {
+        return Err(QueryError::invalid("page is 1-based").at("page"));
+    }
+    if req.page_size == 0 || req.page_size > MAX_PAGE_SIZE {
+        return Err(QueryError::invalid(format!(
+            "page_size must be between 1 and {MAX_PAGE_SIZE}"
+        ))
+        .at("page_size"));
+    }
+    if req.filters.len() > limits.max_filters {
+        return Err(QueryError::invalid(format!(
+            "at most {} filters per request",
+            limits.max_filters
+        ))
+        .at("filters"));
+    }
+    let models = BTreeSet::from([model.name.clone()]);
+    let mut filters = Vec::new();
+    if let Some(d) = &req.drill {
+        let levels = hierarchy_levels(catalog, &d.hierarchy, "drill.hierarchy")?;
+        for (key, value) in &d.path {
+            let field = format!("drill.path.{}", clip(key));
+            if !levels.contains(key) {
+                return Err(QueryError::invalid(format!(
+                    "'{}' is not a level of hierarchy '{}'",
+                    clip(key),
+                    d.hierarchy
+                ))
+                .at(field));
+            }
+            check_dimension(catalog, key, &models, &[], &field)?;
+            let t = &catalog.dimensions[key].data_type;
+            filters.push(Filter {
+                dimension: key.clone(),
+                predicate: Predicate::Eq(literal(value, t, &field)?),
+            });
+        }
+    }
+    for (i, f) in req.filters.iter().enumerate() {
+        let field = format!("filters[{i}]");
+        check_dimension(
+            catalog,
+            &f.dimension,
+            &models,
+            &[],
+            &format!("{field}.dimension"),
+        )?;
+        let t = &catalog.dimensions[&f.dimension].data_type;
+        filters.push(Filter {
+            dimension: f.dimension.clone(),
+            predicate: typed_predicate(f, t, limits, &field)?,
+        });
+    }
+    for (i, o) in req.order.iter().enumerate() {
+        if !model.drill_through.contains(&o.by) {
+            return Err(QueryError::invalid(format!(
+                "cannot order by '{}': order by a drill-through column ({})",
+                clip(&o.by),
+                model.drill_through.join(", ")
+            ))
+            .at(format!("order[{i}].by")));
+        }
+    }
+
+    let needed: Vec<String> = filters.iter().map(|f| f.dimension.clone()).collect();
+    let (mut df, exprs) = with_dimensions(catalog, model, &needed, &mut 0).await?;
+    if let (Some(t), Some(time)) = (&model.time, &req.time) {
+        let until = time.to.and_then(|d| d.succ_opt());
+        if let Some(r) = range_expr(ident(&t.column), &t.data_type, time.from, until, calendar)? {
+            df = df.filter(r).map_err(df_err)?;
+        }
+    }
+    let df = apply_filters(df, &filters, &exprs)?;
+    let df = df
+        .select(model.drill_through.iter().map(ident).collect::<Vec<_>>())
+        .map_err(df_err)?;
+    let total = df
+        .clone()
+        .aggregate(vec![], vec![count(lit(1i64)).alias("total")])
+        .map_err(df_err)?;
+    let order: Vec<_> = if req.order.is_empty() {
+        vec![ident(&model.drill_through[0]).sort(true, false)]
+    } else {
+        req.order
+            .iter()
+            .map(|o| ident(&o.by).sort(!o.desc, false))
+            .collect()
+    };
+    let page = df
+        .sort(order)
+        .and_then(|d| d.limit((req.page - 1) * req.page_size, Some(req.page_size)))
+        .map_err(df_err)?;
+    Ok((page, total, model.drill_through.clone()))
+}
+
+pub fn column_types(
+    df_schema: &datafusion::common::DFSchema,
+    names: &[String],
+) -> Vec<DrillThroughColumn> {
+    names
+        .iter()
+        .map(|n| DrillThroughColumn {
+            name: n.clone(),
+            data_type: df_schema
+                .field_with_unqualified_name(n)
+                .map(|f| type_name(f.data_type()))
+                .unwrap_or("string"),
+        })
+        .collect()
+}
+
+fn hierarchy_levels<'a>(
+    catalog: &'a Catalog,
+    name: &str,
+    field: &str,
+) -> Result<&'a Vec<String>, QueryError> {
+    catalog.hierarchies.get(name).ok_or_else(|| {
+        QueryError::new(
+            ErrorKind::NotFound,
+            "unknown_hierarchy",
+            format!("unknown hierarchy '{}'", clip(name)),
+        )
+        .at(field)
+    })
+}
+
+fn apply_filters(
+    mut df: DataFrame,
+    filters: &[Filter],
+    exprs: &BTreeMap<String, datafusion::logical_expr::Expr>,
+) -> Result<DataFrame, QueryError> {
+    for f in filters {
+        df = df
+            .filter(f.predicate.to_expr(exprs[&f.dimension].clone()))
+            .map_err(df_err)?;
+    }
+    Ok(df)
+}
+
+/// A query-string value as JSON: numbers and booleans as such, anything else as a string.
+pub fn param_value(s: &str, t: &DataType) -> Value {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Value::String(s.to_string()),
+        _ => serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_string())),
+    }
+}

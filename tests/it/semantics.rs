@@ -1,0 +1,377 @@
+//! Banking semantics beyond the numbers the YAML metric tests pin (metrics/bank_tests.yaml): the
+//! metric-test runner itself, the response's drill and calendar metadata, time zones and week
+//! starts, the listing routes, and the CLI agreeing with the API.
+
+use std::process::Command;
+
+use kpilens::catalog::ProjectSources;
+use kpilens::config::Settings;
+use kpilens::metric_tests::{materialize_fixture, run_all};
+use kpilens::service::KpiService;
+use serde_json::{Value, json};
+
+use super::{assert_num, fixture_service, records, repo_dir, request, run};
+
+/// The demo project over the hand-checked bank fixture (converted to Parquet like `kpilens test`).
+async fn bank(settings: impl FnOnce(Settings) -> Settings) -> (tempfile::TempDir, KpiService) {
+    let data = tempfile::tempdir().expect("temp dir");
+    let sources = ProjectSources::read(&repo_dir()).expect("project reads");
+    materialize_fixture(
+        &sources,
+        &repo_dir().join("tests/fixtures/bank"),
+        data.path(),
+    )
+    .await
+    .expect("fixture converts");
+    let s = settings(Settings {
+        project_dir: repo_dir(),
+        data_dir: data.path().to_path_buf(),
+        ..Settings::default()
+    });
+    let service = KpiService::open(&s).await.expect("demo project validates");
+    (data, service)
+}
+
+#[tokio::test]
+async fn the_demo_metric_tests_pass() {
+    let outcomes = run_all(&Settings {
+        project_dir: repo_dir(),
+        ..Settings::default()
+    })
+    .await
+    .expect("tests run");
+    let failed: Vec<_> = outcomes.iter().filter(|o| !o.passed()).collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert!(outcomes.len() >= 12, "{} tests", outcomes.len());
+}
+
+#[tokio::test]
+async fn a_wrong_expectation_fails_and_names_the_cell() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for sub in ["metrics", "sql", "tests/fixtures/bank"] {
+        copy_tree(&repo_dir().join(sub), &dir.path().join(sub));
+    }
+    std::fs::write(
+        dir.path().join("metrics/wrong_test.yaml"),
+        r#"
+tests:
+  churn_is_not_that:
+    fixture: tests/fixtures/bank
+    query: { metrics: [customer_churn_rate], time: { grain: month, from: "2024-02-01", to: "2024-02-29" } }
+    expect:
+      rows: [{ period: "2024-02-01", customer_churn_rate: 0.3 }]
+"#,
+    )
+    .expect("write");
+    let outcomes = run_all(&Settings {
+        project_dir: dir.path().to_path_buf(),
+        ..Settings::default()
+    })
+    .await
+    .expect("tests run");
+    let wrong = outcomes
+        .iter()
+        .find(|o| o.name == "churn_is_not_that")
+        .expect("ran");
+    assert_eq!(
+        wrong.failures,
+        ["rows[0].customer_churn_rate: expected 0.3, got 0.2"]
+    );
+    assert!(
+        outcomes
+            .iter()
+            .filter(|o| o.name != wrong.name)
+            .all(|o| o.passed())
+    );
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read") {
+        let path = entry.expect("entry").path();
+        let target = to.join(path.file_name().expect("name"));
+        if path.is_dir() {
+            copy_tree(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).expect("copy");
+        }
+    }
+}
+
+#[tokio::test]
+async fn drill_returns_parent_breadcrumbs_and_next_level() {
+    let (_data, s) = bank(|s| s).await;
+    let r = run(
+        &s,
+        json!({ "metrics": ["aum", "overdue_ratio"], "time": { "from": "2024-04-01", "to": "2024-04-30" },
+        "drill": { "hierarchy": "org", "path": { "region": "西北", "branch": "西安分行" } } }),
+    )
+    .await;
+    let rows = records(&r);
+    // Teams of 西安分行: T1 (customers 1, 2), T2 (3 closed, 7).
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["team"], "T1");
+    assert_num(&rows[0]["aum"], Some(150_000.0));
+    assert_num(&rows[0]["overdue_ratio"], Some(300.0 / 400.0));
+    assert_num(&rows[1]["aum"], Some(30_000.0));
+    assert_num(&rows[1]["overdue_ratio"], Some(1.0));
+    // Children sum to the parent; the ratio's parent is 400/500, not the mean 0.875.
+    let drill = serde_json::to_value(r.result.drill.as_ref().expect("drill")).unwrap();
+    assert_eq!(drill["level"], "team");
+    assert_eq!(drill["next_level"], "rm");
+    let schema: Vec<&str> = r.result.schema.iter().map(|f| f.name.as_str()).collect();
+    let parent = &drill["parent"][0];
+    let at = |name: &str| schema.iter().position(|c| *c == name).unwrap();
+    assert_num(&parent[at("aum")], Some(180_000.0));
+    assert_num(&parent[at("overdue_ratio")], Some(0.8));
+    assert_eq!(parent[at("team")], Value::Null);
+    let shares: f64 = rows.iter().map(|r| r["aum.share"].as_f64().unwrap()).sum();
+    assert!((shares - 1.0).abs() < 1e-12);
+    assert_eq!(
+        drill["breadcrumbs"],
+        json!([
+            { "level": null, "member": null, "path": {} },
+            { "level": "region", "member": "西北", "path": { "region": "西北" } },
+            { "level": "branch", "member": "西安分行", "path": { "region": "西北", "branch": "西安分行" } }
+        ])
+    );
+    // The totals are the parent too.
+    let t = super::totals(&r);
+    assert_num(&t["aum"], Some(180_000.0));
+}
+
+#[tokio::test]
+async fn drill_errors_name_the_field() {
+    let (_data, s) = bank(|s| s).await;
+    let err = |q: Value| {
+        let s = &s;
+        async move { s.query(&request(q)).await.expect_err("refused") }
+    };
+    let e = err(json!({ "metrics": ["aum"], "drill": { "hierarchy": "orgg", "path": {} } })).await;
+    assert_eq!(
+        (e.code, e.field.as_deref()),
+        ("unknown_hierarchy", Some("drill.hierarchy"))
+    );
+    assert!(e.message.contains("did you mean 'org'"), "{}", e.message);
+    let e = err(json!({ "metrics": ["aum"], "drill": { "hierarchy": "org", "path": { "branch": "西安分行" } } })).await;
+    assert_eq!(e.field.as_deref(), Some("drill.path.branch"));
+    let e = err(json!({ "metrics": ["aum"], "dimensions": ["team"],
+        "drill": { "hierarchy": "org", "path": { "region": "西北" } } }))
+    .await;
+    assert_eq!(e.field.as_deref(), Some("dimensions[0]"));
+    let e = err(
+        json!({ "metrics": ["aum"], "drill": { "hierarchy": "org", "path": {
+        "region": "西北", "branch": "西安分行", "team": "T1", "rm": "R1", "customer": 1 } } }),
+    )
+    .await;
+    assert!(e.message.contains("drill-through"), "{}", e.message);
+    let e = err(json!({ "metrics": ["credit_funnel", "aum"] })).await;
+    assert_eq!(e.field.as_deref(), Some("metrics[0]"));
+    let e = err(json!({ "metrics": ["customer_retention"], "time": { "grain": "week" } })).await;
+    assert_eq!(e.field.as_deref(), Some("time.grain"));
+    let e = err(json!({ "metrics": ["aum"], "compare": ["previous_period"] })).await;
+    assert_eq!(e.field.as_deref(), Some("compare"));
+}
+
+#[tokio::test]
+async fn partial_period_and_comparison_windows_are_in_meta() {
+    let (_data, s) = bank(|s| s).await;
+    let r = run(
+        &s,
+        json!({ "metrics": ["new_customers"], "compare": ["previous_period", "same_period_last_year"],
+        "time": { "grain": "month", "from": "2024-03-01", "to": "2024-03-31", "as_of": "2024-03-06" } }),
+    )
+    .await;
+    let meta = serde_json::to_value(&r.meta).unwrap();
+    assert_eq!(
+        meta["partial_period"],
+        json!({ "from": "2024-03-01", "to": "2024-03-06", "days": 6 })
+    );
+    assert_eq!(meta["as_of"], "2024-03-06");
+    assert_eq!(
+        meta["comparisons"],
+        json!([
+            { "compare": "previous_period", "from": "2024-02-01", "to": "2024-02-06", "partial_days": 6 },
+            { "compare": "same_period_last_year", "from": "2023-03-01", "to": "2023-03-06", "partial_days": 6 }
+        ])
+    );
+    assert_eq!(meta["time_zone"], "Asia/Shanghai");
+    assert_eq!(meta["week_start"], "monday");
+}
+
+#[tokio::test]
+async fn leap_day_compares_with_february_28th() {
+    let s = fixture_service().await;
+    // c3 opened on 2024-02-29: last year's same day is 2023-02-28, the previous day 02-28.
+    let r = run(
+        &s,
+        json!({ "metrics": ["new_customers"], "compare": ["same_period_last_year", "previous_period"],
+        "time": { "grain": "day", "from": "2024-02-29", "to": "2024-02-29" } }),
+    )
+    .await;
+    let meta = serde_json::to_value(&r.meta).unwrap();
+    assert_eq!(meta["comparisons"][0]["from"], "2023-02-28");
+    assert_eq!(meta["comparisons"][1]["to"], "2024-02-28");
+    let row = &records(&r)[0];
+    assert_num(&row["new_customers"], Some(1.0));
+    assert_num(&row["new_customers.same_period_last_year"], Some(0.0));
+    assert_num(&row["new_customers.previous_period.delta"], Some(1.0));
+    assert_eq!(row["new_customers.previous_period.delta_pct"], Value::Null); // from zero
+    // A ratio compares as a ratio of sums: March vs February (month end to month end).
+    let r = run(
+        &s,
+        json!({ "metrics": ["overdue_ratio"], "compare": ["previous_period"],
+        "time": { "grain": "month", "from": "2024-03-01", "to": "2024-03-31" } }),
+    )
+    .await;
+    let row = &records(&r)[0];
+    assert_num(&row["overdue_ratio"], Some(1300.0 / 1430.0));
+    assert_num(&row["overdue_ratio.previous_period"], Some(300.0 / 1390.0));
+    assert_num(
+        &row["overdue_ratio.previous_period.delta"],
+        Some(1300.0 / 1430.0 - 300.0 / 1390.0),
+    );
+}
+
+#[tokio::test]
+async fn time_zone_and_week_start_are_configurable() {
+    // In UTC, opportunity 4's lead (2024-01-31 17:00 UTC) is January's, not February's.
+    let (_data, utc) = bank(|s| Settings {
+        time_zone: chrono_tz::UTC,
+        week_start: chrono::Weekday::Sun,
+        ..s
+    })
+    .await;
+    let q = json!({ "metrics": ["credit_funnel"], "time": { "grain": "month", "from": "2024-01-01", "to": "2024-03-31" } });
+    let r = run(&utc, q.clone()).await;
+    let lead_jan = &records(&r)[0];
+    assert_eq!(
+        (lead_jan["period"].as_str(), lead_jan["step"].as_str()),
+        (Some("2024-01-01"), Some("lead"))
+    );
+    assert_num(&lead_jan["credit_funnel"], Some(4.0));
+    assert_eq!(r.result.rows.len(), 6, "no February leads in UTC");
+    let meta = serde_json::to_value(&r.meta).unwrap();
+    assert_eq!(
+        (meta["time_zone"].as_str(), meta["week_start"].as_str()),
+        (Some("UTC"), Some("sunday"))
+    );
+    // Weeks start on Sunday: customer 6 opened on Tuesday 2024-03-05, in the week of 03-03.
+    let r = run(
+        &utc,
+        json!({ "metrics": ["new_customers"], "fill_gaps": false,
+        "time": { "grain": "week", "from": "2024-03-01", "to": "2024-03-31" } }),
+    )
+    .await;
+    assert_eq!(records(&r)[0]["period"], "2024-03-03");
+    // The default (Asia/Shanghai, Monday) puts it in the week of 03-04.
+    let (_d, shanghai) = bank(|s| s).await;
+    let r = run(
+        &shanghai,
+        json!({ "metrics": ["new_customers"], "fill_gaps": false,
+        "time": { "grain": "week", "from": "2024-03-01", "to": "2024-03-31" } }),
+    )
+    .await;
+    assert_eq!(records(&r)[0]["period"], "2024-03-04");
+}
+
+#[tokio::test]
+async fn members_and_drill_through_pages() {
+    let (_data, s) = bank(|s| s).await;
+    let params = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let m = s
+        .members("org", "branch", &params(&[("region", "西北")]))
+        .await
+        .unwrap();
+    assert_eq!(m.members, [json!("兰州分行"), json!("西安分行")]);
+    let m = s
+        .members("org", "customer", &params(&[("rm", "R2")]))
+        .await
+        .unwrap();
+    assert_eq!(m.members, [json!(3), json!(7)]);
+    let e = s
+        .members("org", "branch", &params(&[("team", "T1")]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("team"));
+
+    let page: kpilens::semantic::listing::DrillThroughRequest = serde_json::from_value(json!({
+        "model": "customer", "drill": { "hierarchy": "org", "path": { "region": "西北" } },
+        "page": 2, "page_size": 2 }))
+    .unwrap();
+    let p = s.drill_through(&page).await.unwrap();
+    assert_eq!(p.total, 6); // customers 1, 2, 3, 4, 5, 7
+    let ids: Vec<&Value> = p.rows.iter().map(|r| &r[0]).collect();
+    assert_eq!(ids, [&json!(3), &json!(4)]);
+    assert_eq!(p.columns[0].name, "customer_id");
+    assert!(
+        p.columns
+            .iter()
+            .all(|c| c.name != "phone" && c.name != "name")
+    );
+    let refused: kpilens::semantic::listing::DrillThroughRequest =
+        serde_json::from_value(json!({ "model": "customers" })).unwrap();
+    let e = s.drill_through(&refused).await.unwrap_err();
+    assert_eq!(e.code, "not_drillable");
+    // Loans of one customer, at the leaf of the hierarchy.
+    let loans: kpilens::semantic::listing::DrillThroughRequest = serde_json::from_value(json!({
+        "model": "loans", "drill": { "hierarchy": "org", "path": { "region": "西北", "customer": 2 } } }))
+    .unwrap();
+    let p = s.drill_through(&loans).await.unwrap();
+    assert_eq!((p.total, p.rows[0][2].clone()), (1, json!("consumer")));
+}
+
+#[tokio::test]
+async fn the_cli_gives_the_api_numbers() {
+    let (data, s) = bank(|s| s).await;
+    let q = json!({ "metrics": ["customer_churn_rate", "aum"], "dimensions": ["branch"],
+        "time": { "grain": "month", "from": "2024-02-01", "to": "2024-04-30" }, "compare": ["previous_period"] });
+    let api = run(&s, q.clone()).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_kpilens"))
+        .args(["query", "--format", "json", "--project"])
+        .arg(repo_dir())
+        .arg("--data")
+        .arg(data.path())
+        .arg(q.to_string())
+        .output()
+        .expect("the CLI runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    // serde_json parses floats to within an ulp (no `float_roundtrip`): compare to 1e-12.
+    assert!(
+        close(
+            &cli["rows"],
+            &serde_json::to_value(&api.result.rows).unwrap()
+        ),
+        "CLI {} vs API {:?}",
+        cli["rows"],
+        api.result.rows
+    );
+    assert!(close(
+        &cli["totals"],
+        &serde_json::to_value(&api.result.totals).unwrap()
+    ));
+    assert!(!api.result.rows.is_empty());
+}
+
+fn close(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| close(p, q))
+        }
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            (x - y).abs() <= 1e-12 * x.abs().max(1.0)
+        }
+        _ => a == b,
+    }
+}
