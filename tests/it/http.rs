@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{Shared, assert_num, fixture_dir, settings_for, temp_project};
+use super::{Shared, assert_num, bank_settings, fixture_dir, settings_for, temp_project};
 
 struct Server {
     addr: SocketAddr,
@@ -435,4 +435,63 @@ async fn a_bad_file_dropped_in_keeps_the_last_good_snapshot_serving() {
     let (_, body) = s.query(loans).await;
     assert_num(&body["rows"][0][0], Some(1440.0));
     assert!(s.get("/healthz").await.1["data_refresh_error"].is_null());
+}
+
+#[tokio::test]
+async fn drill_members_and_drill_through_routes() {
+    let (_data, settings) = bank_settings().await;
+    let s = start(settings).await;
+    let (status, body) = s
+        .query(json!({ "metrics": ["aum", "customer_churn_rate"], "time": { "grain": "month", "from": "2024-03-01", "to": "2024-04-30" },
+            "drill": { "hierarchy": "org", "path": { "region": "西北" } }, "compare": ["previous_period"] }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["drill"]["level"], "branch");
+    assert_eq!(body["drill"]["next_level"], "team");
+    assert_eq!(body["rows"].as_array().unwrap().len(), 4); // 2 months x 2 branches
+    assert_eq!(body["meta"]["comparisons"][0]["from"], "2024-02-01");
+
+    // 西北 percent-encoded, as a browser sends it.
+    let (status, body) = s
+        .get("/api/v1/hierarchies/org/members?level=branch&region=%E8%A5%BF%E5%8C%97")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["members"], json!(["兰州分行", "西安分行"]));
+    let (status, body) = s.get("/api/v1/hierarchies/org/members").await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("level"))
+    );
+    let (status, _) = s.get("/api/v1/hierarchies/nope/members?level=x").await;
+    assert_eq!(status, 404);
+
+    let (status, body) = s
+        .post(
+            "/api/v1/drill_through",
+            json!({ "model": "loans", "order": [{ "by": "principal", "desc": true }], "page_size": 2 }).to_string(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total"], 4);
+    assert_eq!(body["rows"][0][3].as_f64(), Some(600.0));
+    let (status, body) = s
+        .post(
+            "/api/v1/drill_through",
+            json!({ "model": "customers" }).to_string(),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("not_drillable"))
+    );
+    let (status, body) = s
+        .post(
+            "/api/v1/drill_through",
+            json!({ "model": "loans", "page_size": 100000 }).to_string(),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("page_size"))
+    );
 }

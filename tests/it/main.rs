@@ -36,6 +36,26 @@ pub fn settings_for(project: &Path) -> Settings {
     }
 }
 
+/// The demo project (this repository's metrics/ and sql/) over the hand-checked bank fixture,
+/// converted to Parquet as `kpilens test` does. Keep the TempDir alive while the data is used.
+pub async fn bank_settings() -> (tempfile::TempDir, Settings) {
+    let data = tempfile::tempdir().expect("temp dir");
+    let sources = kpilens::catalog::ProjectSources::read(&repo_dir()).expect("project reads");
+    kpilens::metric_tests::materialize_fixture(
+        &sources,
+        &repo_dir().join("tests/fixtures/bank"),
+        data.path(),
+    )
+    .await
+    .expect("fixture converts");
+    let settings = Settings {
+        project_dir: repo_dir(),
+        data_dir: data.path().to_path_buf(),
+        ..Settings::default()
+    };
+    (data, settings)
+}
+
 pub async fn fixture_service() -> KpiService {
     KpiService::open(&settings_for(&fixture_dir()))
         .await

@@ -4,31 +4,18 @@
 
 use std::process::Command;
 
-use kpilens::catalog::ProjectSources;
 use kpilens::config::Settings;
-use kpilens::metric_tests::{materialize_fixture, run_all};
+use kpilens::metric_tests::run_all;
 use kpilens::service::KpiService;
 use serde_json::{Value, json};
 
-use super::{assert_num, fixture_service, records, repo_dir, request, run};
+use super::{assert_num, bank_settings, fixture_service, records, repo_dir, request, run};
 
-/// The demo project over the hand-checked bank fixture (converted to Parquet like `kpilens test`).
 async fn bank(settings: impl FnOnce(Settings) -> Settings) -> (tempfile::TempDir, KpiService) {
-    let data = tempfile::tempdir().expect("temp dir");
-    let sources = ProjectSources::read(&repo_dir()).expect("project reads");
-    materialize_fixture(
-        &sources,
-        &repo_dir().join("tests/fixtures/bank"),
-        data.path(),
-    )
-    .await
-    .expect("fixture converts");
-    let s = settings(Settings {
-        project_dir: repo_dir(),
-        data_dir: data.path().to_path_buf(),
-        ..Settings::default()
-    });
-    let service = KpiService::open(&s).await.expect("demo project validates");
+    let (data, s) = bank_settings().await;
+    let service = KpiService::open(&settings(s))
+        .await
+        .expect("demo project validates");
     (data, service)
 }
 
