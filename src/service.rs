@@ -125,7 +125,13 @@ impl KpiService {
         let (catalog, vq, data) = self.prepare(req).await?;
         let key = CacheKey {
             catalog_version: catalog.version.clone(),
-            query: serde_json::to_string(req).map_err(|e| QueryError::internal(e.to_string()))?,
+            // The as-of date is part of the answer (clipping, partial periods) even when the
+            // request leaves it to the clock: a result cached yesterday is not today's.
+            query: format!(
+                "{}|as_of={}",
+                serde_json::to_string(req).map_err(|e| QueryError::internal(e.to_string()))?,
+                vq.as_of
+            ),
             data: data.clone(),
         };
         let (result, computed) = self
