@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{Shared, assert_num, bank_settings, fixture_dir, settings_for, temp_project};
+use super::{Shared, assert_num, bank_settings, fixture_dir, repo_dir, settings_for, temp_project};
 
 struct Server {
     addr: SocketAddr,
@@ -494,4 +494,50 @@ async fn drill_members_and_drill_through_routes() {
         (status, body["error"]["field"].as_str()),
         (422, Some("page_size"))
     );
+}
+
+#[tokio::test]
+async fn the_cli_gives_the_api_numbers() {
+    let (data, settings) = bank_settings().await;
+    let s = start(settings).await;
+    let q = json!({ "metrics": ["customer_churn_rate", "aum"], "dimensions": ["branch"],
+        "time": { "grain": "month", "from": "2024-02-01", "to": "2024-04-30" }, "compare": ["previous_period"] });
+    let (status, api) = s.query(q.clone()).await;
+    assert_eq!(status, 200, "{api}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kpilens"))
+        .args(["query", "--format", "json", "--project"])
+        .arg(repo_dir())
+        .arg("--data")
+        .arg(data.path())
+        .arg(q.to_string())
+        .output()
+        .expect("the CLI runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    // serde_json parses floats to within an ulp (no `float_roundtrip`): compare to 1e-12.
+    assert!(
+        close(&cli["rows"], &api["rows"]),
+        "CLI {} vs API {}",
+        cli["rows"],
+        api["rows"]
+    );
+    assert!(close(&cli["totals"], &api["totals"]));
+    assert!(!api["rows"].as_array().unwrap().is_empty());
+}
+
+fn close(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| close(p, q))
+        }
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            (x - y).abs() <= 1e-12 * x.abs().max(1.0)
+        }
+        _ => a == b,
+    }
 }
