@@ -50,22 +50,10 @@ pub fn merge(
     other: &QueryResult,
 ) {
     let name = window.compare.as_str();
-    let period_ix = main.schema.iter().position(|f| f.name == PERIOD);
-    let key_ix: Vec<usize> = main
-        .schema
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| f.role == ColumnRole::Dimension)
-        .map(|(i, _)| i)
-        .collect();
-    let metric_ix: Vec<usize> = main
-        .schema
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| f.role == ColumnRole::Metric)
-        .map(|(i, _)| i)
-        .collect();
-    let other_ix = |n: &str| other.schema.iter().position(|f| f.name == n);
+    let period_ix = main.column(PERIOD);
+    let key_ix = main.columns_where(|_, f| f.role == ColumnRole::Dimension);
+    let metric_ix = main.columns_where(|_, f| f.role == ColumnRole::Metric);
+    let other_ix = |n: &str| other.column(n);
 
     // The comparison's rows by (period, dimensions).
     let mut lookup: HashMap<(Option<String>, Vec<Value>), &Vec<Value>> = HashMap::new();

@@ -65,28 +65,14 @@ pub fn merge(main: &mut QueryResult, q: &ValidatedQuery, catalog: &Catalog, pare
         return;
     };
     let level_ix = main
-        .schema
-        .iter()
-        .position(|f| f.name == d.level)
+        .column(&d.level)
         .expect("the drilled level is a column");
     // Parent key: every key column but the level.
-    let key_ix: Vec<usize> = main
-        .schema
-        .iter()
-        .enumerate()
-        .filter(|(i, f)| {
-            *i != level_ix && matches!(f.role, ColumnRole::Time | ColumnRole::Dimension)
-        })
-        .map(|(i, _)| i)
-        .collect();
-    let metric_ix: Vec<usize> = main
-        .schema
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| f.role == ColumnRole::Metric)
-        .map(|(i, _)| i)
-        .collect();
-    let parent_ix = |n: &str| parent.schema.iter().position(|f| f.name == n);
+    let key_ix = main.columns_where(|i, f| {
+        i != level_ix && matches!(f.role, ColumnRole::Time | ColumnRole::Dimension)
+    });
+    let metric_ix = main.columns_where(|_, f| f.role == ColumnRole::Metric);
+    let parent_ix = |n: &str| parent.column(n);
     let mut parents: HashMap<Vec<Value>, &Vec<Value>> = HashMap::new();
     for row in &parent.rows {
         let key = key_ix

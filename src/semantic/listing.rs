@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::{ErrorKind, QueryError};
-use super::planner::{df_err, range_expr, with_dimensions};
+use super::planner::{df_err, filtered_rows, range_expr};
 use super::request::{DrillRequest, FilterRequest, OrderRequest, TimeRequest};
 use super::validate::{
     Filter, Predicate, QueryLimits, check_dimension, clip, literal, type_name, typed_predicate,
@@ -64,8 +64,10 @@ pub async fn members(
             predicate: Predicate::Eq(literal(value, t, key)?),
         });
     }
-    let mut needed: Vec<String> = vec![level.to_string()];
-    needed.extend(path.keys().cloned());
+    let needed: Vec<String> = [level.to_string()]
+        .into_iter()
+        .chain(path.keys().cloned())
+        .collect();
     // The model that holds the level as a column (its home), else any that reaches all levels.
     let model = catalog
         .models
@@ -78,8 +80,7 @@ pub async fn members(
                 path.keys().collect::<Vec<_>>()
             ))
         })?;
-    let (df, exprs) = with_dimensions(catalog, model, &needed, &mut 0).await?;
-    let df = apply_filters(df, &filters, &exprs)?;
+    let (df, exprs) = filtered_rows(catalog, model, &[level.to_string()], &filters).await?;
     let data_type = catalog.dimensions[level].data_type.clone();
     let df = df
         .select(vec![cast(exprs[level].clone(), data_type).alias("member")])
@@ -238,15 +239,13 @@ pub async fn drill_through(
         }
     }
 
-    let needed: Vec<String> = filters.iter().map(|f| f.dimension.clone()).collect();
-    let (mut df, exprs) = with_dimensions(catalog, model, &needed, &mut 0).await?;
+    let (mut df, _) = filtered_rows(catalog, model, &[], &filters).await?;
     if let (Some(t), Some(time)) = (&model.time, &req.time) {
         let until = time.to.and_then(|d| d.succ_opt());
         if let Some(r) = range_expr(ident(&t.column), &t.data_type, time.from, until, calendar)? {
             df = df.filter(r).map_err(df_err)?;
         }
     }
-    let df = apply_filters(df, &filters, &exprs)?;
     let df = df
         .select(model.drill_through.iter().map(ident).collect::<Vec<_>>())
         .map_err(df_err)?;
@@ -298,19 +297,6 @@ fn hierarchy_levels<'a>(
         )
         .at(field)
     })
-}
-
-fn apply_filters(
-    mut df: DataFrame,
-    filters: &[Filter],
-    exprs: &BTreeMap<String, datafusion::logical_expr::Expr>,
-) -> Result<DataFrame, QueryError> {
-    for f in filters {
-        df = df
-            .filter(f.predicate.to_expr(exprs[&f.dimension].clone()))
-            .map_err(df_err)?;
-    }
-    Ok(df)
 }
 
 /// A query-string value as JSON: numbers and booleans as such, anything else as a string.

@@ -58,6 +58,21 @@ pub struct PartialPeriod {
 }
 
 impl QueryResult {
+    /// The index of a column, by name.
+    pub fn column(&self, name: &str) -> Option<usize> {
+        self.schema.iter().position(|f| f.name == name)
+    }
+
+    /// The indexes of the columns a predicate keeps, in schema order.
+    pub fn columns_where(&self, keep: impl Fn(usize, &SchemaField) -> bool) -> Vec<usize> {
+        self.schema
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| keep(*i, f))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     /// Approximate heap size, for the cache's byte budget.
     pub fn weight(&self) -> usize {
         let value_size = |v: &Value| match v {

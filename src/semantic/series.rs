@@ -26,7 +26,7 @@ pub fn fill_gaps(result: &mut QueryResult, q: &ValidatedQuery, catalog: &Catalog
     if result.truncated || !q.fill_gaps {
         return false;
     }
-    let Some(period_ix) = result.schema.iter().position(|f| f.name == PERIOD) else {
+    let Some(period_ix) = result.column(PERIOD) else {
         return false;
     };
     if result.schema.iter().any(|f| {
@@ -35,8 +35,9 @@ pub fn fill_gaps(result: &mut QueryResult, q: &ValidatedQuery, catalog: &Catalog
     }) {
         return false;
     }
-    let dim_ix: Vec<usize> = indexes(result, ColumnRole::Dimension);
-    let metric_ix: Vec<(usize, EmptyPeriod)> = indexes(result, ColumnRole::Metric)
+    let dim_ix = result.columns_where(|_, f| f.role == ColumnRole::Dimension);
+    let metric_ix: Vec<(usize, EmptyPeriod)> = result
+        .columns_where(|_, f| f.role == ColumnRole::Metric)
         .into_iter()
         .map(|i| (i, catalog.metrics[&result.schema[i].name].empty))
         .collect();
@@ -111,31 +112,18 @@ pub fn fill_gaps(result: &mut QueryResult, q: &ValidatedQuery, catalog: &Catalog
     true
 }
 
-fn indexes(result: &QueryResult, role: ColumnRole) -> Vec<usize> {
-    result
-        .schema
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| f.role == role)
-        .map(|(i, _)| i)
-        .collect()
-}
-
 /// Sorts rows as the engine did: the requested order, else the keys ascending; nulls last.
 pub fn sort_rows(result: &mut QueryResult, q: &ValidatedQuery) {
-    let position = |name: &str| result.schema.iter().position(|f| f.name == name);
     let order: Vec<(usize, bool)> = if q.order.is_empty() {
         result
-            .schema
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| matches!(f.role, ColumnRole::Time | ColumnRole::Dimension))
-            .map(|(i, _)| (i, false))
+            .columns_where(|_, f| matches!(f.role, ColumnRole::Time | ColumnRole::Dimension))
+            .into_iter()
+            .map(|i| (i, false))
             .collect()
     } else {
         q.order
             .iter()
-            .filter_map(|o| position(&o.by).map(|i| (i, o.desc)))
+            .filter_map(|o| result.column(&o.by).map(|i| (i, o.desc)))
             .collect()
     };
     result.rows.sort_by(|a, b| {
@@ -165,9 +153,4 @@ pub fn compare_values(a: &Value, b: &Value, desc: bool) -> Ordering {
         (Value::Bool(x), Value::Bool(y)) => directed(x.cmp(y)),
         _ => Ordering::Equal,
     }
-}
-
-/// A cell as a number, for derived values (comparisons, shares).
-pub fn number(v: &Value) -> Option<f64> {
-    v.as_f64()
 }

@@ -16,7 +16,7 @@ use datafusion::functions_aggregate::expr_fn::{max, min, sum};
 use datafusion::logical_expr::{Expr, JoinType, cast, when};
 use datafusion::prelude::{ident, lit};
 
-use super::{PERIOD, df_err, period_expr, range_expr, with_dimensions};
+use super::{PERIOD, df_err, filtered_rows, flag, period_expr, range_expr};
 use crate::catalog::{Catalog, ChurnBase};
 use crate::semantic::calendar::{period_start, shift};
 use crate::semantic::error::QueryError;
@@ -52,29 +52,12 @@ pub(super) async fn frame(
         .time
         .as_ref()
         .expect("validated: churn models have time");
-    let active_flag = || {
-        when(base.active.clone(), lit(1i64))
-            .otherwise(lit(0i64))
-            .map_err(df_err)
-    };
-
     // The rows at the previous period end: entity, activity, dimensions, after filters.
-    let mut needed: Vec<String> = dims.to_vec();
-    for f in &q.filters {
-        if !needed.contains(&f.dimension) {
-            needed.push(f.dimension.clone());
-        }
-    }
-    let (mut rows, dim_exprs) = with_dimensions(catalog, model, &needed, &mut 0).await?;
-    for f in &q.filters {
-        rows = rows
-            .filter(f.predicate.to_expr(dim_exprs[&f.dimension].clone()))
-            .map_err(df_err)?;
-    }
+    let (rows, dim_exprs) = filtered_rows(catalog, model, dims, &q.filters).await?;
     let mut select = vec![
         ident(&base.entity).alias("__e"),
         ident(&t.column).alias("__t"),
-        active_flag()?.alias("__a0"),
+        flag(&base.active)?.alias("__a0"),
     ];
     for d in dims {
         let data_type = catalog.dimensions[d].data_type.clone();
@@ -98,7 +81,7 @@ pub(super) async fn frame(
         .select(vec![
             ident(&base.entity).alias("__e1"),
             ident(&t.column).alias("__t1"),
-            active_flag()?.alias("__a1"),
+            flag(&base.active)?.alias("__a1"),
         ])
         .map_err(df_err)?;
     let ends = period_ends(catalog, q, model, grain, "now")

@@ -12,12 +12,12 @@ use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::functions::expr_fn::{date_part, nullif};
 use datafusion::functions_aggregate::expr_fn::{count_distinct, max, min, sum};
-use datafusion::logical_expr::{Expr, JoinType, cast, when};
+use datafusion::logical_expr::{Expr, JoinType, cast};
 use datafusion::prelude::{ident, lit};
 
 use super::{
-    ColumnRole, OutputColumn, PlannedQuery, df_err, period_expr, range_expr, sort_and_limit,
-    with_dimensions,
+    ColumnRole, OutputColumn, PlannedQuery, df_err, filtered_rows, flag, period_expr, range_expr,
+    sort_and_limit,
 };
 use crate::catalog::{Catalog, CohortDefinition};
 use crate::semantic::calendar::period_start;
@@ -55,29 +55,12 @@ pub(super) async fn plan(
         .map_err(df_err)?;
 
     let mut needed: Vec<String> = dims.to_vec();
-    for f in &q.filters {
-        if !needed.contains(&f.dimension) {
-            needed.push(f.dimension.clone());
-        }
-    }
-    if let Some(cb) = &c.cohort_by
-        && !needed.contains(cb)
-    {
-        needed.push(cb.clone());
-    }
-    let (mut rows, dim_exprs) = with_dimensions(catalog, model, &needed, &mut 0).await?;
-    for f in &q.filters {
-        rows = rows
-            .filter(f.predicate.to_expr(dim_exprs[&f.dimension].clone()))
-            .map_err(df_err)?;
-    }
+    needed.extend(c.cohort_by.iter().filter(|cb| !dims.contains(cb)).cloned());
+    let (rows, dim_exprs) = filtered_rows(catalog, model, &needed, &q.filters).await?;
     let mut select = vec![
         ident(&c.entity).alias("__e"),
         ident(&t.column).alias("__t"),
-        when(c.active.clone(), lit(1i64))
-            .otherwise(lit(0i64))
-            .map_err(df_err)?
-            .alias("__act"),
+        flag(&c.active)?.alias("__act"),
     ];
     for d in dims {
         let data_type = catalog.dimensions[d].data_type.clone();

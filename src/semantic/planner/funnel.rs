@@ -19,8 +19,8 @@ use datafusion::logical_expr::{Expr, JoinType, cast};
 use datafusion::prelude::{ident, lit};
 
 use super::{
-    ColumnRole, OutputColumn, PERIOD, PlannedQuery, df_err, key_columns, period_expr,
-    sort_and_limit, time_range, with_dimensions,
+    ColumnRole, OutputColumn, PERIOD, PlannedQuery, df_err, filtered_rows, key_columns,
+    period_expr, sort_and_limit, time_range,
 };
 use crate::catalog::{Catalog, FunnelDefinition};
 use crate::semantic::error::QueryError;
@@ -46,18 +46,7 @@ pub(super) async fn plan(
         .expect("validated: funnel models have time");
     let dims = &q.dimensions;
 
-    let mut needed: Vec<String> = dims.to_vec();
-    for flt in &q.filters {
-        if !needed.contains(&flt.dimension) {
-            needed.push(flt.dimension.clone());
-        }
-    }
-    let (mut events, dim_exprs) = with_dimensions(catalog, model, &needed, &mut 0).await?;
-    for flt in &q.filters {
-        events = events
-            .filter(flt.predicate.to_expr(dim_exprs[&flt.dimension].clone()))
-            .map_err(df_err)?;
-    }
+    let (events, dim_exprs) = filtered_rows(catalog, model, dims, &q.filters).await?;
     let micros = cast(
         cast(
             ident(&t.column),

@@ -290,21 +290,9 @@ async fn group_frame(
     dims: &[String],
     grain: Option<Grain>,
 ) -> Result<DataFrame, QueryError> {
-    let mut needed: Vec<String> = dims.to_vec();
-    for f in &q.filters {
-        if !needed.contains(&f.dimension) {
-            needed.push(f.dimension.clone());
-        }
-    }
-    let (mut df, dim_exprs) = Box::pin(with_dimensions(catalog, model, &needed, &mut 0)).await?;
-
+    let (mut df, dim_exprs) = filtered_rows(catalog, model, dims, &q.filters).await?;
     if let Some(range) = time_range(model, q)? {
         df = df.filter(range).map_err(df_err)?;
-    }
-    for f in &q.filters {
-        df = df
-            .filter(f.predicate.to_expr(dim_exprs[&f.dimension].clone()))
-            .map_err(df_err)?;
     }
 
     // Project to exactly what the aggregation needs, under internal names.
@@ -414,9 +402,39 @@ async fn keep_snapshot_rows(
         .map_err(df_err)
 }
 
+/// The model's rows with `dims` reachable (joined as needed) and `filters` applied, and the
+/// expression of each dimension over the joined frame.
+pub(crate) async fn filtered_rows(
+    catalog: &Catalog,
+    model: &Model,
+    dims: &[String],
+    filters: &[super::validate::Filter],
+) -> Result<(DataFrame, BTreeMap<String, Expr>), QueryError> {
+    let mut needed: Vec<String> = dims.to_vec();
+    for f in filters {
+        if !needed.contains(&f.dimension) {
+            needed.push(f.dimension.clone());
+        }
+    }
+    let (mut df, exprs) = Box::pin(with_dimensions(catalog, model, &needed, &mut 0)).await?;
+    for f in filters {
+        df = df
+            .filter(f.predicate.to_expr(exprs[&f.dimension].clone()))
+            .map_err(df_err)?;
+    }
+    Ok((df, exprs))
+}
+
+/// 1 where `predicate` holds, else 0: an entity's activity in a snapshot row.
+fn flag(predicate: &Expr) -> Result<Expr, QueryError> {
+    when(predicate.clone(), lit(1i64))
+        .otherwise(lit(0i64))
+        .map_err(df_err)
+}
+
 /// The model's table with the joins needed to reach `dims`, and the expression of each dimension
 /// over the joined frame. Joins are many-to-one (to a primary key), so rows never multiply.
-pub(crate) async fn with_dimensions(
+async fn with_dimensions(
     catalog: &Catalog,
     model: &Model,
     dims: &[String],
