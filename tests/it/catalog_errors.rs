@@ -273,3 +273,85 @@ fn validate_command_exits_non_zero_and_names_file_and_key() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: catalog"));
 }
+
+#[tokio::test]
+async fn churn_funnel_cohort_and_tests_are_validated() {
+    let errors = load_errors(&[(
+        "metrics/kinds.yaml",
+        r#"
+metrics:
+  churn_no_rule: { type: churn, model: customer_month, entity: customer_id }
+  churn_bad_rule: { type: churn, model: customer_month, entity: customer_id, active_when: "aum + 1" }
+  funnel_bad_window: { type: funnel, model: customer_month, entity: customer_id, step: status, steps: [active, dormant], window: 90 days }
+  funnel_one_step: { type: funnel, model: customer_month, entity: nobody, step: status, steps: [active], window: 9d }
+  cohort_weekly: { type: cohort, model: customer_month, entity: customer_id, active_when: "status = 'active'", period: week }
+  cohort_by_text: { type: cohort, model: customer_month, entity: customer_id, active_when: "status = 'active'", cohort_by: region }
+  ratio_zero: { type: ratio, numerator: loan_balance, denominator: loan_balance, empty: zero }
+  misplaced: { type: simple, measure: loan_balance, steps: [a, b] }
+"#,
+    )])
+    .await;
+    let f = "metrics/kinds.yaml";
+    assert_has(
+        &errors,
+        f,
+        "metrics.churn_no_rule.active_when",
+        "required for type 'churn'",
+    );
+    assert_has(
+        &errors,
+        f,
+        "metrics.churn_bad_rule.active_when",
+        "not a boolean",
+    );
+    assert_has(
+        &errors,
+        f,
+        "metrics.funnel_bad_window.window",
+        "not a duration",
+    );
+    assert_has(
+        &errors,
+        f,
+        "metrics.funnel_one_step.entity",
+        "no column 'nobody'",
+    );
+    assert_has(
+        &errors,
+        f,
+        "metrics.cohort_weekly.period",
+        "monthly, quarterly or yearly",
+    );
+    assert_has(&errors, f, "metrics.cohort_by_text.cohort_by", "not a date");
+    assert_has(&errors, f, "metrics.ratio_zero.empty", "null, not zero");
+    assert_has(
+        &errors,
+        f,
+        "metrics.misplaced.steps",
+        "not a field of type 'simple'",
+    );
+
+    // Each phase reports all its errors; a later phase runs once the earlier ones pass.
+    let errors = load_errors(&[(
+        "metrics/models2.yaml",
+        "models:\n  events:\n    source: { csv: customer_month.csv }\n    time: month_end\n    drill_through: [customer_id, phone]\n",
+    )])
+    .await;
+    assert_has(
+        &errors,
+        "metrics/models2.yaml",
+        "models.events.drill_through[1]",
+        "unknown column 'phone'",
+    );
+    let errors = load_errors(&[(
+        "metrics/tests.yaml",
+        "tests:\n  bad_query:\n    fixture: data\n    query: { metrics: [loan_balance], limt: 3 }\n    expect: { rows: [] }\n",
+    )])
+    .await;
+    assert_has(
+        &errors,
+        "metrics/tests.yaml",
+        "tests.bad_query.query.limt",
+        "unknown field",
+    );
+}
