@@ -199,12 +199,7 @@ impl KpiService {
             .collect();
         let (df, mut members) =
             semantic::listing::members(&catalog, hierarchy, level, &path).await?;
-        let batches = self.run_frame(&catalog, df).await?;
-        let columns = [semantic::OutputColumn::new("member", ColumnRole::Dimension)];
-        let mut values: Vec<Value> = semantic::rows_of(&batches, &columns)
-            .into_iter()
-            .map(|mut r| r.remove(0))
-            .collect();
+        let mut values = member_values(&self.run_frame(&catalog, df).await?);
         members.truncated = values.len() > semantic::listing::MAX_MEMBERS;
         values.truncate(semantic::listing::MAX_MEMBERS);
         members.members = values;
@@ -246,14 +241,24 @@ impl KpiService {
         })
     }
 
+    async fn execute_listing(
+        &self,
+        catalog: &Catalog,
+        df: DataFrame,
+    ) -> Result<Vec<RecordBatch>, QueryError> {
+        self.engine
+            .execute(&catalog.ctx, df.into_unoptimized_plan())
+            .await
+            .map_err(QueryError::from_engine)
+    }
+
     /// Runs a listing plan under the query time budget.
     async fn run_frame(
         &self,
         catalog: &Catalog,
         df: DataFrame,
     ) -> Result<Vec<RecordBatch>, QueryError> {
-        let plan = df.into_unoptimized_plan();
-        tokio::time::timeout(self.timeout, self.engine.execute(&catalog.ctx, plan))
+        tokio::time::timeout(self.timeout, self.execute_listing(catalog, df))
             .await
             .map_err(|_| {
                 QueryError::new(
@@ -262,7 +267,6 @@ impl KpiService {
                     "the listing ran past its time budget",
                 )
             })?
-            .map_err(QueryError::from_engine)
     }
 
     /// Validates against the current catalog, rebuilding it first if an input table changed.
@@ -356,27 +360,43 @@ impl KpiService {
             let compared =
                 futures::future::try_join_all(comparisons.iter().map(|(w, cq)| async move {
                     let mut r = self.run_plan(catalog, cq).await?;
-                    semantic::series::fill_gaps(&mut r, cq, catalog);
+                    semantic::series::fill_gaps(&mut r, cq, catalog, &[]);
                     Ok::<_, QueryError>((w, r))
                 }));
-            tokio::try_join!(main, parent, compared)
+            // A drilled level's members, so that children without any data still get rows.
+            let members = async {
+                match &vq.drill {
+                    Some(d) if vq.grain.is_some() && vq.fill_gaps && vq.dimensions.len() == 1 => {
+                        let path = d.path.iter().cloned().collect();
+                        let (df, _) =
+                            semantic::listing::members(catalog, &d.hierarchy, &d.level, &path)
+                                .await?;
+                        let batches = self.execute_listing(catalog, df).await?;
+                        Ok(member_values(&batches))
+                    }
+                    _ => Ok(Vec::new()),
+                }
+            };
+            tokio::try_join!(main, parent, compared, members)
         };
-        let (mut result, parent, compared) = tokio::time::timeout(self.timeout, run)
-            .await
-            .map_err(|_| {
-                QueryError::new(
-                    ErrorKind::Timeout,
-                    "timeout",
-                    format!(
-                        "the query ran past its time budget of {} s",
-                        self.timeout.as_secs()
-                    ),
-                )
-            })??;
+        let (mut result, parent, compared, drilled_members) =
+            tokio::time::timeout(self.timeout, run)
+                .await
+                .map_err(|_| {
+                    QueryError::new(
+                        ErrorKind::Timeout,
+                        "timeout",
+                        format!(
+                            "the query ran past its time budget of {} s",
+                            self.timeout.as_secs()
+                        ),
+                    )
+                })??;
 
-        result.notes.gaps_filled = semantic::series::fill_gaps(&mut result, vq, catalog);
+        result.notes.gaps_filled =
+            semantic::series::fill_gaps(&mut result, vq, catalog, &drilled_members);
         if let (Some(mut parent), Some(pq)) = (parent, &parent_q) {
-            semantic::series::fill_gaps(&mut parent, pq, catalog);
+            semantic::series::fill_gaps(&mut parent, pq, catalog, &[]);
             semantic::drill::merge(&mut result, vq, catalog, &parent);
         }
         for (window, other) in &compared {
@@ -428,6 +448,15 @@ impl KpiService {
             notes: Default::default(),
         })
     }
+}
+
+/// The `member` column of a members listing.
+fn member_values(batches: &[RecordBatch]) -> Vec<Value> {
+    let columns = [semantic::OutputColumn::new("member", ColumnRole::Dimension)];
+    semantic::rows_of(batches, &columns)
+        .into_iter()
+        .map(|mut r| r.remove(0))
+        .collect()
 }
 
 /// The grand-total row aligned with the schema: metrics filled, time and dimensions null.

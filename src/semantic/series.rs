@@ -2,7 +2,7 @@
 //! same rules apply to every metric kind, the comparison runs and drill parents alike.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::NaiveDate;
 use serde_json::Value;
@@ -17,9 +17,16 @@ use crate::spec::EmptyPeriod;
 /// Adds the missing (period x member combination) rows of a time series. The periods run over
 /// the query's range (or, without one, from the first to the last period returned); the member
 /// combinations are those the result holds. Each metric fills as it declares: zero, null, or the
-/// last earlier value of the same series. Returns false when it could not fill (no grain, a
-/// funnel/cohort shape, or a truncated result, whose missing rows might lie past the limit).
-pub fn fill_gaps(result: &mut QueryResult, q: &ValidatedQuery, catalog: &Catalog) -> bool {
+/// last earlier value of the same series. `members` adds the members of a drilled level that
+/// have no rows at all (used when the level is the only dimension). Returns false when it could
+/// not fill (no grain, a funnel/cohort shape, or a truncated result, whose missing rows might lie
+/// past the limit).
+pub fn fill_gaps(
+    result: &mut QueryResult,
+    q: &ValidatedQuery,
+    catalog: &Catalog,
+    members: &[Value],
+) -> bool {
     let Some(grain) = q.grain else {
         return false;
     };
@@ -64,14 +71,22 @@ pub fn fill_gaps(result: &mut QueryResult, q: &ValidatedQuery, catalog: &Catalog
 
     // Member combinations in order of first appearance; without dimensions, the one empty one.
     let mut combos: Vec<Vec<Value>> = Vec::new();
+    let mut seen: HashSet<Vec<Value>> = HashSet::new();
     let mut by_key: HashMap<(NaiveDate, Vec<Value>), Vec<Value>> = HashMap::new();
     for row in result.rows.drain(..) {
         let combo: Vec<Value> = dim_ix.iter().map(|i| row[*i].clone()).collect();
-        if !combos.contains(&combo) {
+        if seen.insert(combo.clone()) {
             combos.push(combo.clone());
         }
         if let Some(p) = date(&row[period_ix]) {
             by_key.insert((p, combo), row);
+        }
+    }
+    if dim_ix.len() == 1 {
+        for m in members {
+            if seen.insert(vec![m.clone()]) {
+                combos.push(vec![m.clone()]);
+            }
         }
     }
     if combos.is_empty() && dim_ix.is_empty() {
