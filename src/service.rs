@@ -197,13 +197,16 @@ impl KpiService {
                 (k.clone(), semantic::listing::param_value(v, &t))
             })
             .collect();
-        let (df, mut members) =
-            semantic::listing::members(&catalog, hierarchy, level, &path).await?;
-        let mut values = member_values(&self.run_frame(&catalog, df).await?);
-        members.truncated = values.len() > semantic::listing::MAX_MEMBERS;
-        values.truncate(semantic::listing::MAX_MEMBERS);
-        members.members = values;
-        Ok(members)
+        let df = semantic::listing::members(&catalog, hierarchy, level, &path).await?;
+        let mut members = member_values(&self.run_frame(&catalog, df).await?);
+        let truncated = members.len() > semantic::listing::MAX_MEMBERS;
+        members.truncate(semantic::listing::MAX_MEMBERS);
+        Ok(semantic::listing::Members {
+            hierarchy: hierarchy.to_string(),
+            level: level.to_string(),
+            members,
+            truncated,
+        })
     }
 
     /// A page of a model's underlying rows (only its declared drill-through columns).
@@ -368,9 +371,8 @@ impl KpiService {
                 match &vq.drill {
                     Some(d) if vq.grain.is_some() && vq.fill_gaps && vq.dimensions.len() == 1 => {
                         let path = d.path.iter().cloned().collect();
-                        let (df, _) =
-                            semantic::listing::members(catalog, &d.hierarchy, &d.level, &path)
-                                .await?;
+                        let df = semantic::listing::members(catalog, &d.hierarchy, &d.level, &path)
+                            .await?;
                         let batches = self.execute_listing(catalog, df).await?;
                         Ok(member_values(&batches))
                     }

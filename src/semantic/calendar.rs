@@ -135,13 +135,10 @@ pub fn is_month_end(d: NaiveDate) -> bool {
 }
 
 pub fn month_end(d: NaiveDate) -> NaiveDate {
-    add_months_start(d.with_day(1).expect("day 1"), 1) - Days::new(1)
-}
-
-fn add_months_start(first: NaiveDate, n: u32) -> NaiveDate {
-    first
-        .checked_add_months(Months::new(n))
+    d.with_day(1)
+        .and_then(|first| first.checked_add_months(Months::new(1)))
         .expect("date in range")
+        - Days::new(1)
 }
 
 /// The comparisons a query may ask for.

@@ -16,7 +16,7 @@ use super::error::{ErrorKind, QueryError};
 use super::planner::{df_err, filtered_rows, range_expr};
 use super::request::{DrillRequest, FilterRequest, OrderRequest, TimeRequest};
 use super::validate::{
-    Filter, Predicate, QueryLimits, check_dimension, clip, literal, type_name, typed_predicate,
+    QueryLimits, check_dimension, clip, member_filter, type_name, typed_filters,
 };
 use crate::catalog::{Catalog, DimensionBinding, Model};
 use crate::semantic::calendar::CalendarConfig;
@@ -33,13 +33,14 @@ pub struct Members {
     pub truncated: bool,
 }
 
-/// Members of `level` under the given ancestors (`path`: level -> member).
+/// The plan listing the members of `level` under the given ancestors (`path`: level -> member),
+/// in a column `member`.
 pub async fn members(
     catalog: &Catalog,
     hierarchy: &str,
     level: &str,
     path: &BTreeMap<String, Value>,
-) -> Result<(DataFrame, Members), QueryError> {
+) -> Result<DataFrame, QueryError> {
     let levels = hierarchy_levels(catalog, hierarchy, "hierarchy")?;
     let depth = levels.iter().position(|l| l == level).ok_or_else(|| {
         QueryError::invalid(format!(
@@ -58,11 +59,7 @@ pub async fn members(
             ))
             .at(clip(key)));
         }
-        let t = &catalog.dimensions[key].data_type;
-        filters.push(Filter {
-            dimension: key.clone(),
-            predicate: Predicate::Eq(literal(value, t, key)?),
-        });
+        filters.push(member_filter(catalog, key, value, key)?);
     }
     let needed: Vec<String> = [level.to_string()]
         .into_iter()
@@ -88,15 +85,7 @@ pub async fn members(
         .and_then(|d| d.sort(vec![ident("member").sort(true, false)]))
         .and_then(|d| d.limit(0, Some(MAX_MEMBERS + 1)))
         .map_err(df_err)?;
-    Ok((
-        df,
-        Members {
-            hierarchy: hierarchy.to_string(),
-            level: level.to_string(),
-            members: Vec::new(),
-            truncated: false,
-        },
-    ))
+    Ok(df)
 }
 
 /// `POST /api/v1/drill_through`: a model's own rows behind a number, paged.
@@ -206,28 +195,10 @@ pub async fn drill_through(
                 .at(field));
             }
             check_dimension(catalog, key, &models, &[], &field)?;
-            let t = &catalog.dimensions[key].data_type;
-            filters.push(Filter {
-                dimension: key.clone(),
-                predicate: Predicate::Eq(literal(value, t, &field)?),
-            });
+            filters.push(member_filter(catalog, key, value, &field)?);
         }
     }
-    for (i, f) in req.filters.iter().enumerate() {
-        let field = format!("filters[{i}]");
-        check_dimension(
-            catalog,
-            &f.dimension,
-            &models,
-            &[],
-            &format!("{field}.dimension"),
-        )?;
-        let t = &catalog.dimensions[&f.dimension].data_type;
-        filters.push(Filter {
-            dimension: f.dimension.clone(),
-            predicate: typed_predicate(f, t, limits, &field)?,
-        });
-    }
+    filters.extend(typed_filters(catalog, &req.filters, &models, &[], limits)?);
     for (i, o) in req.order.iter().enumerate() {
         if !model.drill_through.contains(&o.by) {
             return Err(QueryError::invalid(format!(

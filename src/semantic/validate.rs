@@ -264,11 +264,7 @@ pub fn validate(
                 let value = &d.path[level];
                 let field = format!("drill.path.{level}");
                 check_dimension(catalog, level, &models, &req.metrics, &field)?;
-                let t = &catalog.dimensions[level].data_type;
-                drill_filters.push(Filter {
-                    dimension: level.clone(),
-                    predicate: Predicate::Eq(literal(value, t, &field)?),
-                });
+                drill_filters.push(member_filter(catalog, level, value, &field)?);
                 path.push((level.clone(), value.clone()));
             }
             let level = levels[depth].clone();
@@ -351,24 +347,14 @@ pub fn validate(
         }
     }
 
-    let mut filters = Vec::with_capacity(req.filters.len() + drill_filters.len());
-    filters.extend(drill_filters);
-    for (i, f) in req.filters.iter().enumerate() {
-        let field = format!("filters[{i}]");
-        check_dimension(
-            catalog,
-            &f.dimension,
-            &models,
-            &req.metrics,
-            &format!("{field}.dimension"),
-        )?;
-        let data_type = &catalog.dimensions[&f.dimension].data_type;
-        let predicate = typed_predicate(f, data_type, limits, &field)?;
-        filters.push(Filter {
-            dimension: f.dimension.clone(),
-            predicate,
-        });
-    }
+    let mut filters = drill_filters;
+    filters.extend(typed_filters(
+        catalog,
+        &req.filters,
+        &models,
+        &req.metrics,
+        limits,
+    )?);
 
     for (i, o) in req.order.iter().enumerate() {
         let known = req.metrics.contains(&o.by)
@@ -417,6 +403,49 @@ pub fn validate(
     })
 }
 
+/// Request filters as typed predicates, each dimension reachable from every model read.
+pub(crate) fn typed_filters(
+    catalog: &Catalog,
+    requested: &[FilterRequest],
+    models: &BTreeSet<String>,
+    metrics: &[String],
+    limits: &QueryLimits,
+) -> Result<Vec<Filter>, QueryError> {
+    requested
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let field = format!("filters[{i}]");
+            check_dimension(
+                catalog,
+                &f.dimension,
+                models,
+                metrics,
+                &format!("{field}.dimension"),
+            )?;
+            let data_type = &catalog.dimensions[&f.dimension].data_type;
+            Ok(Filter {
+                dimension: f.dimension.clone(),
+                predicate: typed_predicate(f, data_type, limits, &field)?,
+            })
+        })
+        .collect()
+}
+
+/// `level = member` for a hierarchy path, the member typed like the level's dimension.
+pub(crate) fn member_filter(
+    catalog: &Catalog,
+    level: &str,
+    member: &Value,
+    field: &str,
+) -> Result<Filter, QueryError> {
+    let t = &catalog.dimensions[level].data_type;
+    Ok(Filter {
+        dimension: level.to_string(),
+        predicate: Predicate::Eq(literal(member, t, field)?),
+    })
+}
+
 /// The dimension exists and every model the query reads can reach it.
 pub(crate) fn check_dimension(
     catalog: &Catalog,
@@ -451,7 +480,7 @@ pub(crate) fn check_dimension(
     Ok(())
 }
 
-pub(crate) fn typed_predicate(
+fn typed_predicate(
     f: &FilterRequest,
     t: &DataType,
     limits: &QueryLimits,
