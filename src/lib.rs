@@ -9,6 +9,7 @@ pub mod api;
 pub mod cache;
 pub mod catalog;
 pub mod config;
+pub mod dashboard;
 pub mod datagen;
 pub mod engine;
 pub mod metric_tests;

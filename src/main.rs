@@ -119,6 +119,7 @@ async fn run(command: Command) -> Result<(), String> {
                 .map_err(|e| format!("generate: {e}"))?;
                 println!("{report}");
             }
+            install_cockpit(&settings.project_dir.join("web"));
             serve(addr, settings).await
         }
         Command::Serve { addr, settings } => serve(addr, settings).await,
@@ -211,6 +212,30 @@ async fn open(settings: &Settings) -> Result<KpiService, String> {
     KpiService::open(settings)
         .await
         .map_err(|errors| format!("the project does not validate:\n{errors}"))
+}
+
+/// The cockpit's one front-end dependency (Apache ECharts) comes from npm, pinned by
+/// `web/package-lock.json`; the demo installs it on a fresh machine. Without it the API still
+/// serves and the page says what is missing.
+fn install_cockpit(web: &std::path::Path) {
+    if web.join(kpilens::api::web::ECHARTS).exists() || !web.join("package-lock.json").exists() {
+        return;
+    }
+    println!(
+        "installing the cockpit's front-end packages (npm ci in {}) ...",
+        web.display()
+    );
+    let status = std::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--omit=dev"])
+        .current_dir(web)
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => eprintln!("npm ci failed ({s}): the cockpit will show no charts"),
+        Err(e) => {
+            eprintln!("cannot run npm ({e}): install Node.js and npm for the cockpit's charts")
+        }
+    }
 }
 
 async fn serve(addr: SocketAddr, settings: Settings) -> Result<(), String> {

@@ -15,7 +15,8 @@ pub async fn serve(
     service: Arc<KpiService>,
     listener: TcpListener,
 ) -> std::io::Result<()> {
-    let app = api::router(service, settings.max_body_kb * 1024);
+    let web = Arc::new(api::web::WebAssets::load(&settings.project_dir.join("web")));
+    let app = api::router(service, web, settings.max_body_kb * 1024);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

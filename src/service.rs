@@ -114,6 +114,93 @@ impl KpiService {
         &self.cache
     }
 
+    pub fn calendar(&self) -> &CalendarConfig {
+        &self.calendar
+    }
+
+    /// The current data versions of some tables (what cache keys and ETags are made of).
+    pub fn data_versions(
+        &self,
+        catalog: &Catalog,
+        tables: &BTreeSet<String>,
+    ) -> Result<Vec<(String, String)>, QueryError> {
+        current_versions(catalog, tables)
+    }
+
+    /// A one-column listing (`member`) cached like a query result: keyed by catalog version,
+    /// `name` and the data versions of `tables`, so it is recomputed only when they change.
+    pub async fn cached_members(
+        &self,
+        catalog: &Catalog,
+        name: String,
+        tables: &BTreeSet<String>,
+        df: DataFrame,
+    ) -> Result<Vec<Value>, QueryError> {
+        let key = CacheKey {
+            catalog_version: catalog.version.clone(),
+            query: name,
+            data: current_versions(catalog, tables)?,
+        };
+        let compute = async {
+            let batches = self.run_frame(catalog, df).await?;
+            Ok(Arc::new(semantic::QueryResult {
+                schema: Vec::new(),
+                rows: member_values(&batches)
+                    .into_iter()
+                    .map(|v| vec![v])
+                    .collect(),
+                totals: None,
+                truncated: false,
+                drill: None,
+                notes: Default::default(),
+            }))
+        };
+        let (result, _) = self.cache.get_or_compute(key, compute).await?;
+        Ok(result.rows.iter().map(|r| r[0].clone()).collect())
+    }
+
+    /// The last date a model has rows for (its time column), or None for an empty model.
+    pub async fn latest_date(
+        &self,
+        catalog: &Catalog,
+        model: &str,
+    ) -> Result<Option<chrono::NaiveDate>, QueryError> {
+        use datafusion::arrow::datatypes::DataType;
+        use datafusion::functions_aggregate::expr_fn::max;
+        let m = catalog
+            .models
+            .get(model)
+            .ok_or_else(|| QueryError::internal(format!("unknown model '{model}'")))?;
+        let t = m
+            .time
+            .as_ref()
+            .ok_or_else(|| QueryError::internal(format!("model '{model}' has no time column")))?;
+        let df = catalog
+            .ctx
+            .table(m.table.as_str())
+            .await
+            .and_then(|df| {
+                df.aggregate(
+                    vec![],
+                    vec![
+                        max(datafusion::logical_expr::cast(
+                            datafusion::prelude::ident(&t.column),
+                            DataType::Date32,
+                        ))
+                        .alias("member"),
+                    ],
+                )
+            })
+            .map_err(QueryError::from_engine)?;
+        let values = self
+            .cached_members(catalog, format!("latest_date:{model}"), &m.reads, df)
+            .await?;
+        Ok(values
+            .first()
+            .and_then(|v| v.as_str())
+            .and_then(|s| s.parse().ok()))
+    }
+
     /// How many queries actually reached the engine (cache misses that computed).
     pub fn engine_runs(&self) -> u64 {
         self.engine_runs.load(Ordering::Relaxed)

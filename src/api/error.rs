@@ -29,19 +29,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let e = self.0;
-        let status = status_of(e.kind);
-        let body = if e.kind == ErrorKind::Internal {
-            // The detail may hold paths or engine internals: it goes to the log, not the client.
-            tracing::error!(detail = %e.message, "internal error");
-            json!({ "error": { "code": e.code, "message": "internal error; see the server log" } })
-        } else {
-            let mut err = json!({ "code": e.code, "message": e.message });
-            if let Some(field) = e.field {
-                err["field"] = json!(field);
-            }
-            json!({ "error": err })
-        };
-        (status, Json(body)).into_response()
+        let status = status_of(self.0.kind);
+        (status, Json(json!({ "error": self.0.client_view() }))).into_response()
     }
 }

@@ -2,7 +2,10 @@
 //! in the service.
 
 mod catalog;
+mod dashboards;
+pub mod encoding;
 mod error;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -26,7 +29,8 @@ use crate::semantic::listing::DrillThroughRequest;
 use crate::semantic::{ErrorKind, QueryError, QueryRequest};
 use crate::service::KpiService;
 
-pub fn router(service: Arc<KpiService>, max_body_bytes: usize) -> Router {
+/// The API and the cockpit's files (`web`), one router.
+pub fn router(service: Arc<KpiService>, web: Arc<web::WebAssets>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v1/catalog", get(catalog))
@@ -34,10 +38,14 @@ pub fn router(service: Arc<KpiService>, max_body_bytes: usize) -> Router {
         .route("/api/v1/explain", post(explain))
         .route("/api/v1/drill_through", post(drill_through))
         .route("/api/v1/hierarchies/{hierarchy}/members", get(members))
+        .route("/api/v1/dashboards", get(dashboards::list))
+        .route("/api/v1/dashboards/{id}", get(dashboards::show))
+        .route("/api/v1/snapshot/{id}", get(dashboards::snapshot))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TraceLayer::new_for_http())
         .with_state(service)
+        .merge(web::routes(web))
 }
 
 async fn healthz(State(service): State<Arc<KpiService>>) -> Json<serde_json::Value> {

@@ -2,6 +2,7 @@
 //! [`Catalog`]: every name resolved, every column checked against the real table schema, every
 //! expression parsed and typed. Errors name file, key and reason; nothing fails mid-request.
 
+mod dashboards;
 mod error;
 mod sources;
 mod tables;
@@ -17,14 +18,15 @@ use datafusion::logical_expr::{Expr, ExprSchemable};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 
+pub use dashboards::{Dashboard, Panel};
 pub use error::{CatalogError, CatalogErrors};
 pub use sources::{ProjectSources, hex_prefix, parse_definition_file};
 pub use tables::{FileFormat, TableSource, data_version};
 
 use crate::spec::{
-    Aggregation, ChurnValue, DefinitionFile, Direction, EmptyPeriod, FormatSpec, FormatStyle,
-    Grain, Label, MeasureSpec, MetricKind, MetricSpec, ModelSpec, SnapshotPick, Source, TestSpec,
-    Thresholds,
+    Aggregation, ChurnValue, DefinitionFile, Direction, DrillColumnSpec, EmptyPeriod, FormatSpec,
+    FormatStyle, Grain, Label, MeasureSpec, MetricKind, MetricSpec, ModelSpec, SnapshotPick,
+    Source, TestSpec, Thresholds,
 };
 
 /// A validated, immutable view of a project's definitions over one snapshot of its data.
@@ -48,6 +50,8 @@ pub struct Catalog {
     pub ctx: SessionContext,
     /// Kept to rebuild the catalog over fresh data without re-reading (possibly edited) files.
     pub sources: Arc<ProjectSources>,
+    /// Cockpit pages, in switcher order.
+    pub dashboards: Vec<Dashboard>,
 }
 
 pub struct Model {
@@ -62,8 +66,8 @@ pub struct Model {
     pub dimensions: BTreeMap<String, DimensionBinding>,
     /// Physical tables this model reads, through SQL models and joins: its data dependencies.
     pub reads: BTreeSet<String>,
-    /// Columns a drill-through may return (empty: not drillable).
-    pub drill_through: Vec<String>,
+    /// Columns a drill-through may return (empty: not drillable), personal data masked.
+    pub drill_through: Vec<DrillColumnSpec>,
 }
 
 #[derive(Clone)]
@@ -207,6 +211,10 @@ impl Catalog {
         Builder::new(&sources, data_dir, &ctx)
             .run(sources.clone())
             .await
+    }
+
+    pub fn dashboard(&self, id: &str) -> Option<&Dashboard> {
+        self.dashboards.iter().find(|d| d.id == id)
     }
 
     /// The measures a metric needs, in a stable order, through derived metrics.
@@ -408,7 +416,7 @@ impl<'a> Builder<'a> {
         let measures = self.build_measures(&models)?;
         let (metrics, churn_bases) = self.build_metrics(&measures, &models, &dimensions)?;
         let tests = self.validate_tests()?;
-        Ok(Catalog {
+        let mut catalog = Catalog {
             version: sources.version.clone(),
             models,
             measures,
@@ -420,8 +428,11 @@ impl<'a> Builder<'a> {
             tables,
             data_dir: self.data_dir.clone(),
             ctx: self.ctx.clone(),
-            sources,
-        })
+            sources: sources.clone(),
+            dashboards: Vec::new(),
+        };
+        catalog.dashboards = dashboards::validate_dashboards(&catalog, &sources.dashboards)?;
+        Ok(catalog)
     }
 
     /// Registers every Parquet/CSV model as a table named after the model.
@@ -651,6 +662,7 @@ impl<'a> Builder<'a> {
                 errors.push(d.file, format!("models.{name}.primary_key"), unknown(pk));
             }
             for (i, col) in spec.drill_through.iter().enumerate() {
+                let col = col.column();
                 if column_type(col).is_none() {
                     errors.push(
                         d.file,

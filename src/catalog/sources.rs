@@ -1,4 +1,5 @@
-//! Reading the project folder: `metrics/*.yaml` and `sql/*.sql`, parsed but not yet validated.
+//! Reading the project folder: `metrics/*.yaml`, `sql/*.sql` and `dashboards/*.yaml`, parsed but
+//! not yet validated.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -7,6 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::{CatalogError, CatalogErrors};
 use crate::spec::DefinitionFile;
+use crate::spec::dashboard::DashboardSpec;
 
 /// The raw definitions of a project, with the file each came from.
 #[derive(Debug, Clone)]
@@ -16,6 +18,8 @@ pub struct ProjectSources {
     pub definitions: Vec<(String, DefinitionFile)>,
     /// SQL model name (file stem) -> (path relative to the project, SELECT text)
     pub sql_models: BTreeMap<String, (String, String)>,
+    /// (path relative to the project, dashboard id = file stem, parsed file)
+    pub dashboards: Vec<(String, String, DashboardSpec)>,
     /// Hash of every definition file's name and content: the catalog version.
     pub version: String,
 }
@@ -38,11 +42,22 @@ impl ProjectSources {
         for (rel, text) in read_dir_files(project_dir, "sql", &["sql"], &mut errors) {
             hasher.update(rel.as_bytes());
             hasher.update(text.as_bytes());
-            let stem = Path::new(&rel)
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or_default();
-            sql_models.insert(stem.to_string(), (rel, text));
+            sql_models.insert(file_stem(&rel), (rel, text));
+        }
+        let mut dashboards = Vec::new();
+        for (rel, text) in read_dir_files(project_dir, "dashboards", &["yaml", "yml"], &mut errors)
+        {
+            hasher.update(rel.as_bytes());
+            hasher.update(text.as_bytes());
+            let id = file_stem(&rel);
+            if text.trim().is_empty() {
+                errors.push(&rel, "", "empty dashboard file");
+                continue;
+            }
+            match parse_yaml::<DashboardSpec>(&rel, &text) {
+                Ok(parsed) => dashboards.push((rel, id, parsed)),
+                Err(e) => errors.0.push(e),
+            }
         }
         if definitions.is_empty() && errors.is_empty() {
             errors.push("metrics/", "", "no *.yaml definition files found");
@@ -53,6 +68,7 @@ impl ProjectSources {
             project_dir: project_dir.to_path_buf(),
             definitions,
             sql_models,
+            dashboards,
             version,
         })
     }
@@ -64,6 +80,10 @@ pub fn parse_definition_file(file: &str, text: &str) -> Result<DefinitionFile, C
     if text.trim().is_empty() {
         return Ok(DefinitionFile::default());
     }
+    parse_yaml(file, text)
+}
+
+fn parse_yaml<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T, CatalogError> {
     let de = serde_yaml_ng::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
@@ -112,6 +132,14 @@ fn read_dir_files(
         }
     }
     out
+}
+
+fn file_stem(rel: &str) -> String {
+    Path::new(rel)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string()
 }
 
 pub fn hex_prefix(bytes: &[u8], chars: usize) -> String {

@@ -46,6 +46,20 @@ impl QueryError {
         self
     }
 
+    /// What a client is told: code, message and field, except for internal errors, whose detail
+    /// may hold paths or engine internals and goes to the log instead.
+    pub fn client_view(&self) -> serde_json::Value {
+        if self.kind == ErrorKind::Internal {
+            tracing::error!(detail = %self.message, "internal error");
+            return serde_json::json!({ "code": self.code, "message": "internal error; see the server log" });
+        }
+        let mut err = serde_json::json!({ "code": self.code, "message": self.message });
+        if let Some(field) = &self.field {
+            err["field"] = serde_json::json!(field);
+        }
+        err
+    }
+
     pub fn malformed(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Malformed, "malformed_request", message)
     }

@@ -5,9 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::functions_aggregate::expr_fn::count;
-use datafusion::logical_expr::cast;
+use datafusion::logical_expr::{Expr, cast, when};
 use datafusion::prelude::{ident, lit};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -20,6 +21,7 @@ use super::validate::{
 };
 use crate::catalog::{Catalog, DimensionBinding, Model};
 use crate::semantic::calendar::CalendarConfig;
+use crate::spec::Mask;
 
 /// Most members one listing returns.
 pub const MAX_MEMBERS: usize = 10_000;
@@ -65,19 +67,47 @@ pub async fn members(
         .into_iter()
         .chain(path.keys().cloned())
         .collect();
+    distinct_members(catalog, level, &needed, &filters, None).await
+}
+
+/// The distinct values of a dimension in the rows of some models (for a filter picker: the
+/// models its panels read; `product` of loans is not `product` of deposits), in a column `member`.
+pub async fn dimension_members(
+    catalog: &Catalog,
+    dimension: &str,
+    models: &BTreeSet<String>,
+) -> Result<DataFrame, QueryError> {
+    distinct_members(
+        catalog,
+        dimension,
+        &[dimension.to_string()],
+        &[],
+        Some(models),
+    )
+    .await
+}
+
+async fn distinct_members(
+    catalog: &Catalog,
+    level: &str,
+    needed: &[String],
+    filters: &[super::validate::Filter],
+    among: Option<&BTreeSet<String>>,
+) -> Result<DataFrame, QueryError> {
     // The model that holds the level as a column (its home), else any that reaches all levels.
     let model = catalog
         .models
         .values()
+        .filter(|m| among.is_none_or(|a| a.contains(&m.name)))
         .filter(|m| needed.iter().all(|d| m.dimensions.contains_key(d)))
         .min_by_key(|m| !matches!(m.dimensions[level], DimensionBinding::Column(_)))
         .ok_or_else(|| {
             QueryError::invalid(format!(
                 "no model provides '{level}' together with {:?}",
-                path.keys().collect::<Vec<_>>()
+                &needed[1..]
             ))
         })?;
-    let (df, exprs) = filtered_rows(catalog, model, &[level.to_string()], &filters).await?;
+    let (df, exprs) = filtered_rows(catalog, model, &[level.to_string()], filters).await?;
     let data_type = catalog.dimensions[level].data_type.clone();
     let df = df
         .select(vec![cast(exprs[level].clone(), data_type).alias("member")])
@@ -199,12 +229,28 @@ pub async fn drill_through(
         }
     }
     filters.extend(typed_filters(catalog, &req.filters, &models, &[], limits)?);
+    let names: Vec<String> = model
+        .drill_through
+        .iter()
+        .map(|c| c.column().to_string())
+        .collect();
     for (i, o) in req.order.iter().enumerate() {
-        if !model.drill_through.contains(&o.by) {
+        // Not by a masked column: the order would tell what the mask hides.
+        let orderable = model
+            .drill_through
+            .iter()
+            .any(|c| c.column() == o.by && c.mask().is_none());
+        if !orderable {
             return Err(QueryError::invalid(format!(
-                "cannot order by '{}': order by a drill-through column ({})",
+                "cannot order by '{}': order by an unmasked drill-through column ({})",
                 clip(&o.by),
-                model.drill_through.join(", ")
+                model
+                    .drill_through
+                    .iter()
+                    .filter(|c| c.mask().is_none())
+                    .map(|c| c.column())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
             .at(format!("order[{i}].by")));
         }
@@ -218,14 +264,20 @@ pub async fn drill_through(
         }
     }
     let df = df
-        .select(model.drill_through.iter().map(ident).collect::<Vec<_>>())
+        .select(
+            model
+                .drill_through
+                .iter()
+                .map(|c| masked(ident(c.column()), c.mask()).alias(c.column()))
+                .collect::<Vec<_>>(),
+        )
         .map_err(df_err)?;
     let total = df
         .clone()
         .aggregate(vec![], vec![count(lit(1i64)).alias("total")])
         .map_err(df_err)?;
     let order: Vec<_> = if req.order.is_empty() {
-        vec![ident(&model.drill_through[0]).sort(true, false)]
+        vec![ident(&names[0]).sort(true, false)]
     } else {
         req.order
             .iter()
@@ -236,7 +288,34 @@ pub async fn drill_through(
         .sort(order)
         .and_then(|d| d.limit((req.page - 1) * req.page_size, Some(req.page_size)))
         .map_err(df_err)?;
-    Ok((page, total, model.drill_through.clone()))
+    Ok((page, total, names))
+}
+
+/// Personal data as a drill-through shows it, masked inside the plan (nulls stay null).
+fn masked(column: Expr, mask: Option<Mask>) -> Expr {
+    use datafusion::functions::string::expr_fn::{concat, repeat};
+    use datafusion::functions::unicode::expr_fn::{character_length, left, right};
+    let shown = match mask {
+        None => return column,
+        Some(Mask::Name) => concat(vec![
+            left(column.clone(), lit(1i64)),
+            repeat(lit("*"), character_length(column.clone()) - lit(1i64)),
+        ]),
+        Some(Mask::Phone) => concat(vec![
+            left(column.clone(), lit(3i64)),
+            lit("****"),
+            right(column.clone(), lit(4i64)),
+        ]),
+        Some(Mask::IdNumber) => concat(vec![
+            left(column.clone(), lit(6i64)),
+            lit("********"),
+            right(column.clone(), lit(4i64)),
+        ]),
+        Some(Mask::All) => lit("***"),
+    };
+    when(column.is_null(), lit(ScalarValue::Utf8(None)))
+        .otherwise(shown)
+        .expect("a CASE with one branch")
 }
 
 pub fn column_types(

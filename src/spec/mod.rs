@@ -2,6 +2,8 @@
 //! `deny_unknown_fields` everywhere so a typo is an error, not a silently ignored key.
 //! The catalog turns these into validated, frozen definitions.
 
+pub mod dashboard;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -67,9 +69,43 @@ pub struct ModelSpec {
     pub label: Option<Label>,
     pub description: Option<String>,
     /// Columns a drill-through may return, row by row. Empty: the model is not drillable
-    /// (default deny: personal data never leaves by accident).
+    /// (default deny: personal data never leaves by accident). Personal data is listed only
+    /// masked: `{ column: phone, mask: phone }`.
     #[serde(default)]
-    pub drill_through: Vec<String>,
+    pub drill_through: Vec<DrillColumnSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum DrillColumnSpec {
+    Column(String),
+    Masked { column: String, mask: Mask },
+}
+
+impl DrillColumnSpec {
+    pub fn column(&self) -> &str {
+        match self {
+            DrillColumnSpec::Column(c) | DrillColumnSpec::Masked { column: c, .. } => c,
+        }
+    }
+
+    pub fn mask(&self) -> Option<Mask> {
+        match self {
+            DrillColumnSpec::Column(_) => None,
+            DrillColumnSpec::Masked { mask, .. } => Some(*mask),
+        }
+    }
+}
+
+/// How a personal-data column is shown: `name` 张** (first character), `phone` 138****5678,
+/// `id_number` 110101********1234, `all` ***.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Mask {
+    Name,
+    Phone,
+    IdNumber,
+    All,
 }
 
 /// Where a model's rows come from: exactly one of the three. File paths are relative to the data

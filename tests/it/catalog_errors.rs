@@ -7,7 +7,7 @@ use kpilens::engine::{DataFusionEngine, QueryEngine};
 
 use super::temp_project;
 
-async fn load_errors(changes: &[(&str, &str)]) -> Vec<CatalogError> {
+pub async fn load_errors(changes: &[(&str, &str)]) -> Vec<CatalogError> {
     let project = temp_project(changes);
     let engine = DataFusionEngine::new(256 << 20).unwrap();
     match Catalog::load(
@@ -23,7 +23,7 @@ async fn load_errors(changes: &[(&str, &str)]) -> Vec<CatalogError> {
 }
 
 #[track_caller]
-fn assert_has(errors: &[CatalogError], file: &str, key: &str, reason_part: &str) {
+pub fn assert_has(errors: &[CatalogError], file: &str, key: &str, reason_part: &str) {
     assert!(
         errors
             .iter()

@@ -13,9 +13,9 @@ use tokio::net::TcpStream;
 
 use super::{Shared, assert_num, bank_settings, fixture_dir, repo_dir, settings_for, temp_project};
 
-struct Server {
-    addr: SocketAddr,
-    service: Shared,
+pub struct Server {
+    pub addr: SocketAddr,
+    pub service: Shared,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -25,7 +25,7 @@ impl Drop for Server {
     }
 }
 
-async fn start(settings: Settings) -> Server {
+pub async fn start(settings: Settings) -> Server {
     let service = Arc::new(
         KpiService::open(&settings)
             .await
@@ -53,24 +53,58 @@ async fn start_on(project: &Path) -> Server {
 }
 
 impl Server {
-    async fn post(&self, path: &str, body: impl Into<String>) -> (u16, Value) {
+    pub async fn post(&self, path: &str, body: impl Into<String>) -> (u16, Value) {
         http(self.addr, "POST", path, &body.into()).await
     }
 
-    async fn query(&self, q: Value) -> (u16, Value) {
+    pub async fn query(&self, q: Value) -> (u16, Value) {
         self.post("/api/v1/query", q.to_string()).await
     }
 
-    async fn get(&self, path: &str) -> (u16, Value) {
+    pub async fn get(&self, path: &str) -> (u16, Value) {
         http(self.addr, "GET", path, "").await
     }
 }
 
 /// One HTTP/1.1 exchange on a fresh connection (`Connection: close`, so the body runs to EOF).
 async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let r = exchange(addr, method, path, &[], body).await;
+    let text = String::from_utf8(r.body).expect("UTF-8 response");
+    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    (r.status, json)
+}
+
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names lowercased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The raw exchange, with extra request headers; the body as bytes (it may be compressed).
+pub async fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> RawResponse {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         body.len()
     );
     stream
@@ -81,15 +115,26 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, V
     let _ = stream.write_all(body.as_bytes()).await;
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw).await;
-    let text = String::from_utf8(raw).expect("UTF-8 response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
-    let status: u16 = head
-        .split(' ')
-        .nth(1)
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("head and body");
+    let head = String::from_utf8(raw[..split].to_vec()).expect("UTF-8 head");
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
         .and_then(|s| s.parse().ok())
         .expect("status line");
-    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
-    (status, json)
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    RawResponse {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
 }
 
 fn served_by(body: &Value) -> &str {
@@ -477,7 +522,7 @@ async fn drill_members_and_drill_through_routes() {
     let (status, body) = s
         .post(
             "/api/v1/drill_through",
-            json!({ "model": "customers" }).to_string(),
+            json!({ "model": "customer_month_snapshots" }).to_string(),
         )
         .await;
     assert_eq!(

@@ -3,6 +3,7 @@
 
 mod calendar;
 mod catalog_errors;
+mod dashboards;
 mod datagen;
 mod golden;
 mod http;

@@ -300,7 +300,7 @@ async fn members_and_drill_through_pages() {
             .all(|c| c.name != "phone" && c.name != "name")
     );
     let refused: kpilens::semantic::listing::DrillThroughRequest =
-        serde_json::from_value(json!({ "model": "customers" })).unwrap();
+        serde_json::from_value(json!({ "model": "customer_month_snapshots" })).unwrap();
     let e = s.drill_through(&refused).await.unwrap_err();
     assert_eq!(e.code, "not_drillable");
     // Loans of one customer, at the leaf of the hierarchy.

@@ -1,0 +1,95 @@
+//! Dashboards and mobile snapshots over HTTP.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde::Serialize;
+
+use super::ApiError;
+use super::encoding::respond;
+use crate::dashboard;
+use crate::semantic::QueryError;
+use crate::service::KpiService;
+use crate::spec::{Grain, Label};
+
+#[derive(Serialize)]
+pub struct DashboardSummary {
+    id: String,
+    title: Label,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<Label>,
+    grain: Grain,
+    panels: usize,
+    filters: Vec<String>,
+}
+
+/// `GET /api/v1/dashboards`: the switcher's list, in order.
+pub async fn list(State(service): State<Arc<KpiService>>) -> Json<Vec<DashboardSummary>> {
+    Json(
+        service
+            .catalog()
+            .dashboards
+            .iter()
+            .map(|d| DashboardSummary {
+                id: d.id.clone(),
+                title: d.title.clone(),
+                description: d.description.clone(),
+                grain: d.grain,
+                panels: d.panels.len(),
+                filters: d.filters.clone(),
+            })
+            .collect(),
+    )
+}
+
+/// `GET /api/v1/dashboards/{id}?as_of=..&<filter>=a,b`: layout and every panel's data.
+pub async fn show(
+    State(service): State<Arc<KpiService>>,
+    Path(id): Path<String>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let view = dashboard::render(&service, &id, &params).await?;
+    Ok(respond(
+        &headers,
+        "application/json",
+        to_json(&view)?,
+        None,
+        "no-store",
+    ))
+}
+
+/// `GET /api/v1/snapshot/{id}`: the tiles only, with an ETag known before computing anything.
+pub async fn snapshot(
+    State(service): State<Arc<KpiService>>,
+    Path(id): Path<String>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let plan = dashboard::snapshot_plan(&service, &id, &params).await?;
+    if super::encoding::not_modified(&headers, &plan.etag) {
+        return Ok(respond(
+            &headers,
+            "application/json",
+            Vec::new(),
+            Some(&plan.etag),
+            "no-cache",
+        ));
+    }
+    let snapshot = dashboard::snapshot(&service, &plan).await;
+    Ok(respond(
+        &headers,
+        "application/json",
+        to_json(&snapshot)?,
+        Some(&plan.etag),
+        "no-cache",
+    ))
+}
+
+fn to_json(value: &impl Serialize) -> Result<Vec<u8>, QueryError> {
+    serde_json::to_vec(value).map_err(|e| QueryError::internal(e.to_string()))
+}

@@ -1,0 +1,38 @@
+// The API calls the cockpit makes. Every failure becomes an Error whose message is the server's
+// own (`error.message`), so the page can say what went wrong.
+
+async function request(path, options = {}) {
+  let response;
+  try {
+    response = await fetch(path, {
+      ...options,
+      headers: { 'Content-Type': 'application/json', ...(options.headers ?? {}) },
+    });
+  } catch (e) {
+    throw new Error(`network error: ${e.message}`);
+  }
+  const text = await response.text();
+  let body = null;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    // not JSON: reported below with the status
+  }
+  if (!response.ok) {
+    const message = body?.error?.message ?? `HTTP ${response.status}`;
+    const err = new Error(message);
+    err.status = response.status;
+    throw err;
+  }
+  return body;
+}
+
+export const api = {
+  dashboards: () => request('/api/v1/dashboards'),
+  dashboard: (id, params) => {
+    const qs = new URLSearchParams(params).toString();
+    return request(`/api/v1/dashboards/${encodeURIComponent(id)}${qs ? `?${qs}` : ''}`);
+  },
+  query: (q) => request('/api/v1/query', { method: 'POST', body: JSON.stringify(q) }),
+  drillThrough: (q) => request('/api/v1/drill_through', { method: 'POST', body: JSON.stringify(q) }),
+};

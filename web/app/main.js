@@ -1,0 +1,434 @@
+// The cockpit: a dashboard switcher, a filter bar, KPI tiles and charts from one
+// `GET /api/v1/dashboards/{id}`; clicks on bars and table rows drill the org hierarchy through
+// `POST /api/v1/query`, and at the leaf list customers through `POST /api/v1/drill_through`.
+
+import { api } from './api.js';
+import { chartOption, column, field } from './charts.js';
+import { changeTone, formatChange, formatValue } from './format.js';
+import { label, t } from './i18n.js';
+
+const LEAF_PAGE_SIZE = 20;
+
+const state = {
+  lang: localStorage.getItem('kpilens.lang') ?? 'zh',
+  dashboards: [],
+  id: null,
+  params: {},
+  view: null,
+  // panel id -> { layout, result, path, leaf: {page, data} | null }
+  panels: new Map(),
+  charts: new Map(),
+};
+
+// Test and diagnostics hook: charts by panel, and each dashboard render's time.
+window.__kpilens = { charts: state.charts, renders: [] };
+
+const $ = (sel, root = document) => root.querySelector(sel);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
+    else if (k === 'class') node.className = v;
+    else if (k === 'dataset') Object.assign(node.dataset, v);
+    else node.setAttribute(k, v === true ? '' : v);
+  }
+  for (const c of children.flat()) {
+    if (c !== null && c !== undefined && c !== false) node.append(c instanceof Node ? c : String(c));
+  }
+  return node;
+}
+
+// ---- shell: header, switcher, language --------------------------------------------------------
+
+function renderHeader() {
+  const nav = $('#switcher');
+  nav.replaceChildren(
+    ...state.dashboards.map((d) => el('button', {
+      class: d.id === state.id ? 'tab active' : 'tab',
+      dataset: { dashboard: d.id },
+      onclick: () => switchTo(d.id),
+    }, label(d.title, state.lang, d.id))),
+  );
+  $('#brand-sub').textContent = t(state.lang, 'product');
+  $('#lang').textContent = t(state.lang, 'language');
+  document.documentElement.lang = state.lang === 'zh' ? 'zh-CN' : 'en';
+}
+
+function showError(message, retry) {
+  const box = $('#error');
+  box.replaceChildren(
+    el('strong', {}, t(state.lang, 'error')),
+    el('span', { class: 'error-message' }, message),
+    retry ? el('button', { class: 'retry', onclick: retry }, t(state.lang, 'retry')) : null,
+  );
+  box.hidden = false;
+}
+
+function clearError() {
+  $('#error').hidden = true;
+}
+
+function setLoading(on) {
+  $('#loading').hidden = !on;
+  document.body.dataset.loading = on ? '1' : '';
+}
+
+// ---- loading a dashboard ---------------------------------------------------------------------
+
+async function switchTo(id) {
+  if (id !== state.id) state.params = {};
+  state.id = id;
+  history.replaceState(null, '', `#${id}`);
+  renderHeader();
+  await load();
+}
+
+async function load() {
+  const started = performance.now();
+  document.body.dataset.ready = '';
+  setLoading(true);
+  clearError();
+  try {
+    const view = await api.dashboard(state.id, state.params);
+    state.view = view;
+    state.panels = new Map(view.panels.map((p) => [p.id, {
+      layout: p, result: p.result ?? null, error: p.error ?? null, tile: p.tile ?? null, path: {}, leaf: null,
+    }]));
+    renderDashboard();
+    window.__kpilens.renders.push({ id: state.id, ms: performance.now() - started, cached: view.meta.panels_cached });
+    document.body.dataset.ready = state.id;
+  } catch (e) {
+    $('#content').replaceChildren();
+    showError(e.message, () => load());
+  } finally {
+    setLoading(false);
+  }
+}
+
+// ---- the dashboard -----------------------------------------------------------------------------
+
+function renderDashboard() {
+  const view = state.view;
+  disposeCharts();
+  document.title = `${label(view.title, state.lang)} · kpilens`;
+  $('#title').textContent = label(view.title, state.lang);
+  $('#as-of').textContent = `${t(state.lang, 'asOf')} ${view.as_of}`;
+  renderFilters(view);
+  const tiles = el('section', { class: 'tiles' });
+  const grid = el('section', { class: 'grid' });
+  for (const ps of state.panels.values()) {
+    if (ps.layout.type === 'kpi') tiles.append(renderTile(ps));
+    else grid.append(panelShell(ps));
+  }
+  $('#content').replaceChildren(tiles, grid);
+  for (const ps of state.panels.values()) {
+    if (ps.layout.type !== 'kpi') renderPanelBody(ps);
+  }
+}
+
+function renderFilters(view) {
+  const bar = $('#filters');
+  bar.replaceChildren(...view.filters.map((f) => {
+    const selected = f.selected.length === 1 ? String(f.selected[0]) : '';
+    const select = el('select', {
+      dataset: { filter: f.dimension },
+      'aria-label': label(f.label, state.lang, f.dimension),
+      onchange: (ev) => {
+        state.params = { ...state.params, [f.dimension]: ev.target.value };
+        load();
+      },
+    },
+    el('option', { value: '' }, t(state.lang, 'all')),
+    ...f.options.map((o) => el('option', { value: String(o), selected: String(o) === selected }, String(o))));
+    return el('label', { class: 'filter' }, el('span', {}, label(f.label, state.lang, f.dimension)), select);
+  }));
+}
+
+// ---- KPI tiles ---------------------------------------------------------------------------------
+
+function renderTile(ps) {
+  const tile = ps.tile;
+  const layout = ps.layout;
+  if (!tile || ps.error) {
+    return el('article', { class: 'tile tile-error', dataset: { panel: layout.id, state: 'error' } },
+      el('div', { class: 'tile-label' }, label(layout.title, state.lang)),
+      el('div', { class: 'tile-message' }, ps.error?.message ?? t(state.lang, 'panelError')));
+  }
+  const tone = changeTone(tile.delta, tile.direction);
+  const arrow = tile.delta > 0 ? '▲' : tile.delta < 0 ? '▼' : '■';
+  return el('article', {
+    class: `tile status-${tile.status ?? 'none'}`,
+    dataset: { panel: layout.id, state: 'ready', value: tile.value ?? '' },
+  },
+  el('div', { class: 'tile-label' },
+    el('span', {}, label(tile.label, state.lang)),
+    tile.status ? el('span', { class: `badge badge-${tile.status}` }, t(state.lang, `status_${tile.status}`)) : null),
+  el('div', { class: 'tile-value' }, formatValue(tile.value, tile.format, state.lang)),
+  el('div', { class: `tile-change ${tone}` },
+    `${arrow} ${formatChange(tile.delta, tile.delta_pct, tile.format, state.lang)}`,
+    el('span', { class: 'muted' }, ` ${t(state.lang, 'vsPrevious')}`)),
+  sparkline(tile.spark, tone));
+}
+
+function sparkline(values, tone) {
+  const w = 120;
+  const h = 28;
+  const nums = values.filter((v) => v !== null);
+  const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+  svg.setAttribute('viewBox', `0 0 ${w} ${h}`);
+  svg.setAttribute('class', `spark ${tone}`);
+  svg.setAttribute('preserveAspectRatio', 'none');
+  if (nums.length < 2) return svg;
+  const min = Math.min(...nums);
+  const max = Math.max(...nums);
+  const y = (v) => (max === min ? h / 2 : h - 2 - ((v - min) / (max - min)) * (h - 4));
+  const step = w / (values.length - 1);
+  const points = values
+    .map((v, i) => (v === null ? null : `${(i * step).toFixed(1)},${y(v).toFixed(1)}`))
+    .filter(Boolean)
+    .join(' ');
+  const line = document.createElementNS('http://www.w3.org/2000/svg', 'polyline');
+  line.setAttribute('points', points);
+  svg.append(line);
+  return svg;
+}
+
+// ---- chart and table panels ----------------------------------------------------------------------
+
+function panelShell(ps) {
+  const layout = ps.layout;
+  return el('article', {
+    class: `panel w-${layout.width} type-${layout.type}`,
+    dataset: { panel: layout.id, state: 'loading' },
+  },
+  el('header', { class: 'panel-head' },
+    el('h2', {}, label(layout.title, state.lang)),
+    layout.drill ? el('nav', { class: 'breadcrumb', 'aria-label': 'drill path' }) : null),
+  el('div', { class: 'panel-body' }));
+}
+
+function panelNode(id) {
+  return document.querySelector(`.panel[data-panel="${CSS.escape(id)}"]`);
+}
+
+function renderPanelBody(ps) {
+  const node = panelNode(ps.layout.id);
+  if (!node) return;
+  const body = $('.panel-body', node);
+  disposeChart(ps.layout.id);
+  renderBreadcrumb(ps, node);
+  if (ps.error) {
+    node.dataset.state = 'error';
+    body.replaceChildren(el('div', { class: 'panel-error' }, ps.error.message ?? t(state.lang, 'panelError')));
+    return;
+  }
+  if (ps.leaf) {
+    body.replaceChildren(leafTable(ps));
+    node.dataset.state = 'ready';
+    return;
+  }
+  const result = ps.result;
+  if (!result || result.rows.length === 0) {
+    body.replaceChildren(el('div', { class: 'empty' }, t(state.lang, 'noData')));
+    node.dataset.state = 'ready';
+    return;
+  }
+  if (ps.layout.type === 'table') {
+    body.replaceChildren(rankedTable(ps));
+  } else if (!window.echarts) {
+    body.replaceChildren(el('div', { class: 'panel-error' }, t(state.lang, 'noEcharts')));
+  } else {
+    const box = el('div', { class: 'chart' });
+    body.replaceChildren(box);
+    const chart = window.echarts.init(box, null, { renderer: 'svg' });
+    chart.setOption(chartOption(ps.layout, result, state.lang));
+    if (canDrill(ps)) {
+      chart.on('click', (p) => {
+        const di = column(result, result.drill.level);
+        drill(ps, result.rows[p.dataIndex][di]);
+      });
+      box.classList.add('drillable');
+      box.title = t(state.lang, 'clickToDrill');
+    }
+    state.charts.set(ps.layout.id, chart);
+  }
+  node.dataset.state = 'ready';
+}
+
+function canDrill(ps) {
+  return Boolean(ps.layout.drill && ps.result?.drill?.next_level);
+}
+
+/** Ranked rows: rank, the dimensions, then each metric with its change vs the previous period. */
+function rankedTable(ps) {
+  const { layout, result } = ps;
+  const dims = result.schema.filter((f) => f.role === 'dimension');
+  const drillable = canDrill(ps);
+  const head = el('tr', {},
+    el('th', { class: 'num' }, '#'),
+    ...dims.map((d) => el('th', {}, label(d.label, state.lang, d.name))),
+    ...layout.metrics.map((m) => el('th', { class: 'num' }, label(field(result, m).label, state.lang, m))));
+  const rows = result.rows.map((r, i) => {
+    const cells = layout.metrics.map((m) => {
+      const f = field(result, m);
+      const v = r[column(result, m)];
+      const di = column(result, `${m}.previous_period.delta`);
+      const pi = column(result, `${m}.previous_period.delta_pct`);
+      const delta = di >= 0 ? r[di] : null;
+      const tone = changeTone(delta, f.direction);
+      return el('td', { class: 'num', dataset: { metric: m, value: v ?? '' } },
+        el('div', {}, formatValue(v, f.format, state.lang)),
+        delta !== null ? el('div', { class: `change ${tone}` }, formatChange(delta, pi >= 0 ? r[pi] : null, f.format, state.lang)) : null);
+    });
+    return el('tr', {
+      class: drillable ? 'drillable' : '',
+      onclick: drillable ? () => drill(ps, r[column(result, result.drill.level)]) : undefined,
+    },
+    el('td', { class: 'num muted' }, String(i + 1)),
+    ...dims.map((d) => el('td', {}, String(r[column(result, d.name)] ?? '—'))),
+    ...cells);
+  });
+  return el('div', { class: 'table-wrap' }, el('table', { class: 'ranked' }, el('thead', {}, head), el('tbody', {}, rows)));
+}
+
+// ---- drill down and back -----------------------------------------------------------------------
+
+async function drill(ps, member) {
+  const { layout } = ps;
+  const level = ps.result.drill.level;
+  const levels = layout.drill_levels;
+  const path = { ...ps.path, [level]: member };
+  const next = levels[levels.indexOf(level) + 1];
+  if (next === levels[levels.length - 1] && layout.drill_through) {
+    await showLeaf(ps, path, 1);
+  } else {
+    await requery(ps, path);
+  }
+}
+
+async function requery(ps, path) {
+  const node = panelNode(ps.layout.id);
+  node.dataset.state = 'loading';
+  try {
+    ps.result = Object.keys(path).length === 0
+      ? state.view.panels.find((p) => p.id === ps.layout.id).result
+      : await api.query({ ...ps.layout.query, drill: { hierarchy: ps.layout.drill, path } });
+    ps.error = null;
+  } catch (e) {
+    ps.error = { message: e.message };
+  }
+  ps.path = path;
+  ps.leaf = null;
+  renderPanelBody(ps);
+}
+
+async function showLeaf(ps, path, page) {
+  const node = panelNode(ps.layout.id);
+  node.dataset.state = 'loading';
+  try {
+    const data = await api.drillThrough({
+      model: ps.layout.drill_through,
+      drill: { hierarchy: ps.layout.drill, path },
+      page,
+      page_size: LEAF_PAGE_SIZE,
+    });
+    ps.leaf = { page, data };
+    ps.error = null;
+  } catch (e) {
+    ps.error = { message: e.message };
+  }
+  ps.path = path;
+  renderPanelBody(ps);
+}
+
+function renderBreadcrumb(ps, node) {
+  const nav = $('.breadcrumb', node);
+  if (!nav) return;
+  const entries = Object.entries(ps.path);
+  const crumbs = [el('button', {
+    class: 'crumb',
+    dataset: { crumb: 0 },
+    disabled: entries.length === 0,
+    onclick: () => requery(ps, {}),
+  }, t(state.lang, 'allOrg'))];
+  entries.forEach(([, member], i) => {
+    const upTo = Object.fromEntries(entries.slice(0, i + 1));
+    const last = i === entries.length - 1;
+    crumbs.push(el('span', { class: 'sep' }, '›'));
+    crumbs.push(el('button', {
+      class: 'crumb',
+      dataset: { crumb: i + 1 },
+      disabled: last,
+      onclick: () => requery(ps, upTo),
+    }, String(member)));
+  });
+  nav.replaceChildren(...crumbs);
+}
+
+/** The leaf: customers behind the number, personal data masked by the server. */
+function leafTable(ps) {
+  const { page, data } = ps.leaf;
+  const pages = Math.max(1, Math.ceil(data.total / data.page_size));
+  const path = ps.path;
+  const table = el('table', { class: 'leaf' },
+    el('thead', {}, el('tr', {}, ...data.columns.map((c) => el('th', {}, c.name)))),
+    el('tbody', {}, data.rows.map((r) => el('tr', {}, ...r.map((v) => el('td', {}, v === null ? '—' : String(v)))))));
+  return el('div', { class: 'leaf-view' },
+    el('div', { class: 'leaf-title' }, t(state.lang, 'customers')),
+    el('div', { class: 'table-wrap' }, table),
+    el('div', { class: 'pager' },
+      el('button', { disabled: page <= 1, onclick: () => showLeaf(ps, path, page - 1) }, t(state.lang, 'prev')),
+      el('span', { class: 'muted' }, t(state.lang, 'page', { page, pages, total: data.total })),
+      el('button', { disabled: page >= pages, onclick: () => showLeaf(ps, path, page + 1) }, t(state.lang, 'next'))));
+}
+
+// ---- charts' lifecycle -------------------------------------------------------------------------
+
+function disposeChart(id) {
+  state.charts.get(id)?.dispose();
+  state.charts.delete(id);
+}
+
+function disposeCharts() {
+  for (const id of [...state.charts.keys()]) disposeChart(id);
+}
+
+let resizeTimer = null;
+window.addEventListener('resize', () => {
+  clearTimeout(resizeTimer);
+  resizeTimer = setTimeout(() => state.charts.forEach((c) => c.resize()), 100);
+});
+
+// ---- start ---------------------------------------------------------------------------------------
+
+async function boot() {
+  $('#lang').addEventListener('click', () => {
+    state.lang = state.lang === 'zh' ? 'en' : 'zh';
+    localStorage.setItem('kpilens.lang', state.lang);
+    renderHeader();
+    // Drilled panels keep their place: they re-render from their state.
+    if (state.view) renderDashboard();
+  });
+  renderHeader();
+  setLoading(true);
+  try {
+    state.dashboards = await api.dashboards();
+  } catch (e) {
+    setLoading(false);
+    showError(e.message, () => boot());
+    return;
+  }
+  const wanted = location.hash.slice(1);
+  const id = state.dashboards.some((d) => d.id === wanted) ? wanted : state.dashboards[0]?.id;
+  if (!id) {
+    setLoading(false);
+    showError('no dashboards are defined (dashboards/*.yaml)');
+    return;
+  }
+  await switchTo(id);
+}
+
+boot();
+

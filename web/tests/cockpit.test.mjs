@@ -1,0 +1,255 @@
+// The cockpit in a real headless Chromium (Debian's `chromium`, driven by playwright-core)
+// against the real kpilens server on loopback, over freshly generated demo data (scale 1).
+//
+//   KPILENS_BIN   the kpilens binary (default: $CARGO_TARGET_DIR or ~/.cache/kpilens-target, debug)
+//   CHROMIUM      the browser (default /usr/bin/chromium)
+//
+// Screenshots and the time-to-first-render figures go to tests/output/ (ignored by git).
+
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir, homedir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+import { formatValue } from '../app/format.js';
+
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const targetDir = process.env.CARGO_TARGET_DIR ?? join(homedir(), '.cache', 'kpilens-target');
+const bin = process.env.KPILENS_BIN ?? join(targetDir, 'debug', 'kpilens');
+const output = join(repo, 'tests', 'output');
+const shots = join(output, 'screenshots');
+
+const DESKTOP = { width: 1440, height: 1000 };
+const PHONE = { width: 375, height: 812 };
+
+let server;
+let base;
+let browser;
+let dataDir;
+
+async function startServer() {
+  dataDir = mkdtempSync(join(tmpdir(), 'kpilens-cockpit-'));
+  execFileSync(bin, ['generate', '--out', join(dataDir, 'demo')], { stdio: 'ignore' });
+  server = spawn(bin, ['serve', '--addr', '127.0.0.1:0', '--project', repo, '--data', join(dataDir, 'demo')], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, RUST_LOG: 'warn' },
+  });
+  base = await new Promise((ok, fail) => {
+    let seen = '';
+    server.stdout.on('data', (chunk) => {
+      seen += chunk;
+      const m = seen.match(/on (http:\/\/127\.0\.0\.1:\d+)/);
+      if (m) ok(m[1]);
+    });
+    server.on('exit', (code) => fail(new Error(`kpilens exited with ${code}: ${seen}`)));
+    setTimeout(() => fail(new Error(`kpilens did not start: ${seen}`)), 60_000).unref();
+  });
+}
+
+async function api(path, body) {
+  const response = await fetch(`${base}${path}`, body === undefined ? {} : {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  assert.equal(response.status, 200, `${path}: ${response.status}`);
+  return response.json();
+}
+
+async function openPage(viewport, hash = 'executive') {
+  const page = await browser.newPage({ viewport, deviceScaleFactor: viewport === PHONE ? 2 : 1 });
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  page.errors = errors;
+  await page.addInitScript(() => localStorage.setItem('kpilens.lang', 'zh'));
+  await page.goto(`${base}/#${hash}`);
+  return page;
+}
+
+/** Milliseconds from navigation start until every panel of the dashboard has rendered. */
+async function timeToFirstRender(page, id) {
+  await page.waitForSelector(`body[data-ready="${id}"]`, { timeout: 60_000 });
+  await page.waitForFunction(() => document.querySelectorAll('[data-state="loading"]').length === 0);
+  return page.evaluate(() => performance.now());
+}
+
+const panelState = (page, id) => page.locator(`[data-panel="${id}"]`).getAttribute('data-state');
+
+async function waitPanelReady(page, id) {
+  await page.waitForFunction((pid) => document.querySelector(`[data-panel="${pid}"]`)?.dataset.state === 'ready', id);
+}
+
+const chartOption = (page, id) => page.evaluate((pid) => {
+  const o = window.__kpilens.charts.get(pid).getOption();
+  return { series: o.series.map((s) => ({ data: s.data })), yAxis: o.yAxis?.map((a) => a.data), xAxis: o.xAxis?.map((a) => a.data) };
+}, id);
+
+const col = (result, name) => result.schema.findIndex((f) => f.name === name);
+const values = (result, name) => result.rows.map((r) => r[col(result, name)]);
+const seriesValues = (data) => data.map((d) => (d !== null && typeof d === 'object' ? d.value : d));
+
+before(async () => {
+  mkdirSync(shots, { recursive: true });
+  await startServer();
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.kill('SIGTERM');
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+});
+
+describe('the cockpit', () => {
+  const timings = {};
+
+  it('renders the executive dashboard with the API numbers, cold and cached', async () => {
+    // First: nothing has asked the server anything yet, so this is the cold render.
+    const page = await openPage(DESKTOP);
+    timings.cold_ms = Math.round(await timeToFirstRender(page, 'executive'));
+    await page.reload();
+    timings.cached_ms = Math.round(await timeToFirstRender(page, 'executive'));
+    assert.deepEqual(page.errors, []);
+
+    const view = await api('/api/v1/dashboards/executive');
+    assert.equal(view.meta.panels_cached, view.meta.panels, 'the page already computed every panel');
+    const kpis = view.panels.filter((p) => p.type === 'kpi');
+    assert.ok(kpis.length >= 6, 'the overview has its tiles');
+    for (const p of kpis) {
+      const tile = page.locator(`.tile[data-panel="${p.id}"]`);
+      assert.equal(Number(await tile.getAttribute('data-value')), p.tile.value, `${p.id}: value`);
+      assert.equal(await tile.locator('.tile-value').textContent(), formatValue(p.tile.value, p.tile.format, 'zh'), `${p.id}: shown`);
+      const status = await tile.getAttribute('class');
+      assert.ok(status.includes(`status-${p.tile.status ?? 'none'}`), `${p.id}: status ${status}`);
+    }
+
+    const bar = view.panels.find((p) => p.id === 'overdue_by_region');
+    const barChart = await chartOption(page, bar.id);
+    assert.deepEqual(seriesValues(barChart.series[0].data), values(bar.result, 'overdue_ratio'));
+    assert.deepEqual(barChart.yAxis[0], values(bar.result, 'region'));
+
+    const area = view.panels.find((p) => p.id === 'aum_trend');
+    assert.deepEqual(seriesValues((await chartOption(page, area.id)).series[0].data), values(area.result, 'aum'));
+
+    const funnel = view.panels.find((p) => p.id === 'credit_funnel');
+    assert.deepEqual(seriesValues((await chartOption(page, funnel.id)).series[0].data), values(funnel.result, 'credit_funnel'));
+
+    const table = view.panels.find((p) => p.id === 'churn_by_region');
+    const shown = await page.locator(`[data-panel="${table.id}"] td[data-metric="customers_churned"]`)
+      .evaluateAll((cells) => cells.map((c) => Number(c.dataset.value)));
+    assert.deepEqual(shown, values(table.result, 'customers_churned'));
+
+    await page.screenshot({ path: join(shots, 'executive-desktop.png'), fullPage: true });
+    await page.close();
+    writeFileSync(join(output, 'cockpit-timings.json'), `${JSON.stringify(timings, null, 2)}\n`);
+    console.log(`time to first render of the executive dashboard: cold ${timings.cold_ms} ms, cached ${timings.cached_ms} ms`);
+  });
+
+  it('drills a region bar to its branches, and the breadcrumb returns', async () => {
+    const page = await openPage(DESKTOP);
+    await timeToFirstRender(page, 'executive');
+    const panel = 'overdue_by_region';
+    const before = await chartOption(page, panel);
+    const region = before.yAxis[0][0];
+    // A real click on the first bar, at its pixel position in the chart.
+    const point = await page.evaluate((pid) => {
+      const chart = window.__kpilens.charts.get(pid);
+      const value = chart.getOption().series[0].data[0];
+      const [x, y] = chart.convertToPixel({ seriesIndex: 0 }, [(typeof value === 'object' ? value.value : value) / 2, 0]);
+      return { x, y };
+    }, panel);
+    await page.locator(`[data-panel="${panel}"] .chart`).click({ position: point });
+    await page.waitForFunction((pid) => document.querySelectorAll(`[data-panel="${pid}"] .crumb`).length === 2, panel);
+    await waitPanelReady(page, panel);
+
+    const view = await api('/api/v1/dashboards/executive');
+    const query = { ...view.panels.find((p) => p.id === panel).query, drill: { hierarchy: 'org', path: { region } } };
+    const branches = await api('/api/v1/query', query);
+    const after = await chartOption(page, panel);
+    assert.deepEqual(after.yAxis[0], values(branches, 'branch'));
+    assert.deepEqual(seriesValues(after.series[0].data), values(branches, 'overdue_ratio'));
+    assert.equal(await page.locator(`[data-panel="${panel}"] .crumb`).last().textContent(), region);
+
+    await page.locator(`[data-panel="${panel}"] .crumb[data-crumb="0"]`).click();
+    await page.waitForFunction((pid) => document.querySelectorAll(`[data-panel="${pid}"] .crumb`).length === 1, panel);
+    await waitPanelReady(page, panel);
+    assert.deepEqual((await chartOption(page, panel)).yAxis[0], before.yAxis[0]);
+    await page.close();
+  });
+
+  it('drills table rows down to a page of customers with personal data masked', async () => {
+    const page = await openPage(DESKTOP);
+    await timeToFirstRender(page, 'executive');
+    const panel = 'churn_by_region';
+    for (let depth = 1; depth <= 4; depth += 1) {
+      await page.locator(`[data-panel="${panel}"] tbody tr`).first().click();
+      await page.waitForFunction(([pid, n]) => document.querySelectorAll(`[data-panel="${pid}"] .crumb`).length === n, [panel, depth + 1]);
+      await waitPanelReady(page, panel);
+    }
+    const leaf = page.locator(`[data-panel="${panel}"] table.leaf`);
+    const headers = await leaf.locator('th').allTextContents();
+    const rows = await leaf.locator('tbody tr').evaluateAll((trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
+    assert.ok(rows.length > 0, 'the RM has customers');
+    const at = (name) => headers.indexOf(name);
+    for (const r of rows) {
+      assert.match(r[at('name')], /^.\*+$/u, 'names show the first character only');
+      assert.match(r[at('phone')], /^\d{3}\*{4}\d{4}$/, 'phones are masked');
+      assert.match(r[at('id_number')], /^\d{6}\*{8}[\dX]{4}$/, 'ID numbers are masked');
+    }
+    assert.match(await page.locator(`[data-panel="${panel}"] .pager`).textContent(), /第 1 \/ \d+ 页/);
+    await page.close();
+  });
+
+  it('fits a 375 px phone without horizontal overflow', async () => {
+    const page = await openPage(PHONE);
+    await timeToFirstRender(page, 'executive');
+    await page.waitForTimeout(300); // charts settle to their width
+    const widest = await page.evaluate(() => Math.max(
+      document.documentElement.scrollWidth,
+      ...[...document.querySelectorAll('.tile, .panel, .chart')].map((e) => e.getBoundingClientRect().right),
+    ));
+    assert.ok(widest <= PHONE.width, `content reaches ${widest}px on a ${PHONE.width}px screen`);
+    const tiles = await page.locator('.tile').evaluateAll((ts) => ts.map((t) => t.getBoundingClientRect().width));
+    assert.ok(tiles.every((w) => w < PHONE.width / 2), 'tiles sit two abreast');
+    await page.screenshot({ path: join(shots, 'executive-phone.png'), fullPage: true });
+    await page.close();
+  });
+
+  it('switches to English with English labels and formats', async () => {
+    const page = await openPage(DESKTOP);
+    await timeToFirstRender(page, 'executive');
+    await page.locator('#lang').click();
+    assert.equal(await page.locator('#title').textContent(), 'Executive overview');
+    const view = await api('/api/v1/dashboards/executive');
+    const loans = view.panels.find((p) => p.id === 'loan_balance').tile;
+    assert.equal(await page.locator('.tile[data-panel="loan_balance"] .tile-value').textContent(), formatValue(loans.value, loans.format, 'en'));
+    assert.match(await page.locator('.tile[data-panel="loan_balance"] .tile-value').textContent(), /^¥[\d.]+[BM]$/);
+    await page.close();
+  });
+
+  it('shows the error when the API fails, and recovers on retry', async () => {
+    const page = await browser.newPage({ viewport: DESKTOP });
+    let failing = true;
+    await page.route('**/api/v1/dashboards/risk*', (route) => (failing
+      ? route.fulfill({ status: 503, contentType: 'application/json', body: JSON.stringify({ error: { code: 'overloaded', message: 'the server is saturated; retry shortly' } }) })
+      : route.continue()));
+    await page.goto(`${base}/#risk`);
+    const error = page.locator('#error');
+    await error.waitFor({ state: 'visible' });
+    assert.match(await error.textContent(), /the server is saturated; retry shortly/);
+    failing = false;
+    await error.locator('.retry').click();
+    await page.waitForSelector('body[data-ready="risk"]');
+    assert.equal(await error.isHidden(), true);
+    assert.equal(await panelState(page, 'overdue_by_region'), 'ready');
+    await page.close();
+  });
+});
