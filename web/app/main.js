@@ -97,7 +97,12 @@ async function load() {
       layout: p, result: p.result ?? null, error: p.error ?? null, tile: p.tile ?? null, path: {}, leaf: null,
     }]));
     renderDashboard();
-    window.__kpilens.renders.push({ id: state.id, ms: performance.now() - started, cached: view.meta.panels_cached });
+    window.__kpilens.renders.push({
+      id: state.id,
+      ms: performance.now() - started,
+      server_ms: view.meta.elapsed_ms,
+      cached: view.meta.panels_cached,
+    });
     document.body.dataset.ready = state.id;
   } catch (e) {
     $('#content').replaceChildren();
