@@ -10,6 +10,9 @@ use axum::response::Response;
 /// Bodies smaller than this go out as they are: compressing them saves nothing.
 const MIN_COMPRESS_BYTES: usize = 256;
 
+/// Brotli's level (0..=11) for responses made on request: fast, most of the gain.
+const BROTLI_QUALITY: u32 = 5;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
     Brotli,
@@ -102,7 +105,7 @@ pub fn respond(
         } else {
             accepted
         };
-        (encoding, encoding.encode(&body, 5))
+        (encoding, encoding.encode(&body, BROTLI_QUALITY))
     })
 }
 
@@ -137,20 +140,20 @@ fn reply(
         .expect("valid response")
 }
 
-/// A precompressed body: every encoding computed once (static files).
-#[derive(Debug, Clone)]
+/// A static body whose compressed forms are made on first request and kept (most files are
+/// asked for in one encoding; tests start many servers that never serve ECharts).
+#[derive(Debug, Default)]
 pub struct Precompressed {
-    pub identity: Vec<u8>,
-    pub gzip: Vec<u8>,
-    pub brotli: Vec<u8>,
+    identity: Vec<u8>,
+    gzip: std::sync::OnceLock<Vec<u8>>,
+    brotli: std::sync::OnceLock<Vec<u8>>,
 }
 
 impl Precompressed {
     pub fn new(body: Vec<u8>) -> Self {
         Self {
-            gzip: Encoding::Gzip.encode(&body, 0),
-            brotli: Encoding::Brotli.encode(&body, 6),
             identity: body,
+            ..Self::default()
         }
     }
 
@@ -158,8 +161,12 @@ impl Precompressed {
     pub fn respond(&self, request: &HeaderMap, content_type: &'static str, etag: &str) -> Response {
         reply(request, content_type, Some(etag), "no-cache", |encoding| {
             let body = match encoding {
-                Encoding::Brotli => &self.brotli,
-                Encoding::Gzip => &self.gzip,
+                Encoding::Brotli => self
+                    .brotli
+                    .get_or_init(|| Encoding::Brotli.encode(&self.identity, BROTLI_QUALITY)),
+                Encoding::Gzip => self
+                    .gzip
+                    .get_or_init(|| Encoding::Gzip.encode(&self.identity, BROTLI_QUALITY)),
                 Encoding::Identity => &self.identity,
             };
             (encoding, body.clone())

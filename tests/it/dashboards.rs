@@ -3,8 +3,6 @@
 
 use std::io::Read;
 
-use kpilens::config::Settings;
-use kpilens::datagen::{GenerateOptions, generate};
 use serde_json::{Value, json};
 
 use super::catalog_errors::{assert_has, load_errors};
@@ -151,19 +149,8 @@ fn unbrotli(bytes: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn the_executive_snapshot_is_small_compressed_and_revalidated() {
     // The default demo bank (scale 1), as the README's demo serves it.
-    let data = tempfile::tempdir().unwrap();
-    generate(&GenerateOptions {
-        out: data.path().to_path_buf(),
-        scale: 1.0,
-        seed: 42,
-    })
-    .unwrap();
-    let s = start(Settings {
-        project_dir: repo_dir(),
-        data_dir: data.path().to_path_buf(),
-        ..Settings::default()
-    })
-    .await;
+    let (data, settings) = super::demo_settings();
+    let s = start(settings).await;
     let path = "/api/v1/snapshot/executive";
 
     let plain = exchange(s.addr, "GET", path, &[], "").await;

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use kpilens::config::Settings;
 use kpilens::datagen::{GenerateOptions, RISING_OVERDUE, generate};
 use kpilens::service::KpiService;
 use serde_json::json;
@@ -59,18 +58,7 @@ fn same_seed_same_bank_other_seed_other_bank() {
 
 #[tokio::test]
 async fn demo_metrics_validate_and_tell_the_demo_story() {
-    let data = tempfile::tempdir().unwrap();
-    generate(&GenerateOptions {
-        out: data.path().to_path_buf(),
-        scale: 1.0,
-        seed: 42,
-    })
-    .unwrap();
-    let settings = Settings {
-        project_dir: super::repo_dir(),
-        data_dir: data.path().to_path_buf(),
-        ..Settings::default()
-    };
+    let (_data, settings) = super::demo_settings();
     let s = KpiService::open(&settings)
         .await
         .unwrap_or_else(|e| panic!("repository metrics/ do not validate:\n{e}"));

@@ -57,6 +57,24 @@ pub async fn bank_settings() -> (tempfile::TempDir, Settings) {
     (data, settings)
 }
 
+/// The repository's project over the default demo bank (scale 1, seed 42), as `kpilens demo`
+/// serves it. Keep the TempDir alive while the data is used.
+pub fn demo_settings() -> (tempfile::TempDir, Settings) {
+    let data = tempfile::tempdir().expect("temp dir");
+    kpilens::datagen::generate(&kpilens::datagen::GenerateOptions {
+        out: data.path().to_path_buf(),
+        scale: 1.0,
+        seed: 42,
+    })
+    .expect("the demo bank generates");
+    let settings = Settings {
+        project_dir: repo_dir(),
+        data_dir: data.path().to_path_buf(),
+        ..Settings::default()
+    };
+    (data, settings)
+}
+
 pub async fn fixture_service() -> KpiService {
     KpiService::open(&settings_for(&fixture_dir()))
         .await
