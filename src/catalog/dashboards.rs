@@ -115,8 +115,11 @@ impl DashboardCheck<'_> {
             ),
             Some(_) => {}
         }
-        if !(1..=60).contains(&spec.time.periods) {
-            self.fail("time.periods", "between 1 and 60 periods");
+        if !(1..=crate::dashboard::MAX_PERIODS).contains(&spec.time.periods) {
+            self.fail(
+                "time.periods",
+                format!("between 1 and {} periods", crate::dashboard::MAX_PERIODS),
+            );
         }
         let filters: Vec<String> = spec.filters.iter().map(|f| f.dimension.clone()).collect();
         for (i, f) in filters.iter().enumerate() {

@@ -30,11 +30,16 @@ use crate::spec::{Grain, Label};
 /// Most values one filter parameter may carry (`segment=retail,sme`).
 const MAX_FILTER_VALUES: usize = 100;
 
-/// What a reader chose: `?as_of=2025-12-31&segment=retail,sme`. Every parameter must be the
-/// dashboard's: an unknown one is an error naming it, not silently ignored.
+/// The longest window a reader may ask for, in periods (five years of months).
+pub const MAX_PERIODS: u32 = 60;
+
+/// What a reader chose: `?as_of=2025-12-31&periods=24&segment=retail,sme`. Every parameter
+/// must be the dashboard's: an unknown one is an error naming it, not silently ignored.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DashboardParams {
     pub as_of: Option<NaiveDate>,
+    /// How many periods the window spans (default: the dashboard's).
+    pub periods: Option<u32>,
     /// Dashboard filter -> the members kept (typed like the dimension).
     pub filters: BTreeMap<String, Vec<Value>>,
 }
@@ -56,6 +61,15 @@ impl DashboardParams {
                     .at("as_of")
                 })?;
                 out.as_of = Some(d);
+            } else if key == "periods" {
+                let n = raw.parse().ok().filter(|n| (1..=MAX_PERIODS).contains(n));
+                out.periods = Some(n.ok_or_else(|| {
+                    QueryError::invalid(format!(
+                        "periods must be a whole number from 1 to {MAX_PERIODS}, not '{}'",
+                        clip(raw)
+                    ))
+                    .at("periods")
+                })?);
             } else if dashboard.filters.contains(key) {
                 let t = &catalog.dimensions[key].data_type;
                 let values: Vec<Value> = raw
@@ -75,7 +89,7 @@ impl DashboardParams {
                 }
             } else {
                 return Err(QueryError::invalid(format!(
-                    "unknown parameter '{}': dashboard '{}' takes as_of{}",
+                    "unknown parameter '{}': dashboard '{}' takes as_of, periods{}",
                     clip(key),
                     dashboard.id,
                     dashboard
@@ -116,6 +130,7 @@ impl DashboardParams {
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct Window {
     pub grain: Grain,
+    pub periods: u32,
     pub from: NaiveDate,
     /// First day of the latest period (what bars and tables show).
     pub latest_from: NaiveDate,
@@ -123,11 +138,17 @@ pub struct Window {
 }
 
 impl Window {
-    pub fn new(dashboard: &Dashboard, as_of: NaiveDate, calendar: &CalendarConfig) -> Self {
+    pub fn new(
+        dashboard: &Dashboard,
+        periods: u32,
+        as_of: NaiveDate,
+        calendar: &CalendarConfig,
+    ) -> Self {
         let latest_from = period_start(as_of, dashboard.grain, calendar.week_start);
-        let back = i32::try_from(dashboard.periods).unwrap_or(1) - 1;
+        let back = i32::try_from(periods).unwrap_or(1) - 1;
         Self {
             grain: dashboard.grain,
+            periods,
             from: shift(latest_from, dashboard.grain, -back),
             latest_from,
             to: as_of,
@@ -280,7 +301,8 @@ async fn resolve(
             .await?
             .map_or_else(|| calendar.today(), |d| d.min(calendar.today())),
     };
-    let window = Window::new(&dashboard, as_of, calendar);
+    let periods = params.periods.unwrap_or(dashboard.periods);
+    let window = Window::new(&dashboard, periods, as_of, calendar);
     Ok(Resolved {
         catalog,
         dashboard,
@@ -431,7 +453,7 @@ pub async fn snapshot_plan(
         h.update(t.as_bytes());
         h.update(v.as_bytes());
     }
-    h.update(format!("{id}|{:?}|{}", resolved.params.filters, resolved.window.to).as_bytes());
+    h.update(format!("{id}|{:?}|{:?}", resolved.params.filters, resolved.window).as_bytes());
     let etag = format!("\"{}\"", hex_prefix(&h.finalize(), 20));
     Ok(SnapshotPlan { resolved, etag })
 }

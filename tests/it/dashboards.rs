@@ -59,7 +59,7 @@ async fn the_risk_tile_is_the_hand_checked_overdue_ratio() {
     assert_eq!(view["as_of"], "2024-04-30");
     assert_eq!(
         view["window"],
-        json!({ "grain": "month", "from": "2023-05-01", "latest_from": "2024-04-01", "to": "2024-04-30" })
+        json!({ "grain": "month", "periods": 12, "from": "2023-05-01", "latest_from": "2024-04-01", "to": "2024-04-30" })
     );
     let tile = &panel(&view, "overdue_ratio")["tile"];
     assert_num(&tile["value"], Some(400.0 / 1100.0));
@@ -104,12 +104,24 @@ async fn dashboard_parameters_are_checked_by_name() {
         body["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("takes as_of, segment, product"),
+            .contains("takes as_of, periods, segment, product"),
         "{body}"
     );
     let (status, body) = s.get("/api/v1/dashboards/risk?as_of=yesterday").await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["field"], "as_of");
+    let (status, body) = s.get("/api/v1/dashboards/risk?periods=0").await;
+    assert_eq!(status, 422);
+    assert_eq!(body["error"]["field"], "periods");
+    let (_, quarter) = s.get("/api/v1/dashboards/risk?periods=3").await;
+    assert_eq!(quarter["window"]["from"], "2024-02-01");
+    assert_eq!(
+        panel(&quarter, "overdue_ratio")["tile"]["spark"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
     let (status, body) = s.get("/api/v1/dashboards/nope").await;
     assert_eq!(status, 404);
     assert_eq!(body["error"]["code"], "unknown_dashboard");

@@ -152,7 +152,7 @@ export function funnelOption(panel, result, lang) {
       width: '84%',
       top: 8,
       bottom: 8,
-      minSize: '28%',
+      minSize: '40%',
       gap: 2,
       label: {
         show: true,

@@ -26,6 +26,13 @@ const WORDS = {
     noEcharts: '图表库缺失：请运行 npm ci --prefix web',
     language: 'English',
     filters: '筛选',
+    window: '时间范围',
+    asOfPick: '截至',
+    last_day: '近{n}天',
+    last_week: '近{n}周',
+    last_month: '近{n}个月',
+    last_quarter: '近{n}个季度',
+    last_year: '近{n}年',
   },
   en: {
     product: 'Decision cockpit',
@@ -51,6 +58,13 @@ const WORDS = {
     noEcharts: 'The chart library is missing: run npm ci --prefix web',
     language: '中文',
     filters: 'Filters',
+    window: 'Window',
+    asOfPick: 'As of',
+    last_day: 'Last {n} days',
+    last_week: 'Last {n} weeks',
+    last_month: 'Last {n} months',
+    last_quarter: 'Last {n} quarters',
+    last_year: 'Last {n} years',
   },
 };
 

@@ -133,9 +133,28 @@ function renderDashboard() {
   }
 }
 
+const WINDOW_CHOICES = [3, 6, 12, 24, 36];
+
+/** The time range: how many periods, ending at which date. */
+function timeFilters(view) {
+  const set = (key) => (ev) => {
+    state.params = { ...state.params, [key]: ev.target.value };
+    load();
+  };
+  const choices = [...new Set([...WINDOW_CHOICES, view.window.periods])].sort((a, b) => a - b);
+  const periods = el('select', { dataset: { filter: 'periods' }, onchange: set('periods') },
+    ...choices.map((n) => el('option', { value: n, selected: n === view.window.periods },
+      t(state.lang, `last_${view.window.grain}`, { n }))));
+  const asOf = el('input', { type: 'date', value: view.as_of, dataset: { filter: 'as_of' }, onchange: set('as_of') });
+  return [
+    el('label', { class: 'filter' }, el('span', {}, t(state.lang, 'window')), periods),
+    el('label', { class: 'filter' }, el('span', {}, t(state.lang, 'asOfPick')), asOf),
+  ];
+}
+
 function renderFilters(view) {
   const bar = $('#filters');
-  bar.replaceChildren(...view.filters.map((f) => {
+  bar.replaceChildren(...timeFilters(view), ...view.filters.map((f) => {
     const selected = f.selected.length === 1 ? String(f.selected[0]) : '';
     const select = el('select', {
       dataset: { filter: f.dimension },

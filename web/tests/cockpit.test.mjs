@@ -212,6 +212,19 @@ describe('the cockpit', () => {
     await page.close();
   });
 
+  it('changes the time window from the filter bar', async () => {
+    const page = await openPage(DESKTOP);
+    await timeToFirstRender(page, 'executive');
+    await page.locator('select[data-filter="periods"]').selectOption('6');
+    await page.waitForSelector('body[data-ready="executive"]');
+    await page.waitForFunction(() => document.querySelectorAll('[data-state="loading"]').length === 0);
+    const view = await api('/api/v1/dashboards/executive?periods=6');
+    const area = view.panels.find((p) => p.id === 'aum_trend');
+    assert.equal(area.result.rows.length, 6);
+    assert.deepEqual(seriesValues((await chartOption(page, area.id)).series[0].data), values(area.result, 'aum'));
+    await page.close();
+  });
+
   it('fits a 375 px phone without horizontal overflow', async () => {
     const page = await openPage(PHONE);
     await timeToFirstRender(page, 'executive');
