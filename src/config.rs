@@ -38,6 +38,36 @@ pub struct Settings {
     /// First day of a week: monday ... sunday.
     #[arg(long, env = "KPILENS_WEEK_START", default_value = "monday", value_parser = parse_weekday)]
     pub week_start: chrono::Weekday,
+    /// The auth config (roles, JWT keys, API keys). Without it the server refuses to start,
+    /// unless --no-auth is given.
+    #[arg(long = "auth", env = "KPILENS_AUTH")]
+    pub auth_file: Option<PathBuf>,
+    /// Serve without authentication (a trusted local setup): every request sees the whole bank,
+    /// personal data masked.
+    #[arg(long, env = "KPILENS_NO_AUTH", conflicts_with = "auth_file")]
+    pub no_auth: bool,
+    /// The audit log (JSON lines), rotated by size.
+    #[arg(long, env = "KPILENS_AUDIT_LOG", default_value = "logs/audit.log")]
+    pub audit_log: PathBuf,
+    #[arg(long, env = "KPILENS_AUDIT_MAX_MB", default_value_t = 64)]
+    pub audit_max_mb: u64,
+    /// Rotated audit files kept (audit.log.1 ... .N).
+    #[arg(long, env = "KPILENS_AUDIT_KEEP", default_value_t = 5)]
+    pub audit_keep: usize,
+    /// Data requests served at once; others queue.
+    #[arg(long, env = "KPILENS_MAX_CONCURRENT", default_value_t = 8)]
+    pub max_concurrent: usize,
+    /// How long a request queues for a slot before a 503 with Retry-After.
+    #[arg(long, env = "KPILENS_QUEUE_WAIT_MS", default_value_t = 2000)]
+    pub queue_wait_ms: u64,
+    /// Requests per second per principal (a token bucket), and its burst.
+    #[arg(long, env = "KPILENS_RATE_PER_SECOND", default_value_t = 50.0)]
+    pub rate_per_second: f64,
+    #[arg(long, env = "KPILENS_RATE_BURST", default_value_t = 200.0)]
+    pub rate_burst: f64,
+    /// How often the server checks metrics/, sql/, dashboards/ and the data for changes (0: off).
+    #[arg(long, env = "KPILENS_RELOAD_MS", default_value_t = 1000)]
+    pub reload_ms: u64,
 }
 
 fn parse_time_zone(s: &str) -> Result<chrono_tz::Tz, String> {
@@ -62,6 +92,16 @@ impl Default for Settings {
             max_body_kb: 256,
             time_zone: CalendarConfig::default().time_zone,
             week_start: CalendarConfig::default().week_start,
+            auth_file: None,
+            no_auth: false,
+            audit_log: PathBuf::from("logs/audit.log"),
+            audit_max_mb: 64,
+            audit_keep: 5,
+            max_concurrent: 8,
+            queue_wait_ms: 2000,
+            rate_per_second: 50.0,
+            rate_burst: 200.0,
+            reload_ms: 1000,
         }
     }
 }

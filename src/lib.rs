@@ -13,6 +13,7 @@ pub mod dashboard;
 pub mod datagen;
 pub mod engine;
 pub mod metric_tests;
+pub mod security;
 pub mod semantic;
 pub mod server;
 pub mod service;

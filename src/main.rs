@@ -6,8 +6,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use kpilens::api::guard::AuthMode;
 use kpilens::config::Settings;
 use kpilens::datagen::{self, GenerateOptions};
+use kpilens::security::audit::{self, AuditQuery};
+use kpilens::security::{Principal, demo};
 use kpilens::semantic::QueryRequest;
 use kpilens::server;
 use kpilens::service::KpiService;
@@ -68,6 +71,27 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Search the audit log (and its rotations); prints matching JSON lines, oldest first.
+    Audit {
+        #[arg(long, env = "KPILENS_AUDIT_LOG", default_value = "logs/audit.log")]
+        file: PathBuf,
+        #[arg(long)]
+        principal: Option<String>,
+        /// A part of the request path, e.g. /api/v1/query.
+        #[arg(long)]
+        route: Option<String>,
+        #[arg(long)]
+        metric: Option<String>,
+        /// A status (403) or a class (4xx).
+        #[arg(long)]
+        status: Option<String>,
+        /// RFC 3339 time: records at or after it.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many (the newest).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// Write the synthetic demo bank as Parquet.
     Generate {
         #[arg(long, default_value = "data/demo")]
@@ -120,7 +144,7 @@ async fn run(command: Command) -> Result<(), String> {
                 println!("{report}");
             }
             install_cockpit(&settings.project_dir.join("web"));
-            serve(addr, settings).await
+            serve_demo(addr, settings).await
         }
         Command::Serve { addr, settings } => serve(addr, settings).await,
         Command::Query {
@@ -131,7 +155,7 @@ async fn run(command: Command) -> Result<(), String> {
             let service = open(&settings).await?;
             let req = parse_query(&query_json)?;
             let response = service
-                .query(&req)
+                .query(&Principal::local(), &req)
                 .await
                 .map_err(|e| format!("query failed: {e}"))?;
             match format {
@@ -150,7 +174,7 @@ async fn run(command: Command) -> Result<(), String> {
             let service = open(&settings).await?;
             let req = parse_query(&query_json)?;
             let e = service
-                .explain(&req)
+                .explain(&Principal::local(), &req)
                 .await
                 .map_err(|e| format!("explain failed: {e}"))?;
             println!(
@@ -198,6 +222,35 @@ async fn run(command: Command) -> Result<(), String> {
             } else {
                 Ok(())
             }
+        }
+        Command::Audit {
+            file,
+            principal,
+            route,
+            metric,
+            status,
+            since,
+            limit,
+        } => {
+            let query = AuditQuery {
+                principal,
+                route,
+                metric,
+                status,
+                since,
+            };
+            let records = audit::search(&file, &query)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let skip = records.len().saturating_sub(limit);
+            for r in &records[skip..] {
+                println!("{}", serde_json::to_string(r).expect("serialisable"));
+            }
+            eprintln!(
+                "{} matching record(s), {} shown",
+                records.len(),
+                records.len() - skip
+            );
+            Ok(())
         }
         Command::Generate { out, scale, seed } => {
             let report = datagen::generate(&GenerateOptions { out, scale, seed })
@@ -251,6 +304,38 @@ async fn serve(addr: SocketAddr, settings: Settings) -> Result<(), String> {
     server::serve(&settings, service, listener)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// The demo: named users with printed tokens, and a route the cockpit lists them from.
+async fn serve_demo(addr: SocketAddr, settings: Settings) -> Result<(), String> {
+    let service = Arc::new(open(&settings).await?);
+    let (auth, users) = demo::demo_auth(&service).await?;
+    let listener = server::bind(addr)
+        .await
+        .map_err(|e| format!("cannot bind {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("demo users (tokens valid 12 h; the cockpit lets you pick one):");
+    for u in &users {
+        println!("  {:<12} {:<28} {}", u.id, u.scope.key(), u.token);
+    }
+    println!(
+        "kpilens serving {} metrics on http://{local}",
+        service.catalog().metrics.len()
+    );
+    let listed = serde_json::to_value(&users).map_err(|e| e.to_string())?;
+    let extra = axum::Router::new().route(
+        "/api/v1/demo/users",
+        axum::routing::get(move || async move { axum::Json(listed) }),
+    );
+    server::serve_with(
+        &settings,
+        service,
+        listener,
+        AuthMode::Tokens(Box::new(auth)),
+        extra,
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 fn parse_query(text: &str) -> Result<QueryRequest, String> {

@@ -84,7 +84,10 @@ async fn run_one(service: &KpiService, spec: &TestSpec) -> Vec<String> {
         Ok(r) => r,
         Err(e) => return vec![format!("query: {e}")],
     };
-    match service.query(&req).await {
+    match service
+        .query(&crate::security::Principal::local(), &req)
+        .await
+    {
         Err(e) => vec![format!("query failed: {e}")],
         Ok(response) => check(&response, spec),
     }

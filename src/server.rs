@@ -1,25 +1,88 @@
-//! Binding and serving, with graceful shutdown.
+//! Binding and serving, with graceful shutdown: the gate (auth, admission, audit) is built from
+//! the settings, and the catalog watcher runs beside the server.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::api;
+use crate::api::guard::{AuthMode, Gate};
 use crate::config::Settings;
+use crate::security::audit::AuditLog;
+use crate::security::auth::Authenticator;
+use crate::security::limits::Admission;
 use crate::service::KpiService;
 
-/// Serves until Ctrl-C / SIGTERM; in-flight requests finish first.
+/// The auth mode the settings ask for: `--auth FILE` or `--no-auth`; neither is an error
+/// (default deny).
+pub fn auth_from_settings(settings: &Settings, service: &KpiService) -> Result<AuthMode, String> {
+    match (&settings.auth_file, settings.no_auth) {
+        (Some(path), _) => {
+            let catalog = service.catalog();
+            Authenticator::load(path, |h| catalog.hierarchies.get(h).cloned())
+                .map(|a| AuthMode::Tokens(Box::new(a)))
+                .map_err(|e| format!("auth config: {e}"))
+        }
+        (None, true) => {
+            tracing::warn!("serving WITHOUT authentication (--no-auth): every request sees the whole bank");
+            Ok(AuthMode::Disabled)
+        }
+        (None, false) => Err(
+            "no auth config: give --auth FILE (roles, JWT keys, API keys), or --no-auth for a trusted local setup"
+                .to_string(),
+        ),
+    }
+}
+
+/// Serves until Ctrl-C / SIGTERM with the settings' auth; in-flight requests finish first.
 pub async fn serve(
     settings: &Settings,
     service: Arc<KpiService>,
     listener: TcpListener,
 ) -> std::io::Result<()> {
+    let auth = auth_from_settings(settings, &service).map_err(std::io::Error::other)?;
+    serve_with(settings, service, listener, auth, Router::new()).await
+}
+
+/// Serves with a given auth mode and extra routes (the demo's user list).
+pub async fn serve_with(
+    settings: &Settings,
+    service: Arc<KpiService>,
+    listener: TcpListener,
+    auth: AuthMode,
+    extra: Router<Arc<KpiService>>,
+) -> std::io::Result<()> {
+    let gate = Arc::new(Gate {
+        auth,
+        admission: Admission::new(
+            settings.max_concurrent,
+            Duration::from_millis(settings.queue_wait_ms),
+            settings.rate_per_second,
+            settings.rate_burst,
+        ),
+        audit: AuditLog::open(
+            &settings.audit_log,
+            settings.audit_max_mb * 1024 * 1024,
+            settings.audit_keep,
+        )?,
+    });
     let web = Arc::new(api::web::WebAssets::load(&settings.project_dir.join("web")));
-    let app = api::router(service, web, settings.max_body_kb * 1024);
-    axum::serve(listener, app)
+    let watcher = (settings.reload_ms > 0).then(|| {
+        let service = service.clone();
+        let every = Duration::from_millis(settings.reload_ms);
+        tokio::spawn(async move { service.watch(every).await })
+    });
+    let app = api::router(service, gate, web, extra, settings.max_body_kb * 1024);
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
-        .await
+        .await;
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    served
 }
 
 /// Binds first so that the caller can print (or a test can read) the real address.

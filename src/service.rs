@@ -16,6 +16,7 @@ use crate::cache::{CacheKey, ResultCache};
 use crate::catalog::{Catalog, CatalogErrors, data_version, hex_prefix};
 use crate::config::Settings;
 use crate::engine::{DataFusionEngine, QueryEngine};
+use crate::security::{Principal, Scope};
 use crate::semantic::calendar::CalendarConfig;
 use crate::semantic::{
     self, ColumnRole, ErrorKind, QueryError, QueryLimits, QueryRequest, QueryResult, ValidatedQuery,
@@ -33,6 +34,30 @@ pub struct KpiService {
     refresh: tokio::sync::Mutex<Option<FailedRefresh>>,
     engine_runs: AtomicU64,
     next_query_id: AtomicU64,
+    /// What the definition watcher last saw (hot reload).
+    reload: std::sync::Mutex<ReloadStatus>,
+}
+
+/// `GET /api/v1/catalog/status`: the catalog serving now and the last change that failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadStatus {
+    pub version: String,
+    pub loaded_at: String,
+    /// Successful reloads since start.
+    pub reloads: u64,
+    /// The last definition change that did not validate (the previous catalog kept serving),
+    /// until a later change validates.
+    pub last_error: Option<ReloadError>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReloadError {
+    pub at: String,
+    pub errors: Vec<crate::catalog::CatalogError>,
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// A data change the catalog could not be rebuilt over.
@@ -93,6 +118,7 @@ impl KpiService {
             engine.new_session(),
         )
         .await?;
+        let catalog_version = catalog.version.clone();
         Ok(Self {
             catalog: RwLock::new(Arc::new(catalog)),
             engine,
@@ -103,6 +129,12 @@ impl KpiService {
             refresh: tokio::sync::Mutex::new(None),
             engine_runs: AtomicU64::new(0),
             next_query_id: AtomicU64::new(1),
+            reload: std::sync::Mutex::new(ReloadStatus {
+                version: catalog_version,
+                loaded_at: now_rfc3339(),
+                reloads: 0,
+                last_error: None,
+            }),
         })
     }
 
@@ -133,6 +165,7 @@ impl KpiService {
         &self,
         catalog: &Catalog,
         name: String,
+        scope: &Scope,
         tables: &BTreeSet<String>,
         df: DataFrame,
     ) -> Result<Vec<Value>, QueryError> {
@@ -140,6 +173,7 @@ impl KpiService {
             catalog_version: catalog.version.clone(),
             query: name,
             data: current_versions(catalog, tables)?,
+            scope: scope.key(),
         };
         let compute = async {
             let batches = self.run_frame(catalog, df).await?;
@@ -193,7 +227,13 @@ impl KpiService {
             })
             .map_err(QueryError::from_engine)?;
         let values = self
-            .cached_members(catalog, format!("latest_date:{model}"), &m.reads, df)
+            .cached_members(
+                catalog,
+                format!("latest_date:{model}"),
+                &Scope::all(),
+                &m.reads,
+                df,
+            )
             .await?;
         Ok(values
             .first()
@@ -206,10 +246,14 @@ impl KpiService {
         self.engine_runs.load(Ordering::Relaxed)
     }
 
-    pub async fn query(&self, req: &QueryRequest) -> Result<QueryResponse, QueryError> {
+    pub async fn query(
+        &self,
+        principal: &Principal,
+        req: &QueryRequest,
+    ) -> Result<QueryResponse, QueryError> {
         let started = Instant::now();
         let query_id = format!("q{}", self.next_query_id.fetch_add(1, Ordering::Relaxed));
-        let (catalog, vq, data) = self.prepare(req).await?;
+        let (catalog, vq, data) = self.prepare(req, &principal.scope).await?;
         let key = CacheKey {
             catalog_version: catalog.version.clone(),
             // The as-of date is part of the answer (clipping, partial periods) even when the
@@ -220,6 +264,7 @@ impl KpiService {
                 vq.as_of
             ),
             data: data.clone(),
+            scope: principal.scope.key(),
         };
         let (result, computed) = self
             .cache
@@ -249,8 +294,12 @@ impl KpiService {
         Ok(QueryResponse { result, meta })
     }
 
-    pub async fn explain(&self, req: &QueryRequest) -> Result<Explanation, QueryError> {
-        let (catalog, vq, _) = self.prepare(req).await?;
+    pub async fn explain(
+        &self,
+        principal: &Principal,
+        req: &QueryRequest,
+    ) -> Result<Explanation, QueryError> {
+        let (catalog, vq, _) = self.prepare(req, &principal.scope).await?;
         let planned = semantic::plan(&catalog, &vq).await?;
         let df = DataFrame::new(catalog.ctx.state(), planned.rows.clone());
         let optimized = df.into_optimized_plan().map_err(QueryError::from_engine)?;
@@ -268,6 +317,7 @@ impl KpiService {
     /// Members of a hierarchy level under the given ancestors, for filter pickers.
     pub async fn members(
         &self,
+        principal: &Principal,
         hierarchy: &str,
         level: &str,
         params: &BTreeMap<String, String>,
@@ -284,7 +334,8 @@ impl KpiService {
                 (k.clone(), semantic::listing::param_value(v, &t))
             })
             .collect();
-        let df = semantic::listing::members(&catalog, hierarchy, level, &path).await?;
+        let df =
+            semantic::listing::members(&catalog, hierarchy, level, &path, &principal.scope).await?;
         let mut members = member_values(&self.run_frame(&catalog, df).await?);
         let truncated = members.len() > semantic::listing::MAX_MEMBERS;
         members.truncate(semantic::listing::MAX_MEMBERS);
@@ -299,11 +350,18 @@ impl KpiService {
     /// A page of a model's underlying rows (only its declared drill-through columns).
     pub async fn drill_through(
         &self,
+        principal: &Principal,
         req: &semantic::listing::DrillThroughRequest,
     ) -> Result<semantic::listing::DrillThroughPage, QueryError> {
         let catalog = self.catalog();
-        let (page, total, names) =
-            semantic::listing::drill_through(&catalog, req, &self.limits, &self.calendar).await?;
+        let (page, total, names) = semantic::listing::drill_through(
+            &catalog,
+            req,
+            &self.limits,
+            &self.calendar,
+            principal,
+        )
+        .await?;
         let columns_meta = semantic::listing::column_types(page.schema(), &names);
         let (rows, total) = tokio::try_join!(
             self.run_frame(&catalog, page),
@@ -363,14 +421,15 @@ impl KpiService {
     async fn prepare(
         &self,
         req: &QueryRequest,
+        scope: &Scope,
     ) -> Result<(Arc<Catalog>, ValidatedQuery, Vec<(String, String)>), QueryError> {
         let mut catalog = self.catalog();
-        let mut vq = semantic::validate(&catalog, req, &self.limits, &self.calendar)?;
+        let mut vq = semantic::validate(&catalog, req, &self.limits, &self.calendar, scope)?;
         let tables = catalog.tables_read_by(&vq.models);
         let data = current_versions(&catalog, &tables)?;
         if data.iter().any(|(t, v)| catalog.tables[t].version != *v) {
             catalog = self.refresh_data(&data).await;
-            vq = semantic::validate(&catalog, req, &self.limits, &self.calendar)?;
+            vq = semantic::validate(&catalog, req, &self.limits, &self.calendar, scope)?;
         }
         Ok((catalog, vq, data))
     }
@@ -429,6 +488,76 @@ impl KpiService {
         self.refresh.lock().await.clone()
     }
 
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.reload.lock().expect("reload status").clone()
+    }
+
+    /// Checks for changed definitions and data every `every`, forever (the server's watcher).
+    pub async fn watch(&self, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.reload_if_changed().await;
+        }
+    }
+
+    /// One watcher pass. Changed definitions are validated into a new catalog and swapped in
+    /// atomically; a change that does not validate leaves the last good catalog serving and is
+    /// reported (status, log) with file and key. Changed data rebuilds as a query would.
+    pub async fn reload_if_changed(&self) {
+        let current = self.catalog();
+        let sources = crate::catalog::ProjectSources::read(&current.sources.project_dir);
+        let outcome = match sources {
+            Ok(s) if s.version == current.sources.version => Ok(None),
+            Ok(s) => Catalog::build(Arc::new(s), &current.data_dir, self.engine.new_session())
+                .await
+                .map(Some),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(None) => {
+                let mut status = self.reload.lock().expect("reload status");
+                if status.last_error.is_some() {
+                    // The files are back to what is serving.
+                    tracing::info!(version = %current.version, "definitions reverted to the serving catalog");
+                    status.last_error = None;
+                }
+            }
+            Ok(Some(fresh)) => {
+                let version = fresh.version.clone();
+                *self.catalog.write().expect("catalog lock") = Arc::new(fresh);
+                let mut status = self.reload.lock().expect("reload status");
+                status.version = version.clone();
+                status.loaded_at = now_rfc3339();
+                status.reloads += 1;
+                status.last_error = None;
+                tracing::info!(%version, "definitions reloaded");
+            }
+            Err(errors) => {
+                let mut status = self.reload.lock().expect("reload status");
+                let unchanged = status
+                    .last_error
+                    .as_ref()
+                    .is_some_and(|e| e.errors == errors.0);
+                if !unchanged {
+                    tracing::error!(%errors, "definitions changed but do not validate; the last good catalog keeps serving");
+                    status.last_error = Some(ReloadError {
+                        at: now_rfc3339(),
+                        errors: errors.0,
+                    });
+                }
+            }
+        }
+        let current = self.catalog();
+        let tables: BTreeSet<String> = current.tables.keys().cloned().collect();
+        if let Ok(data) = current_versions(&current, &tables)
+            && data.iter().any(|(t, v)| current.tables[t].version != *v)
+        {
+            self.refresh_data(&data).await;
+        }
+    }
+
     /// The query and what it is composed with (drill parent, comparisons), run concurrently
     /// under one time budget, then gap-filled, merged and ordered.
     async fn compute(
@@ -458,8 +587,14 @@ impl KpiService {
                 match &vq.drill {
                     Some(d) if vq.grain.is_some() && vq.fill_gaps && vq.dimensions.len() == 1 => {
                         let path = d.path.iter().cloned().collect();
-                        let df = semantic::listing::members(catalog, &d.hierarchy, &d.level, &path)
-                            .await?;
+                        let df = semantic::listing::members(
+                            catalog,
+                            &d.hierarchy,
+                            &d.level,
+                            &path,
+                            &vq.scope,
+                        )
+                        .await?;
                         let batches = self.execute_listing(catalog, df).await?;
                         Ok(member_values(&batches))
                     }

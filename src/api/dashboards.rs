@@ -3,15 +3,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use axum::{Extension, Json};
 use serde::Serialize;
 
 use super::ApiError;
 use super::encoding::respond;
 use crate::dashboard;
+use crate::security::Principal;
+use crate::security::audit::AuditDetails;
 use crate::semantic::QueryError;
 use crate::service::KpiService;
 use crate::spec::{Grain, Label};
@@ -49,28 +51,48 @@ pub async fn list(State(service): State<Arc<KpiService>>) -> Json<Vec<DashboardS
 /// `GET /api/v1/dashboards/{id}?as_of=..&<filter>=a,b`: layout and every panel's data.
 pub async fn show(
     State(service): State<Arc<KpiService>>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     Query(params): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let view = dashboard::render(&service, &id, &params).await?;
-    Ok(respond(
+    let view = dashboard::render(&service, &principal, &id, &params).await?;
+    let mut response = respond(
         &headers,
         "application/json",
         to_json(&view)?,
         None,
         "no-store",
-    ))
+    );
+    response.extensions_mut().insert(AuditDetails {
+        metrics: view
+            .panels
+            .iter()
+            .flat_map(|p| p.layout.metrics.iter().cloned())
+            .collect(),
+        filters: serde_json::to_value(&params).unwrap_or_default(),
+        rows: Some(
+            view.panels
+                .iter()
+                .filter_map(|p| p.result.as_ref())
+                .map(|r| r.rows.len() as u64)
+                .sum(),
+        ),
+        cached: Some(view.meta.panels_cached == view.meta.panels),
+        ..AuditDetails::default()
+    });
+    Ok(response)
 }
 
 /// `GET /api/v1/snapshot/{id}`: the tiles only, with an ETag known before computing anything.
 pub async fn snapshot(
     State(service): State<Arc<KpiService>>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     Query(params): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let plan = dashboard::snapshot_plan(&service, &id, &params).await?;
+    let plan = dashboard::snapshot_plan(&service, &principal, &id, &params).await?;
     if super::encoding::not_modified(&headers, &plan.etag) {
         return Ok(respond(
             &headers,

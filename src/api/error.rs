@@ -23,6 +23,9 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorKind::Exhausted => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -30,6 +33,10 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = status_of(self.0.kind);
-        (status, Json(json!({ "error": self.0.client_view() }))).into_response()
+        let mut response = (status, Json(json!({ "error": self.0.client_view() }))).into_response();
+        response
+            .extensions_mut()
+            .insert(super::guard::ErrorCode(self.0.code));
+        response
     }
 }

@@ -5,6 +5,7 @@ mod catalog;
 mod dashboards;
 pub mod encoding;
 mod error;
+pub mod guard;
 pub mod web;
 
 use std::sync::Arc;
@@ -25,15 +26,25 @@ pub use error::{ApiError, status_of};
 
 use std::collections::BTreeMap;
 
+use axum::Extension;
+
+use crate::security::Principal;
+use crate::security::audit::AuditDetails;
 use crate::semantic::listing::DrillThroughRequest;
 use crate::semantic::{ErrorKind, QueryError, QueryRequest};
 use crate::service::KpiService;
 
-/// The API and the cockpit's files (`web`), one router.
-pub fn router(service: Arc<KpiService>, web: Arc<web::WebAssets>, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/api/v1/catalog", get(catalog))
+/// The API and the cockpit's files (`web`), one router. Every route that reads data sits behind
+/// the gate (authentication, admission, audit); health, the catalog's definitions, the OpenAPI
+/// document and the static files do not touch data.
+pub fn router(
+    service: Arc<KpiService>,
+    gate: Arc<guard::Gate>,
+    web: Arc<web::WebAssets>,
+    extra: Router<Arc<KpiService>>,
+    max_body_bytes: usize,
+) -> Router {
+    let data = Router::new()
         .route("/api/v1/query", post(query))
         .route("/api/v1/explain", post(explain))
         .route("/api/v1/drill_through", post(drill_through))
@@ -41,11 +52,24 @@ pub fn router(service: Arc<KpiService>, web: Arc<web::WebAssets>, max_body_bytes
         .route("/api/v1/dashboards", get(dashboards::list))
         .route("/api/v1/dashboards/{id}", get(dashboards::show))
         .route("/api/v1/snapshot/{id}", get(dashboards::snapshot))
+        .route_layer(axum::middleware::from_fn_with_state(gate, guard::guard));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/v1/catalog", get(catalog))
+        .route("/api/v1/catalog/status", get(catalog_status))
+        .merge(data)
+        .merge(extra)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TraceLayer::new_for_http())
         .with_state(service)
         .merge(web::routes(web))
+}
+
+/// The audit details of a response, attached for the gate.
+fn with_audit(mut response: Response, details: AuditDetails) -> Response {
+    response.extensions_mut().insert(details);
+    response
 }
 
 async fn healthz(State(service): State<Arc<KpiService>>) -> Json<serde_json::Value> {
@@ -61,46 +85,90 @@ async fn healthz(State(service): State<Arc<KpiService>>) -> Json<serde_json::Val
     }))
 }
 
+/// The serving catalog's version and the last definition change that failed to validate.
+async fn catalog_status(State(service): State<Arc<KpiService>>) -> Json<serde_json::Value> {
+    Json(json!({
+        "catalog": service.reload_status(),
+        "data_refresh_error": service.failed_refresh().await,
+    }))
+}
+
 async fn catalog(State(service): State<Arc<KpiService>>) -> Json<CatalogView> {
     Json(CatalogView::of(&service.catalog()))
 }
 
 async fn query(
     State(service): State<Arc<KpiService>>,
+    Extension(principal): Extension<Principal>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let req: QueryRequest = parse_body(body)?;
-    let response = service.query(&req).await?;
-    Ok(Json(response).into_response())
+    let response = service.query(&principal, &req).await?;
+    let details = AuditDetails {
+        metrics: req.metrics.clone(),
+        dimensions: req.dimensions.clone(),
+        filters: serde_json::to_value(&req.filters).unwrap_or_default(),
+        rows: Some(response.result.rows.len() as u64),
+        cached: Some(response.meta.served_by == "cache"),
+    };
+    Ok(with_audit(Json(response).into_response(), details))
 }
 
 async fn explain(
     State(service): State<Arc<KpiService>>,
+    Extension(principal): Extension<Principal>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let req: QueryRequest = parse_body(body)?;
-    Ok(Json(service.explain(&req).await?).into_response())
+    let details = AuditDetails {
+        metrics: req.metrics.clone(),
+        dimensions: req.dimensions.clone(),
+        filters: serde_json::to_value(&req.filters).unwrap_or_default(),
+        ..AuditDetails::default()
+    };
+    let plan = service.explain(&principal, &req).await?;
+    Ok(with_audit(Json(plan).into_response(), details))
 }
 
 async fn drill_through(
     State(service): State<Arc<KpiService>>,
+    Extension(principal): Extension<Principal>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let req: DrillThroughRequest = parse_body(body)?;
-    Ok(Json(service.drill_through(&req).await?).into_response())
+    let page = service.drill_through(&principal, &req).await?;
+    let details = AuditDetails {
+        metrics: vec![format!("model:{}", req.model)],
+        filters: json!({ "drill": req.drill, "filters": req.filters }),
+        rows: Some(page.rows.len() as u64),
+        cached: Some(false),
+        ..AuditDetails::default()
+    };
+    Ok(with_audit(Json(page).into_response(), details))
 }
 
 /// `GET /api/v1/hierarchies/org/members?level=branch&region=西北`: the other parameters are
 /// ancestors of the level.
 async fn members(
     State(service): State<Arc<KpiService>>,
+    Extension(principal): Extension<Principal>,
     Path(hierarchy): Path<String>,
     Query(mut params): Query<BTreeMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let level = params
         .remove("level")
         .ok_or_else(|| QueryError::invalid("give the level to list: ?level=branch").at("level"))?;
-    Ok(Json(service.members(&hierarchy, &level, &params).await?).into_response())
+    let members = service
+        .members(&principal, &hierarchy, &level, &params)
+        .await?;
+    let details = AuditDetails {
+        dimensions: vec![level],
+        filters: json!(params),
+        rows: Some(members.members.len() as u64),
+        cached: Some(false),
+        ..AuditDetails::default()
+    };
+    Ok(with_audit(Json(members).into_response(), details))
 }
 
 async fn not_found() -> impl IntoResponse {

@@ -1,6 +1,5 @@
 //! The result cache. A key names everything a result depends on: the catalog version, the
-//! canonical query, the data version of each input table (and, later, the caller's security
-//! scope). A stale entry can therefore never be hit; refreshed tables also evict their entries
+//! canonical query, the data version of each input table and the caller's security scope. A stale entry can therefore never be hit; refreshed tables also evict their entries
 //! so they stop holding memory.
 
 use std::sync::Arc;
@@ -17,6 +16,8 @@ pub struct CacheKey {
     pub query: String,
     /// (table, data version), sorted by table.
     pub data: Vec<(String, String)>,
+    /// The principal's org scope (`*` for the whole bank): one scope's rows never answer another.
+    pub scope: String,
 }
 
 pub struct ResultCache {

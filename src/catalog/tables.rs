@@ -6,6 +6,7 @@ use std::time::UNIX_EPOCH;
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::datasource::file_format::FileFormat as DataFileFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -84,6 +85,38 @@ impl TableSource {
             .iter()
             .map(|f| ListingTableUrl::parse(f.to_string_lossy()))
             .collect::<datafusion::error::Result<Vec<_>>>()?;
+        // Every file of a table has the same columns: a file with another schema dropped into
+        // the folder is a load error naming it, not rows of nulls merged in silently.
+        if urls.len() > 1 {
+            let columns = |schema: &datafusion::arrow::datatypes::Schema| {
+                let mut c: Vec<(String, DataType)> = schema
+                    .fields()
+                    .iter()
+                    .map(|f| (f.name().clone(), super::canonical_type(f.data_type())))
+                    .collect();
+                c.sort_by(|a, b| a.0.cmp(&b.0));
+                c
+            };
+            let first = columns(&*options.infer_schema(&state, &urls[0]).await?);
+            for (url, file) in urls.iter().zip(&self.files).skip(1) {
+                let these = columns(&*options.infer_schema(&state, url).await?);
+                if these != first {
+                    let names = |c: &[(String, DataType)]| {
+                        c.iter()
+                            .map(|(n, _)| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    return Err(datafusion::error::DataFusionError::Plan(format!(
+                        "{} has other columns than {} ({} vs {})",
+                        file.display(),
+                        self.files[0].display(),
+                        names(&these),
+                        names(&first)
+                    )));
+                }
+            }
+        }
         let config = ListingTableConfig::new_with_multi_paths(urls)
             .with_listing_options(options)
             .with_schema(schema);

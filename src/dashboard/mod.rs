@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 pub use tiles::{Status, Tile, status};
 
 use crate::catalog::{Catalog, Dashboard, Panel, hex_prefix};
+use crate::security::Principal;
 use crate::semantic::calendar::{CalendarConfig, period_start, shift};
 use crate::semantic::listing::{dimension_members, param_value};
 use crate::semantic::{
@@ -260,6 +261,7 @@ pub struct DashboardMeta {
 
 /// The dashboard, its reader's parameters and the as-of date they resolve to.
 struct Resolved {
+    principal: Principal,
     catalog: Arc<Catalog>,
     dashboard: Dashboard,
     params: DashboardParams,
@@ -268,6 +270,7 @@ struct Resolved {
 
 async fn resolve(
     service: &KpiService,
+    principal: &Principal,
     id: &str,
     raw: &BTreeMap<String, String>,
 ) -> Result<Resolved, QueryError> {
@@ -304,6 +307,7 @@ async fn resolve(
     let periods = params.periods.unwrap_or(dashboard.periods);
     let window = Window::new(&dashboard, periods, as_of, calendar);
     Ok(Resolved {
+        principal: principal.clone(),
         catalog,
         dashboard,
         params,
@@ -313,11 +317,12 @@ async fn resolve(
 
 pub async fn render(
     service: &KpiService,
+    principal: &Principal,
     id: &str,
     raw: &BTreeMap<String, String>,
 ) -> Result<DashboardView, QueryError> {
     let started = Instant::now();
-    let r = resolve(service, id, raw).await?;
+    let r = resolve(service, principal, id, raw).await?;
     let panels = futures::future::join_all(
         r.dashboard
             .panels
@@ -375,11 +380,13 @@ async fn filter_view(
         .flat_map(|p| p.metrics.iter().flat_map(|m| catalog.models_of(m)))
         .collect();
     let tables = catalog.tables_read_by(models.iter());
-    let df = dimension_members(catalog, dimension, &models).await?;
+    let scope = &r.principal.scope;
+    let df = dimension_members(catalog, dimension, &models, scope).await?;
     let options = service
         .cached_members(
             catalog,
             format!("members:{dimension}:{models:?}"),
+            scope,
             &tables,
             df,
         )
@@ -402,7 +409,7 @@ async fn panel_view(service: &KpiService, r: &Resolved, panel: &Panel) -> PanelV
         error: None,
         served_by: None,
     };
-    match service.query(&view.query).await {
+    match service.query(&r.principal, &view.query).await {
         Ok(response) => {
             if panel.kind == PanelKind::Kpi {
                 view.tile = Some(Tile::of(&r.catalog, panel, &response.result));
@@ -433,10 +440,11 @@ pub struct SnapshotPlan {
 
 pub async fn snapshot_plan(
     service: &KpiService,
+    principal: &Principal,
     id: &str,
     raw: &BTreeMap<String, String>,
 ) -> Result<SnapshotPlan, QueryError> {
-    let resolved = resolve(service, id, raw).await?;
+    let resolved = resolve(service, principal, id, raw).await?;
     let catalog = &resolved.catalog;
     let models: BTreeSet<String> = resolved
         .dashboard
@@ -449,6 +457,8 @@ pub async fn snapshot_plan(
     let tables = catalog.tables_read_by(models.iter());
     let mut h = Sha256::new();
     h.update(catalog.version.as_bytes());
+    // Two principals with different scopes never share a tag (nor a cached answer).
+    h.update(principal.scope.key().as_bytes());
     for (t, v) in service.data_versions(catalog, &tables)? {
         h.update(t.as_bytes());
         h.update(v.as_bytes());

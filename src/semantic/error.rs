@@ -17,6 +17,13 @@ pub enum ErrorKind {
     Timeout,
     /// The query needed more memory than its pool grants, or the server is saturated.
     Exhausted,
+    /// No valid credentials (a missing, malformed, expired or badly signed token).
+    Unauthorized,
+    /// Authenticated, but the principal may not ask this (e.g. a metric that cannot be
+    /// narrowed to their org scope).
+    Forbidden,
+    /// Too many requests from one principal; retry after the given time.
+    RateLimited,
     /// A bug or an environment failure; details go to the log only.
     Internal,
 }

@@ -17,9 +17,10 @@ use super::error::{ErrorKind, QueryError};
 use super::planner::{df_err, filtered_rows, range_expr};
 use super::request::{DrillRequest, FilterRequest, OrderRequest, TimeRequest};
 use super::validate::{
-    QueryLimits, check_dimension, clip, member_filter, type_name, typed_filters,
+    QueryLimits, check_dimension, clip, member_filter, scope_filters, type_name, typed_filters,
 };
 use crate::catalog::{Catalog, DimensionBinding, Model};
+use crate::security::{Principal, Scope};
 use crate::semantic::calendar::CalendarConfig;
 use crate::spec::Mask;
 
@@ -42,6 +43,7 @@ pub async fn members(
     hierarchy: &str,
     level: &str,
     path: &BTreeMap<String, Value>,
+    scope: &Scope,
 ) -> Result<DataFrame, QueryError> {
     let levels = hierarchy_levels(catalog, hierarchy, "hierarchy")?;
     let depth = levels.iter().position(|l| l == level).ok_or_else(|| {
@@ -67,7 +69,7 @@ pub async fn members(
         .into_iter()
         .chain(path.keys().cloned())
         .collect();
-    distinct_members(catalog, level, &needed, &filters, None).await
+    distinct_members(catalog, level, &needed, &filters, None, scope).await
 }
 
 /// The distinct values of a dimension in the rows of some models (for a filter picker: the
@@ -76,6 +78,7 @@ pub async fn dimension_members(
     catalog: &Catalog,
     dimension: &str,
     models: &BTreeSet<String>,
+    scope: &Scope,
 ) -> Result<DataFrame, QueryError> {
     distinct_members(
         catalog,
@@ -83,6 +86,7 @@ pub async fn dimension_members(
         &[dimension.to_string()],
         &[],
         Some(models),
+        scope,
     )
     .await
 }
@@ -93,7 +97,10 @@ async fn distinct_members(
     needed: &[String],
     filters: &[super::validate::Filter],
     among: Option<&BTreeSet<String>>,
+    scope: &Scope,
 ) -> Result<DataFrame, QueryError> {
+    // Only members inside the principal's scope: the model must reach the scope's levels too.
+    let needed: Vec<String> = needed.iter().chain(scope.0.keys()).cloned().collect();
     // The model that holds the level as a column (its home), else any that reaches all levels.
     let model = catalog
         .models
@@ -107,7 +114,14 @@ async fn distinct_members(
                 &needed[1..]
             ))
         })?;
-    let (df, exprs) = filtered_rows(catalog, model, &[level.to_string()], filters).await?;
+    let mut filters = filters.to_vec();
+    filters.extend(scope_filters(
+        catalog,
+        scope,
+        &BTreeSet::from([model.name.clone()]),
+        &[],
+    )?);
+    let (df, exprs) = filtered_rows(catalog, model, &[level.to_string()], &filters).await?;
     let data_type = catalog.dimensions[level].data_type.clone();
     let df = df
         .select(vec![cast(exprs[level].clone(), data_type).alias("member")])
@@ -174,6 +188,7 @@ pub async fn drill_through(
     req: &DrillThroughRequest,
     limits: &QueryLimits,
     calendar: &CalendarConfig,
+    principal: &Principal,
 ) -> Result<(DataFrame, DataFrame, Vec<String>), QueryError> {
     let model: &Model = catalog.models.get(&req.model).ok_or_else(|| {
         QueryError::new(
@@ -229,6 +244,9 @@ pub async fn drill_through(
         }
     }
     filters.extend(typed_filters(catalog, &req.filters, &models, &[], limits)?);
+    filters.extend(scope_filters(catalog, &principal.scope, &models, &[])?);
+    // Personal data shows unmasked only to a role that may see it.
+    let mask = |c: &crate::spec::DrillColumnSpec| c.mask().filter(|_| !principal.personal_data);
     let names: Vec<String> = model
         .drill_through
         .iter()
@@ -268,7 +286,7 @@ pub async fn drill_through(
             model
                 .drill_through
                 .iter()
-                .map(|c| masked(ident(c.column()), c.mask()).alias(c.column()))
+                .map(|c| masked(ident(c.column()), mask(c)).alias(c.column()))
                 .collect::<Vec<_>>(),
         )
         .map_err(df_err)?;

@@ -14,6 +14,7 @@ use super::calendar::{CalendarConfig, Comparison, query_window};
 use super::error::{ErrorKind, QueryError};
 use super::request::{FilterOp, FilterRequest, Grain, OrderRequest, QueryRequest};
 use crate::catalog::Catalog;
+use crate::security::Scope;
 
 /// Bounds on what one request may ask for (DESIGN.md §8: bound everything).
 #[derive(Debug, Clone)]
@@ -60,6 +61,8 @@ pub struct ValidatedQuery {
     pub partial_start: Option<NaiveDate>,
     pub drill: Option<Drill>,
     pub fill_gaps: bool,
+    /// The principal's scope (already among `filters`); listings the query runs take it too.
+    pub scope: Scope,
 }
 
 /// A drill request resolved against its hierarchy.
@@ -122,6 +125,7 @@ pub fn validate(
     req: &QueryRequest,
     limits: &QueryLimits,
     calendar: &CalendarConfig,
+    scope: &Scope,
 ) -> Result<ValidatedQuery, QueryError> {
     let too_many = |what: &str, n: usize, max: usize| {
         QueryError::invalid(format!("{n} {what} requested; at most {max} per query")).at(what)
@@ -355,6 +359,7 @@ pub fn validate(
         &req.metrics,
         limits,
     )?);
+    filters.extend(scope_filters(catalog, scope, &models, &req.metrics)?);
 
     for (i, o) in req.order.iter().enumerate() {
         let known = req.metrics.contains(&o.by)
@@ -400,7 +405,37 @@ pub fn validate(
         partial_start,
         drill,
         fill_gaps: req.fill_gaps,
+        scope: scope.clone(),
     })
+}
+
+/// The principal's org scope as filters that every model the request reads must take. They are
+/// ANDed with the request's own filters and drill path, so nothing in a request can widen them;
+/// a model that cannot be narrowed to the scope is refused (403), never answered unscoped.
+pub(crate) fn scope_filters(
+    catalog: &Catalog,
+    scope: &Scope,
+    models: &BTreeSet<String>,
+    metrics: &[String],
+) -> Result<Vec<Filter>, QueryError> {
+    scope
+        .0
+        .iter()
+        .map(|(level, member)| {
+            check_dimension(catalog, level, models, metrics, "scope").map_err(|e| {
+                QueryError::new(
+                    ErrorKind::Forbidden,
+                    "out_of_scope",
+                    format!(
+                        "this cannot be narrowed to your scope ({}): {}",
+                        scope.key(),
+                        e.message
+                    ),
+                )
+            })?;
+            member_filter(catalog, level, &member.to_json(), "scope")
+        })
+        .collect()
 }
 
 /// Request filters as typed predicates, each dimension reachable from every model read.

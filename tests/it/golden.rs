@@ -420,7 +420,10 @@ async fn explained_sql_computes_the_same_numbers() {
         "time": { "grain": "month", "from": "2024-01-01", "to": "2024-06-30" }, "totals": false,
         "fill_gaps": false });
     let answer = run(&s, q.clone()).await;
-    let explained = s.explain(&super::request(q)).await.expect("explain");
+    let explained = s
+        .explain(&kpilens::security::Principal::local(), &super::request(q))
+        .await
+        .expect("explain");
     let batches = s
         .catalog()
         .ctx

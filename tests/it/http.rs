@@ -16,7 +16,62 @@ use super::{Shared, assert_num, bank_settings, fixture_dir, repo_dir, settings_f
 pub struct Server {
     pub addr: SocketAddr,
     pub service: Shared,
+    /// The Authorization header sent by get/post/query (the head office's API key).
+    pub auth: String,
+    /// Holds the auth config and the audit log.
+    pub dir: tempfile::TempDir,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// The API key of the head-office principal every test server knows.
+pub const HEAD_OFFICE_KEY: &str = "kpilens-test-head-office-key";
+/// The HS256 secret of the test servers (tokens: [`token`]).
+pub const TEST_SECRET: &str = "kpilens-test-secret-0123456789abcdef";
+
+/// An HS256 bearer header for a principal of the test servers, valid for an hour.
+pub fn token(sub: &str, role: &str, scope: Value) -> String {
+    let claims = kpilens::security::auth::Claims {
+        sub: sub.to_string(),
+        role: role.to_string(),
+        scope: serde_json::from_value(scope).expect("a scope"),
+        exp: chrono::Utc::now().timestamp() + 3600,
+        nbf: None,
+        iss: None,
+        aud: None,
+    };
+    format!(
+        "Bearer {}",
+        kpilens::security::auth::sign_hs256(TEST_SECRET.as_bytes(), &claims)
+    )
+}
+
+/// The test servers' auth config: the demo's roles, HS256 and RS256 keys, one API key.
+fn test_auth_config(dir: &Path) -> std::path::PathBuf {
+    use sha2::Digest;
+    let key_hash: String = sha2::Sha256::digest(HEAD_OFFICE_KEY.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let public_key = repo_dir().join("tests/fixtures/auth/test-rs256.pub.pem");
+    let config = format!(
+        r#"hierarchy: org
+roles:
+  head_office: {{ personal_data: true }}
+  region_head: {{ personal_data: false }}
+  branch_head: {{ personal_data: false }}
+  rm: {{ personal_data: true }}
+  analyst: {{ personal_data: false }}
+jwt:
+  hs256_secret: {TEST_SECRET}
+  rs256_public_key: {}
+api_keys:
+  - {{ name: head-office-test, sha256: {key_hash}, role: head_office }}
+"#,
+        public_key.display()
+    );
+    let path = dir.join("auth.yaml");
+    std::fs::write(&path, config).expect("write auth config");
+    path
 }
 
 impl Drop for Server {
@@ -25,7 +80,12 @@ impl Drop for Server {
     }
 }
 
-pub async fn start(settings: Settings) -> Server {
+pub async fn start(mut settings: Settings) -> Server {
+    let dir = tempfile::tempdir().expect("temp dir");
+    if settings.auth_file.is_none() && !settings.no_auth {
+        settings.auth_file = Some(test_auth_config(dir.path()));
+    }
+    settings.audit_log = dir.path().join("audit.log");
     let service = Arc::new(
         KpiService::open(&settings)
             .await
@@ -44,6 +104,8 @@ pub async fn start(settings: Settings) -> Server {
     Server {
         addr,
         service,
+        auth: format!("Bearer {HEAD_OFFICE_KEY}"),
+        dir,
         task,
     }
 }
@@ -54,7 +116,7 @@ async fn start_on(project: &Path) -> Server {
 
 impl Server {
     pub async fn post(&self, path: &str, body: impl Into<String>) -> (u16, Value) {
-        http(self.addr, "POST", path, &body.into()).await
+        self.json_as(&self.auth, "POST", path, &body.into()).await
     }
 
     pub async fn query(&self, q: Value) -> (u16, Value) {
@@ -62,16 +124,28 @@ impl Server {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        http(self.addr, "GET", path, "").await
+        self.json_as(&self.auth, "GET", path, "").await
     }
-}
 
-/// One HTTP/1.1 exchange on a fresh connection (`Connection: close`, so the body runs to EOF).
-async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let r = exchange(addr, method, path, &[], body).await;
-    let text = String::from_utf8(r.body).expect("UTF-8 response");
-    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
-    (r.status, json)
+    /// A JSON exchange with a given Authorization header ("" sends none).
+    pub async fn json_as(&self, auth: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let headers: Vec<(&str, &str)> = if auth.is_empty() {
+            Vec::new()
+        } else {
+            vec![("Authorization", auth)]
+        };
+        let r = exchange(self.addr, method, path, &headers, body).await;
+        let text = String::from_utf8(r.body).expect("UTF-8 response");
+        let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+        (r.status, json)
+    }
+
+    /// A raw GET as the head office, with extra headers.
+    pub async fn raw(&self, path: &str, headers: &[(&str, &str)]) -> RawResponse {
+        let mut all = vec![("Authorization", self.auth.as_str())];
+        all.extend_from_slice(headers);
+        exchange(self.addr, "GET", path, &all, "").await
+    }
 }
 
 pub struct RawResponse {

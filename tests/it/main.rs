@@ -7,6 +7,7 @@ mod dashboards;
 mod datagen;
 mod golden;
 mod http;
+mod security;
 mod semantics;
 
 use std::path::{Path, PathBuf};
@@ -117,7 +118,7 @@ pub fn request(json: Value) -> QueryRequest {
 
 pub async fn run(service: &KpiService, json: Value) -> QueryResponse {
     service
-        .query(&request(json))
+        .query(&kpilens::security::Principal::local(), &request(json))
         .await
         .unwrap_or_else(|e| panic!("query failed: {e}"))
 }

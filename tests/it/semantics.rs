@@ -130,7 +130,11 @@ async fn drill_errors_name_the_field() {
     let (_data, s) = bank(|s| s).await;
     let err = |q: Value| {
         let s = &s;
-        async move { s.query(&request(q)).await.expect_err("refused") }
+        async move {
+            s.query(&kpilens::security::Principal::local(), &request(q))
+                .await
+                .expect_err("refused")
+        }
     };
     let e = err(json!({ "metrics": ["aum"], "drill": { "hierarchy": "orgg", "path": {} } })).await;
     assert_eq!(
@@ -270,17 +274,32 @@ async fn members_and_drill_through_pages() {
             .collect()
     };
     let m = s
-        .members("org", "branch", &params(&[("region", "西北")]))
+        .members(
+            &kpilens::security::Principal::local(),
+            "org",
+            "branch",
+            &params(&[("region", "西北")]),
+        )
         .await
         .unwrap();
     assert_eq!(m.members, [json!("兰州分行"), json!("西安分行")]);
     let m = s
-        .members("org", "customer", &params(&[("rm", "R2")]))
+        .members(
+            &kpilens::security::Principal::local(),
+            "org",
+            "customer",
+            &params(&[("rm", "R2")]),
+        )
         .await
         .unwrap();
     assert_eq!(m.members, [json!(3), json!(7)]);
     let e = s
-        .members("org", "branch", &params(&[("team", "T1")]))
+        .members(
+            &kpilens::security::Principal::local(),
+            "org",
+            "branch",
+            &params(&[("team", "T1")]),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.field.as_deref(), Some("team"));
@@ -289,7 +308,10 @@ async fn members_and_drill_through_pages() {
         "model": "customer", "drill": { "hierarchy": "org", "path": { "region": "西北" } },
         "page": 2, "page_size": 2 }))
     .unwrap();
-    let p = s.drill_through(&page).await.unwrap();
+    let p = s
+        .drill_through(&kpilens::security::Principal::local(), &page)
+        .await
+        .unwrap();
     assert_eq!(p.total, 6); // customers 1, 2, 3, 4, 5, 7
     let ids: Vec<&Value> = p.rows.iter().map(|r| &r[0]).collect();
     assert_eq!(ids, [&json!(3), &json!(4)]);
@@ -301,12 +323,18 @@ async fn members_and_drill_through_pages() {
     );
     let refused: kpilens::semantic::listing::DrillThroughRequest =
         serde_json::from_value(json!({ "model": "customer_month_snapshots" })).unwrap();
-    let e = s.drill_through(&refused).await.unwrap_err();
+    let e = s
+        .drill_through(&kpilens::security::Principal::local(), &refused)
+        .await
+        .unwrap_err();
     assert_eq!(e.code, "not_drillable");
     // Loans of one customer, at the leaf of the hierarchy.
     let loans: kpilens::semantic::listing::DrillThroughRequest = serde_json::from_value(json!({
         "model": "loans", "drill": { "hierarchy": "org", "path": { "region": "西北", "customer": 2 } } }))
     .unwrap();
-    let p = s.drill_through(&loans).await.unwrap();
+    let p = s
+        .drill_through(&kpilens::security::Principal::local(), &loans)
+        .await
+        .unwrap();
     assert_eq!((p.total, p.rows[0][2].clone()), (1, json!("consumer")));
 }

@@ -1,0 +1,768 @@
+//! Security and reliability over the real server: tokens, org scopes (every row of every
+//! response checked against the principal's subtree), masking, the audit trail, admission
+//! limits, hot reload and hostile input.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::Engine;
+use kpilens::security::audit::{AuditLog, AuditQuery, AuditRecord, search};
+use kpilens::security::auth::{Claims, sign_hs256, signing_input};
+use serde_json::{Value, json};
+
+use super::http::{Server, TEST_SECRET, exchange, start, token};
+use super::{bank_settings, settings_for, temp_project};
+
+/// The bank fixture's org (tests/fixtures/bank/org.csv, customers.csv): what each scope may see.
+fn subtree(scope: &str) -> BTreeMap<&'static str, Vec<Value>> {
+    let strs = |v: &[&str]| v.iter().map(|s| json!(s)).collect::<Vec<_>>();
+    let ints = |v: &[i64]| v.iter().map(|i| json!(i)).collect::<Vec<_>>();
+    match scope {
+        "branch:西安分行" => BTreeMap::from([
+            ("region", strs(&["西北"])),
+            ("branch", strs(&["西安分行"])),
+            ("team", strs(&["T1", "T2"])),
+            ("rm", strs(&["R1", "R2"])),
+            ("customer", ints(&[1, 2, 3, 7])),
+            ("customer_id", ints(&[1, 2, 3, 7])),
+        ]),
+        "rm:R3" => BTreeMap::from([
+            ("region", strs(&["西北"])),
+            ("branch", strs(&["兰州分行"])),
+            ("team", strs(&["T3"])),
+            ("rm", strs(&["R3"])),
+            ("customer", ints(&[4, 5])),
+            ("customer_id", ints(&[4, 5])),
+        ]),
+        "region:华东" => BTreeMap::from([
+            ("region", strs(&["华东"])),
+            ("branch", strs(&["南京分行"])),
+            ("team", strs(&["T4"])),
+            ("rm", strs(&["R4"])),
+            ("customer", ints(&[6])),
+            ("customer_id", ints(&[6])),
+        ]),
+        other => panic!("no subtree for {other}"),
+    }
+}
+
+/// Every org-level cell of a result (query rows, drill parents, listing rows) is in the subtree.
+#[track_caller]
+fn assert_in_subtree(body: &Value, allowed: &BTreeMap<&str, Vec<Value>>, what: &str) {
+    let names: Vec<String> = body["schema"]
+        .as_array()
+        .or_else(|| body["columns"].as_array())
+        .map(|cols| {
+            cols.iter()
+                .map(|c| c["name"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    for (i, name) in names.iter().enumerate() {
+        let Some(ok) = allowed.get(name.as_str()) else {
+            continue;
+        };
+        for row in body["rows"].as_array().into_iter().flatten() {
+            let v = &row[i];
+            assert!(
+                v.is_null() || ok.contains(v),
+                "{what}: {name} = {v} is outside the scope ({ok:?})"
+            );
+        }
+    }
+    if let Some(members) = body["members"].as_array() {
+        let level = body["level"].as_str().unwrap();
+        for m in members {
+            assert!(
+                allowed[level].contains(m),
+                "{what}: member {m} outside the scope"
+            );
+        }
+    }
+}
+
+fn total(body: &Value, metric: &str) -> Value {
+    let i = body["schema"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|f| f["name"] == metric)
+        .unwrap();
+    body["totals"][i].clone()
+}
+
+#[tokio::test]
+async fn tokens_are_checked_and_refusals_say_why() {
+    let (_data, settings) = bank_settings().await;
+    let s = start(settings).await;
+    let q = json!({ "metrics": ["loan_balance"] }).to_string();
+    let ask = |auth: String| {
+        let q = q.clone();
+        let s = &s;
+        async move { s.json_as(&auth, "POST", "/api/v1/query", &q).await }
+    };
+
+    let none = exchange(s.addr, "POST", "/api/v1/query", &[], &q).await;
+    assert_eq!(none.status, 401);
+    assert_eq!(
+        none.header("www-authenticate"),
+        Some("Bearer realm=\"kpilens\"")
+    );
+    let cases = [
+        ("Basic dXNlcjpwYXNz".to_string(), "invalid_token"),
+        ("Bearer not-a-key".to_string(), "invalid_token"),
+        ("Bearer a.b.c".to_string(), "invalid_token"),
+        (
+            format!(
+                "Bearer {}",
+                sign_hs256(
+                    b"another-secret-0123456789abcdefghij",
+                    &claims("x", "analyst", 3600)
+                )
+            ),
+            "invalid_signature",
+        ),
+        (
+            format!(
+                "Bearer {}",
+                sign_hs256(TEST_SECRET.as_bytes(), &claims("x", "analyst", -3600))
+            ),
+            "token_expired",
+        ),
+        (
+            format!(
+                "Bearer {}",
+                sign_hs256(TEST_SECRET.as_bytes(), &claims("x", "janitor", 3600))
+            ),
+            "invalid_claims",
+        ),
+        (
+            format!(
+                "Bearer {}.",
+                signing_input("none", &claims("x", "head_office", 3600))
+            ),
+            "invalid_token",
+        ),
+        (
+            token("x", "branch_head", json!({ "planet": "Mars" })),
+            "invalid_claims",
+        ),
+    ];
+    for (auth, code) in cases {
+        let (status, body) = ask(auth.clone()).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some(code)),
+            "{auth}: {body}"
+        );
+    }
+    // A token signed with the configured RSA key (RS256) and the API key both work.
+    let (status, _) = ask(rs256(&claims("rs", "analyst", 3600))).await;
+    assert_eq!(status, 200);
+    let (status, _) = ask(s.auth.clone()).await;
+    assert_eq!(status, 200);
+    // What touches no data needs no token.
+    for path in ["/healthz", "/api/v1/catalog", "/api/v1/catalog/status", "/"] {
+        assert_eq!(
+            exchange(s.addr, "GET", path, &[], "").await.status,
+            200,
+            "{path}"
+        );
+    }
+}
+
+fn claims(sub: &str, role: &str, expires_in: i64) -> Claims {
+    Claims {
+        sub: sub.to_string(),
+        role: role.to_string(),
+        scope: Default::default(),
+        exp: chrono::Utc::now().timestamp() + expires_in,
+        nbf: None,
+        iss: None,
+        aud: None,
+    }
+}
+
+/// An RS256 token signed with the test key (tests/fixtures/auth).
+fn rs256(claims: &Claims) -> String {
+    let der =
+        std::fs::read(super::repo_dir().join("tests/fixtures/auth/test-rs256.key.pk8")).unwrap();
+    let key = ring::signature::RsaKeyPair::from_pkcs8(&der).unwrap();
+    let input = signing_input("RS256", claims);
+    let mut sig = vec![0; key.public().modulus_len()];
+    key.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        input.as_bytes(),
+        &mut sig,
+    )
+    .unwrap();
+    format!(
+        "Bearer {input}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig)
+    )
+}
+
+#[tokio::test]
+async fn a_scope_cannot_be_widened_by_any_route() {
+    let (_data, settings) = bank_settings().await;
+    let s = start(settings).await;
+    let principals = [
+        (
+            "branch:西安分行",
+            token("bh", "branch_head", json!({ "branch": "西安分行" })),
+        ),
+        ("rm:R3", token("rm3", "rm", json!({ "rm": "R3" }))),
+        (
+            "region:华东",
+            token("rh", "region_head", json!({ "region": "华东" })),
+        ),
+    ];
+    let time = json!({ "grain": "month", "from": "2024-01-01", "to": "2024-04-30" });
+    for (scope, auth) in &principals {
+        let allowed = subtree(scope);
+        let post = |path: &'static str, body: Value| {
+            let auth = auth.clone();
+            let s = &s;
+            async move { s.json_as(&auth, "POST", path, &body.to_string()).await }
+        };
+        let get = |path: String| {
+            let auth = auth.clone();
+            let s = &s;
+            async move { s.json_as(&auth, "GET", &path, "").await }
+        };
+        // Directly: every level of the hierarchy as a dimension.
+        for dim in ["region", "branch", "team", "rm", "customer"] {
+            let (status, body) = post(
+                "/api/v1/query",
+                json!({ "metrics": ["loan_balance", "customer_count"], "dimensions": [dim], "time": time }),
+            )
+            .await;
+            assert_eq!(status, 200, "{scope} by {dim}: {body}");
+            assert_in_subtree(&body, &allowed, &format!("{scope} by {dim}"));
+        }
+        // Indirectly: a filter, a drill path and a member list naming what is outside.
+        let outside_branch = if scope.contains("西安") {
+            "南京分行"
+        } else {
+            "西安分行"
+        };
+        let (_, body) = post(
+            "/api/v1/query",
+            json!({ "metrics": ["loan_balance"], "dimensions": ["branch"],
+                    "filters": [{ "dimension": "branch", "op": "eq", "value": outside_branch }] }),
+        )
+        .await;
+        assert!(
+            body["rows"].as_array().unwrap().is_empty(),
+            "{scope}: {body}"
+        );
+        let outside_region = if scope.contains("华东") {
+            "西北"
+        } else {
+            "华东"
+        };
+        let (status, body) = post(
+            "/api/v1/query",
+            json!({ "metrics": ["loan_balance"], "time": time,
+                    "drill": { "hierarchy": "org", "path": { "region": outside_region } } }),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_in_subtree(&body, &allowed, &format!("{scope} drill"));
+        assert!(
+            body["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r[1].is_null() || r[1] == json!(0)),
+            "{scope}: a drill outside the scope shows nothing: {body}"
+        );
+        for level in ["region", "branch", "team", "rm", "customer"] {
+            let (status, body) =
+                get(format!("/api/v1/hierarchies/org/members?level={level}")).await;
+            assert_eq!(status, 200);
+            assert_in_subtree(&body, &allowed, &format!("{scope} members {level}"));
+        }
+        let (_, body) = get(format!(
+            "/api/v1/hierarchies/org/members?level=team&region={outside_region}"
+        ))
+        .await;
+        assert_eq!(body["members"], json!([]), "{scope}");
+        // A dimension outside the hierarchy still only sums the scope's rows.
+        let (_, by_segment) = post(
+            "/api/v1/query",
+            json!({ "metrics": ["loan_balance"], "dimensions": ["segment"], "time": time }),
+        )
+        .await;
+        let (level, member) = scope.split_once(':').unwrap();
+        let (_, head_office) = s
+            .query(json!({ "metrics": ["loan_balance"], "time": time,
+                "filters": [{ "dimension": level, "op": "eq", "value": member }] }))
+            .await;
+        assert_eq!(
+            total(&by_segment, "loan_balance"),
+            total(&head_office, "loan_balance"),
+            "{scope}"
+        );
+        // Drill-through: only the scope's customers, however the path is given.
+        let (status, page) = post("/api/v1/drill_through", json!({ "model": "customers" })).await;
+        assert_eq!(status, 200);
+        assert_in_subtree(&page, &allowed, &format!("{scope} drill-through"));
+        assert_eq!(page["total"], allowed["customer"].len(), "{scope}");
+        let (_, page) = post(
+            "/api/v1/drill_through",
+            json!({ "model": "customers", "drill": { "hierarchy": "org", "path": { "region": outside_region } } }),
+        )
+        .await;
+        assert_eq!(page["total"], 0, "{scope}");
+        // Dashboards and snapshots: every panel.
+        for id in ["executive", "risk", "retail"] {
+            let (status, view) = get(format!("/api/v1/dashboards/{id}?as_of=2024-04-30")).await;
+            assert_eq!(status, 200);
+            for p in view["panels"].as_array().unwrap() {
+                assert!(
+                    p["error"].is_null(),
+                    "{scope} {id}.{}: {}",
+                    p["id"],
+                    p["error"]
+                );
+                assert_in_subtree(&p["result"], &allowed, &format!("{scope} {id}.{}", p["id"]));
+            }
+            for f in view["filters"].as_array().unwrap() {
+                if let Some(ok) = allowed.get(f["dimension"].as_str().unwrap()) {
+                    assert!(
+                        f["options"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .all(|o| ok.contains(o))
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn scopes_never_share_cached_answers_or_snapshot_tags() {
+    let (_data, settings) = bank_settings().await;
+    let s = start(settings).await;
+    let q = json!({ "metrics": ["loan_balance"], "time": { "from": "2024-04-01", "to": "2024-04-30" } });
+    let (_, all) = s.query(q.clone()).await;
+    let (_, again) = s.query(q.clone()).await;
+    assert_eq!(again["meta"]["served_by"], "cache");
+    let bh = token("bh", "branch_head", json!({ "branch": "西安分行" }));
+    let (_, branch) = s
+        .json_as(&bh, "POST", "/api/v1/query", &q.to_string())
+        .await;
+    assert_eq!(
+        branch["meta"]["served_by"], "engine",
+        "another scope computes its own answer"
+    );
+    assert_ne!(branch["rows"][0][0], all["rows"][0][0], "{branch} {all}");
+
+    let etag = |auth: String| {
+        let s = &s;
+        async move {
+            exchange(
+                s.addr,
+                "GET",
+                "/api/v1/snapshot/risk",
+                &[("Authorization", &auth)],
+                "",
+            )
+            .await
+            .header("etag")
+            .unwrap()
+            .to_string()
+        }
+    };
+    assert_ne!(etag(s.auth.clone()).await, etag(bh.clone()).await);
+}
+
+#[tokio::test]
+async fn what_cannot_be_scoped_is_refused() {
+    let project = temp_project(&[(
+        "metrics/org_chart.yaml",
+        "models:\n  org_chart:\n    source: { csv: org.csv }\n    dimensions:\n      team: { column: team }\nmeasures:\n  rms: { model: org_chart, agg: count }\nmetrics:\n  rm_count: { type: simple, measure: rms }\n",
+    )]);
+    let s = start(settings_for(project.path())).await;
+    let (status, _) = s.query(json!({ "metrics": ["rm_count"] })).await;
+    assert_eq!(status, 200, "the whole bank may count RMs");
+    let bh = token("bh", "branch_head", json!({ "branch": "B1" }));
+    let (status, body) = s
+        .json_as(
+            &bh,
+            "POST",
+            "/api/v1/query",
+            &json!({ "metrics": ["rm_count"] }).to_string(),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "out_of_scope");
+}
+
+#[tokio::test]
+async fn every_data_request_is_audited_without_personal_data() {
+    let (_data, settings) = bank_settings().await;
+    let s = start(settings).await;
+    let bh = token("bh", "branch_head", json!({ "branch": "西安分行" }));
+    s.query(
+        json!({ "metrics": ["overdue_ratio"], "dimensions": ["branch"],
+        "filters": [{ "dimension": "segment", "op": "in", "values": ["retail"] }] }),
+    )
+    .await;
+    s.json_as(
+        &bh,
+        "POST",
+        "/api/v1/query",
+        &json!({ "metrics": ["loan_balance"] }).to_string(),
+    )
+    .await;
+    // The head office sees personal data unmasked: the answer has it, the audit line must not.
+    let (_, page) = s
+        .post(
+            "/api/v1/drill_through",
+            json!({ "model": "customers" }).to_string(),
+        )
+        .await;
+    assert_eq!(page["total"], 7);
+    s.json_as("", "GET", "/api/v1/dashboards", "").await;
+    s.get("/api/v1/dashboards/risk").await;
+
+    let log = s.dir.path().join("audit.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let records: Vec<AuditRecord> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 5, "{text}");
+    assert_eq!(records[0].principal, "head-office-test");
+    assert_eq!(records[0].metrics, ["overdue_ratio"]);
+    assert_eq!(records[0].dimensions, ["branch"]);
+    assert_eq!(records[0].filters[0]["values"], json!(["retail"]));
+    assert_eq!(records[0].cached, Some(false));
+    assert!(records[0].rows.is_some() && records[0].status == 200);
+    assert_eq!(
+        (records[1].principal.as_str(), records[1].scope.as_str()),
+        ("bh", "branch=\"西安分行\"")
+    );
+    assert_eq!(records[2].rows, Some(7));
+    assert_eq!(
+        (records[3].principal.as_str(), records[3].status),
+        ("anonymous", 401)
+    );
+    assert_eq!(records[3].error.as_deref(), Some("missing_token"));
+    let customers =
+        std::fs::read_to_string(super::repo_dir().join("tests/fixtures/bank/customers.csv"))
+            .unwrap();
+    for line in customers.lines().skip(1) {
+        let cells: Vec<&str> = line.split(',').collect();
+        for personal in &cells[1..4] {
+            assert!(!text.contains(personal), "{personal} is in the audit log");
+        }
+    }
+
+    // `kpilens audit` finds them.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kpilens"))
+        .args(["audit", "--file"])
+        .arg(&log)
+        .args(["--principal", "bh", "--status", "2xx"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let found: Vec<AuditRecord> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].metrics, ["loan_balance"]);
+}
+
+#[test]
+fn the_audit_log_rotates_by_size_and_keeps_what_it_should() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = AuditLog::open(&path, 2048, 2).unwrap();
+    for i in 0..100 {
+        log.append(&AuditRecord {
+            principal: format!("p{i}"),
+            route: "/api/v1/query".into(),
+            status: 200,
+            ..AuditRecord::default()
+        })
+        .unwrap();
+    }
+    for f in ["audit.log", "audit.log.1", "audit.log.2"] {
+        let size = std::fs::metadata(dir.path().join(f)).unwrap().len();
+        assert!(size > 0 && size <= 2048, "{f}: {size} bytes");
+    }
+    assert!(
+        !dir.path().join("audit.log.3").exists(),
+        "only two rotations are kept"
+    );
+    let kept = search(&path, &AuditQuery::default()).unwrap();
+    assert_eq!(kept.last().unwrap().principal, "p99", "the newest is kept");
+    let names: Vec<usize> = kept
+        .iter()
+        .map(|r| r.principal[1..].parse().unwrap())
+        .collect();
+    assert!(
+        names.windows(2).all(|w| w[0] + 1 == w[1]),
+        "oldest first, none lost between files"
+    );
+}
+
+#[tokio::test]
+async fn a_principal_over_its_rate_gets_429_and_a_saturated_server_503() {
+    let (_data, mut settings) = bank_settings().await;
+    settings.rate_per_second = 0.5;
+    settings.rate_burst = 3.0;
+    let s = start(settings).await;
+    let q = json!({ "metrics": ["loan_balance"] });
+    for _ in 0..3 {
+        assert_eq!(s.query(q.clone()).await.0, 200);
+    }
+    let r = exchange(
+        s.addr,
+        "POST",
+        "/api/v1/query",
+        &[("Authorization", &s.auth)],
+        &q.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after"), Some("2"));
+    // Another principal has its own bucket.
+    let other = token("ana", "analyst", json!({}));
+    assert_eq!(
+        s.json_as(&other, "POST", "/api/v1/query", &q.to_string())
+            .await
+            .0,
+        200
+    );
+
+    let (_data, mut settings) = bank_settings().await;
+    settings.max_concurrent = 1;
+    settings.queue_wait_ms = 1;
+    let s = start(settings).await;
+    let statuses = futures::future::join_all((0..8).map(|i| {
+        let s = &s;
+        async move {
+            // Distinct cold queries, so each occupies the slot for a while.
+            let q = json!({ "metrics": ["loan_balance", "overdue_ratio"], "dimensions": ["branch"],
+                "time": { "grain": "day", "from": "2024-01-01", "to": format!("2024-04-{:02}", 10 + i) } });
+            exchange(s.addr, "POST", "/api/v1/query", &[("Authorization", &s.auth)], &q.to_string()).await
+        }
+    }))
+    .await;
+    assert!(statuses.iter().all(|r| r.status == 200 || r.status == 503));
+    let refused: Vec<_> = statuses.iter().filter(|r| r.status == 503).collect();
+    assert!(
+        !refused.is_empty(),
+        "one slot and no queue: some are refused"
+    );
+    assert!(refused.iter().all(|r| r.header("retry-after") == Some("1")));
+    assert!(statuses.iter().any(|r| r.status == 200));
+}
+
+async fn wait_for(s: &Server, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..100 {
+        let (_, status) = s.get("/api/v1/catalog/status").await;
+        if ok(&status) {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn hot_reload_swaps_good_changes_and_keeps_serving_through_bad_ones() {
+    let project = temp_project(&[]);
+    let mut settings = settings_for(project.path());
+    settings.reload_ms = 50;
+    let s = start(settings).await;
+    let (_, before) = s.get("/api/v1/catalog/status").await;
+    let version = before["catalog"]["version"].clone();
+    let q = json!({ "metrics": ["overdue_ratio"] });
+
+    // A broken file: reported with file and key; the last good catalog keeps answering.
+    let broken = project.path().join("metrics/broken.yaml");
+    std::fs::write(
+        &broken,
+        "metrics:\n  bad: { type: ratio, numerator: nothing, denominator: loan_balance }\n",
+    )
+    .unwrap();
+    let status = wait_for(&s, "the broken change", |st| {
+        !st["catalog"]["last_error"].is_null()
+    })
+    .await;
+    let errors = &status["catalog"]["last_error"]["errors"];
+    assert_eq!(errors[0]["file"], "metrics/broken.yaml", "{status}");
+    assert_eq!(errors[0]["key"], "metrics.bad.numerator");
+    assert_eq!(status["catalog"]["version"], version);
+    let (code, body) = s.query(q.clone()).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["meta"]["catalog_version"], version);
+
+    // A good change replaces it atomically.
+    std::fs::write(&broken, "metrics:\n  overdue_ratio_copy: { type: ratio, numerator: overdue_balance, denominator: loan_balance }\n").unwrap();
+    let status = wait_for(&s, "the good change", |st| {
+        st["catalog"]["version"] != version
+    })
+    .await;
+    assert!(status["catalog"]["last_error"].is_null());
+    assert_eq!(status["catalog"]["reloads"], 1);
+    let (code, body) = s.query(json!({ "metrics": ["overdue_ratio_copy"] })).await;
+    assert_eq!(code, 200, "{body}");
+    let (_, original) = s.query(q).await;
+    assert_eq!(body["totals"][0], original["totals"][0]);
+}
+
+#[tokio::test]
+async fn hostile_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
+    let (_data, settings) = bank_settings().await;
+    let s = start(settings).await;
+    let sql = "x' OR '1'='1'; DROP TABLE loans; --";
+    let cases: Vec<(String, u16, &str)> = vec![
+        // SQL in values is a typed literal: it matches nothing.
+        (
+            json!({ "metrics": ["loan_balance"], "dimensions": ["branch"],
+            "filters": [{ "dimension": "branch", "op": "eq", "value": sql }] })
+            .to_string(),
+            200,
+            "",
+        ),
+        // SQL in names is an unknown name.
+        (
+            json!({ "metrics": [sql] }).to_string(),
+            404,
+            "unknown_metric",
+        ),
+        (
+            json!({ "metrics": ["loan_balance"], "dimensions": [sql] }).to_string(),
+            404,
+            "unknown_dimension",
+        ),
+        (
+            json!({ "metrics": ["loan_balance"], "order": [{ "by": sql }] }).to_string(),
+            422,
+            "invalid_query",
+        ),
+        // Unknown and duplicated fields.
+        (
+            r#"{"metrics":["loan_balance"],"metricz":[]}"#.to_string(),
+            400,
+            "malformed_request",
+        ),
+        (
+            r#"{"metrics":["loan_balance"],"metrics":["aum"]}"#.to_string(),
+            400,
+            "malformed_request",
+        ),
+        // Unicode and very long strings.
+        (
+            json!({ "metrics": ["贷款余额😀\u{202e}"] }).to_string(),
+            404,
+            "unknown_metric",
+        ),
+        (
+            json!({ "metrics": ["x".repeat(100_000)] }).to_string(),
+            404,
+            "unknown_metric",
+        ),
+        // Deeply nested and huge JSON.
+        (
+            format!(r#"{{"metrics":{}"#, "[".repeat(10_000)),
+            400,
+            "malformed_request",
+        ),
+        (
+            json!({ "metrics": ["loan_balance"], "filters": [{ "dimension": "branch", "op": "in",
+            "values": vec!["y".repeat(1000); 400] }] })
+            .to_string(),
+            413,
+            "body_too_large",
+        ),
+        ("\u{0}\u{1}garbage".to_string(), 400, "malformed_request"),
+    ];
+    for (body, status, code) in cases {
+        let (got, answer) = s.post("/api/v1/query", body.clone()).await;
+        assert_eq!(got, status, "{}: {answer}", &body[..body.len().min(80)]);
+        if status == 200 {
+            assert!(answer["rows"].as_array().unwrap().is_empty());
+        } else {
+            assert_eq!(answer["error"]["code"], code, "{answer}");
+            let message = answer["error"]["message"].as_str().unwrap();
+            assert!(
+                message.len() < 2_000,
+                "the error does not echo a huge input back"
+            );
+        }
+    }
+    for path in [
+        "/api/v1/dashboards/..%2F..%2Fetc%2Fpasswd",
+        "/api/v1/dashboards/%2e%2e",
+        "/api/v1/snapshot/..%5C..%5Cmetrics",
+    ] {
+        let (status, body) = s.get(path).await;
+        assert!((400..500).contains(&status), "{path}: {status} {body}");
+    }
+    // SQL as a member is a typed literal too: no such member.
+    let (status, body) = s
+        .get("/api/v1/hierarchies/org/members?level=branch&region=%27%20OR%201%3D1")
+        .await;
+    assert_eq!((status, body["members"].clone()), (200, json!([])));
+    let (status, _) = s.query(json!({ "metrics": ["loan_balance"] })).await;
+    assert_eq!(status, 200, "still serving");
+}
+
+#[tokio::test]
+async fn a_yaml_bomb_and_a_wrong_schema_file_are_load_errors_not_crashes() {
+    let bomb = "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nh: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]\ni: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]\n";
+    let errors = super::catalog_errors::load_errors(&[("metrics/bomb.yaml", bomb)]).await;
+    assert_eq!(errors[0].file, "metrics/bomb.yaml", "{errors:?}");
+
+    // A Parquet file with another schema dropped into a table's place: the server reports it and
+    // keeps answering from the files it validated.
+    let (data, mut settings) = bank_settings().await;
+    settings.reload_ms = 50;
+    let s = start(settings).await;
+    let q = json!({ "metrics": ["loan_balance"], "time": { "from": "2024-04-01", "to": "2024-04-30" } });
+    let (_, before) = s.query(q.clone()).await;
+    let parquet_in = |p: std::path::PathBuf| {
+        if p.is_dir() {
+            std::fs::read_dir(&p)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .find(|f| f.extension().is_some_and(|x| x == "parquet"))
+                .unwrap()
+        } else {
+            p
+        }
+    };
+    let wrong = parquet_in(data.path().join("customers"));
+    let loan_month = data.path().join("loan_month");
+    let target = if loan_month.is_dir() {
+        loan_month.join("zz_wrong.parquet")
+    } else {
+        loan_month
+    };
+    std::fs::copy(&wrong, &target).unwrap();
+    let status = wait_for(&s, "the data refresh error", |st| {
+        !st["data_refresh_error"].is_null()
+    })
+    .await;
+    let errors = status["data_refresh_error"]["errors"].to_string();
+    assert!(
+        errors.contains("zz_wrong.parquet has other columns"),
+        "{status}"
+    );
+    let (code, after) = s.query(q).await;
+    assert_eq!(code, 200, "{after}");
+    assert_eq!(after["totals"], before["totals"]);
+}
