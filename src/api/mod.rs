@@ -24,7 +24,7 @@ use tower_http::trace::TraceLayer;
 pub use catalog::CatalogView;
 pub use error::{ApiError, status_of};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::Extension;
 
@@ -57,6 +57,7 @@ pub fn router(
         .route("/healthz", get(healthz))
         .route("/api/v1/catalog", get(catalog))
         .route("/api/v1/catalog/status", get(catalog_status))
+        .route("/api/v1/openapi.json", get(openapi))
         .merge(data)
         .merge(extra)
         .fallback(not_found)
@@ -83,6 +84,74 @@ async fn healthz(State(service): State<Arc<KpiService>>) -> Json<serde_json::Val
         "engine_runs": service.engine_runs(),
         "data_refresh_error": service.failed_refresh().await,
     }))
+}
+
+/// The OpenAPI 3 document of every route (kept by hand next to the routes; a test checks that
+/// each documented path is served and each route is documented).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// The document with the serving catalog's names as enums (metrics, dimensions, hierarchies,
+/// levels, drillable models, dashboards), so clients and fuzzers can build valid requests.
+async fn openapi(State(service): State<Arc<KpiService>>) -> Json<serde_json::Value> {
+    let mut doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+    let c = service.catalog();
+    let names = |it: &mut dyn Iterator<Item = &String>| -> serde_json::Value {
+        it.map(|s| json!(s)).collect()
+    };
+    let members = "/paths/~1api~1v1~1hierarchies~1{hierarchy}~1members/get/parameters";
+    let enums = [
+        (
+            "/components/schemas/QueryRequest/properties/metrics/items",
+            names(&mut c.metrics.keys()),
+        ),
+        (
+            "/components/schemas/QueryRequest/properties/dimensions/items",
+            names(&mut c.dimensions.keys()),
+        ),
+        (
+            "/components/schemas/Filter/properties/dimension",
+            names(&mut c.dimensions.keys()),
+        ),
+        (
+            "/components/schemas/Drill/properties/hierarchy",
+            names(&mut c.hierarchies.keys()),
+        ),
+        (
+            "/components/schemas/DrillThroughRequest/properties/model",
+            names(
+                &mut c
+                    .models
+                    .values()
+                    .filter(|m| !m.drill_through.is_empty())
+                    .map(|m| &m.name),
+            ),
+        ),
+        (
+            "/components/parameters/DashboardId/schema",
+            names(&mut c.dashboards.iter().map(|d| &d.id)),
+        ),
+        (
+            &format!("{members}/0/schema"),
+            names(&mut c.hierarchies.keys()),
+        ),
+        (
+            &format!("{members}/1/schema"),
+            names(
+                &mut c
+                    .hierarchies
+                    .values()
+                    .flatten()
+                    .collect::<BTreeSet<_>>()
+                    .into_iter(),
+            ),
+        ),
+    ];
+    for (pointer, values) in enums {
+        if let Some(schema) = doc.pointer_mut(pointer) {
+            schema["enum"] = values;
+        }
+    }
+    Json(doc)
 }
 
 /// The serving catalog's version and the last definition change that failed to validate.

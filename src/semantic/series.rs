@@ -12,7 +12,7 @@ use super::planner::ColumnRole;
 use super::result::QueryResult;
 use super::validate::{PERIOD, ValidatedQuery};
 use crate::catalog::Catalog;
-use crate::spec::EmptyPeriod;
+use crate::spec::{EmptyPeriod, Grain};
 
 /// Adds the missing (period x member combination) rows of a time series. The periods run over
 /// the query's range (or, without one, from the first to the last period returned); the member
@@ -64,10 +64,17 @@ pub fn fill_gaps(
     ) else {
         return true; // nothing to fill: no range and no rows
     };
-    let all_periods = periods(first, last, grain, q.calendar.week_start);
-    if all_periods.len() > 100_000 {
+    // Counted before listing: a day grain over millennia is refused without building it.
+    if first
+        .max(last)
+        .signed_duration_since(first.min(last))
+        .num_days()
+        / min_period_days(grain)
+        > MAX_FILLED_ROWS as i64
+    {
         return false;
     }
+    let all_periods = periods(first, last, grain, q.calendar.week_start);
 
     // Member combinations in order of first appearance; without dimensions, the one empty one.
     let mut combos: Vec<Vec<Value>> = Vec::new();
@@ -91,6 +98,12 @@ pub fn fill_gaps(
     }
     if combos.is_empty() && dim_ix.is_empty() {
         combos.push(Vec::new());
+    }
+    // A range of many periods over many members would fill more rows than any answer may hold:
+    // leave the gaps (the meta says so) rather than build it.
+    if all_periods.len().saturating_mul(combos.len().max(1)) > MAX_FILLED_ROWS {
+        result.rows.extend(by_key.into_values());
+        return false;
     }
     let width = result.schema.len();
     for combo in &combos {
@@ -125,6 +138,19 @@ pub fn fill_gaps(
     // Rows outside the range (none in practice) are kept rather than lost.
     result.rows.extend(by_key.into_values());
     true
+}
+
+/// Most rows gap filling builds (periods x member combinations).
+const MAX_FILLED_ROWS: usize = 200_000;
+
+fn min_period_days(grain: Grain) -> i64 {
+    match grain {
+        Grain::Day => 1,
+        Grain::Week => 7,
+        Grain::Month => 28,
+        Grain::Quarter => 90,
+        Grain::Year => 365,
+    }
 }
 
 /// Sorts rows as the engine did: the requested order, else the keys ascending; nulls last.

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine;
+use futures::StreamExt;
 use kpilens::security::audit::{AuditLog, AuditQuery, AuditRecord, search};
 use kpilens::security::auth::{Claims, sign_hs256, signing_input};
 use serde_json::{Value, json};
@@ -765,4 +766,201 @@ async fn a_yaml_bomb_and_a_wrong_schema_file_are_load_errors_not_crashes() {
     let (code, after) = s.query(q).await;
     assert_eq!(code, 200, "{after}");
     assert_eq!(after["totals"], before["totals"]);
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route() {
+    let (_data, settings) = bank_settings().await;
+    let s = start(settings).await;
+    let (status, doc) = s.json_as("", "GET", "/api/v1/openapi.json", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut expected = vec![
+        "/healthz",
+        "/api/v1/catalog",
+        "/api/v1/catalog/status",
+        "/api/v1/openapi.json",
+        "/api/v1/query",
+        "/api/v1/explain",
+        "/api/v1/drill_through",
+        "/api/v1/hierarchies/{hierarchy}/members",
+        "/api/v1/dashboards",
+        "/api/v1/dashboards/{id}",
+        "/api/v1/snapshot/{id}",
+    ];
+    let mut paths = paths.clone();
+    paths.sort();
+    expected.sort();
+    assert_eq!(
+        paths, expected,
+        "every route, and only routes, are documented"
+    );
+    let metrics =
+        &doc["components"]["schemas"]["QueryRequest"]["properties"]["metrics"]["items"]["enum"];
+    assert!(
+        metrics
+            .as_array()
+            .unwrap()
+            .contains(&json!("overdue_ratio")),
+        "the catalog's names"
+    );
+    let ids = &doc["components"]["parameters"]["DashboardId"]["schema"]["enum"];
+    assert_eq!(ids.as_array().unwrap().len(), 5);
+}
+
+/// Peak resident memory of a process, from /proc (Linux), in MiB.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+#[tokio::test]
+async fn a_bounded_load_from_several_principals_stays_in_scope_and_in_memory() {
+    // The binary as deployed (a separate process, so its memory is its own), over the demo bank.
+    let (data, _) = super::demo_settings();
+    let (memory_mb, cache_mb) = (512u64, 64u64);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kpilens"))
+        .args(["demo", "--addr", "127.0.0.1:0", "--project"])
+        .arg(super::repo_dir())
+        .arg("--data")
+        .arg(data.path())
+        .arg("--audit-log")
+        .arg(data.path().join("audit.log"))
+        .args([
+            "--memory-mb",
+            &memory_mb.to_string(),
+            "--cache-mb",
+            &cache_mb.to_string(),
+        ])
+        .args([
+            "--rate-per-second",
+            "100000",
+            "--rate-burst",
+            "100000",
+            "--reload-ms",
+            "0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let addr: std::net::SocketAddr = {
+        use std::io::BufRead;
+        let line = std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("serving"))
+            .expect("the server starts");
+        line.rsplit("http://")
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let raw = exchange(addr, "GET", "/api/v1/demo/users", &[], "").await;
+    let users: Vec<Value> = serde_json::from_slice(&raw.body).unwrap();
+    let head_office = format!("Bearer {}", users[0]["token"].as_str().unwrap());
+
+    // What each principal may see, from the head office's member lists.
+    let mut allowed: Vec<(String, BTreeMap<String, Vec<Value>>)> = Vec::new();
+    for u in &users {
+        let auth = format!("Bearer {}", u["token"].as_str().unwrap());
+        let mut sets = BTreeMap::new();
+        if let Some((level, member)) = u["scope"].as_object().and_then(|m| m.iter().next()) {
+            // The head office's own rows of the scope: its ancestors and its subtree.
+            let q = json!({ "metrics": ["customer_count"], "dimensions": ["region", "branch", "team", "rm"],
+                "filters": [{ "dimension": level, "op": "eq", "value": member }] });
+            let r = exchange(
+                addr,
+                "POST",
+                "/api/v1/query",
+                &[("Authorization", &head_office)],
+                &q.to_string(),
+            )
+            .await;
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            for (i, level) in ["region", "branch", "team", "rm"].iter().enumerate() {
+                let mut members: Vec<Value> = body["rows"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r[i].clone())
+                    .collect();
+                members.dedup();
+                assert!(!members.is_empty(), "{level} of {member}");
+                sets.insert(level.to_string(), members);
+            }
+        }
+        allowed.push((auth, sets));
+    }
+
+    let started = std::time::Instant::now();
+    let requests = 800usize;
+    let latencies = futures::stream::iter(0..requests)
+        .map(|i| {
+            let (auth, sets) = &allowed[i % allowed.len()];
+            async move {
+                // Nine in ten repeat one of a few queries (cached); one in ten is new.
+                let to = if i % 10 == 0 {
+                    format!("2025-{:02}-{:02}", 1 + (i / 10) % 12, 1 + (i / 120) % 28)
+                } else {
+                    "2025-12-31".to_string()
+                };
+                let dim = ["region", "branch", "team", "segment"][i % 4];
+                let q = json!({ "metrics": ["loan_balance", "overdue_ratio"], "dimensions": [dim],
+                    "time": { "from": "2025-01-01", "to": to } });
+                let t = std::time::Instant::now();
+                let r = exchange(
+                    addr,
+                    "POST",
+                    "/api/v1/query",
+                    &[("Authorization", auth)],
+                    &q.to_string(),
+                )
+                .await;
+                let elapsed = t.elapsed();
+                assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+                let body: Value = serde_json::from_slice(&r.body).unwrap();
+                if !sets.is_empty() {
+                    let sets: BTreeMap<&str, Vec<Value>> =
+                        sets.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+                    assert_in_subtree(&body, &sets, "under load");
+                }
+                elapsed
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let wall = started.elapsed();
+    let mut ms: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    let peak = peak_rss_mib(child.id()).unwrap_or(0.0);
+    let _ = child.kill();
+    let _ = child.wait();
+    let bound = (memory_mb + cache_mb + 256) as f64;
+    eprintln!(
+        "load: {requests} requests from {} principals, 16 at a time: {:.0} req/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; server peak RSS {peak:.0} MiB (bound {bound:.0} MiB: pool {memory_mb} + cache {cache_mb} + 256 runtime)",
+        allowed.len(),
+        requests as f64 / wall.as_secs_f64(),
+        ms[ms.len() / 2],
+        ms[ms.len() * 99 / 100],
+        ms[ms.len() - 1]
+    );
+    assert!(peak > 0.0 && peak < bound, "peak RSS {peak} MiB");
 }

@@ -1,12 +1,23 @@
 // The API calls the cockpit makes. Every failure becomes an Error whose message is the server's
 // own (`error.message`), so the page can say what went wrong.
 
+let token = null;
+
+/** The bearer token sent with every data request (the person the cockpit is viewed as). */
+export function setToken(t) {
+  token = t || null;
+}
+
 async function request(path, options = {}) {
   let response;
   try {
     response = await fetch(path, {
       ...options,
-      headers: { 'Content-Type': 'application/json', ...(options.headers ?? {}) },
+      headers: {
+        'Content-Type': 'application/json',
+        ...(token ? { Authorization: `Bearer ${token}` } : {}),
+        ...(options.headers ?? {}),
+      },
     });
   } catch (e) {
     throw new Error(`network error: ${e.message}`);
@@ -28,6 +39,8 @@ async function request(path, options = {}) {
 }
 
 export const api = {
+  /** The demo's people and their tokens; 404 outside the demo. */
+  demoUsers: () => request('/api/v1/demo/users'),
   dashboards: () => request('/api/v1/dashboards'),
   dashboard: (id, params) => {
     const qs = new URLSearchParams(params).toString();

@@ -2,7 +2,7 @@
 // `GET /api/v1/dashboards/{id}`; clicks on bars and table rows drill the org hierarchy through
 // `POST /api/v1/query`, and at the leaf list customers through `POST /api/v1/drill_through`.
 
-import { api } from './api.js';
+import { api, setToken } from './api.js';
 import { chartOption, column, field } from './charts.js';
 import { changeTone, formatChange, formatValue } from './format.js';
 import { label, t } from './i18n.js';
@@ -12,6 +12,8 @@ const LEAF_PAGE_SIZE = 20;
 const state = {
   lang: localStorage.getItem('kpilens.lang') ?? 'zh',
   dashboards: [],
+  // The demo's people (or null outside the demo, where a token is pasted in).
+  users: null,
   id: null,
   params: {},
   view: null,
@@ -53,7 +55,46 @@ function renderHeader() {
   );
   $('#brand-sub').textContent = t(state.lang, 'product');
   $('#lang').textContent = t(state.lang, 'language');
+  renderViewer();
   document.documentElement.lang = state.lang === 'zh' ? 'zh-CN' : 'en';
+}
+
+/** Who the cockpit is viewed as: the demo's people, or a pasted token. */
+function renderViewer() {
+  const box = $('#viewer');
+  if (state.users) {
+    const current = localStorage.getItem('kpilens.user') ?? state.users[0]?.id;
+    const select = el('select', {
+      'aria-label': t(state.lang, 'viewAs'),
+      dataset: { viewer: '' },
+      onchange: (ev) => viewAs(ev.target.value),
+    }, ...state.users.map((u) => el('option', { value: u.id, selected: u.id === current }, label(u.label, state.lang, u.id))));
+    box.replaceChildren(el('span', { class: 'viewer-label' }, t(state.lang, 'viewAs')), select);
+  } else {
+    const input = el('input', {
+      type: 'password',
+      placeholder: t(state.lang, 'token'),
+      value: localStorage.getItem('kpilens.token') ?? '',
+      'aria-label': t(state.lang, 'token'),
+    });
+    const apply = el('button', {
+      class: 'tab',
+      onclick: () => {
+        localStorage.setItem('kpilens.token', input.value.trim());
+        setToken(input.value.trim());
+        boot();
+      },
+    }, t(state.lang, 'signIn'));
+    box.replaceChildren(input, apply);
+  }
+}
+
+async function viewAs(id) {
+  const user = state.users.find((u) => u.id === id) ?? state.users[0];
+  localStorage.setItem('kpilens.user', user.id);
+  setToken(user.token);
+  state.params = {};
+  if (state.id) await load();
 }
 
 function showError(message, retry) {
@@ -427,14 +468,30 @@ window.addEventListener('resize', () => {
 
 // ---- start ---------------------------------------------------------------------------------------
 
+let langWired = false;
+
 async function boot() {
-  $('#lang').addEventListener('click', () => {
-    state.lang = state.lang === 'zh' ? 'en' : 'zh';
-    localStorage.setItem('kpilens.lang', state.lang);
-    renderHeader();
-    // Drilled panels keep their place: they re-render from their state.
-    if (state.view) renderDashboard();
-  });
+  if (!langWired) {
+    langWired = true;
+    $('#lang').addEventListener('click', () => {
+      state.lang = state.lang === 'zh' ? 'en' : 'zh';
+      localStorage.setItem('kpilens.lang', state.lang);
+      renderHeader();
+      // Drilled panels keep their place: they re-render from their state.
+      if (state.view) renderDashboard();
+    });
+  }
+  try {
+    state.users = await api.demoUsers();
+  } catch {
+    state.users = null; // not the demo: a token is pasted in
+  }
+  if (state.users) {
+    const wanted = localStorage.getItem('kpilens.user');
+    setToken((state.users.find((u) => u.id === wanted) ?? state.users[0]).token);
+  } else {
+    setToken(localStorage.getItem('kpilens.token'));
+  }
   renderHeader();
   setLoading(true);
   try {

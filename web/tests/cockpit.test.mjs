@@ -34,7 +34,9 @@ let dataDir;
 async function startServer() {
   dataDir = mkdtempSync(join(tmpdir(), 'kpilens-cockpit-'));
   execFileSync(bin, ['generate', '--out', join(dataDir, 'demo')], { stdio: 'ignore' });
-  server = spawn(bin, ['serve', '--addr', '127.0.0.1:0', '--project', repo, '--data', join(dataDir, 'demo')], {
+  // The demo command: named demo users with tokens (the cockpit's "viewing as" list).
+  server = spawn(bin, ['demo', '--addr', '127.0.0.1:0', '--project', repo, '--data', join(dataDir, 'demo'),
+    '--audit-log', join(dataDir, 'audit.log')], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, RUST_LOG: 'warn' },
   });
@@ -50,22 +52,30 @@ async function startServer() {
   });
 }
 
-async function api(path, body) {
-  const response = await fetch(`${base}${path}`, body === undefined ? {} : {
+let users;
+
+/** The API as a demo user (default: the head office, whom the cockpit shows first). */
+async function api(path, body, who = 'head_office') {
+  users ??= await (await fetch(`${base}/api/v1/demo/users`)).json();
+  const auth = { Authorization: `Bearer ${users.find((u) => u.id === who).token}` };
+  const response = await fetch(`${base}${path}`, body === undefined ? { headers: auth } : {
     method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
+    headers: { 'Content-Type': 'application/json', ...auth },
     body: JSON.stringify(body),
   });
   assert.equal(response.status, 200, `${path}: ${response.status}`);
   return response.json();
 }
 
-async function openPage(viewport, hash = 'executive') {
+async function openPage(viewport, hash = 'executive', who = 'head_office') {
   const page = await browser.newPage({ viewport, deviceScaleFactor: viewport === PHONE ? 2 : 1 });
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
   page.errors = errors;
-  await page.addInitScript(() => localStorage.setItem('kpilens.lang', 'zh'));
+  await page.addInitScript((user) => {
+    localStorage.setItem('kpilens.lang', 'zh');
+    localStorage.setItem('kpilens.user', user);
+  }, who);
   await page.goto(`${base}/#${hash}`);
   return page;
 }
@@ -189,8 +199,8 @@ describe('the cockpit', () => {
     await page.close();
   });
 
-  it('drills table rows down to a page of customers with personal data masked', async () => {
-    const page = await openPage(DESKTOP);
+  it('drills table rows down to a page of customers, personal data masked for an analyst', async () => {
+    const page = await openPage(DESKTOP, 'executive', 'analyst');
     await timeToFirstRender(page, 'executive');
     const panel = 'churn_by_region';
     for (let depth = 1; depth <= 4; depth += 1) {
@@ -222,6 +232,23 @@ describe('the cockpit', () => {
     const area = view.panels.find((p) => p.id === 'aum_trend');
     assert.equal(area.result.rows.length, 6);
     assert.deepEqual(seriesValues((await chartOption(page, area.id)).series[0].data), values(area.result, 'aum'));
+    await page.close();
+  });
+
+  it('viewed as a branch head, shows only that branch', async () => {
+    const page = await openPage(DESKTOP);
+    await timeToFirstRender(page, 'executive');
+    await page.locator('select[data-viewer]').selectOption('branch_head');
+    await page.waitForSelector('body[data-ready="executive"]');
+    await page.waitForFunction(() => document.querySelectorAll('[data-state="loading"]').length === 0);
+    const view = await api('/api/v1/dashboards/executive', undefined, 'branch_head');
+    const bar = view.panels.find((p) => p.id === 'overdue_by_region');
+    assert.equal(bar.result.rows.length, 1, 'one region: the branch\'s');
+    assert.deepEqual((await chartOption(page, bar.id)).yAxis[0], values(bar.result, 'region'));
+    const loans = view.panels.find((p) => p.id === 'loan_balance').tile;
+    assert.equal(Number(await page.locator('.tile[data-panel="loan_balance"]').getAttribute('data-value')), loans.value);
+    const whole = (await api('/api/v1/dashboards/executive')).panels.find((p) => p.id === 'loan_balance').tile;
+    assert.ok(loans.value < whole.value, 'a branch is smaller than the bank');
     await page.close();
   });
 
