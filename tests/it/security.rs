@@ -814,6 +814,46 @@ async fn the_openapi_document_describes_every_route() {
     assert_eq!(ids.as_array().unwrap().len(), 5);
 }
 
+/// `kpilens demo` as a separate process over `data` (so its memory and signals are its own),
+/// and the address it serves on.
+fn spawn_demo(
+    data: &std::path::Path,
+    args: &[&str],
+) -> (std::process::Child, std::net::SocketAddr) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kpilens"))
+        .args(["demo", "--addr", "127.0.0.1:0", "--project"])
+        .arg(super::repo_dir())
+        .arg("--data")
+        .arg(data)
+        .arg("--audit-log")
+        .arg(data.join("audit.log"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let line = std::io::BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("serving"))
+        .expect("the server starts");
+    let addr = line
+        .rsplit("http://")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (child, addr)
+}
+
+/// The demo's people with their tokens.
+async fn demo_users(addr: std::net::SocketAddr) -> Vec<Value> {
+    let raw = exchange(addr, "GET", "/api/v1/demo/users", &[], "").await;
+    serde_json::from_slice(&raw.body).unwrap()
+}
+
 /// Peak resident memory of a process, from /proc (Linux), in MiB.
 fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -832,48 +872,22 @@ async fn a_bounded_load_from_several_principals_stays_in_scope_and_in_memory() {
     // The binary as deployed (a separate process, so its memory is its own), over the demo bank.
     let (data, _) = super::demo_settings();
     let (memory_mb, cache_mb) = (512u64, 64u64);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kpilens"))
-        .args(["demo", "--addr", "127.0.0.1:0", "--project"])
-        .arg(super::repo_dir())
-        .arg("--data")
-        .arg(data.path())
-        .arg("--audit-log")
-        .arg(data.path().join("audit.log"))
-        .args([
+    let (mut child, addr) = spawn_demo(
+        data.path(),
+        &[
             "--memory-mb",
             &memory_mb.to_string(),
             "--cache-mb",
             &cache_mb.to_string(),
-        ])
-        .args([
             "--rate-per-second",
             "100000",
             "--rate-burst",
             "100000",
             "--reload-ms",
             "0",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let addr: std::net::SocketAddr = {
-        use std::io::BufRead;
-        let line = std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find(|l| l.contains("serving"))
-            .expect("the server starts");
-        line.rsplit("http://")
-            .next()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    let raw = exchange(addr, "GET", "/api/v1/demo/users", &[], "").await;
-    let users: Vec<Value> = serde_json::from_slice(&raw.body).unwrap();
+        ],
+    );
+    let users = demo_users(addr).await;
     let head_office = format!("Bearer {}", users[0]["token"].as_str().unwrap());
 
     // What each principal may see, from the head office's member lists.
@@ -963,4 +977,35 @@ async fn a_bounded_load_from_several_principals_stays_in_scope_and_in_memory() {
         ms[ms.len() - 1]
     );
     assert!(peak > 0.0 && peak < bound, "peak RSS {peak} MiB");
+}
+
+#[tokio::test]
+async fn a_shutdown_finishes_the_requests_in_flight() {
+    let (data, _) = super::demo_settings();
+    let (mut child, addr) = spawn_demo(data.path(), &[]);
+    let users = demo_users(addr).await;
+    let auth = format!("Bearer {}", users[0]["token"].as_str().unwrap());
+    // A cold dashboard (a second or so of work), then SIGTERM while it runs.
+    let in_flight = tokio::spawn(async move {
+        exchange(
+            addr,
+            "GET",
+            "/api/v1/dashboards/retail",
+            &[("Authorization", &auth)],
+            "",
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let answer = in_flight.await.unwrap();
+    assert_eq!(answer.status, 200, "the request in flight is answered");
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "a clean exit: {exit}");
+    // And it accepts nothing new.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
