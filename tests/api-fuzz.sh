@@ -2,7 +2,9 @@
 # Property-based API fuzzing: schemathesis (PyPI, in a venv) generates requests from the server's
 # own OpenAPI document and sends them to the real server on loopback, as the head office. It
 # fails on any 5xx and on any response that the document does not describe. Bounded in examples
-# per operation and in time, with a fixed seed so a failure reproduces.
+# per operation and in time, with a fixed seed so a failure reproduces. (The coverage phase is
+# left out: schemathesis 4.32.5's coverage generator fails inside itself now and then, a flaky
+# hypothesis error about its own lambdas, not about this server.)
 #   KPILENS_BIN   the kpilens binary (default: the debug build in the cargo target dir)
 #   KPILENS_VENV  where schemathesis is installed (default: ~/.cache/kpilens-venv)
 set -euo pipefail
@@ -49,7 +51,7 @@ echo "== schemathesis against $base (seed 42, ${KPILENS_FUZZ_EXAMPLES:-30} examp
   --max-examples "${KPILENS_FUZZ_EXAMPLES:-30}" \
   --max-time "${KPILENS_FUZZ_SECONDS:-240}" \
   --seed 42 \
-  --phases examples,coverage,fuzzing \
+  --phases examples,fuzzing \
   --request-timeout 30 \
   --workers 2
 lines="$(wc -l <"$tmp/audit.log")"
