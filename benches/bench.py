@@ -1,0 +1,287 @@
+"""The benchmark driver: the cockpit's questions asked of kpilens (its HTTP API, the real server),
+DuckDB and Polars over the same Parquet files, in the same run, with a check that all three give
+the same numbers. Prints a Markdown table. Run it through `benches/run.sh`, which builds kpilens,
+generates the data and installs the peers.
+
+Timings: kpilens "cold" is the first request of a query (empty result cache, warm OS page cache),
+as the server measured it (`meta.elapsed_ms`) and as the client saw it over HTTP; "cached" is the
+p50/p99 of repeated requests. DuckDB and Polars: the first run and the median of three.
+"""
+
+import argparse
+import json
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+import duckdb
+import polars as pl
+
+FROM, TO = "2024-01-01", "2025-12-31"
+
+
+def kpilens_queries():
+    return {
+        "overdue ratio by region x month, 24 months": {
+            "metrics": ["overdue_ratio"], "dimensions": ["region"],
+            "time": {"grain": "month", "from": FROM, "to": TO}},
+        "overdue ratio by branch, one month, one region": {
+            "metrics": ["overdue_ratio"], "dimensions": ["branch"],
+            "time": {"from": "2025-12-01", "to": "2025-12-31"},
+            "filters": [{"dimension": "region", "op": "eq", "value": "西北"}]},
+        "NPL ratio by product x quarter": {
+            "metrics": ["npl_ratio"], "dimensions": ["product"],
+            "time": {"grain": "quarter", "from": FROM, "to": TO}},
+        "churn rate by segment x month": {
+            "metrics": ["customer_churn_rate"], "dimensions": ["segment"],
+            "time": {"grain": "month", "from": "2024-02-01", "to": TO}},
+        "credit funnel by product": {
+            "metrics": ["credit_funnel"], "dimensions": ["product"],
+            "time": {"from": FROM, "to": TO}},
+        "drill region > branch > team (3 requests)": None,
+        "executive dashboard (all panels)": None,
+    }
+
+
+# ---- the peers: the same questions in SQL (DuckDB) and in Polars -------------------------------
+
+DUCKDB_SQL = {
+    "overdue ratio by region x month, 24 months": f"""
+        SELECT o.region AS k1, strftime(date_trunc('month', l.month_end), '%Y-%m-%d') AS k2,
+               sum(CASE WHEN l.dpd > 0 THEN l.balance ELSE 0 END) / sum(l.balance) AS v
+        FROM loan_month l JOIN customers c USING (customer_id) LEFT JOIN org o ON c.rm_id = o.rm_id
+        WHERE l.month_end BETWEEN DATE '{FROM}' AND DATE '{TO}'
+        GROUP BY 1, 2""",
+    "overdue ratio by branch, one month, one region": """
+        SELECT o.branch AS k1, '' AS k2,
+               sum(CASE WHEN l.dpd > 0 THEN l.balance ELSE 0 END) / sum(l.balance) AS v
+        FROM loan_month l JOIN customers c USING (customer_id) LEFT JOIN org o ON c.rm_id = o.rm_id
+        WHERE l.month_end BETWEEN DATE '2025-12-01' AND DATE '2025-12-31' AND o.region = '西北'
+        GROUP BY 1, 2""",
+    # A quarter's balances are those at its last month_end (over all loans, not per product).
+    "NPL ratio by product x quarter": f"""
+        WITH ends AS (
+            SELECT date_trunc('quarter', month_end) AS q, max(month_end) AS e FROM loan_month
+            WHERE month_end BETWEEN DATE '{FROM}' AND DATE '{TO}' GROUP BY 1)
+        SELECT ln.product AS k1, strftime(ends.q, '%Y-%m-%d') AS k2,
+               sum(CASE WHEN l.classification IN ('substandard', 'doubtful', 'loss') THEN l.balance ELSE 0 END)
+                 / sum(l.balance) AS v
+        FROM loan_month l JOIN ends ON l.month_end = ends.e JOIN loans ln USING (loan_id)
+        GROUP BY 1, 2""",
+    # Active at the previous month's last snapshot and not active (or absent) at this month's.
+    "churn rate by segment x month": f"""
+        WITH ends AS (SELECT date_trunc('month', month_end) AS p, max(month_end) AS e
+                      FROM customer_month GROUP BY 1),
+             pairs AS (SELECT cur.p, prev.e AS e0, cur.e AS e1 FROM ends cur
+                       JOIN ends prev ON prev.p = cur.p - INTERVAL 1 MONTH
+                       WHERE cur.p BETWEEN DATE '2024-02-01' AND DATE '{TO}')
+        SELECT c.segment AS k1, strftime(pairs.p, '%Y-%m-%d') AS k2,
+               count(*) FILTER (WHERE s1.status IS DISTINCT FROM 'active') / count(*) AS v
+        FROM pairs JOIN customer_month s0 ON s0.month_end = pairs.e0 AND s0.status = 'active'
+        JOIN customers c ON c.customer_id = s0.customer_id
+        LEFT JOIN customer_month s1 ON s1.customer_id = s0.customer_id AND s1.month_end = pairs.e1
+        GROUP BY 1, 2""",
+}
+
+
+def polars_queries(data):
+    scan = lambda t: pl.scan_parquet(os.path.join(data, t, "*.parquet"))  # noqa: E731
+    lm, cust, org, loans = scan("loan_month"), scan("customers"), scan("org"), scan("loans")
+    customer = cust.join(org, on="rm_id", how="left")
+    d = lambda s: pl.lit(s).str.to_date()  # noqa: E731
+    overdue = pl.when(pl.col("dpd") > 0).then(pl.col("balance")).otherwise(0)
+    npl = (pl.when(pl.col("classification").is_in(["substandard", "doubtful", "loss"]))
+           .then(pl.col("balance")).otherwise(0))
+
+    def q1():
+        return (lm.filter(pl.col("month_end").is_between(d(FROM), d(TO)))
+                .join(customer, on="customer_id")
+                .group_by(pl.col("region").alias("k1"),
+                          pl.col("month_end").dt.truncate("1mo").dt.strftime("%Y-%m-%d").alias("k2"))
+                .agg((overdue.sum() / pl.col("balance").sum()).alias("v")))
+
+    def q2():
+        return (lm.filter(pl.col("month_end").is_between(d("2025-12-01"), d("2025-12-31")))
+                .join(customer, on="customer_id").filter(pl.col("region") == "西北")
+                .group_by(pl.col("branch").alias("k1"))
+                .agg((overdue.sum() / pl.col("balance").sum()).alias("v"))
+                .with_columns(pl.lit("").alias("k2")))
+
+    def q3():
+        ranged = lm.filter(pl.col("month_end").is_between(d(FROM), d(TO)))
+        ends = (ranged.group_by(pl.col("month_end").dt.truncate("1q").alias("q"))
+                .agg(pl.col("month_end").max().alias("e")))
+        return (ranged.join(ends, left_on="month_end", right_on="e")
+                .join(loans.select("loan_id", "product"), on="loan_id")
+                .group_by(pl.col("product").alias("k1"), pl.col("q").dt.strftime("%Y-%m-%d").alias("k2"))
+                .agg((npl.sum() / pl.col("balance").sum()).alias("v")))
+
+    return {
+        "overdue ratio by region x month, 24 months": q1,
+        "overdue ratio by branch, one month, one region": q2,
+        "NPL ratio by product x quarter": q3,
+    }
+
+
+# ---- kpilens over HTTP -------------------------------------------------------------------------
+
+def http(base, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
+    t = time.perf_counter()
+    with urllib.request.urlopen(req) as r:
+        payload = json.loads(r.read())
+    return payload, (time.perf_counter() - t) * 1e3
+
+
+def kpilens_rows(result, metric):
+    """{(k1, k2): value} from a query result: the first dimension and the period (or '')."""
+    names = [f["name"] for f in result["schema"]]
+    dims = [i for i, f in enumerate(result["schema"]) if f["role"] == "dimension"]
+    period = names.index("period") if "period" in names else None
+    v = names.index(metric)
+    out = {}
+    for row in result["rows"]:
+        key = (row[dims[0]] if dims else "", row[period] if period is not None else "")
+        out[key] = row[v]
+    return out
+
+
+def peer_rows(rows):
+    return {(str(k1), k2 or ""): v for k1, k2, v in rows}
+
+
+def same(a, b):
+    """Same keys with values (non-null) equal to a relative 1e-9; rows one side has as null/empty
+    and the other lacks are not differences."""
+    keys = {k for k, v in a.items() if v is not None} | {k for k, v in b.items() if v is not None}
+    for k in keys:
+        x, y = a.get(k), b.get(k)
+        if x is None or y is None or not math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12):
+            return False, f"{k}: kpilens {x} vs peer {y}"
+    return True, f"{len(keys)} values"
+
+
+def percentile(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--project", default=".")
+    ap.add_argument("--repeat", type=int, default=30, help="cached requests per query")
+    args = ap.parse_args()
+
+    server = subprocess.Popen(
+        [args.bin, "serve", "--no-auth", "--addr", "127.0.0.1:0", "--project", args.project,
+         "--data", args.data, "--reload-ms", "0", "--audit-log", os.path.join(args.data, "bench-audit.log"),
+         "--rate-per-second", "1000000", "--rate-burst", "1000000"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    base = None
+    for line in server.stdout:
+        m = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
+        if m:
+            base = m.group(1)
+            break
+    if base is None:
+        sys.exit("kpilens did not start")
+
+    con = duckdb.connect()
+    for t in ["loan_month", "customers", "org", "loans", "customer_month"]:
+        con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{os.path.join(args.data, t)}/*.parquet')")
+    loan_rows = con.execute("SELECT count(*) FROM loan_month").fetchone()[0]
+    pq = polars_queries(args.data)
+
+    results = []
+    try:
+        for name, q in kpilens_queries().items():
+            row = {"query": name}
+            if q is not None:
+                payload, wall = http(base, "/api/v1/query", q)
+                row["cold"], row["cold_http"] = payload["meta"]["elapsed_ms"], wall
+                cached = [http(base, "/api/v1/query", q) for _ in range(args.repeat)]
+                kp = kpilens_rows(payload, q["metrics"][0])
+            elif name.startswith("drill"):
+                base_q = {"metrics": ["overdue_ratio", "loan_balance"], "time": {"from": "2025-12-01", "to": TO}}
+                path, steps = {}, []
+                t0 = time.perf_counter()
+                server_ms = 0.0
+                for level in ["region", "branch", "team"]:
+                    payload, _ = http(base, "/api/v1/query", {**base_q, "drill": {"hierarchy": "org", "path": path}})
+                    server_ms += payload["meta"]["elapsed_ms"]
+                    first = payload["rows"][0][0]
+                    steps.append(first)
+                    path = {**path, level: first}
+                row["cold"], row["cold_http"] = server_ms, (time.perf_counter() - t0) * 1e3
+                cached = []
+                for _ in range(max(1, args.repeat // 3)):
+                    p, total_ms, wall = {}, 0.0, 0.0
+                    for level, member in zip(["region", "branch", "team"], steps):
+                        payload, w = http(base, "/api/v1/query", {**base_q, "drill": {"hierarchy": "org", "path": p}})
+                        total_ms += payload["meta"]["elapsed_ms"]
+                        wall += w
+                        p = {**p, level: member}
+                    cached.append(({"meta": {"elapsed_ms": total_ms}}, wall))
+                kp = None
+            else:
+                payload, wall = http(base, "/api/v1/dashboards/executive")
+                row["cold"], row["cold_http"] = payload["meta"]["elapsed_ms"], wall
+                cached = [http(base, "/api/v1/dashboards/executive") for _ in range(args.repeat)]
+                kp = None
+            row["cached_p50"] = percentile([c[0]["meta"]["elapsed_ms"] for c in cached], 50)
+            row["cached_p99"] = percentile([c[0]["meta"]["elapsed_ms"] for c in cached], 99)
+            row["cached_http_p50"] = percentile([c[1] for c in cached], 50)
+
+            for peer, run in [("duckdb", lambda n=name: con.execute(DUCKDB_SQL[n]).fetchall() if n in DUCKDB_SQL else None),
+                              ("polars", lambda n=name: pq[n]().collect().select("k1", "k2", "v").rows() if n in pq else None)]:
+                times, rows = [], None
+                for _ in range(3):
+                    t = time.perf_counter()
+                    rows = run()
+                    times.append((time.perf_counter() - t) * 1e3)
+                    if rows is None:
+                        break
+                if rows is None:
+                    continue
+                row[f"{peer}_first"], row[f"{peer}_median"] = times[0], statistics.median(times)
+                ok, why = same(kp, peer_rows(rows))
+                row[f"{peer}_same"] = ok
+                if not ok:
+                    print(f"MISMATCH {name} vs {peer}: {why}", file=sys.stderr)
+            results.append(row)
+    finally:
+        rss = None
+        try:
+            with open(f"/proc/{server.pid}/status") as f:
+                rss = next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) / 1024
+        except OSError:
+            pass
+        server.terminate()
+        server.wait()
+
+    fmt = lambda x: "—" if x is None else (f"{x:,.0f}" if x >= 100 else f"{x:.1f}" if x >= 1 else f"{x:.2f}")  # noqa: E731
+    print(f"\n{loan_rows:,} loan_month rows; kpilens peak RSS {fmt(rss)} MiB; times in ms\n")
+    print("| query | kpilens cold (server / HTTP) | cached p50 / p99 (server) | cached p50 HTTP | DuckDB first / median | Polars first / median | kpilens cold ÷ DuckDB | ÷ Polars | same numbers |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    mismatches = 0
+    for r in results:
+        ratio = lambda peer: fmt(r["cold"] / r[f"{peer}_median"]) if f"{peer}_median" in r else "—"  # noqa: E731
+        peers = [p for p in ("duckdb", "polars") if f"{p}_same" in r]
+        agree = "—" if not peers else ", ".join(f"{p}: {'yes' if r[f'{p}_same'] else 'NO'}" for p in peers)
+        mismatches += sum(1 for p in peers if not r[f"{p}_same"])
+        print(f"| {r['query']} | {fmt(r['cold'])} / {fmt(r['cold_http'])} | {fmt(r['cached_p50'])} / {fmt(r['cached_p99'])} | "
+              f"{fmt(r['cached_http_p50'])} | {fmt(r.get('duckdb_first'))} / {fmt(r.get('duckdb_median'))} | "
+              f"{fmt(r.get('polars_first'))} / {fmt(r.get('polars_median'))} | {ratio('duckdb')} | {ratio('polars')} | {agree} |")
+    sys.exit(1 if mismatches else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# One command for the whole benchmark at a chosen scale (1 = ~88k loan_month rows; 11 = ~1M;
+# 113 = ~10M; 1130 = ~100M): builds kpilens, generates the demo bank into data/bench-<scale> if
+# absent, installs DuckDB and Polars (PyPI) into a venv, then runs benches/bench.py, which prints
+# the table. Usage: bash benches/run.sh [SCALE] [--repeat N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scale="${1:-1}"
+shift || true
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kpilens-target}"
+profile="${KPILENS_BENCH_PROFILE:-dev}"
+if [ "$profile" = release ]; then cargo build --release --quiet; bin="$CARGO_TARGET_DIR/release/kpilens"
+else cargo build --quiet; bin="$CARGO_TARGET_DIR/debug/kpilens"; fi
+
+venv="${KPILENS_BENCH_VENV:-$HOME/.cache/kpilens-bench-venv}"
+if ! "$venv/bin/python" -c 'import duckdb, polars' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check duckdb polars
+fi
+
+data="data/bench-$scale"
+if [ ! -d "$data/loan_month" ]; then
+  "$bin" generate --out "$data" --scale "$scale"
+fi
+echo "kpilens $profile build; DuckDB $("$venv/bin/python" -c 'import duckdb; print(duckdb.__version__)'), Polars $("$venv/bin/python" -c 'import polars; print(polars.__version__)'); $(nproc) cores"
+"$venv/bin/python" benches/bench.py --bin "$bin" --data "$data" --project . "$@"
