@@ -183,7 +183,7 @@ def main():
     server = subprocess.Popen(
         [args.bin, "serve", "--no-auth", "--addr", "127.0.0.1:0", "--project", args.project,
          "--data", args.data, "--reload-ms", "0", "--audit-log", os.path.join(args.data, "bench-audit.log"),
-         "--rate-per-second", "1000000", "--rate-burst", "1000000"],
+         "--rate-per-second", "1000000", "--rate-burst", "1000000", "--warm-up", "false"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     base = None
     for line in server.stdout:

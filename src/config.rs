@@ -68,6 +68,10 @@ pub struct Settings {
     /// How often the server checks metrics/, sql/, dashboards/ and the data for changes (0: off).
     #[arg(long, env = "KPILENS_RELOAD_MS", default_value_t = 1000)]
     pub reload_ms: u64,
+    /// Compute every dashboard's default view at start and after each data or definition change,
+    /// so the first reader gets cached answers.
+    #[arg(long, env = "KPILENS_WARM_UP", default_value_t = true, action = clap::ArgAction::Set)]
+    pub warm_up: bool,
 }
 
 fn parse_time_zone(s: &str) -> Result<chrono_tz::Tz, String> {
@@ -102,6 +106,7 @@ impl Default for Settings {
             rate_per_second: 50.0,
             rate_burst: 200.0,
             reload_ms: 1000,
+            warm_up: true,
         }
     }
 }

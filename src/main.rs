@@ -327,12 +327,23 @@ async fn serve_demo(addr: SocketAddr, settings: Settings) -> Result<(), String> 
         "/api/v1/demo/users",
         axum::routing::get(move || async move { axum::Json(listed) }),
     );
+    let warm_for = users
+        .iter()
+        .filter(|u| !u.scope.is_all())
+        .map(|u| Principal {
+            name: u.id.clone(),
+            role: u.role.clone(),
+            scope: u.scope.clone(),
+            personal_data: false,
+        })
+        .collect();
     server::serve_with(
         &settings,
         service,
         listener,
         AuthMode::Tokens(Box::new(auth)),
         extra,
+        warm_for,
     )
     .await
     .map_err(|e| e.to_string())

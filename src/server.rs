@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use crate::api;
 use crate::api::guard::{AuthMode, Gate};
 use crate::config::Settings;
+use crate::security::Principal;
 use crate::security::audit::AuditLog;
 use crate::security::auth::Authenticator;
 use crate::security::limits::Admission;
@@ -44,7 +45,7 @@ pub async fn serve(
     listener: TcpListener,
 ) -> std::io::Result<()> {
     let auth = auth_from_settings(settings, &service).map_err(std::io::Error::other)?;
-    serve_with(settings, service, listener, auth, Router::new()).await
+    serve_with(settings, service, listener, auth, Router::new(), Vec::new()).await
 }
 
 /// Serves with a given auth mode and extra routes (the demo's user list).
@@ -54,6 +55,8 @@ pub async fn serve_with(
     listener: TcpListener,
     auth: AuthMode,
     extra: Router<Arc<KpiService>>,
+    // Principals whose dashboards are warmed besides the whole bank's (the demo's people).
+    warm_for: Vec<Principal>,
 ) -> std::io::Result<()> {
     let gate = Arc::new(Gate {
         auth,
@@ -70,19 +73,44 @@ pub async fn serve_with(
         )?,
     });
     let web = Arc::new(api::web::WebAssets::load(&settings.project_dir.join("web")));
-    let watcher = (settings.reload_ms > 0).then(|| {
-        let service = service.clone();
-        let every = Duration::from_millis(settings.reload_ms);
-        tokio::spawn(async move { service.watch(every).await })
-    });
+    let watcher = tokio::spawn(watch(
+        service.clone(),
+        Duration::from_millis(settings.reload_ms),
+        settings.warm_up.then(|| {
+            let mut all = vec![Principal::local()];
+            all.extend(warm_for);
+            all
+        }),
+    ));
     let app = api::router(service, gate, web, extra, settings.max_body_kb * 1024);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await;
-    if let Some(w) = watcher {
-        w.abort();
-    }
+    watcher.abort();
     served
+}
+
+/// The server's background loop: reload changed definitions and data every `every` (0: never),
+/// and warm the dashboards at start and whenever what answers depend on has changed.
+async fn watch(service: Arc<KpiService>, every: Duration, warm_for: Option<Vec<Principal>>) {
+    let mut warmed: Option<String> = None;
+    loop {
+        if let Some(principals) = &warm_for {
+            let stamp = service.state_stamp();
+            if warmed.as_ref() != Some(&stamp) {
+                crate::dashboard::warm_up(&service, principals).await;
+                warmed = Some(stamp);
+            }
+        }
+        if every.is_zero() {
+            if warm_for.is_none() || warmed.is_some() {
+                return;
+            }
+            continue;
+        }
+        tokio::time::sleep(every).await;
+        service.reload_if_changed().await;
+    }
 }
 
 /// Binds first so that the caller can print (or a test can read) the real address.

@@ -33,6 +33,8 @@ pub struct KpiService {
     /// rebuild failed (with why) so that it is not retried on every query.
     refresh: tokio::sync::Mutex<Option<FailedRefresh>>,
     engine_runs: AtomicU64,
+    /// Completed dashboard warm-ups (see `dashboard::warm_up`).
+    warm_ups: AtomicU64,
     next_query_id: AtomicU64,
     /// What the definition watcher last saw (hot reload).
     reload: std::sync::Mutex<ReloadStatus>,
@@ -128,6 +130,7 @@ impl KpiService {
             timeout: settings.query_timeout(),
             refresh: tokio::sync::Mutex::new(None),
             engine_runs: AtomicU64::new(0),
+            warm_ups: AtomicU64::new(0),
             next_query_id: AtomicU64::new(1),
             reload: std::sync::Mutex::new(ReloadStatus {
                 version: catalog_version,
@@ -239,6 +242,14 @@ impl KpiService {
             .first()
             .and_then(|v| v.as_str())
             .and_then(|s| s.parse().ok()))
+    }
+
+    pub fn warm_ups(&self) -> u64 {
+        self.warm_ups.load(Ordering::Relaxed)
+    }
+
+    pub fn count_warm_up(&self) {
+        self.warm_ups.fetch_add(1, Ordering::Relaxed);
     }
 
     /// How many queries actually reached the engine (cache misses that computed).
@@ -492,14 +503,15 @@ impl KpiService {
         self.reload.lock().expect("reload status").clone()
     }
 
-    /// Checks for changed definitions and data every `every`, forever (the server's watcher).
-    pub async fn watch(&self, every: Duration) {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            self.reload_if_changed().await;
+    /// What the answers depend on: the catalog version and the data versions it was built over.
+    /// A change means cached answers are for another state (and warm-up should run again).
+    pub fn state_stamp(&self) -> String {
+        let c = self.catalog();
+        let mut stamp = c.version.clone();
+        for (table, source) in &c.tables {
+            stamp.push_str(&format!("|{table}={}", source.version));
         }
+        stamp
     }
 
     /// One watcher pass. Changed definitions are validated into a new catalog and swapped in

@@ -82,6 +82,7 @@ async fn healthz(State(service): State<Arc<KpiService>>) -> Json<serde_json::Val
         "metrics": catalog.metrics.len(),
         "cache": { "entries": service.cache().entry_count(), "bytes": service.cache().weighted_size() },
         "engine_runs": service.engine_runs(),
+        "warm_ups": service.warm_ups(),
         "data_refresh_error": service.failed_refresh().await,
     }))
 }

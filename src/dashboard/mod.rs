@@ -422,6 +422,32 @@ async fn panel_view(service: &KpiService, r: &Resolved, panel: &Panel) -> PanelV
     view
 }
 
+/// Computes every dashboard's default view for each principal, so that the cache holds the
+/// first click of the morning. Errors are logged, not raised: warm-up is an optimisation.
+pub async fn warm_up(service: &KpiService, principals: &[Principal]) {
+    let started = Instant::now();
+    let catalog = service.catalog();
+    let mut panels = 0;
+    for principal in principals {
+        for d in &catalog.dashboards {
+            match render(service, principal, &d.id, &BTreeMap::new()).await {
+                Ok(view) => panels += view.panels.len(),
+                Err(e) => {
+                    tracing::warn!(dashboard = %d.id, principal = %principal.name, error = %e, "warm-up failed")
+                }
+            }
+        }
+    }
+    service.count_warm_up();
+    tracing::info!(
+        dashboards = catalog.dashboards.len(),
+        principals = principals.len(),
+        panels,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "dashboards warmed up"
+    );
+}
+
 /// `GET /api/v1/snapshot/{id}`: the tiles only, for a phone.
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {

@@ -34,6 +34,7 @@ pub fn settings_for(project: &Path) -> Settings {
     Settings {
         project_dir: project.to_path_buf(),
         data_dir: project.join("data"),
+        warm_up: false,
         ..Settings::default()
     }
 }
@@ -53,6 +54,7 @@ pub async fn bank_settings() -> (tempfile::TempDir, Settings) {
     let settings = Settings {
         project_dir: repo_dir(),
         data_dir: data.path().to_path_buf(),
+        warm_up: false,
         ..Settings::default()
     };
     (data, settings)
@@ -71,6 +73,7 @@ pub fn demo_settings() -> (tempfile::TempDir, Settings) {
     let settings = Settings {
         project_dir: repo_dir(),
         data_dir: data.path().to_path_buf(),
+        warm_up: false,
         ..Settings::default()
     };
     (data, settings)

@@ -885,6 +885,8 @@ async fn a_bounded_load_from_several_principals_stays_in_scope_and_in_memory() {
             "100000",
             "--reload-ms",
             "0",
+            "--warm-up",
+            "false",
         ],
     );
     let users = demo_users(addr).await;
@@ -1008,4 +1010,56 @@ async fn a_shutdown_finishes_the_requests_in_flight() {
     assert!(exit.success(), "a clean exit: {exit}");
     // And it accepts nothing new.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn dashboards_are_warm_at_start_and_after_a_data_change() {
+    let (data, mut settings) = bank_settings().await;
+    settings.warm_up = true;
+    settings.reload_ms = 50;
+    let s = start(settings).await;
+    let warmed = |n: u64| {
+        let s = &s;
+        async move {
+            for _ in 0..200 {
+                if s.service.warm_ups() >= n {
+                    return s.service.engine_runs();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("warm-up {n} did not finish");
+        }
+    };
+    let runs = warmed(1).await;
+    for id in ["executive", "retail", "corporate_credit", "risk", "service"] {
+        let (_, view) = s.get(&format!("/api/v1/dashboards/{id}")).await;
+        assert_eq!(
+            view["meta"]["panels_cached"], view["meta"]["panels"],
+            "{id} is warm"
+        );
+    }
+    assert_eq!(
+        s.service.engine_runs(),
+        runs,
+        "the first reader computes nothing"
+    );
+
+    // New data: the watcher picks it up and warms again.
+    let loan_month = data.path().join("loan_month");
+    let file = if loan_month.is_dir() {
+        std::fs::read_dir(&loan_month)
+            .unwrap()
+            .flatten()
+            .next()
+            .unwrap()
+            .path()
+    } else {
+        loan_month
+    };
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, bytes).unwrap();
+    let rewarmed = warmed(2).await;
+    assert!(rewarmed > runs, "warmed again over the new data");
+    let (_, view) = s.get("/api/v1/dashboards/risk").await;
+    assert_eq!(view["meta"]["panels_cached"], view["meta"]["panels"]);
 }

@@ -34,9 +34,10 @@ let dataDir;
 async function startServer() {
   dataDir = mkdtempSync(join(tmpdir(), 'kpilens-cockpit-'));
   execFileSync(bin, ['generate', '--out', join(dataDir, 'demo')], { stdio: 'ignore' });
-  // The demo command: named demo users with tokens (the cockpit's "viewing as" list).
+  // The demo command: named demo users with tokens (the cockpit's "viewing as" list). Warm-up
+  // is off so that the first render is measured cold.
   server = spawn(bin, ['demo', '--addr', '127.0.0.1:0', '--project', repo, '--data', join(dataDir, 'demo'),
-    '--audit-log', join(dataDir, 'audit.log')], {
+    '--audit-log', join(dataDir, 'audit.log'), '--warm-up', 'false'], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, RUST_LOG: 'warn' },
   });
