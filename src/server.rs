@@ -103,10 +103,7 @@ async fn watch(service: Arc<KpiService>, every: Duration, warm_for: Option<Vec<P
             }
         }
         if every.is_zero() {
-            if warm_for.is_none() || warmed.is_some() {
-                return;
-            }
-            continue;
+            return;
         }
         tokio::time::sleep(every).await;
         service.reload_if_changed().await;

@@ -34,12 +34,7 @@ pub async fn guard(State(gate): State<Arc<Gate>>, mut req: Request, next: Next) 
     let method = req.method().to_string();
     let route = req.uri().path().to_string();
     let principal = match &gate.auth {
-        AuthMode::Disabled => Ok(Principal {
-            name: "anonymous".to_string(),
-            role: "no_auth".to_string(),
-            scope: Scope::all(),
-            personal_data: false,
-        }),
+        AuthMode::Disabled => Ok(anonymous("no_auth")),
         AuthMode::Tokens(auth) => auth.authenticate(
             req.headers()
                 .get(header::AUTHORIZATION)
@@ -54,13 +49,7 @@ pub async fn guard(State(gate): State<Arc<Gate>>, mut req: Request, next: Next) 
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"kpilens\""),
             );
-            let anonymous = Principal {
-                name: "anonymous".to_string(),
-                role: String::new(),
-                scope: Scope::all(),
-                personal_data: false,
-            };
-            return audited(&gate, &anonymous, &method, &route, started, response);
+            return audited(&gate, &anonymous(""), &method, &route, started, response);
         }
     };
     let permit = match gate.admission.admit(&principal.name).await {
@@ -91,6 +80,17 @@ pub async fn guard(State(gate): State<Arc<Gate>>, mut req: Request, next: Next) 
     let response = next.run(req).await;
     drop(permit);
     audited(&gate, &principal, &method, &route, started, response)
+}
+
+/// Who a request is without a token: under `--no-auth` the whole bank (masked), and in the
+/// audit line of a refused request, nobody in particular.
+fn anonymous(role: &str) -> Principal {
+    Principal {
+        name: "anonymous".to_string(),
+        role: role.to_string(),
+        scope: Scope::all(),
+        personal_data: false,
+    }
 }
 
 /// Appends the audit line; a response that cannot be audited is not sent.

@@ -42,11 +42,6 @@ impl Admission {
                 retry_after_secs: self.queue_wait.as_secs().max(1),
             })
     }
-
-    /// Requests running now (for health and tests).
-    pub fn available_slots(&self) -> usize {
-        self.slots.available_permits()
-    }
 }
 
 /// A token bucket per principal: `burst` requests at once, refilled at `per_second`.

@@ -51,13 +51,18 @@ pub async fn bank_settings() -> (tempfile::TempDir, Settings) {
     )
     .await
     .expect("fixture converts");
-    let settings = Settings {
+    let settings = repo_project_over(data.path());
+    (data, settings)
+}
+
+/// This repository's project over a data directory; warm-up off, so tests count engine runs.
+fn repo_project_over(data: &Path) -> Settings {
+    Settings {
         project_dir: repo_dir(),
-        data_dir: data.path().to_path_buf(),
+        data_dir: data.to_path_buf(),
         warm_up: false,
         ..Settings::default()
-    };
-    (data, settings)
+    }
 }
 
 /// The repository's project over the default demo bank (scale 1, seed 42), as `kpilens demo`
@@ -70,12 +75,7 @@ pub fn demo_settings() -> (tempfile::TempDir, Settings) {
         seed: 42,
     })
     .expect("the demo bank generates");
-    let settings = Settings {
-        project_dir: repo_dir(),
-        data_dir: data.path().to_path_buf(),
-        warm_up: false,
-        ..Settings::default()
-    };
+    let settings = repo_project_over(data.path());
     (data, settings)
 }
 
