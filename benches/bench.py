@@ -5,7 +5,14 @@ generates the data and installs the peers.
 
 Timings: kpilens "cold" is the first request of a query (empty result cache, warm OS page cache),
 as the server measured it (`meta.elapsed_ms`) and as the client saw it over HTTP; "cached" is the
-p50/p99 of repeated requests. DuckDB and Polars: the first run and the median of three.
+p50/p99 of repeated requests. Each query is also asked cold with `"rollups": false` (computed from
+the models), so the table shows what the rollups buy in the same run. "read" is the bytes the
+server process read from files during the cold request (`rchar` in /proc/PID/io: Parquet pages and
+footers, page cache or disk). DuckDB and Polars: the first run and the median of three.
+
+Then HTTP throughput on the executive overview's cached snapshot: `http_load` (benches/
+http_load.rs) keeps N keep-alive clients busy for a while, once for full answers (200) and once
+revalidating with If-None-Match (304).
 """
 
 import argparse
@@ -139,6 +146,18 @@ def http(base, path, body=None):
     return payload, (time.perf_counter() - t) * 1e3
 
 
+def bytes_read(pid):
+    with open(f"/proc/{pid}/io") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("rchar"))
+
+
+def load(load_bin, base, path, clients, seconds, *headers):
+    hostport = base.removeprefix("http://")
+    out = subprocess.run([load_bin, hostport, path, str(clients), str(seconds), *headers],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
 def kpilens_rows(result, metric):
     """{(k1, k2): value} from a query result: the first dimension and the period (or '')."""
     names = [f["name"] for f in result["schema"]]
@@ -178,12 +197,16 @@ def main():
     ap.add_argument("--data", required=True)
     ap.add_argument("--project", default=".")
     ap.add_argument("--repeat", type=int, default=30, help="cached requests per query")
+    ap.add_argument("--load-bin", help="http_load binary (throughput on cached snapshots)")
+    ap.add_argument("--load-seconds", type=float, default=10)
+    ap.add_argument("--load-clients", type=int, default=16)
     args = ap.parse_args()
 
     server = subprocess.Popen(
         [args.bin, "serve", "--no-auth", "--addr", "127.0.0.1:0", "--project", args.project,
          "--data", args.data, "--reload-ms", "0", "--audit-log", os.path.join(args.data, "bench-audit.log"),
-         "--rate-per-second", "1000000", "--rate-burst", "1000000", "--warm-up", "false"],
+         "--rate-per-second", "1000000", "--rate-burst", "1000000", "--warm-up", "false",
+         "--alerts-tick-ms", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     base = None
     for line in server.stdout:
@@ -193,6 +216,8 @@ def main():
             break
     if base is None:
         sys.exit("kpilens did not start")
+    status, _ = http(base, "/api/v1/catalog/status")
+    rollups = status.get("rollups", [])
 
     con = duckdb.connect()
     for t in ["loan_month", "customers", "org", "loans", "customer_month"]:
@@ -205,10 +230,21 @@ def main():
         for name, q in kpilens_queries().items():
             row = {"query": name}
             if q is not None:
+                read0 = bytes_read(server.pid)
                 payload, wall = http(base, "/api/v1/query", q)
+                row["read"] = (bytes_read(server.pid) - read0) / 2**20
                 row["cold"], row["cold_http"] = payload["meta"]["elapsed_ms"], wall
+                row["rollups"] = ", ".join(payload["meta"].get("rollups", [])) or "—"
+                read0 = bytes_read(server.pid)
+                model, _ = http(base, "/api/v1/query", {**q, "rollups": False})
+                row["read_model"] = (bytes_read(server.pid) - read0) / 2**20
+                row["cold_model"] = model["meta"]["elapsed_ms"]
                 cached = [http(base, "/api/v1/query", q) for _ in range(args.repeat)]
                 kp = kpilens_rows(payload, q["metrics"][0])
+                ok, why = same(kp, kpilens_rows(model, q["metrics"][0]))
+                if not ok:
+                    print(f"MISMATCH {name}: rollup vs model: {why}", file=sys.stderr)
+                    row["rollup_mismatch"] = True
             elif name.startswith("drill"):
                 base_q = {"metrics": ["overdue_ratio", "loan_balance"], "time": {"from": "2025-12-01", "to": TO}}
                 path, steps = {}, []
@@ -232,8 +268,15 @@ def main():
                     cached.append(({"meta": {"elapsed_ms": total_ms}}, wall))
                 kp = None
             else:
+                read0 = bytes_read(server.pid)
                 payload, wall = http(base, "/api/v1/dashboards/executive")
+                row["read"] = (bytes_read(server.pid) - read0) / 2**20
                 row["cold"], row["cold_http"] = payload["meta"]["elapsed_ms"], wall
+                failed = [p["id"] for p in payload["panels"] if p.get("error")]
+                if failed:
+                    print(f"executive dashboard: panels failed cold: {failed}", file=sys.stderr)
+                row["rollups"] = ", ".join(sorted({r for p in payload["panels"]
+                                                   for r in p.get("rollups", [])})) or "—"
                 cached = [http(base, "/api/v1/dashboards/executive") for _ in range(args.repeat)]
                 kp = None
             row["cached_p50"] = percentile([c[0]["meta"]["elapsed_ms"] for c in cached], 50)
@@ -257,6 +300,16 @@ def main():
                 if not ok:
                     print(f"MISMATCH {name} vs {peer}: {why}", file=sys.stderr)
             results.append(row)
+        throughput = []
+        if args.load_bin:
+            path = "/api/v1/snapshot/executive"
+            req = urllib.request.Request(base + path)
+            with urllib.request.urlopen(req) as r:
+                etag = r.headers["ETag"]
+            for label, headers in [("200, gzip", ["Accept-Encoding: gzip"]),
+                                   ("304 (If-None-Match)", [f"If-None-Match: {etag}"])]:
+                throughput.append((label, load(args.load_bin, base, path, args.load_clients,
+                                               args.load_seconds, *headers)))
     finally:
         rss = None
         try:
@@ -268,18 +321,30 @@ def main():
         server.wait()
 
     fmt = lambda x: "—" if x is None else (f"{x:,.0f}" if x >= 100 else f"{x:.1f}" if x >= 1 else f"{x:.2f}")  # noqa: E731
-    print(f"\n{loan_rows:,} loan_month rows; kpilens peak RSS {fmt(rss)} MiB; times in ms\n")
-    print("| query | kpilens cold (server / HTTP) | cached p50 / p99 (server) | cached p50 HTTP | DuckDB first / median | Polars first / median | kpilens cold ÷ DuckDB | ÷ Polars | same numbers |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"\n{loan_rows:,} loan_month rows; kpilens peak RSS {fmt(rss)} MiB; times in ms, read in MiB")
+    print("rollups: " + ("; ".join(f"{r['name']} {r['rows']:,} rows built in {fmt(r['build_ms'])} ms" for r in rollups) or "none") + "\n")
+    print("| query | kpilens cold (server / HTTP) | rollup used | cold from the models | read (rollup / models) | cached p50 / p99 (server) | cached p50 HTTP | DuckDB first / median | Polars first / median | kpilens cold ÷ DuckDB | ÷ Polars | same numbers |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     mismatches = 0
     for r in results:
         ratio = lambda peer: fmt(r["cold"] / r[f"{peer}_median"]) if f"{peer}_median" in r else "—"  # noqa: E731
         peers = [p for p in ("duckdb", "polars") if f"{p}_same" in r]
         agree = "—" if not peers else ", ".join(f"{p}: {'yes' if r[f'{p}_same'] else 'NO'}" for p in peers)
+        if r.get("rollup_mismatch"):
+            agree += " (rollup ≠ model!)"
+            mismatches += 1
         mismatches += sum(1 for p in peers if not r[f"{p}_same"])
-        print(f"| {r['query']} | {fmt(r['cold'])} / {fmt(r['cold_http'])} | {fmt(r['cached_p50'])} / {fmt(r['cached_p99'])} | "
+        print(f"| {r['query']} | {fmt(r['cold'])} / {fmt(r['cold_http'])} | {r.get('rollups', '—')} | {fmt(r.get('cold_model'))} | "
+              f"{fmt(r.get('read'))} / {fmt(r.get('read_model'))} | {fmt(r['cached_p50'])} / {fmt(r['cached_p99'])} | "
               f"{fmt(r['cached_http_p50'])} | {fmt(r.get('duckdb_first'))} / {fmt(r.get('duckdb_median'))} | "
               f"{fmt(r.get('polars_first'))} / {fmt(r.get('polars_median'))} | {ratio('duckdb')} | {ratio('polars')} | {agree} |")
+    if throughput:
+        print(f"\nCached snapshot of the executive overview over HTTP, {args.load_clients} keep-alive clients "
+              f"for {fmt(args.load_seconds)} s (client and server on the same {os.cpu_count()} cores):\n")
+        print("| answer | requests/s | p50 ms | p99 ms | errors |")
+        print("|---|---|---|---|---|")
+        for label, t in throughput:
+            print(f"| {label} | {t['requests_per_second']:,.0f} | {t['p50_ms']:.2f} | {t['p99_ms']:.2f} | {t['errors']} |")
     sys.exit(1 if mismatches else 0)
 
 

@@ -19,9 +19,16 @@ if ! "$venv/bin/python" -c 'import duckdb, polars' 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check duckdb polars
 fi
 
+# The load generator has no dependencies: plain rustc, seconds to build.
+load_bin="$CARGO_TARGET_DIR/http_load"
+if [ ! -x "$load_bin" ] || [ benches/http_load.rs -nt "$load_bin" ]; then
+  rustc -O --edition 2024 benches/http_load.rs -o "$load_bin"
+fi
+
 data="data/bench-$scale"
-if [ ! -d "$data/loan_month" ]; then
+# Snapshot tables are written one file set per month; regenerate data from older layouts.
+if ! ls "$data"/loan_month/2024-01-*.parquet >/dev/null 2>&1; then
   "$bin" generate --out "$data" --scale "$scale"
 fi
 echo "kpilens $profile build; DuckDB $("$venv/bin/python" -c 'import duckdb; print(duckdb.__version__)'), Polars $("$venv/bin/python" -c 'import polars; print(polars.__version__)'); $(nproc) cores"
-"$venv/bin/python" benches/bench.py --bin "$bin" --data "$data" --project . "$@"
+"$venv/bin/python" benches/bench.py --bin "$bin" --data "$data" --project . --load-bin "$load_bin" "$@"

@@ -72,6 +72,28 @@ pub struct Settings {
     /// so the first reader gets cached answers.
     #[arg(long, env = "KPILENS_WARM_UP", default_value_t = true, action = clap::ArgAction::Set)]
     pub warm_up: bool,
+    /// The embedded store of alert states, history and tasks (created if absent). Default:
+    /// `.kpilens/alerts.redb` in the data directory, so each data set has its own alerts.
+    #[arg(long, env = "KPILENS_ALERTS_DB")]
+    pub alerts_db: Option<PathBuf>,
+    /// How often the alert scheduler looks for due rules (0: rules are not evaluated).
+    #[arg(long, env = "KPILENS_ALERTS_TICK_MS", default_value_t = 1000)]
+    pub alerts_tick_ms: u64,
+    /// Start the alert clock at this instant (RFC 3339) and let it run from there; the demo
+    /// starts it where its data ends. Default: the system clock.
+    #[arg(long, env = "KPILENS_ALERTS_CLOCK_START")]
+    pub alerts_clock_start: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// POST every alert and task change here (http://host:port/path), signed with the secret.
+    #[arg(long, env = "KPILENS_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// HMAC-SHA256 key of the X-Kpilens-Signature header (required with --webhook-url).
+    #[arg(long, env = "KPILENS_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    #[arg(long, env = "KPILENS_WEBHOOK_ATTEMPTS", default_value_t = 5)]
+    pub webhook_attempts: u32,
+    /// The first retry's wait; each next one waits twice as long.
+    #[arg(long, env = "KPILENS_WEBHOOK_RETRY_MS", default_value_t = 1000)]
+    pub webhook_retry_ms: u64,
 }
 
 fn parse_time_zone(s: &str) -> Result<chrono_tz::Tz, String> {
@@ -107,6 +129,13 @@ impl Default for Settings {
             rate_burst: 200.0,
             reload_ms: 1000,
             warm_up: true,
+            alerts_db: None,
+            alerts_tick_ms: 1000,
+            alerts_clock_start: None,
+            webhook_url: None,
+            webhook_secret: None,
+            webhook_attempts: 5,
+            webhook_retry_ms: 1000,
         }
     }
 }
@@ -124,6 +153,36 @@ impl Settings {
             time_zone: self.time_zone,
             week_start: self.week_start,
         }
+    }
+
+    /// The webhook the settings ask for; a URL without a secret is refused (unsigned deliveries
+    /// could be forged by anyone who can reach the receiver).
+    pub fn webhook(&self) -> Result<Option<crate::alerts::webhook::WebhookConfig>, String> {
+        match (&self.webhook_url, &self.webhook_secret) {
+            (None, _) => Ok(None),
+            (Some(_), None) => {
+                Err("--webhook-url needs --webhook-secret (KPILENS_WEBHOOK_SECRET)".into())
+            }
+            (Some(url), Some(secret)) => {
+                if !url.starts_with("http://") {
+                    return Err(format!(
+                        "--webhook-url '{url}': only http:// receivers are supported"
+                    ));
+                }
+                Ok(Some(crate::alerts::webhook::WebhookConfig {
+                    url: url.clone(),
+                    secret: secret.clone(),
+                    attempts: self.webhook_attempts.max(1),
+                    first_retry: Duration::from_millis(self.webhook_retry_ms),
+                }))
+            }
+        }
+    }
+
+    pub fn alerts_db(&self) -> PathBuf {
+        self.alerts_db
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(".kpilens").join("alerts.redb"))
     }
 
     pub fn query_timeout(&self) -> Duration {

@@ -5,6 +5,7 @@
 //! validation, planning) -> `catalog` (validated definitions) -> `spec` (YAML types);
 //! `engine` runs plans, `cache` keeps results, `datagen` makes the demo bank.
 
+pub mod alerts;
 pub mod api;
 pub mod cache;
 pub mod catalog;

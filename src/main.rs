@@ -130,7 +130,8 @@ async fn run(command: Command) -> Result<(), String> {
             scale,
             settings,
         } => {
-            if !settings.data_dir.join("org").exists() {
+            // `contacts` is the generator's newest table: older demo data is generated again.
+            if !settings.data_dir.join("contacts").exists() {
                 println!(
                     "generating the demo bank (scale {scale}) into {} ...",
                     settings.data_dir.display()
@@ -307,8 +308,27 @@ async fn serve(addr: SocketAddr, settings: Settings) -> Result<(), String> {
 }
 
 /// The demo: named users with printed tokens, and a route the cockpit lists them from.
-async fn serve_demo(addr: SocketAddr, settings: Settings) -> Result<(), String> {
+async fn serve_demo(addr: SocketAddr, mut settings: Settings) -> Result<(), String> {
     let service = Arc::new(open(&settings).await?);
+    if settings.alerts_clock_start.is_none() {
+        // The demo bank's history ends before today: the alert clock starts at 18:00 on its
+        // last day, so the record rules (SLAs, maturities, first contacts) see a live bank.
+        let catalog = service.catalog();
+        let last = service
+            .latest_date(&catalog, "tickets", &Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(day) = last {
+            let zone = settings.calendar().time_zone;
+            settings.alerts_clock_start = day
+                .and_hms_opt(18, 0, 0)
+                .and_then(|t| t.and_local_timezone(zone).earliest())
+                .map(|t| t.fixed_offset());
+        }
+        if let Some(start) = settings.alerts_clock_start {
+            println!("alert clock starts at {start} (where the demo data ends)");
+        }
+    }
     let (auth, users) = demo::demo_auth(&service).await?;
     let listener = server::bind(addr)
         .await

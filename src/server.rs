@@ -8,6 +8,8 @@ use std::time::Duration;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use crate::alerts::clock::{Clock, ShiftedClock, SystemClock};
+use crate::alerts::{AlertEngine, AlertOptions};
 use crate::api;
 use crate::api::guard::{AuthMode, Gate};
 use crate::config::Settings;
@@ -73,6 +75,26 @@ pub async fn serve_with(
         )?,
     });
     let web = Arc::new(api::web::WebAssets::load(&settings.project_dir.join("web")));
+    let clock: Arc<dyn Clock> = match settings.alerts_clock_start {
+        Some(start) => Arc::new(ShiftedClock::starting_at(start.with_timezone(&chrono::Utc))),
+        None => Arc::new(SystemClock),
+    };
+    let alerts = AlertEngine::open(
+        service.clone(),
+        clock,
+        AlertOptions {
+            store: settings.alerts_db(),
+            webhook: settings.webhook().map_err(std::io::Error::other)?,
+        },
+    )
+    .map_err(std::io::Error::other)?;
+    let scheduler = (settings.alerts_tick_ms > 0).then(|| {
+        tokio::spawn(
+            alerts
+                .clone()
+                .run(Duration::from_millis(settings.alerts_tick_ms)),
+        )
+    });
     let watcher = tokio::spawn(watch(
         service.clone(),
         Duration::from_millis(settings.reload_ms),
@@ -82,11 +104,21 @@ pub async fn serve_with(
             all
         }),
     ));
-    let app = api::router(service, gate, web, extra, settings.max_body_kb * 1024);
+    let app = api::router(
+        service,
+        gate,
+        web,
+        extra,
+        settings.max_body_kb * 1024,
+        Some(alerts),
+    );
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await;
     watcher.abort();
+    if let Some(s) = scheduler {
+        s.abort();
+    }
     served
 }
 

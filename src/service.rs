@@ -40,6 +40,34 @@ pub struct KpiService {
     reload: std::sync::Mutex<ReloadStatus>,
 }
 
+/// The data versions one request has seen. Every panel of a dashboard then answers from the same
+/// data state, and each table's files are listed once per request rather than once per panel.
+#[derive(Default)]
+pub struct VersionMemo(std::sync::Mutex<BTreeMap<String, String>>);
+
+impl VersionMemo {
+    fn versions(
+        &self,
+        catalog: &Catalog,
+        tables: &BTreeSet<String>,
+    ) -> Result<Vec<(String, String)>, QueryError> {
+        let mut seen = self.0.lock().expect("version memo");
+        tables
+            .iter()
+            .map(|t| {
+                if let Some(v) = seen.get(t) {
+                    return Ok((t.clone(), v.clone()));
+                }
+                let (_, v) = current_versions(catalog, &BTreeSet::from([t.clone()]))?
+                    .pop()
+                    .expect("one table asked, one version");
+                seen.insert(t.clone(), v.clone());
+                Ok((t.clone(), v))
+            })
+            .collect()
+    }
+}
+
 /// `GET /api/v1/catalog/status`: the catalog serving now and the last change that failed.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReloadStatus {
@@ -153,33 +181,37 @@ impl KpiService {
         &self.calendar
     }
 
-    /// The current data versions of some tables (what cache keys and ETags are made of).
+    /// The data versions of some tables (what cache keys and ETags are made of), as this
+    /// request sees them.
     pub fn data_versions(
         &self,
         catalog: &Catalog,
         tables: &BTreeSet<String>,
+        seen: &VersionMemo,
     ) -> Result<Vec<(String, String)>, QueryError> {
-        current_versions(catalog, tables)
+        seen.versions(catalog, tables)
     }
 
     /// A one-column listing (`member`) cached like a query result: keyed by catalog version,
-    /// `name` and the data versions of `tables`, so it is recomputed only when they change.
+    /// `name` and the data versions of `tables`, so it is recomputed only when they change. The
+    /// plan is built only on a miss.
     pub async fn cached_members(
         &self,
         catalog: &Catalog,
         name: String,
         scope: &Scope,
         tables: &BTreeSet<String>,
-        df: DataFrame,
+        df: impl Future<Output = Result<DataFrame, QueryError>>,
+        seen: &VersionMemo,
     ) -> Result<Vec<Value>, QueryError> {
         let key = CacheKey {
             catalog_version: catalog.version.clone(),
             query: name,
-            data: current_versions(catalog, tables)?,
+            data: seen.versions(catalog, tables)?,
             scope: scope.key(),
         };
         let compute = async {
-            let batches = self.run_frame(catalog, df).await?;
+            let batches = self.run_frame(catalog, df.await?).await?;
             Ok(Arc::new(semantic::QueryResult {
                 schema: Vec::new(),
                 rows: member_values(&batches)
@@ -201,6 +233,7 @@ impl KpiService {
         &self,
         catalog: &Catalog,
         model: &str,
+        seen: &VersionMemo,
     ) -> Result<Option<chrono::NaiveDate>, QueryError> {
         use datafusion::arrow::datatypes::DataType;
         use datafusion::functions_aggregate::expr_fn::max;
@@ -212,23 +245,25 @@ impl KpiService {
             .time
             .as_ref()
             .ok_or_else(|| QueryError::internal(format!("model '{model}' has no time column")))?;
-        let df = catalog
-            .ctx
-            .table(m.table.as_str())
-            .await
-            .and_then(|df| {
-                df.aggregate(
-                    vec![],
-                    vec![
-                        max(datafusion::logical_expr::cast(
-                            datafusion::prelude::ident(&t.column),
-                            DataType::Date32,
-                        ))
-                        .alias("member"),
-                    ],
-                )
-            })
-            .map_err(QueryError::from_engine)?;
+        let df = async {
+            catalog
+                .ctx
+                .table(m.table.as_str())
+                .await
+                .and_then(|df| {
+                    df.aggregate(
+                        vec![],
+                        vec![
+                            max(datafusion::logical_expr::cast(
+                                datafusion::prelude::ident(&t.column),
+                                DataType::Date32,
+                            ))
+                            .alias("member"),
+                        ],
+                    )
+                })
+                .map_err(QueryError::from_engine)
+        };
         let values = self
             .cached_members(
                 catalog,
@@ -236,6 +271,7 @@ impl KpiService {
                 &Scope::all(),
                 &m.reads,
                 df,
+                seen,
             )
             .await?;
         Ok(values
@@ -262,9 +298,20 @@ impl KpiService {
         principal: &Principal,
         req: &QueryRequest,
     ) -> Result<QueryResponse, QueryError> {
+        self.query_seeing(principal, req, &VersionMemo::default())
+            .await
+    }
+
+    /// A query as part of a larger request that has already seen some data versions.
+    pub async fn query_seeing(
+        &self,
+        principal: &Principal,
+        req: &QueryRequest,
+        seen: &VersionMemo,
+    ) -> Result<QueryResponse, QueryError> {
         let started = Instant::now();
         let query_id = format!("q{}", self.next_query_id.fetch_add(1, Ordering::Relaxed));
-        let (catalog, vq, data) = self.prepare(req, &principal.scope).await?;
+        let (catalog, vq, data) = self.prepare(req, &principal.scope, seen).await?;
         let key = CacheKey {
             catalog_version: catalog.version.clone(),
             // The as-of date is part of the answer (clipping, partial periods) even when the
@@ -310,7 +357,9 @@ impl KpiService {
         principal: &Principal,
         req: &QueryRequest,
     ) -> Result<Explanation, QueryError> {
-        let (catalog, vq, _) = self.prepare(req, &principal.scope).await?;
+        let (catalog, vq, _) = self
+            .prepare(req, &principal.scope, &VersionMemo::default())
+            .await?;
         let planned = semantic::plan(&catalog, &vq).await?;
         let df = DataFrame::new(catalog.ctx.state(), planned.rows.clone());
         let optimized = df.into_optimized_plan().map_err(QueryError::from_engine)?;
@@ -412,7 +461,7 @@ impl KpiService {
     }
 
     /// Runs a listing plan under the query time budget.
-    async fn run_frame(
+    pub async fn run_frame(
         &self,
         catalog: &Catalog,
         df: DataFrame,
@@ -433,16 +482,39 @@ impl KpiService {
         &self,
         req: &QueryRequest,
         scope: &Scope,
+        seen: &VersionMemo,
     ) -> Result<(Arc<Catalog>, ValidatedQuery, Vec<(String, String)>), QueryError> {
         let mut catalog = self.catalog();
         let mut vq = semantic::validate(&catalog, req, &self.limits, &self.calendar, scope)?;
         let tables = catalog.tables_read_by(&vq.models);
-        let data = current_versions(&catalog, &tables)?;
-        if data.iter().any(|(t, v)| catalog.tables[t].version != *v) {
-            catalog = self.refresh_data(&data).await;
+        let data = seen.versions(&catalog, &tables)?;
+        let fresh = self.catalog_over(&catalog, &data).await;
+        if !Arc::ptr_eq(&fresh, &catalog) {
+            catalog = fresh;
             vq = semantic::validate(&catalog, req, &self.limits, &self.calendar, scope)?;
         }
         Ok((catalog, vq, data))
+    }
+
+    /// The catalog over the data as it is now, for the tables `models` read: rebuilt first if
+    /// one of them changed (what a listing outside the query path, e.g. a record rule, reads).
+    pub async fn catalog_for(&self, models: &BTreeSet<String>) -> Result<Arc<Catalog>, QueryError> {
+        let catalog = self.catalog();
+        let data = current_versions(&catalog, &catalog.tables_read_by(models))?;
+        Ok(self.catalog_over(&catalog, &data).await)
+    }
+
+    /// `catalog` if it was built over these data versions, else the catalog rebuilt over them.
+    async fn catalog_over(
+        &self,
+        catalog: &Arc<Catalog>,
+        data: &[(String, String)],
+    ) -> Arc<Catalog> {
+        if data.iter().any(|(t, v)| catalog.tables[t].version != *v) {
+            self.refresh_data(data).await
+        } else {
+            catalog.clone()
+        }
     }
 
     /// Rebuilds the catalog over the data as it is now. A rebuild that fails (say, a file with a
@@ -629,6 +701,12 @@ impl KpiService {
                     )
                 })??;
 
+        for other in parent.iter().chain(compared.iter().map(|(_, r)| r)) {
+            result
+                .notes
+                .rollups
+                .extend(other.notes.rollups.iter().cloned());
+        }
         result.notes.gaps_filled =
             semantic::series::fill_gaps(&mut result, vq, catalog, &drilled_members);
         if let (Some(mut parent), Some(pq)) = (parent, &parent_q) {
@@ -681,7 +759,10 @@ impl KpiService {
             totals,
             truncated,
             drill: None,
-            notes: Default::default(),
+            notes: semantic::ResultNotes {
+                rollups: planned.rollups,
+                ..Default::default()
+            },
         })
     }
 }

@@ -1,6 +1,7 @@
 //! HTTP: axum routes over the shared [`KpiService`]. Handlers only translate; the work happens
 //! in the service.
 
+mod alerts;
 mod catalog;
 mod dashboards;
 pub mod encoding;
@@ -43,7 +44,12 @@ pub fn router(
     web: Arc<web::WebAssets>,
     extra: Router<Arc<KpiService>>,
     max_body_bytes: usize,
+    alert_engine: Option<Arc<crate::alerts::AlertEngine>>,
 ) -> Router {
+    let alert_routes = match alert_engine {
+        Some(engine) => alerts::routes(engine),
+        None => Router::new(),
+    };
     let data = Router::new()
         .route("/api/v1/query", post(query))
         .route("/api/v1/explain", post(explain))
@@ -52,6 +58,7 @@ pub fn router(
         .route("/api/v1/dashboards", get(dashboards::list))
         .route("/api/v1/dashboards/{id}", get(dashboards::show))
         .route("/api/v1/snapshot/{id}", get(dashboards::snapshot))
+        .merge(alert_routes)
         .route_layer(axum::middleware::from_fn_with_state(gate, guard::guard));
     Router::new()
         .route("/healthz", get(healthz))
@@ -157,9 +164,16 @@ async fn openapi(State(service): State<Arc<KpiService>>) -> Json<serde_json::Val
 
 /// The serving catalog's version and the last definition change that failed to validate.
 async fn catalog_status(State(service): State<Arc<KpiService>>) -> Json<serde_json::Value> {
+    let rollups: Vec<serde_json::Value> = service
+        .catalog()
+        .rollups
+        .values()
+        .map(|r| json!({"name": r.name, "model": r.base, "rows": r.rows, "build_ms": r.build_ms}))
+        .collect();
     Json(json!({
         "catalog": service.reload_status(),
         "data_refresh_error": service.failed_refresh().await,
+        "rollups": rollups,
     }))
 }
 

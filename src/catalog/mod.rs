@@ -2,8 +2,10 @@
 //! [`Catalog`]: every name resolved, every column checked against the real table schema, every
 //! expression parsed and typed. Errors name file, key and reason; nothing fails mid-request.
 
+mod alerts;
 mod dashboards;
 mod error;
+mod rollups;
 mod sources;
 mod tables;
 
@@ -18,15 +20,17 @@ use datafusion::logical_expr::{Expr, ExprSchemable};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 
+pub use alerts::{AlertCheck, AlertRule, Condition};
 pub use dashboards::{Dashboard, Panel};
 pub use error::{CatalogError, CatalogErrors};
+pub use rollups::{Rollup, RollupDefinition, reaggregation};
 pub use sources::{ProjectSources, hex_prefix, parse_definition_file};
 pub use tables::{FileFormat, TableSource, data_version};
 
 use crate::spec::{
     Aggregation, ChurnValue, DefinitionFile, Direction, DrillColumnSpec, EmptyPeriod, FormatSpec,
-    FormatStyle, Grain, Label, MeasureSpec, MetricKind, MetricSpec, ModelSpec, SnapshotPick,
-    Source, TestSpec, Thresholds,
+    FormatStyle, Grain, Label, MeasureSpec, MetricKind, MetricSpec, ModelSpec, RollupSpec,
+    SnapshotPick, Source, TestSpec, Thresholds,
 };
 
 /// A validated, immutable view of a project's definitions over one snapshot of its data.
@@ -52,6 +56,10 @@ pub struct Catalog {
     pub sources: Arc<ProjectSources>,
     /// Cockpit pages, in switcher order.
     pub dashboards: Vec<Dashboard>,
+    /// Pre-aggregated tables, built over the same data snapshot as `tables`.
+    pub rollups: BTreeMap<String, Rollup>,
+    /// Alert rules, by name.
+    pub alerts: BTreeMap<String, AlertRule>,
 }
 
 pub struct Model {
@@ -323,6 +331,8 @@ struct Builder<'a> {
     metrics: BTreeMap<&'a str, Declared<'a, MetricSpec>>,
     hierarchies: BTreeMap<&'a str, Declared<'a, Vec<String>>>,
     tests: BTreeMap<&'a str, Declared<'a, TestSpec>>,
+    rollups: BTreeMap<&'a str, Declared<'a, RollupSpec>>,
+    alerts: BTreeMap<&'a str, Declared<'a, crate::spec::alert::AlertSpec>>,
     sql_models: &'a BTreeMap<String, (String, String)>,
     errors: CatalogErrors,
 }
@@ -337,6 +347,8 @@ impl<'a> Builder<'a> {
             metrics: BTreeMap::new(),
             hierarchies: BTreeMap::new(),
             tests: BTreeMap::new(),
+            rollups: BTreeMap::new(),
+            alerts: BTreeMap::new(),
             sql_models: &sources.sql_models,
             errors: CatalogErrors::default(),
         };
@@ -404,6 +416,20 @@ impl<'a> Builder<'a> {
             &mut self.errors,
         );
         merge("tests", file, &def.tests, &mut self.tests, &mut self.errors);
+        merge(
+            "rollups",
+            file,
+            &def.rollups,
+            &mut self.rollups,
+            &mut self.errors,
+        );
+        merge(
+            "alerts",
+            file,
+            &def.alerts,
+            &mut self.alerts,
+            &mut self.errors,
+        );
     }
 
     async fn run(mut self, sources: Arc<ProjectSources>) -> Result<Catalog, CatalogErrors> {
@@ -416,6 +442,7 @@ impl<'a> Builder<'a> {
         let measures = self.build_measures(&models)?;
         let (metrics, churn_bases) = self.build_metrics(&measures, &models, &dimensions)?;
         let tests = self.validate_tests()?;
+        let rollups = rollups::validate(&self.rollups, &models, &measures)?;
         let mut catalog = Catalog {
             version: sources.version.clone(),
             models,
@@ -430,8 +457,22 @@ impl<'a> Builder<'a> {
             ctx: self.ctx.clone(),
             sources: sources.clone(),
             dashboards: Vec::new(),
+            rollups: BTreeMap::new(),
+            alerts: BTreeMap::new(),
         };
         catalog.dashboards = dashboards::validate_dashboards(&catalog, &sources.dashboards)?;
+        catalog.alerts = alerts::validate(&catalog, &self.alerts)?;
+        // Last: building a rollup is a query over the validated catalog.
+        let mut errors = CatalogErrors::default();
+        for def in rollups {
+            match crate::semantic::build_rollup(&catalog, &def).await {
+                Ok(rollup) => {
+                    catalog.rollups.insert(def.name.clone(), rollup);
+                }
+                Err(reason) => errors.push(&def.file, format!("rollups.{}", def.name), reason),
+            }
+        }
+        errors.check()?;
         Ok(catalog)
     }
 

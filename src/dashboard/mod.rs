@@ -24,7 +24,7 @@ use crate::semantic::{
     Comparison, DrillRequest, ErrorKind, FilterOp, FilterRequest, OrderRequest, QueryError,
     QueryRequest, QueryResult, TimeRequest, clip,
 };
-use crate::service::KpiService;
+use crate::service::{KpiService, VersionMemo};
 use crate::spec::dashboard::{PanelKind, PanelRange};
 use crate::spec::{Grain, Label};
 
@@ -207,6 +207,7 @@ pub fn panel_query(panel: &Panel, window: &Window, params: &DashboardParams) -> 
         compare,
         drill,
         fill_gaps: true,
+        rollups: true,
     }
 }
 
@@ -248,6 +249,9 @@ pub struct PanelView {
     /// `cache` or `engine`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub served_by: Option<&'static str>,
+    /// Rollups that answered instead of their models.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub rollups: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -262,6 +266,8 @@ pub struct DashboardMeta {
 /// The dashboard, its reader's parameters and the as-of date they resolve to.
 struct Resolved {
     principal: Principal,
+    /// The data versions this request has seen: every panel reads the same state.
+    seen: VersionMemo,
     catalog: Arc<Catalog>,
     dashboard: Dashboard,
     params: DashboardParams,
@@ -296,11 +302,12 @@ async fn resolve(
         .clone();
     let params = DashboardParams::parse(&dashboard, &catalog, raw)?;
     let calendar = service.calendar();
+    let seen = VersionMemo::default();
     let as_of = match params.as_of {
         Some(d) => d,
         // The latest data, not the wall clock: a bank's data lands a day or a month behind.
         None => service
-            .latest_date(&catalog, &dashboard.anchor)
+            .latest_date(&catalog, &dashboard.anchor, &seen)
             .await?
             .map_or_else(|| calendar.today(), |d| d.min(calendar.today())),
     };
@@ -308,6 +315,7 @@ async fn resolve(
     let window = Window::new(&dashboard, periods, as_of, calendar);
     Ok(Resolved {
         principal: principal.clone(),
+        seen,
         catalog,
         dashboard,
         params,
@@ -381,7 +389,7 @@ async fn filter_view(
         .collect();
     let tables = catalog.tables_read_by(models.iter());
     let scope = &r.principal.scope;
-    let df = dimension_members(catalog, dimension, &models, scope).await?;
+    let df = dimension_members(catalog, dimension, &models, scope);
     let options = service
         .cached_members(
             catalog,
@@ -389,6 +397,7 @@ async fn filter_view(
             scope,
             &tables,
             df,
+            &r.seen,
         )
         .await?;
     Ok(FilterView {
@@ -408,13 +417,18 @@ async fn panel_view(service: &KpiService, r: &Resolved, panel: &Panel) -> PanelV
         tile: None,
         error: None,
         served_by: None,
+        rollups: BTreeSet::new(),
     };
-    match service.query(&r.principal, &view.query).await {
+    match service
+        .query_seeing(&r.principal, &view.query, &r.seen)
+        .await
+    {
         Ok(response) => {
             if panel.kind == PanelKind::Kpi {
                 view.tile = Some(Tile::of(&r.catalog, panel, &response.result));
             }
             view.served_by = Some(response.meta.served_by);
+            view.rollups = response.result.notes.rollups.clone();
             view.result = Some(response.result);
         }
         Err(e) => view.error = Some(e.client_view()),
@@ -485,7 +499,7 @@ pub async fn snapshot_plan(
     h.update(catalog.version.as_bytes());
     // Two principals with different scopes never share a tag (nor a cached answer).
     h.update(principal.scope.key().as_bytes());
-    for (t, v) in service.data_versions(catalog, &tables)? {
+    for (t, v) in service.data_versions(catalog, &tables, &resolved.seen)? {
         h.update(t.as_bytes());
         h.update(v.as_bytes());
     }

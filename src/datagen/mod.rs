@@ -21,7 +21,7 @@ use datafusion::arrow::datatypes::{DataType, Field};
 use org::Org;
 pub use org::RISING_OVERDUE;
 use rng::Rng;
-use writer::{TableWriter, V, utc_micros};
+use writer::{MonthPartitionedWriter, TableWriter, V, utc_micros};
 
 /// First and last month of the generated history (24 month ends, 2024-01-31 .. 2025-12-31,
 /// including the leap day 2024-02-29).
@@ -93,11 +93,12 @@ impl Segment {
 struct Tables {
     org: TableWriter,
     customers: TableWriter,
-    customer_month: TableWriter,
+    customer_month: MonthPartitionedWriter,
     loans: TableWriter,
-    loan_month: TableWriter,
+    loan_month: MonthPartitionedWriter,
     opportunity_events: TableWriter,
     tickets: TableWriter,
+    contacts: TableWriter,
 }
 
 pub fn generate(opts: &GenerateOptions) -> std::io::Result<Report> {
@@ -132,7 +133,7 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Report> {
                 f("closed_on", Date32, true),
             ],
         )?,
-        customer_month: TableWriter::create(
+        customer_month: MonthPartitionedWriter::create(
             out,
             "customer_month",
             vec![
@@ -142,6 +143,7 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Report> {
                 f("deposit_balance", Float64, false),
                 f("status", Utf8, false),
             ],
+            "month_end",
         )?,
         loans: TableWriter::create(
             out,
@@ -155,7 +157,7 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Report> {
                 f("maturity_on", Date32, false),
             ],
         )?,
-        loan_month: TableWriter::create(
+        loan_month: MonthPartitionedWriter::create(
             out,
             "loan_month",
             vec![
@@ -166,6 +168,7 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Report> {
                 f("dpd", Int32, false),
                 f("classification", Utf8, false),
             ],
+            "month_end",
         )?,
         opportunity_events: TableWriter::create(
             out,
@@ -194,6 +197,17 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Report> {
                 f("sla_hours", Int32, false),
             ],
         )?,
+        contacts: TableWriter::create(
+            out,
+            "contacts",
+            vec![
+                f("contact_id", Int64, false),
+                f("customer_id", Int64, false),
+                f("rm_id", Utf8, false),
+                f("contacted_at", utc_micros(), false),
+                f("channel", Utf8, false),
+            ],
+        )?,
     };
 
     let org = Org::build(opts.seed);
@@ -215,6 +229,7 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Report> {
     for customer_id in 1..=customers {
         let mut rng = Rng::for_entity(opts.seed, 2, customer_id);
         simulate_customer(
+            opts.seed,
             customer_id as i64,
             &org,
             &calendar,
@@ -240,6 +255,7 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Report> {
         ("loan_month", t.loan_month.finish()?),
         ("opportunity_events", t.opportunity_events.finish()?),
         ("tickets", t.tickets.finish()?),
+        ("contacts", t.contacts.finish()?),
     ];
     Ok(Report {
         tables,
@@ -252,6 +268,7 @@ struct Ids {
     loan: i64,
     opportunity: i64,
     ticket: i64,
+    contact: i64,
 }
 
 /// Month ends of the history, as dates and as days since the epoch.
@@ -349,7 +366,47 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// The RM's onboarding contacts with a customer who joins during the history: the first mostly
+/// within a day of the account opening, some later, a few never (what the "new customer not
+/// contacted within 24 hours" rule finds). Contacts after the data's horizon are not known yet.
+/// Its own random stream, so the other tables do not change with it.
+fn onboarding_contacts(
+    seed: u64,
+    customer_id: i64,
+    rm_id: &str,
+    opened_on: NaiveDate,
+    cal: &Calendar,
+    ids: &mut Ids,
+    t: &mut Tables,
+) -> std::io::Result<()> {
+    let mut rng = Rng::for_entity(seed, 9, customer_id as u64);
+    if rng.chance(0.04) {
+        return Ok(());
+    }
+    let horizon = local_micros(cal.end(), 24.0);
+    let opened = local_micros(opened_on, 9.0 + 8.0 * rng.f64());
+    // Mean 14 hours: about one in five first contacts comes after 24 hours.
+    let mut at = opened + (rng.exponential(14.0) * 3.6e9) as i64;
+    for _ in 0..1 + rng.range(0, 2) {
+        if at > horizon {
+            break;
+        }
+        ids.contact += 1;
+        let channel = ["phone", "wechat", "visit"][rng.weighted(&[0.6, 0.3, 0.1])];
+        t.contacts.row(&[
+            V::I64(ids.contact),
+            V::I64(customer_id),
+            V::Str(rm_id),
+            V::Ts(at),
+            V::Str(channel),
+        ])?;
+        at += (rng.exponential(20.0 * 24.0) * 3.6e9) as i64;
+    }
+    Ok(())
+}
+
 fn simulate_customer(
+    seed: u64,
     customer_id: i64,
     org: &Org,
     cal: &Calendar,
@@ -441,6 +498,9 @@ fn simulate_customer(
         ])?;
     }
 
+    if joined_in.is_some() {
+        onboarding_contacts(seed, customer_id, &rm.id, opened_on, cal, ids, t)?;
+    }
     simulate_loans(
         customer_id,
         segment,

@@ -46,6 +46,8 @@ pub fn utc_micros() -> DataType {
 
 pub struct TableWriter {
     dir: PathBuf,
+    /// File names start with it: `part` or the month of a month-partitioned table.
+    prefix: String,
     schema: SchemaRef,
     columns: Vec<Column>,
     buffered: usize,
@@ -62,14 +64,19 @@ impl TableWriter {
             std::fs::remove_dir_all(&dir)?;
         }
         std::fs::create_dir_all(&dir)?;
-        let schema = Arc::new(Schema::new(fields));
+        Ok(Self::in_dir(dir, "part", Arc::new(Schema::new(fields))))
+    }
+
+    /// A writer of `<prefix>-NNNNN.parquet` files in an existing directory.
+    fn in_dir(dir: PathBuf, prefix: &str, schema: SchemaRef) -> Self {
         let columns = schema
             .fields()
             .iter()
             .map(|f| new_column(f.data_type()))
             .collect();
-        Ok(Self {
+        Self {
             dir,
+            prefix: prefix.to_string(),
             schema,
             columns,
             buffered: 0,
@@ -77,7 +84,7 @@ impl TableWriter {
             file_index: 0,
             writer: None,
             rows: 0,
-        })
+        }
     }
 
     pub fn row(&mut self, values: &[V]) -> std::io::Result<()> {
@@ -117,7 +124,7 @@ impl TableWriter {
         if self.writer.is_none() {
             let path = self
                 .dir
-                .join(format!("part-{:05}.parquet", self.file_index));
+                .join(format!("{}-{:05}.parquet", self.prefix, self.file_index));
             let props = WriterProperties::builder()
                 .set_compression(Compression::SNAPPY)
                 .build();
@@ -150,12 +157,76 @@ impl TableWriter {
         self.flush()?;
         if self.rows == 0 {
             // An empty table still gets a file, so its schema is known.
-            let path = self.dir.join("part-00000.parquet");
+            let path = self.dir.join(format!("{}-00000.parquet", self.prefix));
             let w = ArrowWriter::try_new(File::create(path)?, self.schema.clone(), None)
                 .map_err(std::io::Error::other)?;
             w.close().map_err(std::io::Error::other)?;
         }
         self.close_file()?;
+        Ok(self.rows)
+    }
+}
+
+/// A snapshot table written one set of files per month of its date column (`2024-03-00000.parquet`),
+/// rows in generation order (by customer) within a month. Every row group then spans one month,
+/// so a query for some months skips the others' row groups by their statistics.
+pub struct MonthPartitionedWriter {
+    dir: PathBuf,
+    schema: SchemaRef,
+    /// Index of the Date32 column that places a row in a month.
+    date_column: usize,
+    months: std::collections::BTreeMap<(i32, u32), TableWriter>,
+    pub rows: u64,
+}
+
+impl MonthPartitionedWriter {
+    pub fn create(
+        out: &Path,
+        table: &str,
+        fields: Vec<Field>,
+        date_column: &str,
+    ) -> std::io::Result<Self> {
+        let empty = TableWriter::create(out, table, fields)?;
+        let date_column = empty
+            .schema
+            .index_of(date_column)
+            .map_err(std::io::Error::other)?;
+        Ok(Self {
+            dir: empty.dir,
+            schema: empty.schema,
+            date_column,
+            months: Default::default(),
+            rows: 0,
+        })
+    }
+
+    pub fn row(&mut self, values: &[V]) -> std::io::Result<()> {
+        use chrono::Datelike;
+        let V::Date(days) = values[self.date_column] else {
+            panic!("generator bug: the partition column holds a date");
+        };
+        let date = chrono::NaiveDate::from_num_days_from_ce_opt(days + 719_163)
+            .expect("generator dates are in range");
+        let (dir, schema) = (&self.dir, &self.schema);
+        let writer = self
+            .months
+            .entry((date.year(), date.month()))
+            .or_insert_with(|| {
+                let prefix = format!("{}-{:02}", date.year(), date.month());
+                TableWriter::in_dir(dir.clone(), &prefix, schema.clone())
+            });
+        writer.row(values)?;
+        self.rows += 1;
+        Ok(())
+    }
+
+    pub fn finish(self) -> std::io::Result<u64> {
+        if self.months.is_empty() {
+            return TableWriter::in_dir(self.dir, "part", self.schema).finish();
+        }
+        for (_, w) in self.months {
+            w.finish()?;
+        }
         Ok(self.rows)
     }
 }

@@ -13,7 +13,7 @@ pub mod series;
 mod validate;
 
 pub use error::{ErrorKind, QueryError};
-pub use planner::{ColumnRole, OutputColumn, PlannedQuery, plan};
+pub use planner::{ColumnRole, OutputColumn, PlannedQuery, build_rollup, plan};
 pub use request::{
     Comparison, DrillRequest, FilterOp, FilterRequest, Grain, OrderRequest, QueryRequest,
     TimeRequest,

@@ -36,6 +36,10 @@ pub struct QueryRequest {
     /// says what an empty period shows. On by default.
     #[serde(default = "default_true")]
     pub fill_gaps: bool,
+    /// Let the planner answer from a rollup where one holds the answer exactly (the response's
+    /// `meta.rollups` names it). `false` computes from the models, to check a rollup's numbers.
+    #[serde(default = "default_true")]
+    pub rollups: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

@@ -46,6 +46,10 @@ pub struct ResultNotes {
     pub partial_period: Option<PartialPeriod>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub comparisons: Vec<ComparisonWindow>,
+    /// Rollups that answered instead of their models (the query, its totals, drill parent and
+    /// comparisons).
+    #[serde(skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub rollups: std::collections::BTreeSet<String>,
 }
 
 /// The last period of the range had not ended on the as-of date: it holds `days` days, and its

@@ -61,6 +61,8 @@ pub struct ValidatedQuery {
     pub partial_start: Option<NaiveDate>,
     pub drill: Option<Drill>,
     pub fill_gaps: bool,
+    /// Rollups may answer (the request's `rollups`).
+    pub use_rollups: bool,
     /// The principal's scope (already among `filters`); listings the query runs take it too.
     pub scope: Scope,
 }
@@ -405,6 +407,7 @@ pub fn validate(
         partial_start,
         drill,
         fill_gaps: req.fill_gaps,
+        use_rollups: req.rollups,
         scope: scope.clone(),
     })
 }

@@ -2,6 +2,7 @@
 //! `deny_unknown_fields` everywhere so a typo is an error, not a silently ignored key.
 //! The catalog turns these into validated, frozen definitions.
 
+pub mod alert;
 pub mod dashboard;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,26 @@ pub struct DefinitionFile {
     /// Golden-value tests an analyst pins next to the metrics (run by `kpilens test`).
     #[serde(default)]
     pub tests: BTreeMap<String, TestSpec>,
+    /// Pre-aggregated tables the planner reads instead of a model when they answer exactly.
+    #[serde(default)]
+    pub rollups: BTreeMap<String, RollupSpec>,
+    /// KPI and record alert rules, evaluated by the server's scheduler.
+    #[serde(default)]
+    pub alerts: BTreeMap<String, alert::AlertSpec>,
+}
+
+/// A rollup: one model's measures pre-aggregated by the model's time column (kept as it is, so
+/// snapshots and period ends stay exact) and a set of dimensions. Built when the catalog loads
+/// and after every data refresh; a query uses it when its measures, dimensions and filters are
+/// all in it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollupSpec {
+    pub model: String,
+    pub dimensions: Vec<String>,
+    /// Measures of `model` whose aggregation can be re-aggregated: sum, count, min, max.
+    pub measures: Vec<String>,
+    pub description: Option<String>,
 }
 
 /// One metric test: a fixture data directory, a query, and the numbers it must give.

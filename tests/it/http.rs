@@ -86,6 +86,7 @@ pub async fn start(mut settings: Settings) -> Server {
         settings.auth_file = Some(test_auth_config(dir.path()));
     }
     settings.audit_log = dir.path().join("audit.log");
+    settings.alerts_db = Some(dir.path().join("alerts.redb"));
     let service = Arc::new(
         KpiService::open(&settings)
             .await
@@ -639,24 +640,11 @@ async fn the_cli_gives_the_api_numbers() {
     let cli: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     // serde_json parses floats to within an ulp (no `float_roundtrip`): compare to 1e-12.
     assert!(
-        close(&cli["rows"], &api["rows"]),
+        super::close(&cli["rows"], &api["rows"], 1e-12),
         "CLI {} vs API {}",
         cli["rows"],
         api["rows"]
     );
-    assert!(close(&cli["totals"], &api["totals"]));
+    assert!(super::close(&cli["totals"], &api["totals"], 1e-12));
     assert!(!api["rows"].as_array().unwrap().is_empty());
-}
-
-fn close(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| close(p, q))
-        }
-        (Value::Number(x), Value::Number(y)) => {
-            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-            (x - y).abs() <= 1e-12 * x.abs().max(1.0)
-        }
-        _ => a == b,
-    }
 }

@@ -1,12 +1,14 @@
 //! All integration tests in one binary: each test binary links DataFusion again, so few binaries
 //! keep builds fast. Modules by subject.
 
+mod alerts;
 mod calendar;
 mod catalog_errors;
 mod dashboards;
 mod datagen;
 mod golden;
 mod http;
+mod rollups;
 mod security;
 mod semantics;
 
@@ -35,6 +37,7 @@ pub fn settings_for(project: &Path) -> Settings {
         project_dir: project.to_path_buf(),
         data_dir: project.join("data"),
         warm_up: false,
+        alerts_tick_ms: 0,
         ..Settings::default()
     }
 }
@@ -61,6 +64,8 @@ fn repo_project_over(data: &Path) -> Settings {
         project_dir: repo_dir(),
         data_dir: data.to_path_buf(),
         warm_up: false,
+        // Tests run the alert rules themselves, on a clock they set.
+        alerts_tick_ms: 0,
         ..Settings::default()
     }
 }
@@ -102,7 +107,7 @@ pub fn temp_project(changes: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for entry in std::fs::read_dir(from).expect("read fixture") {
         let path = entry.expect("entry").path();
@@ -166,3 +171,23 @@ pub fn assert_num(actual: &Value, expected: Option<f64>) {
 }
 
 pub type Shared = Arc<KpiService>;
+
+/// Equal JSON, numbers to a relative `tolerance` (float sums differ in the last bits with the
+/// order they are added in; serde_json parses floats to within an ulp).
+pub fn close(a: &Value, b: &Value, tolerance: f64) -> bool {
+    match (a, b) {
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| close(p, q, tolerance))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| close(v, w, tolerance)))
+        }
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            (x - y).abs() <= tolerance * x.abs().max(1.0)
+        }
+        _ => a == b,
+    }
+}

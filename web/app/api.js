@@ -48,4 +48,7 @@ export const api = {
   },
   query: (q) => request('/api/v1/query', { method: 'POST', body: JSON.stringify(q) }),
   drillThrough: (q) => request('/api/v1/drill_through', { method: 'POST', body: JSON.stringify(q) }),
+  /** Firing alerts and open tasks within the viewer's scope. */
+  firingAlerts: () => request('/api/v1/alerts?state=firing&history=0'),
+  openTasks: () => request('/api/v1/tasks?status=open'),
 };

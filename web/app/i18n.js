@@ -36,6 +36,12 @@ const WORDS = {
     last_month: '近{n}个月',
     last_quarter: '近{n}个季度',
     last_year: '近{n}年',
+    alerts: '预警',
+    tasks: '我的待办',
+    noAlerts: '当前无预警',
+    noTasks: '暂无待办',
+    more: '另有 {n} 条',
+    alertsUnavailable: '预警暂不可用',
   },
   en: {
     product: 'Decision cockpit',
@@ -71,6 +77,12 @@ const WORDS = {
     last_month: 'Last {n} months',
     last_quarter: 'Last {n} quarters',
     last_year: 'Last {n} years',
+    alerts: 'Alerts',
+    tasks: 'My tasks',
+    noAlerts: 'No alert is firing',
+    noTasks: 'No open tasks',
+    more: '{n} more',
+    alertsUnavailable: 'Alerts are unavailable',
   },
 };
 

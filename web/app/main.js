@@ -2,6 +2,7 @@
 // `GET /api/v1/dashboards/{id}`; clicks on bars and table rows drill the org hierarchy through
 // `POST /api/v1/query`, and at the leaf list customers through `POST /api/v1/drill_through`.
 
+import { renderAlerts } from './alerts.js';
 import { api, setToken } from './api.js';
 import { chartOption, column, field } from './charts.js';
 import { changeTone, formatChange, formatValue } from './format.js';
@@ -131,6 +132,8 @@ async function load() {
   document.body.dataset.ready = '';
   setLoading(true);
   clearError();
+  // Alongside the dashboard, never in its way.
+  renderAlerts($('#alerts'), state.lang);
   try {
     const view = await api.dashboard(state.id, state.params);
     state.view = view;
@@ -477,6 +480,7 @@ async function boot() {
       state.lang = state.lang === 'zh' ? 'en' : 'zh';
       localStorage.setItem('kpilens.lang', state.lang);
       renderHeader();
+      renderAlerts($('#alerts'), state.lang);
       // Drilled panels keep their place: they re-render from their state.
       if (state.view) renderDashboard();
     });

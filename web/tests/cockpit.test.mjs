@@ -253,6 +253,40 @@ describe('the cockpit', () => {
     await page.close();
   });
 
+  it('shows the viewer\'s firing alerts and open tasks as the API scopes them', async () => {
+    await api('/api/v1/alerts/evaluate', {}); // every rule, now (the scheduler may not have yet)
+    for (const who of ['head_office', 'branch_head', 'rm']) {
+      const firing = (await api('/api/v1/alerts?state=firing&history=0', undefined, who)).alerts;
+      const tasks = (await api('/api/v1/tasks?status=open', undefined, who)).tasks;
+      if (who === 'head_office') {
+        assert.ok(firing.length > 0, 'the demo bank has branches over the overdue threshold');
+        assert.ok(tasks.length > 0, 'and tasks for its RMs');
+      }
+      const page = await openPage(DESKTOP, 'executive', who);
+      await page.waitForSelector('#alerts[data-ready="true"]');
+      const count = (kind) => page.locator(`.alert-box.${kind}`).getAttribute('data-count');
+      assert.equal(await count('alerts'), String(firing.length), `${who}: firing alerts`);
+      assert.equal(await count('tasks'), String(tasks.length), `${who}: open tasks`);
+      const shown = await page.locator('.alert-box.tasks li[data-task]')
+        .evaluateAll((nodes) => nodes.map((n) => n.dataset.task));
+      assert.deepEqual(shown, tasks.slice(0, 5).map((t) => t.id));
+      const rules = await page.locator('.alert-box.alerts li[data-rule]')
+        .evaluateAll((nodes) => nodes.map((n) => n.dataset.rule));
+      assert.deepEqual(rules, firing.slice(0, 5).map((a) => a.rule));
+      if (firing.length > 0) {
+        const first = firing[0];
+        const text = await page.locator('.alert-box.alerts li[data-rule] .value').first().textContent();
+        assert.equal(text, formatValue(first.value, first.format, 'zh'));
+      }
+      if (who === 'rm') {
+        const rm = users.find((u) => u.id === 'rm').scope.rm;
+        assert.ok(tasks.every((t) => String(t.owner) === String(rm)), 'an RM sees only their own tasks');
+      }
+      assert.deepEqual(page.errors, []);
+      await page.close();
+    }
+  });
+
   it('fits a 375 px phone without horizontal overflow', async () => {
     const page = await openPage(PHONE);
     await timeToFirstRender(page, 'executive');

@@ -247,6 +247,7 @@ pub(super) async fn plan(
         rows: rows.into_unoptimized_plan(),
         totals: None,
         columns,
+        rollups: Default::default(),
     })
 }
 

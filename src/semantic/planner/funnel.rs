@@ -230,5 +230,6 @@ pub(super) async fn plan(
         rows: rows.into_unoptimized_plan(),
         totals: None,
         columns,
+        rollups: Default::default(),
     })
 }

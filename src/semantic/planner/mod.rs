@@ -17,8 +17,11 @@
 mod churn;
 mod cohort;
 mod funnel;
+mod rollup;
 
-use std::collections::BTreeMap;
+pub use rollup::build as build_rollup;
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::ScalarValue;
@@ -43,6 +46,8 @@ pub struct PlannedQuery {
     pub rows: LogicalPlan,
     pub totals: Option<LogicalPlan>,
     pub columns: Vec<OutputColumn>,
+    /// Rollups read instead of their models.
+    pub rollups: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -123,12 +128,13 @@ pub async fn plan(catalog: &Catalog, q: &ValidatedQuery) -> Result<PlannedQuery,
 
     // Without period or dimensions there is at most one row: nothing to sort, and it is the total.
     let has_keys = q.grain.is_some() || !q.dimensions.is_empty();
-    let rows = metric_frame(catalog, q, &q.dimensions, q.grain).await?;
+    let mut rollups = BTreeSet::new();
+    let rows = metric_frame(catalog, q, &q.dimensions, q.grain, &mut rollups).await?;
     let rows = sort_and_limit(rows, q, &columns, has_keys)?;
 
     let totals = if q.totals && has_keys {
         Some(
-            metric_frame(catalog, q, &[], None)
+            metric_frame(catalog, q, &[], None, &mut rollups)
                 .await?
                 .into_unoptimized_plan(),
         )
@@ -139,6 +145,7 @@ pub async fn plan(catalog: &Catalog, q: &ValidatedQuery) -> Result<PlannedQuery,
         rows: rows.into_unoptimized_plan(),
         totals,
         columns,
+        rollups,
     })
 }
 
@@ -195,6 +202,7 @@ async fn metric_frame(
     q: &ValidatedQuery,
     dims: &[String],
     grain: Option<Grain>,
+    rollups: &mut BTreeSet<String>,
 ) -> Result<DataFrame, QueryError> {
     let mut measures: Vec<&Measure> = Vec::new();
     for metric in &q.metrics {
@@ -221,8 +229,18 @@ async fn metric_frame(
 
     let mut parts = Vec::new();
     for ((model, snapshot), group) in &groups {
-        let model = &catalog.models[*model];
-        parts.push(group_frame(catalog, q, model, *snapshot, group, dims, grain).await?);
+        let part = match rollup::pick(catalog, q, model, group, dims) {
+            Some(r) => {
+                rollups.insert(r.name.clone());
+                let rolled: Vec<&Measure> = group.iter().map(|m| &r.rolled[&m.name]).collect();
+                group_frame(catalog, q, &r.model, *snapshot, &rolled, dims, grain).await?
+            }
+            None => {
+                let model = &catalog.models[*model];
+                group_frame(catalog, q, model, *snapshot, group, dims, grain).await?
+            }
+        };
+        parts.push(part);
     }
     let mut churn_bases: Vec<usize> = Vec::new();
     for metric in &q.metrics {
@@ -309,20 +327,7 @@ async fn group_frame(
         select.push(cast(dim_exprs[d].clone(), data_type).alias(d));
     }
     for m in measures {
-        let input = match (&m.filter, m.agg) {
-            // Rows failing `where` add 0 to a sum: a branch with loans but none overdue has 0
-            // overdue balance, while a group without any rows stays empty (null).
-            (Some(f), Aggregation::Sum) => {
-                let t = m.input.get_type(df.schema()).map_err(df_err)?;
-                when(f.clone(), m.input.clone())
-                    .otherwise(cast(lit(0i64), t))
-                    .map_err(df_err)?
-            }
-            // Other aggregates ignore the nulls of failing rows.
-            (Some(f), _) => when(f.clone(), m.input.clone()).end().map_err(df_err)?,
-            (None, _) => m.input.clone(),
-        };
-        select.push(input.alias(format!("__in_{}", m.name)));
+        select.push(measure_input(m, df.schema())?.alias(format!("__in_{}", m.name)));
     }
     df = df.select(select).map_err(df_err)?;
 
@@ -335,20 +340,39 @@ async fn group_frame(
         keys.push(ident(PERIOD));
     }
     keys.extend(dims.iter().map(ident));
-    let mut aggs = Vec::new();
-    for m in measures {
-        let input = ident(format!("__in_{}", m.name));
-        let agg = match m.agg {
-            Aggregation::Sum => sum(input),
-            Aggregation::Count => count(input),
-            Aggregation::CountDistinct => count_distinct(input),
-            Aggregation::Avg => avg(input),
-            Aggregation::Min => min(input),
-            Aggregation::Max => max(input),
-        };
-        aggs.push(agg.alias(measure_column(&m.name)));
-    }
+    let aggs = measures
+        .iter()
+        .map(|m| aggregate(m.agg, ident(format!("__in_{}", m.name))).alias(measure_column(&m.name)))
+        .collect();
     df.aggregate(keys, aggs).map_err(df_err)
+}
+
+/// What a measure aggregates, row by row, with its `where` applied.
+fn measure_input(m: &Measure, schema: &datafusion::common::DFSchema) -> Result<Expr, QueryError> {
+    Ok(match (&m.filter, m.agg) {
+        // Rows failing `where` add 0 to a sum: a branch with loans but none overdue has 0
+        // overdue balance, while a group without any rows stays empty (null).
+        (Some(f), Aggregation::Sum) => {
+            let t = m.input.get_type(schema).map_err(df_err)?;
+            when(f.clone(), m.input.clone())
+                .otherwise(cast(lit(0i64), t))
+                .map_err(df_err)?
+        }
+        // Other aggregates ignore the nulls of failing rows.
+        (Some(f), _) => when(f.clone(), m.input.clone()).end().map_err(df_err)?,
+        (None, _) => m.input.clone(),
+    })
+}
+
+fn aggregate(agg: Aggregation, input: Expr) -> Expr {
+    match agg {
+        Aggregation::Sum => sum(input),
+        Aggregation::Count => count(input),
+        Aggregation::CountDistinct => count_distinct(input),
+        Aggregation::Avg => avg(input),
+        Aggregation::Min => min(input),
+        Aggregation::Max => max(input),
+    }
 }
 
 /// Semi-additive measures: keep only rows at the period's last (or first) snapshot date. The

@@ -1,0 +1,151 @@
+//! Rollups: building one (a GROUP BY over its model, kept in memory) and choosing one for a
+//! query's measure group. A rollup keeps the model's time values as they are, so every range,
+//! period and period-end snapshot computed over it is the one computed over the model; it answers
+//! a group exactly when it holds the group's measures and every dimension the group groups or
+//! filters by.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::catalog::MemTable;
+use datafusion::logical_expr::{Expr, cast};
+use datafusion::prelude::ident;
+
+use super::{aggregate, measure_input, with_dimensions};
+use crate::catalog::{
+    Catalog, DimensionBinding, Measure, Model, Rollup, RollupDefinition, TimeColumn, first_line,
+    reaggregation,
+};
+use crate::semantic::validate::ValidatedQuery;
+
+const ROLLUP_TIME: &str = "__rollup_time";
+
+fn measure_column(name: &str) -> String {
+    format!("__rollup_{name}")
+}
+
+/// Runs the rollup's query over the catalog's data and registers the result as a table.
+pub async fn build(catalog: &Catalog, def: &RollupDefinition) -> Result<Rollup, String> {
+    let started = Instant::now();
+    let base = &catalog.models[&def.spec.model];
+    let measures: Vec<&Measure> = def
+        .spec
+        .measures
+        .iter()
+        .map(|m| &catalog.measures[m])
+        .collect();
+    let engine_error = |e: crate::semantic::QueryError| e.message;
+    let (df, exprs) = Box::pin(with_dimensions(catalog, base, &def.spec.dimensions, &mut 0))
+        .await
+        .map_err(engine_error)?;
+
+    let mut keys: Vec<Expr> = Vec::new();
+    if let Some(t) = &base.time {
+        keys.push(ident(&t.column).alias(ROLLUP_TIME));
+    }
+    for d in &def.spec.dimensions {
+        let data_type = catalog.dimensions[d].data_type.clone();
+        keys.push(cast(exprs[d].clone(), data_type).alias(d));
+    }
+    let mut aggs = Vec::new();
+    for m in &measures {
+        let input = measure_input(m, df.schema()).map_err(engine_error)?;
+        aggs.push(aggregate(m.agg, input).alias(measure_column(&m.name)));
+    }
+    let df = df.aggregate(keys, aggs).map_err(|e| first_line(&e))?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let batches = df
+        .collect()
+        .await
+        .map_err(|e| format!("building the rollup failed: {}", first_line(&e)))?;
+    let rows = batches.iter().map(|b| b.num_rows()).sum();
+
+    // Spread the batches over the session's partitions so scans run in parallel.
+    let partitions = catalog.ctx.state().config().target_partitions().max(1);
+    let mut parts = vec![Vec::new(); partitions];
+    for (i, b) in batches.into_iter().enumerate() {
+        parts[i % partitions].push(b);
+    }
+    let table_name = format!("__rollup_{}", def.name);
+    let table = MemTable::try_new(schema.clone(), parts).map_err(|e| first_line(&e))?;
+    catalog
+        .ctx
+        .register_table(table_name.as_str(), Arc::new(table))
+        .map_err(|e| first_line(&e))?;
+
+    let model = Model {
+        name: def.name.clone(),
+        file: def.file.clone(),
+        table: table_name,
+        schema,
+        time: base.time.as_ref().map(|t| TimeColumn {
+            column: ROLLUP_TIME.to_string(),
+            data_type: t.data_type.clone(),
+        }),
+        primary_key: None,
+        joins: BTreeMap::new(),
+        dimensions: def
+            .spec
+            .dimensions
+            .iter()
+            .map(|d| (d.clone(), DimensionBinding::Column(d.clone())))
+            .collect(),
+        reads: base.reads.clone(),
+        drill_through: Vec::new(),
+    };
+    let rolled = measures
+        .iter()
+        .map(|m| {
+            let agg = reaggregation(m.agg).expect("validated: re-aggregatable");
+            let rolled = Measure {
+                name: m.name.clone(),
+                model: m.model.clone(),
+                agg,
+                input: ident(measure_column(&m.name)),
+                filter: None,
+                snapshot: m.snapshot,
+            };
+            (m.name.clone(), rolled)
+        })
+        .collect();
+    let build_ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;
+    tracing::info!(rollup = %def.name, model = %def.spec.model, rows, build_ms, "rollup built");
+    Ok(Rollup {
+        name: def.name.clone(),
+        file: def.file.clone(),
+        base: def.spec.model.clone(),
+        dimensions: def.spec.dimensions.iter().cloned().collect(),
+        measures: def.spec.measures.iter().cloned().collect(),
+        model,
+        rolled,
+        rows,
+        build_ms,
+    })
+}
+
+/// The smallest rollup that answers this group of one model's measures exactly, if any.
+pub fn pick<'a>(
+    catalog: &'a Catalog,
+    q: &ValidatedQuery,
+    model: &str,
+    measures: &[&Measure],
+    dims: &[String],
+) -> Option<&'a Rollup> {
+    if !q.use_rollups {
+        return None;
+    }
+    let needed: BTreeSet<&String> = dims
+        .iter()
+        .chain(q.filters.iter().map(|f| &f.dimension))
+        .collect();
+    catalog
+        .rollups
+        .values()
+        .filter(|r| {
+            r.base == model
+                && measures.iter().all(|m| r.measures.contains(&m.name))
+                && needed.iter().all(|d| r.dimensions.contains(*d))
+        })
+        .min_by_key(|r| r.rows)
+}

@@ -1,0 +1,299 @@
+//! Rollups answer exactly what their models answer, the planner picks one only when it can, and
+//! broken rollup definitions name file and key.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kpilens::security::{Principal, Scope, ScopeMember};
+use kpilens::service::{KpiService, QueryResponse};
+use serde_json::{Value, json};
+
+use super::catalog_errors::{assert_has, load_errors};
+use super::{bank_settings, close, demo_settings, request};
+
+async fn ask(service: &KpiService, who: &Principal, q: &Value) -> QueryResponse {
+    service
+        .query(who, &request(q.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("{q}: {e}"))
+}
+
+fn used(r: &QueryResponse) -> Vec<&str> {
+    r.result.notes.rollups.iter().map(String::as_str).collect()
+}
+
+/// Asks `q` with and without rollups: the numbers agree, the first names `expected` in its meta,
+/// the second none.
+async fn same_both_ways(
+    service: &KpiService,
+    who: &Principal,
+    q: Value,
+    expected: &[&str],
+    tolerance: f64,
+) {
+    let mut base_q = q.clone();
+    base_q["rollups"] = json!(false);
+    let rolled = ask(service, who, &q).await;
+    let base = ask(service, who, &base_q).await;
+    assert_eq!(used(&rolled), expected, "rollups used for {q}");
+    assert!(
+        used(&base).is_empty(),
+        "rollups: false still used {:?}",
+        used(&base)
+    );
+    let (a, b) = (json!(rolled.result.rows), json!(base.result.rows));
+    assert!(!a.as_array().unwrap().is_empty(), "{q} has rows");
+    assert!(close(&a, &b, tolerance), "{q}\nrollup {a}\nmodel  {b}");
+    let (a, b) = (json!(rolled.result.totals), json!(base.result.totals));
+    assert!(
+        close(&a, &b, tolerance),
+        "{q} totals\nrollup {a}\nmodel  {b}"
+    );
+    let (a, b) = (json!(rolled.result.drill), json!(base.result.drill));
+    assert!(
+        close(&a, &b, tolerance),
+        "{q} drill\nrollup {a}\nmodel  {b}"
+    );
+}
+
+/// The questions a cockpit asks of balances: every grain, ranges that start and end mid-period,
+/// partial periods, filters, comparisons, drill-down, totals, mixed with metrics no rollup holds.
+fn questions(
+    from: &str,
+    to: &str,
+    mid_from: &str,
+    mid_to: &str,
+    region: &Value,
+) -> Vec<(Value, Vec<&'static str>)> {
+    let loans = vec!["loan_month_by_rm"];
+    let both = vec!["customer_month_by_rm", "loan_month_by_rm"];
+    vec![
+        (
+            json!({"metrics": ["overdue_ratio", "loan_balance"], "dimensions": ["region"],
+                   "time": {"grain": "month", "from": from, "to": to}}),
+            loans.clone(),
+        ),
+        (
+            json!({"metrics": ["npl_ratio", "loan_balance"], "dimensions": ["product"],
+                   "time": {"grain": "quarter", "from": from, "to": to},
+                   "filters": [{"dimension": "segment", "op": "eq", "value": "retail"}],
+                   "compare": ["previous_period"]}),
+            loans.clone(),
+        ),
+        (
+            json!({"metrics": ["aum", "deposit_balance", "overdue_balance"], "dimensions": ["segment"],
+                   "time": {"grain": "week", "from": mid_from, "to": mid_to, "as_of": mid_to}}),
+            both.clone(),
+        ),
+        (
+            json!({"metrics": ["loan_balance"], "dimensions": ["branch"],
+                   "time": {"grain": "day", "from": mid_from, "to": mid_to}}),
+            loans.clone(),
+        ),
+        (
+            json!({"metrics": ["npl_balance", "loan_balance"], "dimensions": ["team"],
+                   "time": {"grain": "year", "from": from, "to": to},
+                   "filters": [{"dimension": "classification", "op": "in",
+                                "values": ["substandard", "doubtful", "loss", "normal"]}],
+                   "compare": ["same_period_last_year"]}),
+            loans.clone(),
+        ),
+        (
+            json!({"metrics": ["overdue_ratio", "aum"], "time": {"from": mid_from, "to": mid_to}}),
+            both.clone(),
+        ),
+        (
+            json!({"metrics": ["overdue_ratio", "loan_balance"],
+                   "time": {"grain": "month", "from": from, "to": to},
+                   "drill": {"hierarchy": "org", "path": {"region": region}}}),
+            loans.clone(),
+        ),
+        (
+            // customer_count is a distinct count in the same group as aum: that group reads the
+            // model, the loan group still reads its rollup.
+            json!({"metrics": ["aum", "customer_count", "overdue_ratio"], "dimensions": ["region"],
+                   "time": {"grain": "month", "from": from, "to": to}}),
+            loans.clone(),
+        ),
+        (
+            // No rollup holds the customer: the model answers (without totals, which a rollup
+            // could answer).
+            json!({"metrics": ["loan_balance"], "dimensions": ["customer"], "totals": false,
+                   "time": {"grain": "quarter", "from": from, "to": to}}),
+            vec![],
+        ),
+    ]
+}
+
+fn first_region(r: &QueryResponse) -> Value {
+    r.result.rows[0][r.result.column("region").unwrap()].clone()
+}
+
+#[tokio::test]
+async fn rollups_give_the_models_numbers_on_the_hand_checked_bank() {
+    let (_data, settings) = bank_settings().await;
+    let service = KpiService::open(&settings).await.unwrap();
+    let local = Principal::local();
+    let regions = ask(
+        &service,
+        &local,
+        &json!({"metrics": ["loan_balance"], "dimensions": ["region"], "time": {"from": "2024-01-01", "to": "2024-12-31"}}),
+    )
+    .await;
+    let region = first_region(&regions);
+    for (q, expected) in questions(
+        "2024-01-01",
+        "2024-12-31",
+        "2024-02-15",
+        "2024-05-10",
+        &region,
+    ) {
+        same_both_ways(&service, &local, q, &expected, 1e-12).await;
+    }
+}
+
+#[tokio::test]
+async fn rollups_give_the_models_numbers_on_the_demo_bank_for_every_scope() {
+    let (_data, settings) = demo_settings();
+    let service = KpiService::open(&settings).await.unwrap();
+    let catalog = service.catalog();
+    assert!(catalog.rollups.values().all(|r| r.rows > 0));
+    assert_eq!(
+        catalog
+            .rollups
+            .keys()
+            .map(String::as_str)
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from(["customer_month_by_rm", "loan_month_by_rm"])
+    );
+    let local = Principal::local();
+    let regions = ask(
+        &service,
+        &local,
+        &json!({"metrics": ["loan_balance"], "dimensions": ["region", "branch"], "time": {"from": "2025-12-01", "to": "2025-12-31"}}),
+    )
+    .await;
+    let region = first_region(&regions);
+    let branch = regions.result.rows[0][regions.result.column("branch").unwrap()].clone();
+    let branch_head = Principal {
+        name: "branch head".into(),
+        role: "branch_head".into(),
+        scope: Scope(BTreeMap::from([(
+            "branch".to_string(),
+            ScopeMember::Text(branch.as_str().unwrap().to_string()),
+        )])),
+        personal_data: false,
+    };
+    for who in [&local, &branch_head] {
+        for (q, expected) in questions(
+            "2024-01-01",
+            "2025-12-31",
+            "2025-03-15",
+            "2025-06-10",
+            &region,
+        ) {
+            same_both_ways(&service, who, q, &expected, 1e-9).await;
+        }
+    }
+}
+
+/// Every re-aggregatable kind (sums with and without `where`, first and last snapshots, counts,
+/// min, max) on the golden fixture, where each number is small enough to check by hand.
+#[tokio::test]
+async fn every_reaggregation_matches_the_model_on_the_golden_fixture() {
+    let project = super::temp_project(&[(
+        "metrics/rollups.yaml",
+        "rollups:\n  loans_by_team:\n    model: loan_month\n    dimensions: [region, branch, team, segment]\n    \
+         measures: [loan_balance, opening_loan_balance, overdue_balance, loan_rows, max_dpd, min_balance, balance_flow]\n",
+    )]);
+    let service = KpiService::open(&super::settings_for(project.path()))
+        .await
+        .unwrap();
+    let local = Principal::local();
+    let all = [
+        "loan_balance",
+        "opening_loan_balance",
+        "overdue_ratio",
+        "loan_rows",
+        "max_dpd",
+        "min_balance",
+        "balance_flow",
+        "performing_share",
+    ];
+    for grain in ["day", "month", "quarter", "year"] {
+        for dims in [json!([]), json!(["region"]), json!(["team", "segment"])] {
+            let q = json!({"metrics": all, "dimensions": dims,
+                           "time": {"grain": grain, "from": "2024-01-01", "to": "2024-06-30"},
+                           "compare": ["previous_period"]});
+            same_both_ways(&service, &local, q, &["loans_by_team"], 0.0).await;
+        }
+    }
+    // A group is one model's measures under one snapshot rule: the balance (last snapshot) reads
+    // the rollup while the distinct count (no snapshot) reads the model...
+    let q = json!({"metrics": ["loan_balance", "loans_seen"], "dimensions": ["region"],
+                   "time": {"grain": "month", "from": "2024-01-01", "to": "2024-06-30"}});
+    same_both_ways(&service, &local, q, &["loans_by_team"], 0.0).await;
+    // ...and a group with one measure the rollup lacks reads the model for all of them.
+    let q = json!({"metrics": ["loan_rows", "loans_seen"], "dimensions": ["region"],
+                   "time": {"grain": "month", "from": "2024-01-01", "to": "2024-06-30"}});
+    same_both_ways(&service, &local, q, &[], 0.0).await;
+}
+
+#[tokio::test]
+async fn broken_rollups_name_file_and_key() {
+    let errors = load_errors(&[(
+        "metrics/rollups.yaml",
+        "rollups:\n  r1:\n    model: nowhere\n    dimensions: [region]\n    measures: [loan_rows]\n  \
+         r2:\n    model: loan_month\n    dimensions: [region, colour, region]\n    measures: []\n  \
+         r3:\n    model: loan_month\n    dimensions: []\n    measures: [loans_seen, avg_balance, aum, nothing]\n",
+    )])
+    .await;
+    assert_has(
+        &errors,
+        "metrics/rollups.yaml",
+        "rollups.r1.model",
+        "unknown model 'nowhere'",
+    );
+    assert_has(
+        &errors,
+        "metrics/rollups.yaml",
+        "rollups.r2.dimensions[1]",
+        "'colour' is not a dimension of model 'loan_month'",
+    );
+    assert_has(
+        &errors,
+        "metrics/rollups.yaml",
+        "rollups.r2.dimensions[2]",
+        "listed twice",
+    );
+    assert_has(
+        &errors,
+        "metrics/rollups.yaml",
+        "rollups.r2.measures",
+        "at least one measure",
+    );
+    let file = "metrics/rollups.yaml";
+    assert_has(
+        &errors,
+        file,
+        "rollups.r3.measures[0]",
+        "count_distinct: partial results cannot",
+    );
+    assert_has(
+        &errors,
+        file,
+        "rollups.r3.measures[1]",
+        "avg: partial results cannot",
+    );
+    assert_has(
+        &errors,
+        file,
+        "rollups.r3.measures[2]",
+        "aggregates model 'customer_month'",
+    );
+    assert_has(
+        &errors,
+        file,
+        "rollups.r3.measures[3]",
+        "unknown measure 'nothing'",
+    );
+}
