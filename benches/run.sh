@@ -26,8 +26,9 @@ if [ ! -x "$load_bin" ] || [ benches/http_load.rs -nt "$load_bin" ]; then
 fi
 
 data="data/bench-$scale"
-# Snapshot tables are written one file set per month; regenerate data from older layouts.
-if ! ls "$data"/loan_month/2024-01-*.parquet >/dev/null 2>&1; then
+# Regenerate data from older generators: snapshot tables are now one file set per month, and
+# `contacts` is the newest table.
+if ! ls "$data"/loan_month/2024-01-*.parquet >/dev/null 2>&1 || [ ! -d "$data/contacts" ]; then
   "$bin" generate --out "$data" --scale "$scale"
 fi
 echo "kpilens $profile build; DuckDB $("$venv/bin/python" -c 'import duckdb; print(duckdb.__version__)'), Polars $("$venv/bin/python" -c 'import polars; print(polars.__version__)'); $(nproc) cores"

@@ -350,15 +350,7 @@ impl AlertEngine {
                         closed_at: None,
                         times_opened: times + 1,
                     };
-                    let change = Change::Task {
-                        id: id.clone(),
-                        status: TaskStatus::Open,
-                        owner: task.owner.clone(),
-                    };
-                    changes
-                        .events
-                        .push(self.event(rule, seq, now, &task.path, change));
-                    seq += 1;
+                    self.task_changed(rule, &mut seq, now, &task, changes);
                     task
                 }
             };
@@ -375,21 +367,33 @@ impl AlertEngine {
                     closed_at: Some(now),
                     ..t
                 };
-                let change = Change::Task {
-                    id: closed.id.clone(),
-                    status: TaskStatus::Closed,
-                    owner: closed.owner.clone(),
-                };
-                changes
-                    .events
-                    .push(self.event(rule, seq, now, &closed.path, change));
-                seq += 1;
+                self.task_changed(rule, &mut seq, now, &closed, changes);
                 changes.tasks.push(closed);
             }
         } else {
             tracing::warn!(rule = %rule.name, limit = MAX_TASKS_PER_RULE, "more matching records than listed; open tasks left as they are");
         }
         Ok(())
+    }
+
+    /// Records a task's opening or closing (its status now) as the next event.
+    fn task_changed(
+        &self,
+        rule: &AlertRule,
+        seq: &mut u64,
+        now: DateTime<Utc>,
+        task: &Task,
+        changes: &mut Changes,
+    ) {
+        let change = Change::Task {
+            id: task.id.clone(),
+            status: task.status,
+            owner: task.owner.clone(),
+        };
+        changes
+            .events
+            .push(self.event(rule, *seq, now, &task.path, change));
+        *seq += 1;
     }
 
     fn publish(&self, event: AlertEvent) {

@@ -10,7 +10,7 @@ use axum::{Extension, Json};
 use serde::Serialize;
 
 use super::ApiError;
-use super::encoding::respond;
+use super::encoding::{Precompressed, respond};
 use crate::dashboard;
 use crate::security::Principal;
 use crate::security::audit::AuditDetails;
@@ -85,9 +85,22 @@ pub async fn show(
 }
 
 /// `GET /api/v1/snapshot/{id}`: the tiles only, with an ETag known before computing anything.
+/// Snapshot bodies by ETag, compressed once per encoding. The tag names everything the body
+/// depends on (catalog and data versions, the caller's scope, the parameters, the as-of date),
+/// so a stored body is never stale and never another scope's; a phone that revalidates gets a 304,
+/// one that does not gets the stored bytes without a query or a compression.
+pub struct RenderedSnapshots(moka::future::Cache<String, Arc<Precompressed>>);
+
+impl Default for RenderedSnapshots {
+    fn default() -> Self {
+        Self(moka::future::Cache::new(1024))
+    }
+}
+
 pub async fn snapshot(
     State(service): State<Arc<KpiService>>,
     Extension(principal): Extension<Principal>,
+    Extension(rendered): Extension<Arc<RenderedSnapshots>>,
     Path(id): Path<String>,
     Query(params): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
@@ -102,14 +115,19 @@ pub async fn snapshot(
             "no-cache",
         ));
     }
-    let snapshot = dashboard::snapshot(&service, &plan).await;
-    Ok(respond(
-        &headers,
-        "application/json",
-        to_json(&snapshot)?,
-        Some(&plan.etag),
-        "no-cache",
-    ))
+    let body = match rendered.0.get(&plan.etag).await {
+        Some(body) => body,
+        None => {
+            let snapshot = dashboard::snapshot(&service, &plan).await;
+            let body = Arc::new(Precompressed::new(to_json(&snapshot)?));
+            // A tile that failed may not fail next time: not kept.
+            if snapshot.tiles.iter().all(|t| t.error.is_none()) {
+                rendered.0.insert(plan.etag.clone(), body.clone()).await;
+            }
+            body
+        }
+    };
+    Ok(body.respond(&headers, "application/json", &plan.etag))
 }
 
 fn to_json(value: &impl Serialize) -> Result<Vec<u8>, QueryError> {

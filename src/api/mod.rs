@@ -59,6 +59,9 @@ pub fn router(
         .route("/api/v1/dashboards/{id}", get(dashboards::show))
         .route("/api/v1/snapshot/{id}", get(dashboards::snapshot))
         .merge(alert_routes)
+        .layer(Extension(
+            Arc::new(dashboards::RenderedSnapshots::default()),
+        ))
         .route_layer(axum::middleware::from_fn_with_state(gate, guard::guard));
     Router::new()
         .route("/healthz", get(healthz))
@@ -164,8 +167,8 @@ async fn openapi(State(service): State<Arc<KpiService>>) -> Json<serde_json::Val
 
 /// The serving catalog's version and the last definition change that failed to validate.
 async fn catalog_status(State(service): State<Arc<KpiService>>) -> Json<serde_json::Value> {
-    let rollups: Vec<serde_json::Value> = service
-        .catalog()
+    let catalog = service.catalog();
+    let rollups: Vec<serde_json::Value> = catalog
         .rollups
         .values()
         .map(|r| json!({"name": r.name, "model": r.base, "rows": r.rows, "build_ms": r.build_ms}))
@@ -174,6 +177,7 @@ async fn catalog_status(State(service): State<Arc<KpiService>>) -> Json<serde_js
         "catalog": service.reload_status(),
         "data_refresh_error": service.failed_refresh().await,
         "rollups": rollups,
+        "rollups_not_built": catalog.rollups_not_built,
     }))
 }
 

@@ -58,6 +58,8 @@ pub struct Catalog {
     pub dashboards: Vec<Dashboard>,
     /// Pre-aggregated tables, built over the same data snapshot as `tables`.
     pub rollups: BTreeMap<String, Rollup>,
+    /// Rollups that validated but could not be built over this data, and why.
+    pub rollups_not_built: Vec<CatalogError>,
     /// Alert rules, by name.
     pub alerts: BTreeMap<String, AlertRule>,
 }
@@ -458,21 +460,29 @@ impl<'a> Builder<'a> {
             sources: sources.clone(),
             dashboards: Vec::new(),
             rollups: BTreeMap::new(),
+            rollups_not_built: Vec::new(),
             alerts: BTreeMap::new(),
         };
         catalog.dashboards = dashboards::validate_dashboards(&catalog, &sources.dashboards)?;
         catalog.alerts = alerts::validate(&catalog, &self.alerts)?;
-        // Last: building a rollup is a query over the validated catalog.
-        let mut errors = CatalogErrors::default();
+        // Last: building a rollup is a query over the validated catalog. One that cannot be
+        // built over this data (say, out of memory) is left out and reported: its queries are
+        // answered from the models, as without it.
         for def in rollups {
             match crate::semantic::build_rollup(&catalog, &def).await {
                 Ok(rollup) => {
                     catalog.rollups.insert(def.name.clone(), rollup);
                 }
-                Err(reason) => errors.push(&def.file, format!("rollups.{}", def.name), reason),
+                Err(reason) => {
+                    tracing::warn!(rollup = %def.name, %reason, "rollup not built; its queries read the model");
+                    catalog.rollups_not_built.push(CatalogError::new(
+                        &def.file,
+                        format!("rollups.{}", def.name),
+                        reason,
+                    ));
+                }
             }
         }
-        errors.check()?;
         Ok(catalog)
     }
 

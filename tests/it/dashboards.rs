@@ -213,6 +213,10 @@ async fn the_executive_snapshot_is_small_compressed_and_revalidated() {
     assert_eq!(again.status, 304);
     assert!(again.body.is_empty());
     assert_eq!(s.service.engine_runs(), runs, "a 304 computes nothing");
+    // A client without the tag gets the stored body (kept by tag, compressed once).
+    let stored = s.raw(path, &[("Accept-Encoding", "gzip")]).await;
+    assert_eq!((stored.status, &stored.body), (200, &gz.body));
+    assert_eq!(s.service.engine_runs(), runs);
 
     // New data: a new tag, and the old one no longer matches.
     let tickets = data.path().join("tickets");
