@@ -58,9 +58,7 @@ impl VersionMemo {
                 if let Some(v) = seen.get(t) {
                     return Ok((t.clone(), v.clone()));
                 }
-                let (_, v) = current_versions(catalog, &BTreeSet::from([t.clone()]))?
-                    .pop()
-                    .expect("one table asked, one version");
+                let v = table_version(catalog, t)?;
                 seen.insert(t.clone(), v.clone());
                 Ok((t.clone(), v))
             })
@@ -797,13 +795,14 @@ fn current_versions(
 ) -> Result<Vec<(String, String)>, QueryError> {
     tables
         .iter()
-        .map(|t| {
-            let source = &catalog.tables[t];
-            data_version(&source.path, source.format)
-                .map(|v| (t.clone(), v))
-                .map_err(|e| QueryError::internal(format!("table '{t}' is unreadable: {e}")))
-        })
+        .map(|t| table_version(catalog, t).map(|v| (t.clone(), v)))
         .collect()
+}
+
+fn table_version(catalog: &Catalog, table: &str) -> Result<String, QueryError> {
+    let source = &catalog.tables[table];
+    data_version(&source.path, source.format)
+        .map_err(|e| QueryError::internal(format!("table '{table}' is unreadable: {e}")))
 }
 
 fn combined_version(data: &[(String, String)]) -> String {

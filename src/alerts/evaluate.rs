@@ -81,9 +81,10 @@ pub async fn kpi(
     let col = |name: &str| result.column(name);
     let value_at = col(metric).ok_or("the answer lacks the metric")?;
     let compared_at = compare.first().and_then(|c| col(&format!("{metric}.{c}")));
-    let pct_at = compare.first().and_then(|c| {
-        col(&format!("{metric}.{c}.delta_pct")).or_else(|| col(&format!("{metric}.delta_pct")))
-    });
+    // `<metric>.<comparison>.delta_pct`, as `compare::merge` names it.
+    let pct_at = compare
+        .first()
+        .and_then(|c| col(&format!("{metric}.{c}.delta_pct")));
     let period = from.to_string();
     let mut out = Vec::new();
     for row in &result.rows {
