@@ -27,7 +27,7 @@ pub trait QueryEngine: Send + Sync {
 /// DataFusion in process, every query under one bounded memory pool.
 pub struct DataFusionEngine {
     runtime: Arc<RuntimeEnv>,
-    target_partitions: usize,
+    config: SessionConfig,
 }
 
 impl DataFusionEngine {
@@ -38,22 +38,16 @@ impl DataFusionEngine {
             // own listing cache (infinite TTL by default) would hide newly dropped files.
             .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
             .build_arc()?;
-        let target_partitions = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        Ok(Self {
-            runtime,
-            target_partitions,
-        })
+        // DataFusion's defaults (one partition per core), tunable by its own environment
+        // variables (`DATAFUSION_EXECUTION_BATCH_SIZE=16384`, ...) without a rebuild.
+        let config = SessionConfig::from_env()?.with_information_schema(false);
+        Ok(Self { runtime, config })
     }
 }
 
 impl QueryEngine for DataFusionEngine {
     fn new_session(&self) -> SessionContext {
-        let config = SessionConfig::new()
-            .with_target_partitions(self.target_partitions)
-            .with_information_schema(false);
-        SessionContext::new_with_config_rt(config, self.runtime.clone())
+        SessionContext::new_with_config_rt(self.config.clone(), self.runtime.clone())
     }
 
     fn execute(
