@@ -15,7 +15,7 @@ use crate::catalog::{AlertCheck, AlertRule, Condition};
 use crate::security::{Principal, Scope};
 use crate::semantic::calendar::period_start;
 use crate::semantic::{ColumnRole, OutputColumn, QueryRequest, rows_of};
-use crate::service::KpiService;
+use crate::service::{KpiService, VersionMemo};
 
 /// Rules run as this principal: the whole bank; what a reader sees is scoped when listed.
 fn evaluator() -> Principal {
@@ -43,6 +43,8 @@ pub async fn kpi(
         unreachable!("a kpi rule");
     };
     let catalog = service.catalog();
+    // One data state for the as-of date and the query: each table's files listed once.
+    let seen = VersionMemo::default();
     let calendar = service.calendar();
     let today = now.with_timezone(&calendar.time_zone).date_naive();
     // The period holding the latest data: the demo's data ends before today's clock.
@@ -52,7 +54,7 @@ pub async fn kpi(
         .find(|m| catalog.models[m].time.is_some())
         .ok_or_else(|| format!("'{metric}' has no time axis"))?;
     let latest = service
-        .latest_date(&catalog, &anchor, &Default::default())
+        .latest_date(&catalog, &anchor, &seen)
         .await
         .map_err(|e| e.message)?;
     let Some(latest) = latest else {
@@ -74,7 +76,7 @@ pub async fn kpi(
     }))
     .map_err(|e| e.to_string())?;
     let response = service
-        .query(&evaluator(), &req)
+        .query_seeing(&evaluator(), &req, &seen)
         .await
         .map_err(|e| e.message)?;
     let result = &response.result;

@@ -459,7 +459,7 @@ impl AlertEngine {
         alerts.sort_by_key(|a| {
             (
                 state_rank(a.instance.state),
-                std::cmp::Reverse(a.severity as u8),
+                std::cmp::Reverse(a.severity),
                 a.instance.rule.clone(),
                 Value::Object(a.instance.path.clone()).to_string(),
             )
@@ -511,8 +511,8 @@ impl AlertEngine {
             .collect();
         // The most severe first, then the newest.
         tasks.sort_by(|a, b| {
-            (b.severity as u8)
-                .cmp(&(a.severity as u8))
+            b.severity
+                .cmp(&a.severity)
                 .then(b.task.opened_at.cmp(&a.task.opened_at))
                 .then(a.task.id.cmp(&b.task.id))
         });

@@ -52,7 +52,10 @@ pub enum AlertKind {
     Record,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+/// Declared in increasing order: lists sort the most severe first by it.
+#[derive(
+    Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq, PartialOrd, Ord,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Info,

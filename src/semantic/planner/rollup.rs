@@ -21,7 +21,8 @@ use crate::semantic::validate::ValidatedQuery;
 
 const ROLLUP_TIME: &str = "__rollup_time";
 
-fn measure_column(name: &str) -> String {
+/// The rollup's column holding a measure's partial result.
+fn partial_column(name: &str) -> String {
     format!("__rollup_{name}")
 }
 
@@ -51,7 +52,7 @@ pub async fn build(catalog: &Catalog, def: &RollupDefinition) -> Result<Rollup, 
     let mut aggs = Vec::new();
     for m in &measures {
         let input = measure_input(m, df.schema()).map_err(engine_error)?;
-        aggs.push(aggregate(m.agg, input).alias(measure_column(&m.name)));
+        aggs.push(aggregate(m.agg, input).alias(partial_column(&m.name)));
     }
     let df = df.aggregate(keys, aggs).map_err(|e| first_line(&e))?;
     let schema = Arc::new(df.schema().as_arrow().clone());
@@ -102,7 +103,7 @@ pub async fn build(catalog: &Catalog, def: &RollupDefinition) -> Result<Rollup, 
                 name: m.name.clone(),
                 model: m.model.clone(),
                 agg,
-                input: ident(measure_column(&m.name)),
+                input: ident(partial_column(&m.name)),
                 filter: None,
                 snapshot: m.snapshot,
             };
