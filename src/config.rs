@@ -6,9 +6,6 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::semantic::QueryLimits;
-use crate::semantic::calendar::CalendarConfig;
-
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// Folder holding metrics/, sql/ and dashboards/.
@@ -83,7 +80,7 @@ pub struct Settings {
     /// starts it where its data ends. Default: the system clock.
     #[arg(long, env = "KPILENS_ALERTS_CLOCK_START")]
     pub alerts_clock_start: Option<chrono::DateTime<chrono::FixedOffset>>,
-    /// POST every alert and task change here (http://host:port/path), signed with the secret.
+    /// POST every alert and task change here (http(s)://host:port/path), signed with the secret.
     #[arg(long, env = "KPILENS_WEBHOOK_URL")]
     pub webhook_url: Option<String>,
     /// HMAC-SHA256 key of the X-Kpilens-Signature header (required with --webhook-url).
@@ -116,8 +113,8 @@ impl Default for Settings {
             query_timeout_secs: 30,
             max_rows: 50_000,
             max_body_kb: 256,
-            time_zone: CalendarConfig::default().time_zone,
-            week_start: CalendarConfig::default().week_start,
+            time_zone: chrono_tz::Asia::Shanghai,
+            week_start: chrono::Weekday::Mon,
             auth_file: None,
             no_auth: false,
             audit_log: PathBuf::from("logs/audit.log"),
@@ -141,44 +138,6 @@ impl Default for Settings {
 }
 
 impl Settings {
-    pub fn limits(&self) -> QueryLimits {
-        QueryLimits {
-            max_rows: self.max_rows,
-            ..QueryLimits::default()
-        }
-    }
-
-    pub fn calendar(&self) -> CalendarConfig {
-        CalendarConfig {
-            time_zone: self.time_zone,
-            week_start: self.week_start,
-        }
-    }
-
-    /// The webhook the settings ask for; a URL without a secret is refused (unsigned deliveries
-    /// could be forged by anyone who can reach the receiver).
-    pub fn webhook(&self) -> Result<Option<crate::alerts::webhook::WebhookConfig>, String> {
-        match (&self.webhook_url, &self.webhook_secret) {
-            (None, _) => Ok(None),
-            (Some(_), None) => {
-                Err("--webhook-url needs --webhook-secret (KPILENS_WEBHOOK_SECRET)".into())
-            }
-            (Some(url), Some(secret)) => {
-                if !url.starts_with("http://") {
-                    return Err(format!(
-                        "--webhook-url '{url}': only http:// receivers are supported"
-                    ));
-                }
-                Ok(Some(crate::alerts::webhook::WebhookConfig {
-                    url: url.clone(),
-                    secret: secret.clone(),
-                    attempts: self.webhook_attempts.max(1),
-                    first_retry: Duration::from_millis(self.webhook_retry_ms),
-                }))
-            }
-        }
-    }
-
     pub fn alerts_db(&self) -> PathBuf {
         self.alerts_db
             .clone()

@@ -9,8 +9,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use kpilens::api::guard::AuthMode;
 use kpilens::config::Settings;
 use kpilens::datagen::{self, GenerateOptions};
+use kpilens::demo;
+use kpilens::security::Principal;
 use kpilens::security::audit::{self, AuditQuery};
-use kpilens::security::{Principal, demo};
 use kpilens::semantic::QueryRequest;
 use kpilens::server;
 use kpilens::service::KpiService;
@@ -319,7 +320,7 @@ async fn serve_demo(addr: SocketAddr, mut settings: Settings) -> Result<(), Stri
             .await
             .map_err(|e| e.to_string())?;
         if let Some(day) = last {
-            let zone = settings.calendar().time_zone;
+            let zone = settings.time_zone;
             settings.alerts_clock_start = day
                 .and_hms_opt(18, 0, 0)
                 .and_then(|t| t.and_local_timezone(zone).earliest())

@@ -13,11 +13,12 @@ use datafusion::logical_expr::cast;
 use datafusion::prelude::{CsvReadOptions, SessionContext, ident};
 use serde_json::Value;
 
-use crate::catalog::{ProjectSources, hex_prefix};
+use crate::catalog::ProjectSources;
 use crate::config::Settings;
 use crate::semantic::QueryRequest;
 use crate::service::{KpiService, QueryResponse};
 use crate::spec::{Source, TestSpec};
+use crate::text::hex_prefix;
 
 #[derive(Debug, Clone)]
 pub struct TestOutcome {

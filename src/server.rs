@@ -84,7 +84,8 @@ pub async fn serve_with(
         clock,
         AlertOptions {
             store: settings.alerts_db(),
-            webhook: settings.webhook().map_err(std::io::Error::other)?,
+            webhook: crate::alerts::webhook::WebhookConfig::from_settings(&settings)
+                .map_err(std::io::Error::other)?,
         },
     )
     .map_err(std::io::Error::other)?;

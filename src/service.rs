@@ -13,7 +13,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::cache::{CacheKey, ResultCache};
-use crate::catalog::{Catalog, CatalogErrors, data_version, hex_prefix};
+use crate::catalog::{Catalog, CatalogErrors, data_version};
 use crate::config::Settings;
 use crate::engine::{DataFusionEngine, QueryEngine};
 use crate::security::{Principal, Scope};
@@ -21,6 +21,7 @@ use crate::semantic::calendar::CalendarConfig;
 use crate::semantic::{
     self, ColumnRole, ErrorKind, QueryError, QueryLimits, QueryRequest, QueryResult, ValidatedQuery,
 };
+use crate::text::hex_prefix;
 
 pub struct KpiService {
     catalog: RwLock<Arc<Catalog>>,
@@ -140,19 +141,22 @@ impl KpiService {
                 ))
             })?,
         );
-        let catalog = Catalog::load(
-            &settings.project_dir,
-            &settings.data_dir,
-            engine.new_session(),
-        )
-        .await?;
+        let sources = crate::catalog::ProjectSources::read(&settings.project_dir)?;
+        let catalog =
+            build_catalog(Arc::new(sources), &settings.data_dir, engine.new_session()).await?;
         let catalog_version = catalog.version.clone();
         Ok(Self {
             catalog: RwLock::new(Arc::new(catalog)),
             engine,
             cache: ResultCache::new(settings.cache_mb * 1024 * 1024),
-            limits: settings.limits(),
-            calendar: settings.calendar(),
+            limits: QueryLimits {
+                max_rows: settings.max_rows,
+                ..QueryLimits::default()
+            },
+            calendar: CalendarConfig {
+                time_zone: settings.time_zone,
+                week_start: settings.week_start,
+            },
             timeout: settings.query_timeout(),
             refresh: tokio::sync::Mutex::new(None),
             engine_runs: AtomicU64::new(0),
@@ -530,7 +534,7 @@ impl KpiService {
         {
             return current;
         }
-        match Catalog::build(
+        match build_catalog(
             current.sources.clone(),
             &current.data_dir,
             self.engine.new_session(),
@@ -592,7 +596,7 @@ impl KpiService {
         let sources = crate::catalog::ProjectSources::read(&current.sources.project_dir);
         let outcome = match sources {
             Ok(s) if s.version == current.sources.version => Ok(None),
-            Ok(s) => Catalog::build(Arc::new(s), &current.data_dir, self.engine.new_session())
+            Ok(s) => build_catalog(Arc::new(s), &current.data_dir, self.engine.new_session())
                 .await
                 .map(Some),
             Err(e) => Err(e),
@@ -763,6 +767,35 @@ impl KpiService {
             },
         })
     }
+}
+
+/// Validates the definitions over the data as it is now, then builds the rollups. A rollup that
+/// cannot be built over this data (say, out of memory) is left out and reported: its queries
+/// are answered from the models, as without it.
+async fn build_catalog(
+    sources: Arc<crate::catalog::ProjectSources>,
+    data_dir: &std::path::Path,
+    session: datafusion::prelude::SessionContext,
+) -> Result<Catalog, CatalogErrors> {
+    let mut catalog = Catalog::build(sources, data_dir, session).await?;
+    for def in std::mem::take(&mut catalog.rollup_definitions) {
+        match semantic::build_rollup(&catalog, &def).await {
+            Ok(rollup) => {
+                catalog.rollups.insert(def.name.clone(), rollup);
+            }
+            Err(reason) => {
+                tracing::warn!(rollup = %def.name, %reason, "rollup not built; its queries read the model");
+                catalog
+                    .rollups_not_built
+                    .push(crate::catalog::CatalogError::new(
+                        &def.file,
+                        format!("rollups.{}", def.name),
+                        reason,
+                    ));
+            }
+        }
+    }
+    Ok(catalog)
 }
 
 /// The `member` column of a members listing.

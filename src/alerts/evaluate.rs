@@ -179,7 +179,7 @@ pub async fn records(
         .and_then(|d| d.select(select))
         .and_then(|d| d.sort(vec![ident("__key").sort(true, false)]))
         .and_then(|d| d.limit(0, Some(limit + 1)))
-        .map_err(|e| crate::catalog::first_line(&e))?;
+        .map_err(|e| crate::text::first_line(&e))?;
     let batches = service
         .run_frame(&catalog, df)
         .await
@@ -237,5 +237,5 @@ fn at_clock(condition: Expr, now: DateTime<Utc>, today: chrono::NaiveDate) -> Re
             _ => Ok(Transformed::no(e)),
         })
         .map(|t| t.data)
-        .map_err(|e| crate::catalog::first_line(&e))
+        .map_err(|e| crate::text::first_line(&e))
 }

@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
 use crate::catalog::{AlertCheck, AlertRule};
+use crate::net::HttpClient;
 use crate::security::{Principal, Scope};
 use crate::service::KpiService;
 use crate::spec::Label;
@@ -117,7 +118,7 @@ pub struct AlertEngine {
     store: AlertStore,
     clock: Arc<dyn Clock>,
     changes: broadcast::Sender<AlertEvent>,
-    webhook: Option<WebhookConfig>,
+    webhook: Option<(WebhookConfig, HttpClient)>,
     /// One evaluation at a time (scheduler ticks and explicit runs): sequence numbers and
     /// state transitions stay in order.
     evaluating: tokio::sync::Mutex<()>,
@@ -141,7 +142,7 @@ impl AlertEngine {
             store,
             clock,
             changes,
-            webhook: options.webhook,
+            webhook: options.webhook.map(|w| (w, webhook::client())),
             evaluating: tokio::sync::Mutex::new(()),
             deliveries: Mutex::new(Vec::new()),
         }))
@@ -397,12 +398,14 @@ impl AlertEngine {
     }
 
     fn publish(&self, event: AlertEvent) {
-        if let Some(config) = &self.webhook {
-            let config = config.clone();
+        if let Some((config, client)) = &self.webhook {
+            let (config, client) = (config.clone(), client.clone());
             let body = serde_json::to_vec(&event).expect("events serialise");
             let (seq, kind) = (event.seq, event.kind());
             let handle =
-                tokio::spawn(async move { webhook::deliver(&config, seq, kind, &body).await });
+                tokio::spawn(
+                    async move { webhook::deliver(&client, &config, seq, kind, &body).await },
+                );
             let mut pending = self.deliveries.lock().expect("deliveries");
             pending.retain(|h| !h.is_finished());
             pending.push(handle);

@@ -2,16 +2,19 @@
 //! with HMAC-SHA256 over the body (`X-Kpilens-Signature: sha256=<hex>`), and retried with
 //! exponential backoff until the receiver answers 2xx or the attempts run out. Each change has a
 //! delivery id (`X-Kpilens-Delivery`, the event's sequence number) so that a receiver can drop a
-//! repeat. Plain HTTP/1.1 over TCP: bank-internal receivers; no TLS client here.
+//! repeat. `http://` or `https://` (rustls, the system's CA store) through [`HttpClient`].
 
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use crate::config::Settings;
+use crate::net::{HttpClient, HttpError};
+
+/// How long one delivery attempt may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
-    /// `http://host:port/path`
+    /// `http(s)://host:port/path`
     pub url: String,
     pub secret: String,
     pub attempts: u32,
@@ -27,6 +30,33 @@ pub struct Delivered {
     pub status: Option<u16>,
 }
 
+impl WebhookConfig {
+    /// The webhook the settings ask for; a URL without a secret is refused (unsigned deliveries
+    /// could be forged by anyone who can reach the receiver).
+    pub fn from_settings(settings: &Settings) -> Result<Option<Self>, String> {
+        match (&settings.webhook_url, &settings.webhook_secret) {
+            (None, _) => Ok(None),
+            (Some(_), None) => {
+                Err("--webhook-url needs --webhook-secret (KPILENS_WEBHOOK_SECRET)".into())
+            }
+            (Some(url), Some(secret)) => {
+                HttpClient::check_url(url).map_err(|e| format!("--webhook-url: {e}"))?;
+                Ok(Some(Self {
+                    url: url.clone(),
+                    secret: secret.clone(),
+                    attempts: settings.webhook_attempts.max(1),
+                    first_retry: Duration::from_millis(settings.webhook_retry_ms),
+                }))
+            }
+        }
+    }
+}
+
+/// The client deliveries go through.
+pub fn client() -> HttpClient {
+    HttpClient::new(ATTEMPT_TIMEOUT)
+}
+
 pub fn signature(secret: &str, body: &[u8]) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
     let tag = ring::hmac::sign(&key, body);
@@ -35,11 +65,17 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
 }
 
 /// Posts `body` until a 2xx or the attempts run out.
-pub async fn deliver(config: &WebhookConfig, delivery: u64, kind: &str, body: &[u8]) -> Delivered {
+pub async fn deliver(
+    client: &HttpClient,
+    config: &WebhookConfig,
+    delivery: u64,
+    kind: &str,
+    body: &[u8],
+) -> Delivered {
     let mut wait = config.first_retry;
     let mut status = None;
     for attempt in 1..=config.attempts.max(1) {
-        match post(config, delivery, kind, body).await {
+        match post(client, config, delivery, kind, body).await {
             Ok(code) if (200..300).contains(&code) => {
                 return Delivered {
                     delivery,
@@ -67,44 +103,19 @@ pub async fn deliver(config: &WebhookConfig, delivery: u64, kind: &str, body: &[
 }
 
 async fn post(
+    client: &HttpClient,
     config: &WebhookConfig,
     delivery: u64,
     kind: &str,
     body: &[u8],
-) -> std::io::Result<u16> {
-    let rest = config
-        .url
-        .strip_prefix("http://")
-        .ok_or_else(|| std::io::Error::other("webhook URLs are http://host:port/path"))?;
-    let (host, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let io = async {
-        let mut stream = TcpStream::connect(host).await?;
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nX-Kpilens-Event: {kind}\r\nX-Kpilens-Delivery: {delivery}\r\n\
-             X-Kpilens-Signature: {}\r\nConnection: close\r\n\r\n",
-            body.len(),
-            signature(&config.secret, body)
-        );
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body).await?;
-        let mut reader = BufReader::new(stream);
-        let mut status_line = String::new();
-        reader.read_line(&mut status_line).await?;
-        let code = status_line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
-        // Drain the rest so the receiver is not reset mid-answer.
-        let mut rest = Vec::new();
-        let _ = reader.read_to_end(&mut rest).await;
-        Ok(code)
-    };
-    tokio::time::timeout(Duration::from_secs(10), io)
-        .await
-        .map_err(|_| std::io::Error::other("webhook timed out"))?
+) -> Result<u16, HttpError> {
+    let headers = [
+        ("x-kpilens-event", kind.to_string()),
+        ("x-kpilens-delivery", delivery.to_string()),
+        ("x-kpilens-signature", signature(&config.secret, body)),
+    ];
+    let response = client
+        .post_json(&config.url, &headers, body.to_vec())
+        .await?;
+    Ok(response.status)
 }

@@ -35,11 +35,14 @@ pub async fn guard(State(gate): State<Arc<Gate>>, mut req: Request, next: Next) 
     let route = req.uri().path().to_string();
     let principal = match &gate.auth {
         AuthMode::Disabled => Ok(anonymous("no_auth")),
-        AuthMode::Tokens(auth) => auth.authenticate(
-            req.headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok()),
-        ),
+        AuthMode::Tokens(auth) => {
+            auth.authenticate(
+                req.headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok()),
+            )
+            .await
+        }
     };
     let principal = match principal {
         Ok(p) => p,

@@ -14,7 +14,7 @@ use axum::routing::get;
 use sha2::{Digest, Sha256};
 
 use super::encoding::Precompressed;
-use crate::catalog::hex_prefix;
+use crate::text::hex_prefix;
 
 pub const ECHARTS: &str = "node_modules/echarts/dist/echarts.min.js";
 

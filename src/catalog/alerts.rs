@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::{Expr, ExprSchemable};
 
-use super::{Catalog, Declared, MetricDefinition, first_line, parse_duration_micros};
+use super::{Catalog, Declared, MetricDefinition, parse_duration_micros};
 use crate::catalog::CatalogErrors;
-use crate::semantic::calendar::Comparison;
+use crate::protocol::Comparison;
 use crate::spec::alert::{AlertKind, AlertSpec, KpiCondition, Severity};
 use crate::spec::{Grain, Label};
+use crate::text::first_line;
 
 pub struct AlertRule {
     pub name: String,

@@ -10,6 +10,9 @@ use super::{Catalog, CatalogErrors, is_identifier};
 use crate::spec::dashboard::{DashboardSpec, PanelKind, PanelRange, PanelSpec};
 use crate::spec::{Grain, Label, MetricKind};
 
+/// The longest window a dashboard (or a reader's `periods`) may ask for: five years of months.
+pub const MAX_PERIODS: u32 = 60;
+
 /// A validated dashboard: what `GET /api/v1/dashboards/{id}` lays out.
 #[derive(Debug, Clone, Serialize)]
 pub struct Dashboard {
@@ -115,10 +118,10 @@ impl DashboardCheck<'_> {
             ),
             Some(_) => {}
         }
-        if !(1..=crate::dashboard::MAX_PERIODS).contains(&spec.time.periods) {
+        if !(1..=MAX_PERIODS).contains(&spec.time.periods) {
             self.fail(
                 "time.periods",
-                format!("between 1 and {} periods", crate::dashboard::MAX_PERIODS),
+                format!("between 1 and {MAX_PERIODS} periods"),
             );
         }
         let filters: Vec<String> = spec.filters.iter().map(|f| f.dimension.clone()).collect();

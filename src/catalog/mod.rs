@@ -21,10 +21,10 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 
 pub use alerts::{AlertCheck, AlertRule, Condition};
-pub use dashboards::{Dashboard, Panel};
+pub use dashboards::{Dashboard, MAX_PERIODS, Panel};
 pub use error::{CatalogError, CatalogErrors};
 pub use rollups::{Rollup, RollupDefinition, reaggregation};
-pub use sources::{ProjectSources, hex_prefix, parse_definition_file};
+pub use sources::{ProjectSources, parse_definition_file};
 pub use tables::{FileFormat, TableSource, data_version};
 
 use crate::spec::{
@@ -32,6 +32,7 @@ use crate::spec::{
     FormatStyle, Grain, Label, MeasureSpec, MetricKind, MetricSpec, ModelSpec, RollupSpec,
     SnapshotPick, Source, TestSpec, Thresholds,
 };
+use crate::text::first_line;
 
 /// A validated, immutable view of a project's definitions over one snapshot of its data.
 pub struct Catalog {
@@ -56,6 +57,9 @@ pub struct Catalog {
     pub sources: Arc<ProjectSources>,
     /// Cockpit pages, in switcher order.
     pub dashboards: Vec<Dashboard>,
+    /// Rollups that validated, to be built over the data (building one is a query: the layer
+    /// above the planner does it and fills `rollups`).
+    pub rollup_definitions: Vec<RollupDefinition>,
     /// Pre-aggregated tables, built over the same data snapshot as `tables`.
     pub rollups: BTreeMap<String, Rollup>,
     /// Rollups that validated but could not be built over this data, and why.
@@ -202,16 +206,6 @@ impl MetricDefinition {
 }
 
 impl Catalog {
-    /// Reads and validates a project. `data_dir` is where file sources' relative paths resolve.
-    pub async fn load(
-        project_dir: &Path,
-        data_dir: &Path,
-        ctx: SessionContext,
-    ) -> Result<Catalog, CatalogErrors> {
-        let sources = ProjectSources::read(project_dir)?;
-        Self::build(Arc::new(sources), data_dir, ctx).await
-    }
-
     /// Validates already-read sources over the data as it is now.
     pub async fn build(
         sources: Arc<ProjectSources>,
@@ -459,30 +453,14 @@ impl<'a> Builder<'a> {
             ctx: self.ctx.clone(),
             sources: sources.clone(),
             dashboards: Vec::new(),
+            rollup_definitions: Vec::new(),
             rollups: BTreeMap::new(),
             rollups_not_built: Vec::new(),
             alerts: BTreeMap::new(),
         };
         catalog.dashboards = dashboards::validate_dashboards(&catalog, &sources.dashboards)?;
         catalog.alerts = alerts::validate(&catalog, &self.alerts)?;
-        // Last: building a rollup is a query over the validated catalog. One that cannot be
-        // built over this data (say, out of memory) is left out and reported: its queries are
-        // answered from the models, as without it.
-        for def in rollups {
-            match crate::semantic::build_rollup(&catalog, &def).await {
-                Ok(rollup) => {
-                    catalog.rollups.insert(def.name.clone(), rollup);
-                }
-                Err(reason) => {
-                    tracing::warn!(rollup = %def.name, %reason, "rollup not built; its queries read the model");
-                    catalog.rollups_not_built.push(CatalogError::new(
-                        &def.file,
-                        format!("rollups.{}", def.name),
-                        reason,
-                    ));
-                }
-            }
-        }
+        catalog.rollup_definitions = rollups;
         Ok(catalog)
     }
 
@@ -1434,7 +1412,7 @@ impl<'a> Builder<'a> {
         let mut errors = CatalogErrors::default();
         let mut out = BTreeMap::new();
         for (name, d) in &self.tests {
-            if let Err(e) = serde_path_to_error::deserialize::<_, crate::semantic::QueryRequest>(
+            if let Err(e) = serde_path_to_error::deserialize::<_, crate::protocol::QueryRequest>(
                 d.spec.query.clone(),
             ) {
                 errors.push(
@@ -1557,10 +1535,6 @@ fn column_list(schema: &Schema) -> String {
 }
 
 /// DataFusion errors can span lines (with backtraces or context); the first line says it.
-pub fn first_line(e: &impl std::fmt::Display) -> String {
-    e.to_string().lines().next().unwrap_or_default().to_string()
-}
-
 pub fn agg_name(a: Aggregation) -> &'static str {
     match a {
         Aggregation::Sum => "sum",

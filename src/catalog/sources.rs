@@ -1,6 +1,7 @@
 //! Reading the project folder: `metrics/*.yaml`, `sql/*.sql` and `dashboards/*.yaml`, parsed but
 //! not yet validated.
 
+use crate::text::hex_prefix;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -140,10 +141,4 @@ fn file_stem(rel: &str) -> String {
         .and_then(|s| s.to_str())
         .unwrap_or_default()
         .to_string()
-}
-
-pub fn hex_prefix(bytes: &[u8], chars: usize) -> String {
-    let mut s: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    s.truncate(chars);
-    s
 }

@@ -16,7 +16,7 @@ use datafusion::datasource::listing::{
 use datafusion::prelude::SessionContext;
 use sha2::{Digest, Sha256};
 
-use super::sources::hex_prefix;
+use crate::text::hex_prefix;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

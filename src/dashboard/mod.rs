@@ -16,23 +16,21 @@ use sha2::{Digest, Sha256};
 
 pub use tiles::{Status, Tile, status};
 
-use crate::catalog::{Catalog, Dashboard, Panel, hex_prefix};
+use crate::catalog::{Catalog, Dashboard, MAX_PERIODS, Panel};
 use crate::security::Principal;
 use crate::semantic::calendar::{CalendarConfig, period_start, shift};
 use crate::semantic::listing::{dimension_members, param_value};
 use crate::semantic::{
     Comparison, DrillRequest, ErrorKind, FilterOp, FilterRequest, OrderRequest, QueryError,
-    QueryRequest, QueryResult, TimeRequest, clip,
+    QueryRequest, QueryResult, TimeRequest,
 };
 use crate::service::{KpiService, VersionMemo};
 use crate::spec::dashboard::{PanelKind, PanelRange};
 use crate::spec::{Grain, Label};
+use crate::text::{clip, hex_prefix};
 
 /// Most values one filter parameter may carry (`segment=retail,sme`).
 const MAX_FILTER_VALUES: usize = 100;
-
-/// The longest window a reader may ask for, in periods (five years of months).
-pub const MAX_PERIODS: u32 = 60;
 
 /// What a reader chose: `?as_of=2025-12-31&periods=24&segment=retail,sme`. Every parameter
 /// must be the dashboard's: an unknown one is an error naming it, not silently ignored.

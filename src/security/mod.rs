@@ -5,7 +5,6 @@
 
 pub mod audit;
 pub mod auth;
-pub mod demo;
 pub mod limits;
 
 use std::collections::BTreeMap;

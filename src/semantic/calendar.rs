@@ -8,8 +8,9 @@
 //! - a year shift is twelve month shifts, so Feb 29 2024 -> Feb 28 2023;
 //! - a partial current period is compared with the same number of days of the comparison period.
 
+pub use crate::protocol::Comparison;
 use chrono::{Datelike, Days, Months, NaiveDate, Weekday};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::spec::Grain;
 
@@ -139,23 +140,6 @@ pub fn month_end(d: NaiveDate) -> NaiveDate {
         .and_then(|first| first.checked_add_months(Months::new(1)))
         .expect("date in range")
         - Days::new(1)
-}
-
-/// The comparisons a query may ask for.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum Comparison {
-    PreviousPeriod,
-    SamePeriodLastYear,
-}
-
-impl Comparison {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Comparison::PreviousPeriod => "previous_period",
-            Comparison::SamePeriodLastYear => "same_period_last_year",
-        }
-    }
 }
 
 /// The range a comparison reads, and how a period of the query maps onto it.

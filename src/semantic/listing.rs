@@ -15,14 +15,15 @@ use serde_json::Value;
 
 use super::error::{ErrorKind, QueryError};
 use super::planner::{df_err, filtered_rows, range_expr};
-use super::request::{DrillRequest, FilterRequest, OrderRequest, TimeRequest};
 use super::validate::{
-    QueryLimits, check_dimension, clip, member_filter, scope_filters, type_name, typed_filters,
+    QueryLimits, check_dimension, member_filter, scope_filters, type_name, typed_filters,
 };
 use crate::catalog::{Catalog, DimensionBinding, Model};
+use crate::protocol::{DrillRequest, FilterRequest, OrderRequest, TimeRequest};
 use crate::security::{Principal, Scope};
 use crate::semantic::calendar::CalendarConfig;
 use crate::spec::Mask;
+use crate::text::clip;
 
 /// Most members one listing returns.
 pub const MAX_MEMBERS: usize = 10_000;

@@ -7,21 +7,19 @@ pub mod drill;
 mod error;
 pub mod listing;
 pub mod planner;
-mod request;
 mod result;
 pub mod series;
 mod validate;
 
-pub use error::{ErrorKind, QueryError};
-pub use planner::{ColumnRole, OutputColumn, PlannedQuery, build_rollup, plan};
-pub use request::{
+pub use crate::protocol::{
     Comparison, DrillRequest, FilterOp, FilterRequest, Grain, OrderRequest, QueryRequest,
     TimeRequest,
 };
+pub use error::{ErrorKind, QueryError};
+pub use planner::{ColumnRole, OutputColumn, PlannedQuery, build_rollup, plan};
 pub use result::{
     PartialPeriod, QueryResult, ResultNotes, SchemaField, json_value, rows_of, schema_fields,
 };
 pub use validate::{
-    Drill, Filter, PERIOD, Predicate, QueryLimits, ValidatedQuery, clip, literal, type_name,
-    validate,
+    Drill, Filter, PERIOD, Predicate, QueryLimits, ValidatedQuery, literal, type_name, validate,
 };

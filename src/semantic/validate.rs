@@ -12,9 +12,10 @@ use serde_json::Value;
 
 use super::calendar::{CalendarConfig, Comparison, query_window};
 use super::error::{ErrorKind, QueryError};
-use super::request::{FilterOp, FilterRequest, Grain, OrderRequest, QueryRequest};
 use crate::catalog::Catalog;
+use crate::protocol::{FilterOp, FilterRequest, Grain, OrderRequest, QueryRequest};
 use crate::security::Scope;
+use crate::text::clip;
 
 /// Bounds on what one request may ask for (DESIGN.md §8: bound everything).
 #[derive(Debug, Clone)]
@@ -729,15 +730,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// Echoes client text in errors, but never more than a screenful of it.
-pub fn clip(s: &str) -> String {
-    const MAX: usize = 80;
-    if s.chars().count() <= MAX {
-        s.to_string()
-    } else {
-        format!("{}…", s.chars().take(MAX).collect::<String>())
-    }
-}
-
 pub fn op_name(op: FilterOp) -> &'static str {
     match op {
         FilterOp::Eq => "eq",

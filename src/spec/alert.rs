@@ -74,5 +74,5 @@ pub struct KpiCondition {
     /// The value fell by at least this many percent against `vs`.
     pub down_pct: Option<f64>,
     /// `previous_period` or `same_period_last_year` (for up_pct / down_pct).
-    pub vs: Option<crate::semantic::calendar::Comparison>,
+    pub vs: Option<crate::protocol::Comparison>,
 }

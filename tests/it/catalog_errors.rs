@@ -2,21 +2,15 @@
 
 use std::process::Command;
 
-use kpilens::catalog::{Catalog, CatalogError};
-use kpilens::engine::{DataFusionEngine, QueryEngine};
+use kpilens::catalog::CatalogError;
+use kpilens::service::KpiService;
 
-use super::temp_project;
+use super::{settings_for, temp_project};
 
+/// The errors of opening a project the way `kpilens validate` and `serve` do.
 pub async fn load_errors(changes: &[(&str, &str)]) -> Vec<CatalogError> {
     let project = temp_project(changes);
-    let engine = DataFusionEngine::new(256 << 20).unwrap();
-    match Catalog::load(
-        project.path(),
-        &project.path().join("data"),
-        engine.new_session(),
-    )
-    .await
-    {
+    match KpiService::open(&settings_for(project.path())).await {
         Ok(_) => panic!("expected the project to fail validation"),
         Err(e) => e.0,
     }

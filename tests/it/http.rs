@@ -45,7 +45,7 @@ pub fn token(sub: &str, role: &str, scope: Value) -> String {
     )
 }
 
-/// The test servers' auth config: the demo's roles, HS256 and RS256 keys, one API key.
+/// The test servers' auth config: the demo's roles, HS256, RS256 and ES256 keys, one API key.
 fn test_auth_config(dir: &Path) -> std::path::PathBuf {
     use sha2::Digest;
     let key_hash: String = sha2::Sha256::digest(HEAD_OFFICE_KEY.as_bytes())
@@ -53,6 +53,7 @@ fn test_auth_config(dir: &Path) -> std::path::PathBuf {
         .map(|b| format!("{b:02x}"))
         .collect();
     let public_key = repo_dir().join("tests/fixtures/auth/test-rs256.pub.pem");
+    let ec_key = repo_dir().join("tests/fixtures/auth/test-es256.pub.pem");
     let config = format!(
         r#"hierarchy: org
 roles:
@@ -64,10 +65,12 @@ roles:
 jwt:
   hs256_secret: {TEST_SECRET}
   rs256_public_key: {}
+  es256_public_key: {}
 api_keys:
   - {{ name: head-office-test, sha256: {key_hash}, role: head_office }}
 "#,
-        public_key.display()
+        public_key.display(),
+        ec_key.display()
     );
     let path = dir.join("auth.yaml");
     std::fs::write(&path, config).expect("write auth config");

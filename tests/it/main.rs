@@ -8,6 +8,7 @@ mod dashboards;
 mod datagen;
 mod golden;
 mod http;
+mod layers;
 mod rollups;
 mod security;
 mod semantics;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine;
 use futures::StreamExt;
 use kpilens::security::audit::{AuditLog, AuditQuery, AuditRecord, search};
-use kpilens::security::auth::{Claims, sign_hs256, signing_input};
+use kpilens::security::auth::{Audience, Claims, sign_hs256};
 use serde_json::{Value, json};
 
 use super::http::{Server, TEST_SECRET, exchange, start, token};
@@ -157,9 +157,32 @@ async fn tokens_are_checked_and_refusals_say_why() {
             "{auth}: {body}"
         );
     }
-    // A token signed with the configured RSA key (RS256) and the API key both work.
+    // A token signed with the configured RSA key (RS256), one with the EC key (ES256) and the API
+    // key all work.
     let (status, _) = ask(rs256(&claims("rs", "analyst", 3600))).await;
     assert_eq!(status, 200);
+    let es = signed(
+        jsonwebtoken::Algorithm::ES256,
+        None,
+        &claims("es", "analyst", 3600),
+    );
+    let (status, _) = ask(es).await;
+    assert_eq!(status, 200);
+    // Algorithm confusion: HS256 "signed" with the RSA public key as the secret is refused
+    // (the HS256 key is the configured secret, nothing else).
+    let public_pem =
+        std::fs::read(super::repo_dir().join("tests/fixtures/auth/test-rs256.pub.pem")).unwrap();
+    let confused = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims("x", "head_office", 3600),
+        &jsonwebtoken::EncodingKey::from_secret(&public_pem).unwrap(),
+    )
+    .unwrap();
+    let (status, body) = ask(format!("Bearer {confused}")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_signature"))
+    );
     let (status, _) = ask(s.auth.clone()).await;
     assert_eq!(status, 200);
     // What touches no data needs no token.
@@ -184,23 +207,41 @@ fn claims(sub: &str, role: &str, expires_in: i64) -> Claims {
     }
 }
 
-/// An RS256 token signed with the test key (tests/fixtures/auth).
-fn rs256(claims: &Claims) -> String {
-    let der =
-        std::fs::read(super::repo_dir().join("tests/fixtures/auth/test-rs256.key.pk8")).unwrap();
-    let key = ring::signature::RsaKeyPair::from_pkcs8(&der).unwrap();
-    let input = signing_input("RS256", claims);
-    let mut sig = vec![0; key.public().modulus_len()];
-    key.sign(
-        &ring::signature::RSA_PKCS1_SHA256,
-        &ring::rand::SystemRandom::new(),
-        input.as_bytes(),
-        &mut sig,
-    )
+/// A token signed with one of the test keys (tests/fixtures/auth), with an optional `kid`.
+fn signed(alg: jsonwebtoken::Algorithm, kid: Option<&str>, claims: &Claims) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let dir = super::repo_dir().join("tests/fixtures/auth");
+    let key = match alg {
+        Algorithm::RS256 => {
+            EncodingKey::from_rsa_pem(&std::fs::read(dir.join("test-rs256.key.pem")).unwrap())
+        }
+        Algorithm::ES256 => {
+            EncodingKey::from_ec_pem(&std::fs::read(dir.join("test-es256.key.pem")).unwrap())
+        }
+        _ => EncodingKey::from_secret(TEST_SECRET.as_bytes()),
+    }
     .unwrap();
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_string);
     format!(
-        "Bearer {input}.{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig)
+        "Bearer {}",
+        jsonwebtoken::encode(&header, claims, &key).unwrap()
+    )
+}
+
+fn rs256(claims: &Claims) -> String {
+    signed(jsonwebtoken::Algorithm::RS256, None, claims)
+}
+
+/// `base64url(header).base64url(claims)`: the part of a JWT a signature covers, for forging
+/// tokens by hand (`alg: none`).
+fn signing_input(alg: &str, claims: &Claims) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = json!({ "alg": alg, "typ": "JWT" });
+    format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap())
     )
 }
 
@@ -1066,4 +1107,148 @@ async fn dashboards_are_warm_at_start_and_after_a_data_change() {
     assert!(rewarmed > runs, "warmed again over the new data");
     let (_, view) = s.get("/api/v1/dashboards/risk").await;
     assert_eq!(view["meta"]["panels_cached"], view["meta"]["panels"]);
+}
+
+/// An identity provider's JWK set on loopback: keys by `kid`, each pinned to its algorithm,
+/// `aud` as a string or an array, the set fetched again for a new `kid` (key rotation) but not
+/// for every forged one.
+#[tokio::test]
+async fn an_identity_providers_key_set_verifies_tokens_by_kid() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use jsonwebtoken::jwk::{Jwk, JwkSet};
+    use jsonwebtoken::{Algorithm, EncodingKey};
+
+    let dir = super::repo_dir().join("tests/fixtures/auth");
+    let jwk = |alg: Algorithm, file: &str, kid: &str| {
+        let pem = std::fs::read(dir.join(file)).unwrap();
+        let key = match alg {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
+            _ => EncodingKey::from_ec_pem(&pem),
+        }
+        .unwrap();
+        let mut jwk = Jwk::from_encoding_key(&key, alg).unwrap();
+        jwk.common.key_id = Some(kid.to_string());
+        jwk
+    };
+    let keys = Arc::new(Mutex::new(JwkSet {
+        keys: vec![
+            jwk(Algorithm::RS256, "test-rs256.key.pem", "rsa-1"),
+            jwk(Algorithm::ES256, "test-es256.key.pem", "ec-1"),
+        ],
+    }));
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let idp = {
+        let (keys, fetches) = (keys.clone(), fetches.clone());
+        axum::Router::new().route(
+            "/certs",
+            axum::routing::get(move || {
+                let (keys, fetches) = (keys.clone(), fetches.clone());
+                async move {
+                    fetches.fetch_add(1, Ordering::SeqCst);
+                    axum::Json(keys.lock().unwrap().clone())
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let idp_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, idp).await.unwrap() });
+
+    let (data, mut settings) = bank_settings().await;
+    let config = data.path().join("auth-sso.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "hierarchy: org\nroles:\n  analyst: {{ personal_data: false }}\njwt:\n  jwks_url: http://{idp_addr}/certs\n  jwks_refetch_secs: 1\n  issuer: https://sso.bank.example/realms/staff\n  audience: kpilens\n"
+        ),
+    )
+    .unwrap();
+    settings.auth_file = Some(config);
+    let s = start(settings).await;
+    let q = json!({ "metrics": ["loan_balance"] }).to_string();
+    let ask = |auth: String| {
+        let q = q.clone();
+        let s = &s;
+        async move { s.json_as(&auth, "POST", "/api/v1/query", &q).await }
+    };
+    let sso = |aud: Audience| Claims {
+        iss: Some("https://sso.bank.example/realms/staff".to_string()),
+        aud: Some(aud),
+        ..claims("u1", "analyst", 3600)
+    };
+    let ours = || Audience::Many(vec!["account".to_string(), "kpilens".to_string()]);
+
+    let (status, body) = ask(signed(Algorithm::RS256, Some("rsa-1"), &sso(ours()))).await;
+    assert_eq!(status, 200, "{body}");
+    let one = Audience::One("kpilens".to_string());
+    let (status, body) = ask(signed(Algorithm::ES256, Some("ec-1"), &sso(one))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(fetches.load(Ordering::SeqCst), 1, "the set is cached");
+
+    let refused = [
+        // Another audience, another issuer.
+        (
+            signed(
+                Algorithm::RS256,
+                Some("rsa-1"),
+                &sso(Audience::One("crm".into())),
+            ),
+            "invalid_claims",
+        ),
+        (
+            signed(
+                Algorithm::RS256,
+                Some("rsa-1"),
+                &Claims {
+                    iss: Some("https://evil.example".into()),
+                    ..sso(ours())
+                },
+            ),
+            "invalid_claims",
+        ),
+        // The EC key's kid on an RS256 token: the key's algorithm is pinned.
+        (
+            signed(Algorithm::RS256, Some("ec-1"), &sso(ours())),
+            "invalid_token",
+        ),
+        // An HS256 token naming an RSA key (the public key is no secret).
+        (
+            signed(Algorithm::HS256, Some("rsa-1"), &sso(ours())),
+            "invalid_token",
+        ),
+        // A key the provider does not have.
+        (
+            signed(Algorithm::RS256, Some("nope"), &sso(ours())),
+            "invalid_token",
+        ),
+        (
+            signed(Algorithm::RS256, Some("nope-2"), &sso(ours())),
+            "invalid_token",
+        ),
+    ];
+    for (auth, code) in refused {
+        let (status, body) = ask(auth.clone()).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some(code)),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        1,
+        "forged kids right after a fetch do not reach the identity provider"
+    );
+
+    // Rotation: the provider publishes a new key; a token naming it fetches the set again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    keys.lock()
+        .unwrap()
+        .keys
+        .push(jwk(Algorithm::ES256, "test-es256.key.pem", "ec-2"));
+    let (status, body) = ask(signed(Algorithm::ES256, Some("ec-2"), &sso(ours()))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
 }

@@ -18,9 +18,9 @@ use datafusion::prelude::{ident, lit};
 
 use super::{PERIOD, df_err, filtered_rows, flag, period_expr, range_expr};
 use crate::catalog::{Catalog, ChurnBase};
+use crate::protocol::Grain;
 use crate::semantic::calendar::{period_start, shift};
 use crate::semantic::error::QueryError;
-use crate::semantic::request::Grain;
 use crate::semantic::validate::ValidatedQuery;
 use crate::spec::ChurnValue;
 

@@ -20,9 +20,9 @@ use super::{
     sort_and_limit,
 };
 use crate::catalog::{Catalog, CohortDefinition};
+use crate::protocol::Grain;
 use crate::semantic::calendar::period_start;
 use crate::semantic::error::QueryError;
-use crate::semantic::request::Grain;
 use crate::semantic::validate::ValidatedQuery;
 use crate::spec::FormatStyle;
 

@@ -34,9 +34,9 @@ use datafusion::prelude::{ident, lit};
 
 use super::calendar::CalendarConfig;
 use super::error::QueryError;
-use super::request::Grain;
 use super::validate::{PERIOD, ValidatedQuery, days_since_epoch};
 use crate::catalog::{Catalog, DimensionBinding, Measure, MetricDefinition, Model};
+use crate::protocol::Grain;
 use crate::spec::{
     Aggregation, ChurnValue, EmptyPeriod, FormatSpec, FormatStyle, Label, SnapshotPick,
 };

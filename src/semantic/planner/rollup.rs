@@ -14,10 +14,10 @@ use datafusion::prelude::ident;
 
 use super::{aggregate, measure_input, with_dimensions};
 use crate::catalog::{
-    Catalog, DimensionBinding, Measure, Model, Rollup, RollupDefinition, TimeColumn, first_line,
-    reaggregation,
+    Catalog, DimensionBinding, Measure, Model, Rollup, RollupDefinition, TimeColumn, reaggregation,
 };
 use crate::semantic::validate::ValidatedQuery;
+use crate::text::first_line;
 
 const ROLLUP_TIME: &str = "__rollup_time";
 

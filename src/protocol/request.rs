@@ -5,9 +5,6 @@ use std::collections::BTreeMap;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-pub use super::calendar::Comparison;
-pub use crate::spec::Grain;
-
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct QueryRequest {
@@ -109,4 +106,44 @@ pub struct OrderRequest {
     pub by: String,
     #[serde(default)]
     pub desc: bool,
+}
+
+/// Calendar buckets for time series, comparisons and cohorts.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Grain {
+    Day,
+    Week,
+    Month,
+    Quarter,
+    Year,
+}
+
+impl Grain {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grain::Day => "day",
+            Grain::Week => "week",
+            Grain::Month => "month",
+            Grain::Quarter => "quarter",
+            Grain::Year => "year",
+        }
+    }
+}
+
+/// The comparisons a query may ask for.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Comparison {
+    PreviousPeriod,
+    SamePeriodLastYear,
+}
+
+impl Comparison {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Comparison::PreviousPeriod => "previous_period",
+            Comparison::SamePeriodLastYear => "same_period_last_year",
+        }
+    }
 }

@@ -8,8 +8,8 @@ use ring::rand::SecureRandom;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::auth::{AuthConfig, Authenticator, Claims, JwtSpec, RoleSpec, sign_hs256};
-use super::{Principal, Scope, ScopeMember};
+use crate::security::auth::{AuthConfig, Authenticator, Claims, JwtSpec, RoleSpec, sign_hs256};
+use crate::security::{Principal, Scope, ScopeMember};
 use crate::service::KpiService;
 use crate::spec::Label;
 
