@@ -22,4 +22,5 @@ pub mod semantic;
 pub mod server;
 pub mod service;
 pub mod spec;
+pub mod state;
 pub mod text;

@@ -7,10 +7,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
-use datafusion::dataframe::DataFrameWriteOptions;
-use datafusion::logical_expr::cast;
-use datafusion::prelude::{CsvReadOptions, SessionContext, ident};
 use serde_json::Value;
 
 use crate::catalog::ProjectSources;
@@ -18,7 +14,6 @@ use crate::config::Settings;
 use crate::semantic::QueryRequest;
 use crate::service::{KpiService, QueryResponse};
 use crate::spec::{Source, TestSpec};
-use crate::text::hex_prefix;
 
 #[derive(Debug, Clone)]
 pub struct TestOutcome {
@@ -160,7 +155,6 @@ pub async fn materialize_fixture(
     fixture: &Path,
     out: &Path,
 ) -> Result<(), String> {
-    let ctx = SessionContext::new();
     for (_, def) in &sources.definitions {
         for (model, spec) in &def.models {
             let (rel, parquet) = match spec.source.source() {
@@ -175,7 +169,7 @@ pub async fn materialize_fixture(
                 copy(&as_is, &target)?;
             } else if let Some(csv) = csv {
                 if parquet {
-                    csv_to_parquet(&ctx, &csv, &target)
+                    crate::engine::csv_to_parquet(&csv, &target)
                         .await
                         .map_err(|e| format!("fixture {}: model {model}: {e}", csv.display()))?;
                 } else {
@@ -224,42 +218,4 @@ fn copy(from: &Path, to: &Path) -> Result<(), String> {
         }
         std::fs::copy(from, to).map(|_| ()).map_err(err)
     }
-}
-
-async fn csv_to_parquet(
-    ctx: &SessionContext,
-    csv: &Path,
-    target: &Path,
-) -> datafusion::error::Result<()> {
-    let path = csv.to_string_lossy().to_string();
-    let df = ctx
-        .read_csv(&path, CsvReadOptions::new().file_extension(".csv"))
-        .await?;
-    let select: Vec<_> = df
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| match f.data_type() {
-            DataType::Timestamp(_, None) => cast(
-                ident(f.name()),
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            )
-            .alias(f.name()),
-            _ => ident(f.name()),
-        })
-        .collect();
-    let file = if target.extension().is_some_and(|e| e == "parquet") {
-        target.to_path_buf()
-    } else {
-        std::fs::create_dir_all(target)?;
-        target.join(format!("part-{}.parquet", hex_prefix(path.as_bytes(), 8)))
-    };
-    df.select(select)?
-        .write_parquet(
-            &file.to_string_lossy(),
-            DataFrameWriteOptions::new().with_single_file_output(true),
-            None,
-        )
-        .await?;
-    Ok(())
 }

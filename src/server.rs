@@ -84,7 +84,7 @@ pub async fn serve_with(
         clock,
         AlertOptions {
             store: settings.alerts_db(),
-            webhook: crate::alerts::webhook::WebhookConfig::from_settings(&settings)
+            webhook: crate::alerts::webhook::WebhookConfig::from_settings(settings)
                 .map_err(std::io::Error::other)?,
         },
     )

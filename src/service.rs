@@ -6,25 +6,29 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, NaiveDate, Utc};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::dataframe::DataFrame;
 use serde::Serialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::cache::{CacheKey, ResultCache};
-use crate::catalog::{Catalog, CatalogErrors, data_version};
+use crate::catalog::{CatalogErrors, ProjectSources};
 use crate::config::Settings;
-use crate::engine::{DataFusionEngine, QueryEngine};
+use crate::engine::{DataFusionEngine, EngineError, Explanation, QueryEngine};
 use crate::security::{Principal, Scope};
 use crate::semantic::calendar::CalendarConfig;
+use crate::semantic::compose::{self, member_values};
+use crate::semantic::records::{self, RecordListing};
 use crate::semantic::{
     self, ColumnRole, ErrorKind, QueryError, QueryLimits, QueryRequest, QueryResult, ValidatedQuery,
 };
-use crate::text::hex_prefix;
+pub use crate::state::VersionMemo;
+use crate::state::{DataState, combined_version, current_versions};
 
 pub struct KpiService {
-    catalog: RwLock<Arc<Catalog>>,
+    /// The data state answering now; swapped whole on a definition or data change.
+    state: RwLock<Arc<DataState>>,
     engine: Arc<dyn QueryEngine>,
     cache: ResultCache,
     limits: QueryLimits,
@@ -39,32 +43,6 @@ pub struct KpiService {
     next_query_id: AtomicU64,
     /// What the definition watcher last saw (hot reload).
     reload: std::sync::Mutex<ReloadStatus>,
-}
-
-/// The data versions one request has seen. Every panel of a dashboard then answers from the same
-/// data state, and each table's files are listed once per request rather than once per panel.
-#[derive(Default)]
-pub struct VersionMemo(std::sync::Mutex<BTreeMap<String, String>>);
-
-impl VersionMemo {
-    fn versions(
-        &self,
-        catalog: &Catalog,
-        tables: &BTreeSet<String>,
-    ) -> Result<Vec<(String, String)>, QueryError> {
-        let mut seen = self.0.lock().expect("version memo");
-        tables
-            .iter()
-            .map(|t| {
-                if let Some(v) = seen.get(t) {
-                    return Ok((t.clone(), v.clone()));
-                }
-                let v = table_version(catalog, t)?;
-                seen.insert(t.clone(), v.clone());
-                Ok((t.clone(), v))
-            })
-            .collect()
-    }
 }
 
 /// `GET /api/v1/catalog/status`: the catalog serving now and the last change that failed.
@@ -122,14 +100,6 @@ pub struct QueryMeta {
     pub notes: semantic::ResultNotes,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Explanation {
-    pub logical_plan: String,
-    pub optimized_plan: String,
-    /// The rows plan as SQL (DataFusion's unparser), for reading, never executed.
-    pub sql: String,
-}
-
 impl KpiService {
     pub async fn open(settings: &Settings) -> Result<Self, CatalogErrors> {
         let engine: Arc<dyn QueryEngine> = Arc::new(
@@ -141,12 +111,12 @@ impl KpiService {
                 ))
             })?,
         );
-        let sources = crate::catalog::ProjectSources::read(&settings.project_dir)?;
-        let catalog =
-            build_catalog(Arc::new(sources), &settings.data_dir, engine.new_session()).await?;
-        let catalog_version = catalog.version.clone();
+        let sources = ProjectSources::read(&settings.project_dir)?;
+        let state =
+            DataState::build(Arc::new(sources), &settings.data_dir, engine.as_ref()).await?;
+        let catalog_version = state.version.clone();
         Ok(Self {
-            catalog: RwLock::new(Arc::new(catalog)),
+            state: RwLock::new(Arc::new(state)),
             engine,
             cache: ResultCache::new(settings.cache_mb * 1024 * 1024),
             limits: QueryLimits {
@@ -171,8 +141,9 @@ impl KpiService {
         })
     }
 
-    pub fn catalog(&self) -> Arc<Catalog> {
-        self.catalog.read().expect("catalog lock").clone()
+    /// The data state answering now (read as its catalog: `service.catalog().metrics`).
+    pub fn catalog(&self) -> Arc<DataState> {
+        self.state.read().expect("catalog lock").clone()
     }
 
     pub fn cache(&self) -> &ResultCache {
@@ -187,7 +158,7 @@ impl KpiService {
     /// request sees them.
     pub fn data_versions(
         &self,
-        catalog: &Catalog,
+        catalog: &DataState,
         tables: &BTreeSet<String>,
         seen: &VersionMemo,
     ) -> Result<Vec<(String, String)>, QueryError> {
@@ -197,9 +168,9 @@ impl KpiService {
     /// A one-column listing (`member`) cached like a query result: keyed by catalog version,
     /// `name` and the data versions of `tables`, so it is recomputed only when they change. The
     /// plan is built only on a miss.
-    pub async fn cached_members(
+    async fn cached_members(
         &self,
-        catalog: &Catalog,
+        catalog: &DataState,
         name: String,
         scope: &Scope,
         tables: &BTreeSet<String>,
@@ -213,8 +184,8 @@ impl KpiService {
             scope: scope.key(),
         };
         let compute = async {
-            let batches = self.run_frame(catalog, df.await?).await?;
-            Ok(Arc::new(semantic::QueryResult {
+            let batches = self.run_listing(catalog, df.await?).await?;
+            Ok(Arc::new(QueryResult {
                 schema: Vec::new(),
                 rows: member_values(&batches)
                     .into_iter()
@@ -230,49 +201,48 @@ impl KpiService {
         Ok(result.rows.iter().map(|r| r[0].clone()).collect())
     }
 
+    /// The members of a dimension a dashboard filter offers: those of the given models, within
+    /// the scope, cached by data version.
+    pub async fn dimension_options(
+        &self,
+        catalog: &DataState,
+        dimension: &str,
+        models: &BTreeSet<String>,
+        scope: &Scope,
+        seen: &VersionMemo,
+    ) -> Result<Vec<Value>, QueryError> {
+        let tables = catalog.tables_read_by(models.iter());
+        let df = semantic::listing::dimension_members(catalog, dimension, models, scope);
+        self.cached_members(
+            catalog,
+            format!("members:{dimension}:{models:?}"),
+            scope,
+            &tables,
+            df,
+            seen,
+        )
+        .await
+    }
+
     /// The last date a model has rows for (its time column), or None for an empty model.
     pub async fn latest_date(
         &self,
-        catalog: &Catalog,
+        catalog: &DataState,
         model: &str,
         seen: &VersionMemo,
-    ) -> Result<Option<chrono::NaiveDate>, QueryError> {
-        use datafusion::arrow::datatypes::DataType;
-        use datafusion::functions_aggregate::expr_fn::max;
-        let m = catalog
+    ) -> Result<Option<NaiveDate>, QueryError> {
+        let reads = catalog
             .models
             .get(model)
-            .ok_or_else(|| QueryError::internal(format!("unknown model '{model}'")))?;
-        let t = m
-            .time
-            .as_ref()
-            .ok_or_else(|| QueryError::internal(format!("model '{model}' has no time column")))?;
-        let df = async {
-            catalog
-                .ctx
-                .table(m.table.as_str())
-                .await
-                .and_then(|df| {
-                    df.aggregate(
-                        vec![],
-                        vec![
-                            max(datafusion::logical_expr::cast(
-                                datafusion::prelude::ident(&t.column),
-                                DataType::Date32,
-                            ))
-                            .alias("member"),
-                        ],
-                    )
-                })
-                .map_err(QueryError::from_engine)
-        };
+            .map(|m| m.reads.clone())
+            .unwrap_or_default();
         let values = self
             .cached_members(
                 catalog,
                 format!("latest_date:{model}"),
                 &Scope::all(),
-                &m.reads,
-                df,
+                &reads,
+                async { records::latest_date(catalog, model) },
                 seen,
             )
             .await?;
@@ -280,6 +250,29 @@ impl KpiService {
             .first()
             .and_then(|v| v.as_str())
             .and_then(|s| s.parse().ok()))
+    }
+
+    /// The rows a record rule lists (the model's rows meeting its condition at the clock's time),
+    /// over the data as it is now: at most `limit`, and whether that is all of them. Each row is
+    /// key, owner, the path's levels, the shown columns.
+    pub async fn records(
+        &self,
+        listing: &RecordListing<'_>,
+    ) -> Result<(Vec<Vec<Value>>, bool), QueryError> {
+        let catalog = self
+            .catalog_for(&BTreeSet::from([listing.model.to_string()]))
+            .await?;
+        let (df, columns) = records::record_rows(&catalog, listing).await?;
+        let batches = self.run_listing(&catalog, df).await?;
+        let mut rows = semantic::rows_of(&batches, &columns);
+        let complete = rows.len() <= listing.limit;
+        rows.truncate(listing.limit);
+        Ok((rows, complete))
+    }
+
+    /// Today in the configured time zone at an instant.
+    pub fn local_date(&self, at: DateTime<Utc>) -> NaiveDate {
+        at.with_timezone(&self.calendar.time_zone).date_naive()
     }
 
     pub fn warm_ups(&self) -> u64 {
@@ -363,17 +356,7 @@ impl KpiService {
             .prepare(req, &principal.scope, &VersionMemo::default())
             .await?;
         let planned = semantic::plan(&catalog, &vq).await?;
-        let df = DataFrame::new(catalog.ctx.state(), planned.rows.clone());
-        let optimized = df.into_optimized_plan().map_err(QueryError::from_engine)?;
-        let sql = match datafusion::sql::unparser::plan_to_sql(&planned.rows) {
-            Ok(statement) => statement.to_string(),
-            Err(e) => format!("-- the unparser cannot express this plan: {e}"),
-        };
-        Ok(Explanation {
-            logical_plan: planned.rows.display_indent().to_string(),
-            optimized_plan: optimized.display_indent().to_string(),
-            sql,
-        })
+        catalog.explain(&planned.rows).map_err(engine_error)
     }
 
     /// Members of a hierarchy level under the given ancestors, for filter pickers.
@@ -398,7 +381,7 @@ impl KpiService {
             .collect();
         let df =
             semantic::listing::members(&catalog, hierarchy, level, &path, &principal.scope).await?;
-        let mut members = member_values(&self.run_frame(&catalog, df).await?);
+        let mut members = member_values(&self.run_listing(&catalog, df).await?);
         let truncated = members.len() > semantic::listing::MAX_MEMBERS;
         members.truncate(semantic::listing::MAX_MEMBERS);
         Ok(semantic::listing::Members {
@@ -426,8 +409,8 @@ impl KpiService {
         .await?;
         let columns_meta = semantic::listing::column_types(page.schema(), &names);
         let (rows, total) = tokio::try_join!(
-            self.run_frame(&catalog, page),
-            self.run_frame(&catalog, total)
+            self.run_listing(&catalog, page),
+            self.run_listing(&catalog, total)
         )?;
         let columns: Vec<semantic::OutputColumn> = names
             .iter()
@@ -451,24 +434,13 @@ impl KpiService {
         })
     }
 
-    async fn execute_listing(
-        &self,
-        catalog: &Catalog,
-        df: DataFrame,
-    ) -> Result<Vec<RecordBatch>, QueryError> {
-        self.engine
-            .execute(&catalog.ctx, df.into_unoptimized_plan())
-            .await
-            .map_err(QueryError::from_engine)
-    }
-
     /// Runs a listing plan under the query time budget.
-    pub async fn run_frame(
+    async fn run_listing(
         &self,
-        catalog: &Catalog,
+        catalog: &DataState,
         df: DataFrame,
     ) -> Result<Vec<RecordBatch>, QueryError> {
-        tokio::time::timeout(self.timeout, self.execute_listing(catalog, df))
+        tokio::time::timeout(self.timeout, catalog.execute(df.into_unoptimized_plan()))
             .await
             .map_err(|_| {
                 QueryError::new(
@@ -477,6 +449,7 @@ impl KpiService {
                     "the listing ran past its time budget",
                 )
             })?
+            .map_err(engine_error)
     }
 
     /// Validates against the current catalog, rebuilding it first if an input table changed.
@@ -485,7 +458,7 @@ impl KpiService {
         req: &QueryRequest,
         scope: &Scope,
         seen: &VersionMemo,
-    ) -> Result<(Arc<Catalog>, ValidatedQuery, Vec<(String, String)>), QueryError> {
+    ) -> Result<(Arc<DataState>, ValidatedQuery, Vec<(String, String)>), QueryError> {
         let mut catalog = self.catalog();
         let mut vq = semantic::validate(&catalog, req, &self.limits, &self.calendar, scope)?;
         let tables = catalog.tables_read_by(&vq.models);
@@ -500,7 +473,10 @@ impl KpiService {
 
     /// The catalog over the data as it is now, for the tables `models` read: rebuilt first if
     /// one of them changed (what a listing outside the query path, e.g. a record rule, reads).
-    pub async fn catalog_for(&self, models: &BTreeSet<String>) -> Result<Arc<Catalog>, QueryError> {
+    pub async fn catalog_for(
+        &self,
+        models: &BTreeSet<String>,
+    ) -> Result<Arc<DataState>, QueryError> {
         let catalog = self.catalog();
         let data = current_versions(&catalog, &catalog.tables_read_by(models))?;
         Ok(self.catalog_over(&catalog, &data).await)
@@ -509,9 +485,9 @@ impl KpiService {
     /// `catalog` if it was built over these data versions, else the catalog rebuilt over them.
     async fn catalog_over(
         &self,
-        catalog: &Arc<Catalog>,
+        catalog: &Arc<DataState>,
         data: &[(String, String)],
-    ) -> Arc<Catalog> {
+    ) -> Arc<DataState> {
         if data.iter().any(|(t, v)| catalog.tables[t].version != *v) {
             self.refresh_data(data).await
         } else {
@@ -522,7 +498,7 @@ impl KpiService {
     /// Rebuilds the catalog over the data as it is now. A rebuild that fails (say, a file with a
     /// wrong schema was dropped in) keeps the last good catalog serving, from the files it
     /// validated, and is not retried until the data changes again.
-    async fn refresh_data(&self, seen: &[(String, String)]) -> Arc<Catalog> {
+    async fn refresh_data(&self, seen: &[(String, String)]) -> Arc<DataState> {
         let mut failed = self.refresh.lock().await;
         let current = self.catalog();
         if seen.iter().all(|(t, v)| current.tables[t].version == *v) {
@@ -534,10 +510,10 @@ impl KpiService {
         {
             return current;
         }
-        match build_catalog(
+        match DataState::build(
             current.sources.clone(),
             &current.data_dir,
-            self.engine.new_session(),
+            self.engine.as_ref(),
         )
         .await
         {
@@ -554,7 +530,7 @@ impl KpiService {
                 }
                 *failed = None;
                 let fresh = Arc::new(fresh);
-                *self.catalog.write().expect("catalog lock") = fresh.clone();
+                *self.state.write().expect("catalog lock") = fresh.clone();
                 fresh
             }
             Err(errors) => {
@@ -593,10 +569,10 @@ impl KpiService {
     /// reported (status, log) with file and key. Changed data rebuilds as a query would.
     pub async fn reload_if_changed(&self) {
         let current = self.catalog();
-        let sources = crate::catalog::ProjectSources::read(&current.sources.project_dir);
+        let sources = ProjectSources::read(&current.sources.project_dir);
         let outcome = match sources {
             Ok(s) if s.version == current.sources.version => Ok(None),
-            Ok(s) => build_catalog(Arc::new(s), &current.data_dir, self.engine.new_session())
+            Ok(s) => DataState::build(Arc::new(s), &current.data_dir, self.engine.as_ref())
                 .await
                 .map(Some),
             Err(e) => Err(e),
@@ -612,7 +588,7 @@ impl KpiService {
             }
             Ok(Some(fresh)) => {
                 let version = fresh.version.clone();
-                *self.catalog.write().expect("catalog lock") = Arc::new(fresh);
+                *self.state.write().expect("catalog lock") = Arc::new(fresh);
                 let mut status = self.reload.lock().expect("reload status");
                 status.version = version.clone();
                 status.loaded_at = now_rfc3339();
@@ -644,34 +620,30 @@ impl KpiService {
         }
     }
 
-    /// The query and what it is composed with (drill parent, comparisons), run concurrently
-    /// under one time budget, then gap-filled, merged and ordered.
+    /// The query and what it is composed with (drill parent, comparisons, the drilled level's
+    /// members), run concurrently under one time budget, then composed.
     async fn compute(
         &self,
-        catalog: &Catalog,
+        catalog: &DataState,
         vq: &ValidatedQuery,
     ) -> Result<Arc<QueryResult>, QueryError> {
         self.engine_runs.fetch_add(1, Ordering::Relaxed);
-        let parent_q = vq.drill.as_ref().map(|_| semantic::drill::parent_query(vq));
-        let comparisons = semantic::compare::comparison_queries(vq);
+        let subs = compose::sub_queries(vq);
         let run = async {
             let main = self.run_plan(catalog, vq);
             let parent = async {
-                match &parent_q {
+                match &subs.parent {
                     Some(pq) => self.run_plan(catalog, pq).await.map(Some),
                     None => Ok(None),
                 }
             };
             let compared =
-                futures::future::try_join_all(comparisons.iter().map(|(w, cq)| async move {
-                    let mut r = self.run_plan(catalog, cq).await?;
-                    semantic::series::fill_gaps(&mut r, cq, catalog, &[]);
-                    Ok::<_, QueryError>((w, r))
+                futures::future::try_join_all(subs.comparisons.iter().map(|(w, cq)| async move {
+                    Ok::<_, QueryError>((w.clone(), self.run_plan(catalog, cq).await?))
                 }));
-            // A drilled level's members, so that children without any data still get rows.
             let members = async {
-                match &vq.drill {
-                    Some(d) if vq.grain.is_some() && vq.fill_gaps && vq.dimensions.len() == 1 => {
+                match &subs.drilled_members {
+                    Some(d) => {
                         let path = d.path.iter().cloned().collect();
                         let df = semantic::listing::members(
                             catalog,
@@ -681,168 +653,77 @@ impl KpiService {
                             &vq.scope,
                         )
                         .await?;
-                        let batches = self.execute_listing(catalog, df).await?;
+                        let batches = catalog
+                            .execute(df.into_unoptimized_plan())
+                            .await
+                            .map_err(engine_error)?;
                         Ok(member_values(&batches))
                     }
-                    _ => Ok(Vec::new()),
+                    None => Ok(Vec::new()),
                 }
             };
             tokio::try_join!(main, parent, compared, members)
         };
-        let (mut result, parent, compared, drilled_members) =
-            tokio::time::timeout(self.timeout, run)
-                .await
-                .map_err(|_| {
-                    QueryError::new(
-                        ErrorKind::Timeout,
-                        "timeout",
-                        format!(
-                            "the query ran past its time budget of {} s",
-                            self.timeout.as_secs()
-                        ),
-                    )
-                })??;
-
-        for other in parent.iter().chain(compared.iter().map(|(_, r)| r)) {
-            result
-                .notes
-                .rollups
-                .extend(other.notes.rollups.iter().cloned());
-        }
-        result.notes.gaps_filled =
-            semantic::series::fill_gaps(&mut result, vq, catalog, &drilled_members);
-        if let (Some(mut parent), Some(pq)) = (parent, &parent_q) {
-            semantic::series::fill_gaps(&mut parent, pq, catalog, &[]);
-            semantic::drill::merge(&mut result, vq, catalog, &parent);
-        }
-        for (window, other) in &compared {
-            semantic::compare::merge(&mut result, vq, window, other);
-            result.notes.comparisons.push((*window).clone());
-        }
-        if result.notes.gaps_filled {
-            semantic::series::sort_rows(&mut result, vq);
-            result.truncated = result.rows.len() > vq.limit;
-            result.rows.truncate(vq.limit);
-        }
-        if let (Some(start), Some(to)) = (vq.partial_start, vq.to) {
-            result.notes.partial_period = Some(semantic::PartialPeriod {
-                from: start,
-                to,
-                days: (to - start).num_days() + 1,
-            });
-        }
-        Ok(Arc::new(result))
+        let (result, parent, compared, drilled_members) = tokio::time::timeout(self.timeout, run)
+            .await
+            .map_err(|_| {
+                QueryError::new(
+                    ErrorKind::Timeout,
+                    "timeout",
+                    format!(
+                        "the query ran past its time budget of {} s",
+                        self.timeout.as_secs()
+                    ),
+                )
+            })??;
+        Ok(Arc::new(compose::compose(
+            catalog,
+            vq,
+            &subs,
+            result,
+            parent,
+            compared,
+            &drilled_members,
+        )))
     }
 
     /// Plans and executes one validated query: rows (at most `limit`) and totals.
     async fn run_plan(
         &self,
-        catalog: &Catalog,
+        catalog: &DataState,
         vq: &ValidatedQuery,
     ) -> Result<QueryResult, QueryError> {
         let planned = semantic::plan(catalog, vq).await?;
         let rows_schema = planned.rows.schema().as_arrow().clone();
-        let rows = self.engine.execute(&catalog.ctx, planned.rows);
-        let (batches, totals) = match planned.totals {
+        let rows = catalog.execute(planned.rows.clone());
+        let (batches, totals) = match &planned.totals {
             Some(totals) => {
-                let totals = self.engine.execute(&catalog.ctx, totals);
-                let (r, t) = tokio::try_join!(rows, totals).map_err(QueryError::from_engine)?;
+                let totals = catalog.execute(totals.clone());
+                let (r, t) = tokio::try_join!(rows, totals).map_err(engine_error)?;
                 (r, Some(t))
             }
-            None => (rows.await.map_err(QueryError::from_engine)?, None),
+            None => (rows.await.map_err(engine_error)?, None),
         };
-        let mut rows = semantic::rows_of(&batches, &planned.columns);
-        let truncated = rows.len() > vq.limit;
-        rows.truncate(vq.limit);
-        let totals = totals.map(|t| totals_row(&t, &planned.columns));
-        Ok(QueryResult {
-            schema: semantic::schema_fields(catalog, &planned.columns, &rows_schema),
-            rows,
-            totals,
-            truncated,
-            drill: None,
-            notes: semantic::ResultNotes {
-                rollups: planned.rollups,
-                ..Default::default()
-            },
-        })
+        Ok(compose::answer(
+            catalog,
+            vq,
+            &planned,
+            &rows_schema,
+            &batches,
+            totals.as_deref(),
+        ))
     }
 }
 
-/// Validates the definitions over the data as it is now, then builds the rollups. A rollup that
-/// cannot be built over this data (say, out of memory) is left out and reported: its queries
-/// are answered from the models, as without it.
-async fn build_catalog(
-    sources: Arc<crate::catalog::ProjectSources>,
-    data_dir: &std::path::Path,
-    session: datafusion::prelude::SessionContext,
-) -> Result<Catalog, CatalogErrors> {
-    let mut catalog = Catalog::build(sources, data_dir, session).await?;
-    for def in std::mem::take(&mut catalog.rollup_definitions) {
-        match semantic::build_rollup(&catalog, &def).await {
-            Ok(rollup) => {
-                catalog.rollups.insert(def.name.clone(), rollup);
-            }
-            Err(reason) => {
-                tracing::warn!(rollup = %def.name, %reason, "rollup not built; its queries read the model");
-                catalog
-                    .rollups_not_built
-                    .push(crate::catalog::CatalogError::new(
-                        &def.file,
-                        format!("rollups.{}", def.name),
-                        reason,
-                    ));
-            }
-        }
+/// An engine failure as the query path reports it: memory exhaustion is the client's query
+/// being too big; anything else is ours.
+fn engine_error(e: EngineError) -> QueryError {
+    match e {
+        EngineError::MemoryExhausted(m) => QueryError::new(
+            ErrorKind::Exhausted,
+            "memory_limit",
+            format!("the query needs more memory than its budget allows: {m}"),
+        ),
+        EngineError::Failed(m) => QueryError::internal(m),
     }
-    Ok(catalog)
-}
-
-/// The `member` column of a members listing.
-fn member_values(batches: &[RecordBatch]) -> Vec<Value> {
-    let columns = [semantic::OutputColumn::new("member", ColumnRole::Dimension)];
-    semantic::rows_of(batches, &columns)
-        .into_iter()
-        .map(|mut r| r.remove(0))
-        .collect()
-}
-
-/// The grand-total row aligned with the schema: metrics filled, time and dimensions null.
-fn totals_row(batches: &[RecordBatch], columns: &[semantic::OutputColumn]) -> Vec<Value> {
-    let batch = batches.iter().find(|b| b.num_rows() > 0);
-    columns
-        .iter()
-        .map(|c| match (c.role, batch) {
-            (ColumnRole::Metric, Some(b)) => b
-                .column_by_name(&c.name)
-                .map(|a| semantic::json_value(a.as_ref(), 0))
-                .unwrap_or(Value::Null),
-            _ => Value::Null,
-        })
-        .collect()
-}
-
-fn current_versions(
-    catalog: &Catalog,
-    tables: &BTreeSet<String>,
-) -> Result<Vec<(String, String)>, QueryError> {
-    tables
-        .iter()
-        .map(|t| table_version(catalog, t).map(|v| (t.clone(), v)))
-        .collect()
-}
-
-fn table_version(catalog: &Catalog, table: &str) -> Result<String, QueryError> {
-    let source = &catalog.tables[table];
-    data_version(&source.path, source.format)
-        .map_err(|e| QueryError::internal(format!("table '{table}' is unreadable: {e}")))
-}
-
-fn combined_version(data: &[(String, String)]) -> String {
-    let mut h = Sha256::new();
-    for (t, v) in data {
-        h.update(t.as_bytes());
-        h.update(v.as_bytes());
-    }
-    hex_prefix(&h.finalize(), 12)
 }

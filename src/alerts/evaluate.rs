@@ -4,17 +4,14 @@
 //! clock's `now()` and `current_date()` substituted, so tests and the demo control time.
 
 use chrono::{DateTime, Utc};
-use datafusion::common::ScalarValue;
-use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::logical_expr::Expr;
-use datafusion::prelude::{ident, lit};
 use serde_json::{Map, Value, json};
 
 use super::state::Observation;
 use crate::catalog::{AlertCheck, AlertRule, Condition};
 use crate::security::{Principal, Scope};
+use crate::semantic::QueryRequest;
 use crate::semantic::calendar::period_start;
-use crate::semantic::{ColumnRole, OutputColumn, QueryRequest, rows_of};
+use crate::semantic::records::RecordListing;
 use crate::service::{KpiService, VersionMemo};
 
 /// Rules run as this principal: the whole bank; what a reader sees is scoped when listed.
@@ -148,57 +145,18 @@ pub async fn records(
     else {
         unreachable!("a record rule");
     };
-    let catalog = service
-        .catalog_for(&std::collections::BTreeSet::from([model.clone()]))
-        .await
-        .map_err(|e| e.message)?;
-    let model = &catalog.models[model];
-    let mut dims = path.clone();
-    if !dims.contains(owner) {
-        dims.push(owner.clone());
-    }
-    let (df, exprs) = crate::semantic::planner::filtered_rows(&catalog, model, &dims, &[])
-        .await
-        .map_err(|e| e.message)?;
-    let today = now
-        .with_timezone(&service.calendar().time_zone)
-        .date_naive();
-    let condition = at_clock(condition.clone(), now, today)?;
-    let mut select = vec![
-        ident(key).alias("__key"),
-        exprs[owner].clone().alias("__owner"),
-    ];
-    for level in path {
-        select.push(exprs[level].clone().alias(format!("__path_{level}")));
-    }
-    for c in show {
-        select.push(ident(c).alias(format!("__show_{c}")));
-    }
-    let df = df
-        .filter(condition)
-        .and_then(|d| d.select(select))
-        .and_then(|d| d.sort(vec![ident("__key").sort(true, false)]))
-        .and_then(|d| d.limit(0, Some(limit + 1)))
-        .map_err(|e| crate::text::first_line(&e))?;
-    let batches = service
-        .run_frame(&catalog, df)
-        .await
-        .map_err(|e| e.message)?;
-    let mut columns = vec![
-        OutputColumn::new("__key", ColumnRole::Key),
-        OutputColumn::new("__owner", ColumnRole::Key),
-    ];
-    columns.extend(
-        path.iter()
-            .map(|l| OutputColumn::new(format!("__path_{l}"), ColumnRole::Dimension)),
-    );
-    columns.extend(
-        show.iter()
-            .map(|c| OutputColumn::new(format!("__show_{c}"), ColumnRole::Dimension)),
-    );
-    let mut rows = rows_of(&batches, &columns);
-    let complete = rows.len() <= limit;
-    rows.truncate(limit);
+    let listing = RecordListing {
+        model,
+        condition,
+        key,
+        owner,
+        path,
+        show,
+        now,
+        today: service.local_date(now),
+        limit,
+    };
+    let (rows, complete) = service.records(&listing).await.map_err(|e| e.message)?;
     Ok((
         rows.into_iter()
             .map(|r| {
@@ -217,25 +175,4 @@ pub async fn records(
             .collect(),
         complete,
     ))
-}
-
-/// The condition with `now()` and `current_date()` replaced by the alert clock's values.
-fn at_clock(condition: Expr, now: DateTime<Utc>, today: chrono::NaiveDate) -> Result<Expr, String> {
-    let instant = now
-        .timestamp_nanos_opt()
-        .ok_or("the clock is out of the nanosecond range")?;
-    let days =
-        (today - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32;
-    condition
-        .transform_up(|e| match &e {
-            Expr::ScalarFunction(f) if f.name() == "now" => Ok(Transformed::yes(lit(
-                ScalarValue::TimestampNanosecond(Some(instant), Some("+00:00".into())),
-            ))),
-            Expr::ScalarFunction(f) if f.name() == "current_date" => {
-                Ok(Transformed::yes(lit(ScalarValue::Date32(Some(days)))))
-            }
-            _ => Ok(Transformed::no(e)),
-        })
-        .map(|t| t.data)
-        .map_err(|e| crate::text::first_line(&e))
 }

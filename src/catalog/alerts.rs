@@ -332,7 +332,7 @@ fn record_check(
             ok = false;
         }
     }
-    let condition = match catalog.ctx.parse_sql_expr(sql, &schema) {
+    let condition = match catalog.plans.parse_expr(sql, &schema) {
         Ok(e) => match e.get_type(&schema) {
             Ok(datafusion::arrow::datatypes::DataType::Boolean) => Some(e),
             Ok(t) => {

@@ -5,6 +5,7 @@
 mod alerts;
 mod dashboards;
 mod error;
+mod plan_context;
 mod rollups;
 mod sources;
 mod tables;
@@ -15,14 +16,14 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::{DFSchema, TableReference};
-use datafusion::execution::context::SQLOptions;
+use datafusion::dataframe::DataFrame;
 use datafusion::logical_expr::{Expr, ExprSchemable};
-use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 
 pub use alerts::{AlertCheck, AlertRule, Condition};
 pub use dashboards::{Dashboard, MAX_PERIODS, Panel};
 pub use error::{CatalogError, CatalogErrors};
+pub use plan_context::{PlanContext, TableRegistry};
 pub use rollups::{Rollup, RollupDefinition, reaggregation};
 pub use sources::{ProjectSources, parse_definition_file};
 pub use tables::{FileFormat, TableSource, data_version};
@@ -51,8 +52,8 @@ pub struct Catalog {
     /// Physical tables by registered name, with the data version seen when the catalog was built.
     pub tables: BTreeMap<String, TableSource>,
     pub data_dir: PathBuf,
-    /// The session the tables and SQL models are registered in; plans are built against it.
-    pub ctx: SessionContext,
+    /// Where expressions are parsed and plans built (no tables: scans are by reference).
+    pub plans: PlanContext,
     /// Kept to rebuild the catalog over fresh data without re-reading (possibly edited) files.
     pub sources: Arc<ProjectSources>,
     /// Cockpit pages, in switcher order.
@@ -210,11 +211,16 @@ impl Catalog {
     pub async fn build(
         sources: Arc<ProjectSources>,
         data_dir: &Path,
-        ctx: SessionContext,
+        registry: &dyn TableRegistry,
     ) -> Result<Catalog, CatalogErrors> {
-        Builder::new(&sources, data_dir, &ctx)
+        Builder::new(&sources, data_dir, registry)
             .run(sources.clone())
             .await
+    }
+
+    /// A model's rows as a DataFrame to plan on (a scan by reference; the engine runs it).
+    pub fn scan(&self, model: &Model) -> datafusion::error::Result<DataFrame> {
+        self.plans.scan(&model.table, model.schema.clone())
     }
 
     pub fn dashboard(&self, id: &str) -> Option<&Dashboard> {
@@ -321,7 +327,10 @@ struct Declared<'a, T> {
 
 struct Builder<'a> {
     data_dir: PathBuf,
-    ctx: &'a SessionContext,
+    registry: &'a dyn TableRegistry,
+    plans: PlanContext,
+    /// Columns of every registered table and view, as the engine reported them.
+    schemas: BTreeMap<String, Arc<Schema>>,
     models: BTreeMap<&'a str, Declared<'a, ModelSpec>>,
     measures: BTreeMap<&'a str, Declared<'a, MeasureSpec>>,
     metrics: BTreeMap<&'a str, Declared<'a, MetricSpec>>,
@@ -334,10 +343,12 @@ struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
-    fn new(sources: &'a ProjectSources, data_dir: &Path, ctx: &'a SessionContext) -> Self {
+    fn new(sources: &'a ProjectSources, data_dir: &Path, registry: &'a dyn TableRegistry) -> Self {
         let mut b = Builder {
             data_dir: data_dir.to_path_buf(),
-            ctx,
+            registry,
+            plans: PlanContext::default(),
+            schemas: BTreeMap::new(),
             models: BTreeMap::new(),
             measures: BTreeMap::new(),
             metrics: BTreeMap::new(),
@@ -450,7 +461,7 @@ impl<'a> Builder<'a> {
             tests,
             tables,
             data_dir: self.data_dir.clone(),
-            ctx: self.ctx.clone(),
+            plans: self.plans.clone(),
             sources: sources.clone(),
             dashboards: Vec::new(),
             rollup_definitions: Vec::new(),
@@ -497,13 +508,14 @@ impl<'a> Builder<'a> {
                     continue;
                 }
             };
-            if let Err(e) = source.register(self.ctx).await {
-                errors.push(
-                    d.file,
-                    &key,
-                    format!("cannot open {}: {}", path.display(), first_line(&e)),
-                );
-                continue;
+            match self.registry.register_file(&source).await {
+                Ok(schema) => {
+                    self.schemas.insert(name.to_string(), schema);
+                }
+                Err(e) => {
+                    errors.push(d.file, &key, format!("cannot open {}: {e}", path.display()));
+                    continue;
+                }
             }
             tables.insert(name.to_string(), source);
         }
@@ -519,7 +531,7 @@ impl<'a> Builder<'a> {
     ) -> Result<BTreeMap<String, BTreeSet<String>>, CatalogErrors> {
         let mut errors = CatalogErrors::default();
         let mut refs: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
-        let state = self.ctx.state();
+        let state = self.plans.state();
         for (name, (file, text)) in self.sql_models {
             if !is_identifier(name) {
                 errors.push(
@@ -571,10 +583,6 @@ impl<'a> Builder<'a> {
         // Topological order; whatever cannot be ordered is part of (or behind) a cycle.
         let mut reads: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut pending: BTreeMap<&str, BTreeSet<String>> = refs;
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
         loop {
             let ready: Vec<&str> = pending
                 .iter()
@@ -597,15 +605,11 @@ impl<'a> Builder<'a> {
                         errors.push(file, "", format!("references '{dep}', which is neither a file-sourced model nor a SQL model"));
                     }
                 }
-                match self.ctx.sql_with_options(text, options).await {
-                    Ok(df) => {
-                        if let Err(e) = self.ctx.register_table(name, df.into_view()) {
-                            errors.push(file, "", format!("cannot register: {e}"));
-                        }
+                match self.registry.register_view(name, text).await {
+                    Ok(schema) => {
+                        self.schemas.insert(name.to_string(), schema);
                     }
-                    Err(e) => {
-                        errors.push(file, "", format!("SQL does not plan: {}", first_line(&e)))
-                    }
+                    Err(e) => errors.push(file, "", format!("SQL does not plan: {e}")),
                 }
                 reads.insert(name.to_string(), read);
             }
@@ -648,10 +652,14 @@ impl<'a> Builder<'a> {
                 },
                 _ => (name.to_string(), BTreeSet::from([name.to_string()])),
             };
-            let schema = match self.ctx.table(table.as_str()).await {
-                Ok(df) => Arc::new(df.schema().as_arrow().clone()),
-                Err(e) => {
-                    errors.push(d.file, format!("models.{name}.source"), first_line(&e));
+            let schema = match self.schemas.get(&table) {
+                Some(schema) => schema.clone(),
+                None => {
+                    errors.push(
+                        d.file,
+                        format!("models.{name}.source"),
+                        format!("no table or view '{table}' was registered"),
+                    );
                     continue;
                 }
             };
@@ -940,8 +948,8 @@ impl<'a> Builder<'a> {
             let parse =
                 |sql: &str, field: &str, errors: &mut CatalogErrors| -> Option<(Expr, DataType)> {
                     let parsed = self
-                        .ctx
-                        .parse_sql_expr(sql, &df_schema)
+                        .plans
+                        .parse_expr(sql, &df_schema)
                         .and_then(|e| e.get_type(&df_schema).map(|t| (e, t)));
                     match parsed {
                         Ok(x) => Some(x),
@@ -1141,8 +1149,8 @@ impl<'a> Builder<'a> {
                 };
                 let schema = DFSchema::try_from(model.schema.as_ref().clone()).ok()?;
                 match self
-                    .ctx
-                    .parse_sql_expr(sql, &schema)
+                    .plans
+                    .parse_expr(sql, &schema)
                     .and_then(|e| e.get_type(&schema).map(|t| (e, t)))
                 {
                     Ok((e, DataType::Boolean)) => Some((e, sql.clone())),
@@ -1181,7 +1189,7 @@ impl<'a> Builder<'a> {
                         required("expr", &mut errors);
                         None
                     }
-                    Some(sql) => match self.ctx.parse_sql_expr(sql, &metric_schema) {
+                    Some(sql) => match self.plans.parse_expr(sql, &metric_schema) {
                         Ok(expr) => {
                             let depends_on: Vec<String> = expr
                                 .column_refs()

@@ -1,19 +1,9 @@
-//! Physical tables: the Parquet/CSV files behind file-sourced models, their registration in
-//! DataFusion and their data version (what the result cache keys on).
+//! Physical tables: the Parquet/CSV files behind file-sourced models, their snapshot (the files a
+//! data state reads) and their data version (what the result cache keys on).
 
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-use std::sync::Arc;
-
-use datafusion::arrow::datatypes::DataType;
-use datafusion::datasource::file_format::FileFormat as DataFileFormat;
-use datafusion::datasource::file_format::csv::CsvFormat;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
-use datafusion::prelude::SessionContext;
 use sha2::{Digest, Sha256};
 
 use crate::text::hex_prefix;
@@ -57,71 +47,6 @@ impl TableSource {
             version,
             files,
         })
-    }
-
-    pub async fn register(&self, ctx: &SessionContext) -> datafusion::error::Result<()> {
-        let format: Arc<dyn DataFileFormat> = match self.format {
-            FileFormat::Parquet => Arc::new(ParquetFormat::default()),
-            FileFormat::Csv => Arc::new(CsvFormat::default().with_has_header(true)),
-        };
-        let extension = if self.path.is_dir() {
-            format!(".{}", self.format.extension())
-        } else {
-            String::new()
-        };
-        let options = ListingOptions::new(format).with_file_extension(extension);
-        let state = ctx.state();
-        // The schema is inferred over the whole location (merging all files), as DataFusion
-        // does for a directory; the scan is then pinned to the snapshot's files.
-        let mut location = self.path.to_string_lossy().to_string();
-        if self.path.is_dir() && !location.ends_with('/') {
-            location.push('/');
-        }
-        let schema = options
-            .infer_schema(&state, &ListingTableUrl::parse(&location)?)
-            .await?;
-        let urls = self
-            .files
-            .iter()
-            .map(|f| ListingTableUrl::parse(f.to_string_lossy()))
-            .collect::<datafusion::error::Result<Vec<_>>>()?;
-        // Every file of a table has the same columns: a file with another schema dropped into
-        // the folder is a load error naming it, not rows of nulls merged in silently.
-        if urls.len() > 1 {
-            let columns = |schema: &datafusion::arrow::datatypes::Schema| {
-                let mut c: Vec<(String, DataType)> = schema
-                    .fields()
-                    .iter()
-                    .map(|f| (f.name().clone(), super::canonical_type(f.data_type())))
-                    .collect();
-                c.sort_by(|a, b| a.0.cmp(&b.0));
-                c
-            };
-            let first = columns(&*options.infer_schema(&state, &urls[0]).await?);
-            for (url, file) in urls.iter().zip(&self.files).skip(1) {
-                let these = columns(&*options.infer_schema(&state, url).await?);
-                if these != first {
-                    let names = |c: &[(String, DataType)]| {
-                        c.iter()
-                            .map(|(n, _)| n.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    };
-                    return Err(datafusion::error::DataFusionError::Plan(format!(
-                        "{} has other columns than {} ({} vs {})",
-                        file.display(),
-                        self.files[0].display(),
-                        names(&these),
-                        names(&first)
-                    )));
-                }
-            }
-        }
-        let config = ListingTableConfig::new_with_multi_paths(urls)
-            .with_listing_options(options)
-            .with_schema(schema);
-        ctx.register_table(self.name.as_str(), Arc::new(ListingTable::try_new(config)?))?;
-        Ok(())
     }
 }
 

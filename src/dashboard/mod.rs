@@ -19,7 +19,7 @@ pub use tiles::{Status, Tile, status};
 use crate::catalog::{Catalog, Dashboard, MAX_PERIODS, Panel};
 use crate::security::Principal;
 use crate::semantic::calendar::{CalendarConfig, period_start, shift};
-use crate::semantic::listing::{dimension_members, param_value};
+use crate::semantic::listing::param_value;
 use crate::semantic::{
     Comparison, DrillRequest, ErrorKind, FilterOp, FilterRequest, OrderRequest, QueryError,
     QueryRequest, QueryResult, TimeRequest,
@@ -27,6 +27,7 @@ use crate::semantic::{
 use crate::service::{KpiService, VersionMemo};
 use crate::spec::dashboard::{PanelKind, PanelRange};
 use crate::spec::{Grain, Label};
+use crate::state::DataState;
 use crate::text::{clip, hex_prefix};
 
 /// Most values one filter parameter may carry (`segment=retail,sme`).
@@ -266,7 +267,7 @@ struct Resolved {
     principal: Principal,
     /// The data versions this request has seen: every panel reads the same state.
     seen: VersionMemo,
-    catalog: Arc<Catalog>,
+    catalog: Arc<DataState>,
     dashboard: Dashboard,
     params: DashboardParams,
     window: Window,
@@ -385,18 +386,8 @@ async fn filter_view(
         .filter(|p| p.filters.iter().any(|f| f == dimension))
         .flat_map(|p| p.metrics.iter().flat_map(|m| catalog.models_of(m)))
         .collect();
-    let tables = catalog.tables_read_by(models.iter());
-    let scope = &r.principal.scope;
-    let df = dimension_members(catalog, dimension, &models, scope);
     let options = service
-        .cached_members(
-            catalog,
-            format!("members:{dimension}:{models:?}"),
-            scope,
-            &tables,
-            df,
-            &r.seen,
-        )
+        .dimension_options(catalog, dimension, &models, &r.principal.scope, &r.seen)
         .await?;
     Ok(FilterView {
         dimension: dimension.to_string(),

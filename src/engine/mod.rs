@@ -1,61 +1,58 @@
-//! Where logical plans run. DataFusion in process is the default; another engine (e.g. Ballista
-//! for a cluster) implements [`QueryEngine`] behind a cargo feature and receives the same plans.
+//! Where plans run. The planner builds plans whose scans name tables by reference; an engine
+//! owns the sessions, registers each data state's tables and runs plans over them. DataFusion
+//! in process is the default; another engine (Ballista for a cluster, DuckDB as a second
+//! opinion) implements the same two traits behind a cargo feature and receives the same plans.
+//! Nothing above this layer touches a DataFusion session.
 
+mod datafusion;
+mod error;
+mod files;
+
+use ::datafusion::arrow::datatypes::SchemaRef;
+use ::datafusion::arrow::record_batch::RecordBatch;
+use ::datafusion::logical_expr::LogicalPlan;
+use futures::future::BoxFuture;
 use std::sync::Arc;
 
-use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::dataframe::DataFrame;
-use datafusion::error::Result;
-use datafusion::execution::cache::cache_manager::CacheManagerConfig;
-use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::logical_expr::LogicalPlan;
-use datafusion::prelude::{SessionConfig, SessionContext};
-use futures::future::BoxFuture;
+pub use self::datafusion::DataFusionEngine;
+use crate::catalog::TableRegistry;
+pub use error::EngineError;
+pub use files::csv_to_parquet;
 
 pub trait QueryEngine: Send + Sync {
-    /// A fresh session sharing the engine's memory pool, for a catalog to register tables in.
-    fn new_session(&self) -> SessionContext;
+    /// An empty set of tables for one data state (a catalog over one snapshot of the data),
+    /// sharing the engine's memory pool with every other.
+    fn new_tables(&self) -> Arc<dyn EngineTables>;
+}
 
-    /// Runs a plan built against `session`.
+/// One data state's tables in an engine: registered through [`TableRegistry`] while the catalog
+/// is built, then read by every plan over that state.
+pub trait EngineTables: TableRegistry {
+    /// Registers computed rows (a rollup) as the table `name`.
+    fn register_batches(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> Result<(), EngineError>;
+
+    /// Runs a plan whose scans name tables registered here.
     fn execute(
         &self,
-        session: &SessionContext,
         plan: LogicalPlan,
-    ) -> BoxFuture<'static, Result<Vec<RecordBatch>>>;
+    ) -> BoxFuture<'static, Result<Vec<RecordBatch>, EngineError>>;
+
+    /// Runs one read-only SQL query over these tables (what `explain`'s SQL is checked with).
+    fn execute_sql(&self, sql: &str) -> BoxFuture<'_, Result<Vec<RecordBatch>, EngineError>>;
+
+    /// The plan as the engine would run it, and as SQL (for reading, never executed).
+    fn explain(&self, plan: &LogicalPlan) -> Result<Explanation, EngineError>;
 }
 
-/// DataFusion in process, every query under one bounded memory pool.
-pub struct DataFusionEngine {
-    runtime: Arc<RuntimeEnv>,
-    config: SessionConfig,
-}
-
-impl DataFusionEngine {
-    pub fn new(memory_limit_bytes: usize) -> Result<Self> {
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(memory_limit_bytes, 1.0)
-            // Data versions are checked against the directory listing on every query; DataFusion's
-            // own listing cache (infinite TTL by default) would hide newly dropped files.
-            .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
-            .build_arc()?;
-        // DataFusion's defaults (one partition per core), tunable by its own environment
-        // variables (`DATAFUSION_EXECUTION_BATCH_SIZE=16384`, ...) without a rebuild.
-        let config = SessionConfig::from_env()?.with_information_schema(false);
-        Ok(Self { runtime, config })
-    }
-}
-
-impl QueryEngine for DataFusionEngine {
-    fn new_session(&self) -> SessionContext {
-        SessionContext::new_with_config_rt(self.config.clone(), self.runtime.clone())
-    }
-
-    fn execute(
-        &self,
-        session: &SessionContext,
-        plan: LogicalPlan,
-    ) -> BoxFuture<'static, Result<Vec<RecordBatch>>> {
-        let df = DataFrame::new(session.state(), plan);
-        Box::pin(df.collect())
-    }
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Explanation {
+    pub logical_plan: String,
+    pub optimized_plan: String,
+    /// The plan as SQL (DataFusion's unparser), for reading, never executed.
+    pub sql: String,
 }

@@ -3,10 +3,12 @@
 
 pub mod calendar;
 pub mod compare;
+pub mod compose;
 pub mod drill;
 mod error;
 pub mod listing;
 pub mod planner;
+pub mod records;
 mod result;
 pub mod series;
 mod validate;
@@ -16,7 +18,7 @@ pub use crate::protocol::{
     TimeRequest,
 };
 pub use error::{ErrorKind, QueryError};
-pub use planner::{ColumnRole, OutputColumn, PlannedQuery, build_rollup, plan};
+pub use planner::{ColumnRole, OutputColumn, PlannedQuery, plan, rollup};
 pub use result::{
     PartialPeriod, QueryResult, ResultNotes, SchemaField, json_value, rows_of, schema_fields,
 };

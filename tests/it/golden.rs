@@ -426,11 +426,7 @@ async fn explained_sql_computes_the_same_numbers() {
         .expect("explain");
     let batches = s
         .catalog()
-        .ctx
-        .sql(&explained.sql)
-        .await
-        .expect("the SQL plans")
-        .collect()
+        .execute_sql(&explained.sql)
         .await
         .expect("the SQL runs");
     let columns: Vec<kpilens::semantic::OutputColumn> = answer

@@ -14,7 +14,8 @@ const LAYERS: &[&[&str]] = &[
     &["security"], // who asks, what they may see: principals, scopes, tokens, audit, limits
     &["catalog"],  // validated definitions
     &["semantic"], // validation of queries, the planner, composing sub-queries
-    &["engine"],   // where plans run
+    &["engine"],   // where plans run: sessions, table registration
+    &["state"],    // a catalog with its tables and rollups over one snapshot of the data
     &["cache"],    // results keyed by data version
     &["service"],  // the one query path, catalog lifecycle
     &["dashboard", "alerts", "metric_tests", "demo"], // applications of the service

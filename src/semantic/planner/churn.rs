@@ -74,9 +74,7 @@ pub(super) async fn frame(
 
     // Activity at this period's end, unfiltered: leaving the filtered slice is not churn.
     let now = catalog
-        .ctx
-        .table(model.table.as_str())
-        .await
+        .scan(model)
         .map_err(df_err)?
         .select(vec![
             ident(&base.entity).alias("__e1"),
@@ -160,9 +158,7 @@ async fn period_ends(
 ) -> Result<DataFrame, QueryError> {
     let t = model.time.as_ref().expect("validated");
     let snaps = catalog
-        .ctx
-        .table(model.table.as_str())
-        .await
+        .scan(model)
         .map_err(df_err)?
         .select(vec![ident(&t.column).alias("__s")])
         .map_err(df_err)?;

@@ -44,9 +44,7 @@ pub(super) async fn plan(
 
     // Each period's end snapshot date, over the whole model.
     let ends = catalog
-        .ctx
-        .table(model.table.as_str())
-        .await
+        .scan(model)
         .map_err(df_err)?
         .aggregate(
             vec![period_expr(g, ident(&t.column), &t.data_type, &q.calendar).alias("__p")],

@@ -17,9 +17,7 @@
 mod churn;
 mod cohort;
 mod funnel;
-mod rollup;
-
-pub use rollup::build as build_rollup;
+pub mod rollup;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -390,11 +388,7 @@ async fn keep_snapshot_rows(
         .time
         .as_ref()
         .expect("validated: semi-additive models have a time column");
-    let mut snaps = catalog
-        .ctx
-        .table(model.table.as_str())
-        .await
-        .map_err(df_err)?;
+    let mut snaps = catalog.scan(model).map_err(df_err)?;
     if let Some(range) = time_range(model, q)? {
         snaps = snaps.filter(range).map_err(df_err)?;
     }
@@ -464,11 +458,7 @@ async fn with_dimensions(
     dims: &[String],
     counter: &mut usize,
 ) -> Result<(DataFrame, BTreeMap<String, Expr>), QueryError> {
-    let mut df = catalog
-        .ctx
-        .table(model.table.as_str())
-        .await
-        .map_err(df_err)?;
+    let mut df = catalog.scan(model).map_err(df_err)?;
     let mut exprs = BTreeMap::new();
     let mut via: BTreeMap<&str, Vec<(&String, &String)>> = BTreeMap::new();
     for d in dims {

@@ -4,13 +4,10 @@
 //! a group exactly when it holds the group's measures and every dimension the group groups or
 //! filters by.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::time::Instant;
-
-use datafusion::catalog::MemTable;
-use datafusion::logical_expr::{Expr, cast};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::logical_expr::{Expr, LogicalPlan, cast};
 use datafusion::prelude::ident;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{aggregate, measure_input, with_dimensions};
 use crate::catalog::{
@@ -26,9 +23,14 @@ fn partial_column(name: &str) -> String {
     format!("__rollup_{name}")
 }
 
-/// Runs the rollup's query over the catalog's data and registers the result as a table.
-pub async fn build(catalog: &Catalog, def: &RollupDefinition) -> Result<Rollup, String> {
-    let started = Instant::now();
+/// The table name a rollup's rows are registered under.
+pub fn table_name(def: &RollupDefinition) -> String {
+    format!("__rollup_{}", def.name)
+}
+
+/// The plan computing a rollup's rows: its measures' partial results grouped by the model's time
+/// column and the rollup's dimensions (joins done once, here).
+pub async fn plan(catalog: &Catalog, def: &RollupDefinition) -> Result<LogicalPlan, String> {
     let base = &catalog.models[&def.spec.model];
     let measures: Vec<&Measure> = def
         .spec
@@ -55,26 +57,26 @@ pub async fn build(catalog: &Catalog, def: &RollupDefinition) -> Result<Rollup, 
         aggs.push(aggregate(m.agg, input).alias(partial_column(&m.name)));
     }
     let df = df.aggregate(keys, aggs).map_err(|e| first_line(&e))?;
-    let schema = Arc::new(df.schema().as_arrow().clone());
-    let batches = df
-        .collect()
-        .await
-        .map_err(|e| format!("building the rollup failed: {}", first_line(&e)))?;
-    let rows = batches.iter().map(|b| b.num_rows()).sum();
+    Ok(df.into_unoptimized_plan())
+}
 
-    // Spread the batches over the session's partitions so scans run in parallel.
-    let partitions = catalog.ctx.state().config().target_partitions().max(1);
-    let mut parts = vec![Vec::new(); partitions];
-    for (i, b) in batches.into_iter().enumerate() {
-        parts[i % partitions].push(b);
-    }
-    let table_name = format!("__rollup_{}", def.name);
-    let table = MemTable::try_new(schema.clone(), parts).map_err(|e| first_line(&e))?;
-    catalog
-        .ctx
-        .register_table(table_name.as_str(), Arc::new(table))
-        .map_err(|e| first_line(&e))?;
-
+/// The rollup as the planner reads it, once the rows of [`plan`] are the table
+/// [`table_name`] with `schema`.
+pub fn materialised(
+    catalog: &Catalog,
+    def: &RollupDefinition,
+    schema: SchemaRef,
+    rows: usize,
+    build_ms: f64,
+) -> Rollup {
+    let base = &catalog.models[&def.spec.model];
+    let measures: Vec<&Measure> = def
+        .spec
+        .measures
+        .iter()
+        .map(|m| &catalog.measures[m])
+        .collect();
+    let table_name = table_name(def);
     let model = Model {
         name: def.name.clone(),
         file: def.file.clone(),
@@ -110,9 +112,7 @@ pub async fn build(catalog: &Catalog, def: &RollupDefinition) -> Result<Rollup, 
             (m.name.clone(), rolled)
         })
         .collect();
-    let build_ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;
-    tracing::info!(rollup = %def.name, model = %def.spec.model, rows, build_ms, "rollup built");
-    Ok(Rollup {
+    Rollup {
         name: def.name.clone(),
         file: def.file.clone(),
         base: def.spec.model.clone(),
@@ -122,7 +122,7 @@ pub async fn build(catalog: &Catalog, def: &RollupDefinition) -> Result<Rollup, 
         rolled,
         rows,
         build_ms,
-    })
+    }
 }
 
 /// The smallest rollup that answers this group of one model's measures exactly, if any.

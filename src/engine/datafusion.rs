@@ -1,0 +1,252 @@
+//! DataFusion in process: every data state's tables in their own session, every query under one
+//! bounded memory pool. Plans arrive with scans by reference (the catalog's schemas); they are
+//! resolved to this session's tables before DataFusion optimises and runs them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{MemTable, TableProvider};
+use datafusion::common::tree_node::Transformed;
+use datafusion::datasource::file_format::FileFormat as DataFileFormat;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::datasource::provider_as_source;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::context::SQLOptions;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::future::BoxFuture;
+
+use super::{EngineError, EngineTables, Explanation, QueryEngine};
+use crate::catalog::{FileFormat, TableRegistry, TableSource, canonical_type};
+use crate::text::first_line;
+
+pub struct DataFusionEngine {
+    runtime: Arc<RuntimeEnv>,
+    config: SessionConfig,
+}
+
+impl DataFusionEngine {
+    pub fn new(memory_limit_bytes: usize) -> Result<Self> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(memory_limit_bytes, 1.0)
+            // Data versions are checked against the directory listing on every query; DataFusion's
+            // own listing cache (infinite TTL by default) would hide newly dropped files.
+            .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
+            .build_arc()?;
+        // DataFusion's defaults (one partition per core), tunable by its own environment
+        // variables (`DATAFUSION_EXECUTION_BATCH_SIZE=16384`, ...) without a rebuild.
+        let config = SessionConfig::from_env()?.with_information_schema(false);
+        Ok(Self { runtime, config })
+    }
+}
+
+impl QueryEngine for DataFusionEngine {
+    fn new_tables(&self) -> Arc<dyn EngineTables> {
+        Arc::new(DataFusionTables {
+            ctx: SessionContext::new_with_config_rt(self.config.clone(), self.runtime.clone()),
+            providers: RwLock::new(HashMap::new()),
+        })
+    }
+}
+
+/// One data state's session and its tables by name.
+struct DataFusionTables {
+    ctx: SessionContext,
+    /// What a scan by reference resolves to (the session holds the same providers).
+    providers: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
+}
+
+impl DataFusionTables {
+    fn add(&self, name: &str, provider: Arc<dyn TableProvider>) -> Result<()> {
+        self.ctx.register_table(name, provider.clone())?;
+        self.providers
+            .write()
+            .expect("providers")
+            .insert(name.to_string(), provider);
+        Ok(())
+    }
+
+    /// The plan with each scan by reference replaced by this session's table of that name.
+    fn resolve(&self, plan: LogicalPlan) -> Result<LogicalPlan> {
+        let providers = self.providers.read().expect("providers");
+        plan.transform_up_with_subqueries(|node| match node {
+            LogicalPlan::TableScan(mut scan) => {
+                let name = scan.table_name.table();
+                let provider = providers.get(name).ok_or_else(|| {
+                    DataFusionError::Plan(format!("no table '{name}' in this data state"))
+                })?;
+                scan.source = provider_as_source(provider.clone());
+                Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+            }
+            other => Ok(Transformed::no(other)),
+        })
+        .map(|t| t.data)
+    }
+
+    async fn listing_table(&self, source: &TableSource) -> Result<Arc<dyn TableProvider>> {
+        let format: Arc<dyn DataFileFormat> = match source.format {
+            FileFormat::Parquet => Arc::new(ParquetFormat::default()),
+            FileFormat::Csv => Arc::new(CsvFormat::default().with_has_header(true)),
+        };
+        let extension = if source.path.is_dir() {
+            format!(".{}", source.format.extension())
+        } else {
+            String::new()
+        };
+        let options = ListingOptions::new(format).with_file_extension(extension);
+        let state = self.ctx.state();
+        // The schema is inferred over the whole location (merging all files), as DataFusion
+        // does for a directory; the scan is then pinned to the snapshot's files.
+        let mut location = source.path.to_string_lossy().to_string();
+        if source.path.is_dir() && !location.ends_with('/') {
+            location.push('/');
+        }
+        let schema = options
+            .infer_schema(&state, &ListingTableUrl::parse(&location)?)
+            .await?;
+        let urls = source
+            .files
+            .iter()
+            .map(|f| ListingTableUrl::parse(f.to_string_lossy()))
+            .collect::<Result<Vec<_>>>()?;
+        // Every file of a table has the same columns: a file with another schema dropped into
+        // the folder is a load error naming it, not rows of nulls merged in silently.
+        if urls.len() > 1 {
+            let columns = |schema: &Schema| {
+                let mut c: Vec<(String, DataType)> = schema
+                    .fields()
+                    .iter()
+                    .map(|f| (f.name().clone(), canonical_type(f.data_type())))
+                    .collect();
+                c.sort_by(|a, b| a.0.cmp(&b.0));
+                c
+            };
+            let first = columns(&*options.infer_schema(&state, &urls[0]).await?);
+            for (url, file) in urls.iter().zip(&source.files).skip(1) {
+                let these = columns(&*options.infer_schema(&state, url).await?);
+                if these != first {
+                    let names = |c: &[(String, DataType)]| {
+                        c.iter()
+                            .map(|(n, _)| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    return Err(DataFusionError::Plan(format!(
+                        "{} has other columns than {} ({} vs {})",
+                        file.display(),
+                        source.files[0].display(),
+                        names(&these),
+                        names(&first)
+                    )));
+                }
+            }
+        }
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(schema);
+        Ok(Arc::new(ListingTable::try_new(config)?))
+    }
+}
+
+impl TableRegistry for DataFusionTables {
+    fn register_file<'a>(
+        &'a self,
+        source: &'a TableSource,
+    ) -> BoxFuture<'a, Result<SchemaRef, String>> {
+        Box::pin(async move {
+            let table = self
+                .listing_table(source)
+                .await
+                .map_err(|e| first_line(&e))?;
+            let schema = table.schema();
+            self.add(&source.name, table).map_err(|e| first_line(&e))?;
+            Ok(schema)
+        })
+    }
+
+    fn register_view<'a>(
+        &'a self,
+        name: &'a str,
+        sql: &'a str,
+    ) -> BoxFuture<'a, Result<SchemaRef, String>> {
+        Box::pin(async move {
+            let df = self
+                .ctx
+                .sql_with_options(sql, read_only())
+                .await
+                .map_err(|e| first_line(&e))?;
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            self.add(name, df.into_view()).map_err(|e| first_line(&e))?;
+            Ok(schema)
+        })
+    }
+}
+
+impl EngineTables for DataFusionTables {
+    fn register_batches(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> Result<(), EngineError> {
+        // Spread the batches over the session's partitions so scans run in parallel.
+        let partitions = self.ctx.state().config().target_partitions().max(1);
+        let mut parts = vec![Vec::new(); partitions];
+        for (i, b) in batches.into_iter().enumerate() {
+            parts[i % partitions].push(b);
+        }
+        let table = MemTable::try_new(schema, parts)?;
+        self.add(name, Arc::new(table))?;
+        Ok(())
+    }
+
+    fn execute(
+        &self,
+        plan: LogicalPlan,
+    ) -> BoxFuture<'static, Result<Vec<RecordBatch>, EngineError>> {
+        let resolved = self.resolve(plan);
+        let state = self.ctx.state();
+        Box::pin(async move {
+            let df = datafusion::dataframe::DataFrame::new(state, resolved?);
+            Ok(df.collect().await?)
+        })
+    }
+
+    fn execute_sql(&self, sql: &str) -> BoxFuture<'_, Result<Vec<RecordBatch>, EngineError>> {
+        let sql = sql.to_string();
+        Box::pin(async move {
+            let df = self.ctx.sql_with_options(&sql, read_only()).await?;
+            Ok(df.collect().await?)
+        })
+    }
+
+    fn explain(&self, plan: &LogicalPlan) -> Result<Explanation, EngineError> {
+        let resolved = self.resolve(plan.clone())?;
+        let optimized = self.ctx.state().optimize(&resolved)?;
+        let sql = match datafusion::sql::unparser::plan_to_sql(plan) {
+            Ok(statement) => statement.to_string(),
+            Err(e) => format!("-- the unparser cannot express this plan: {e}"),
+        };
+        Ok(Explanation {
+            logical_plan: plan.display_indent().to_string(),
+            optimized_plan: optimized.display_indent().to_string(),
+            sql,
+        })
+    }
+}
+
+/// SQL that reads: nothing that defines or changes anything plans.
+fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}

@@ -1,0 +1,23 @@
+//! The engine's one error type: what the layers above need to tell a client apart from a bug.
+
+/// A plan that could not run.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    /// The plan needs more memory than the pool grants: the query is too big, not broken.
+    #[error("the query needs more memory than its budget allows: {0}")]
+    MemoryExhausted(String),
+    /// Anything else: a bug, unreadable files, a plan the engine cannot run.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<datafusion::error::DataFusionError> for EngineError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        match e.find_root() {
+            datafusion::error::DataFusionError::ResourcesExhausted(m) => {
+                EngineError::MemoryExhausted(m.clone())
+            }
+            _ => EngineError::Failed(e.to_string()),
+        }
+    }
+}
