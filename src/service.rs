@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::cache::{CacheKey, ResultCache};
 use crate::catalog::{CatalogErrors, ProjectSources};
 use crate::config::Settings;
-use crate::engine::{DataFusionEngine, EngineError, Explanation, QueryEngine};
+use crate::engine::{DataFusionEngine, Explanation, QueryEngine};
 use crate::security::{Principal, Scope};
 use crate::semantic::calendar::CalendarConfig;
 use crate::semantic::compose::{self, member_values};
@@ -356,7 +356,7 @@ impl KpiService {
             .prepare(req, &principal.scope, &VersionMemo::default())
             .await?;
         let planned = semantic::plan(&catalog, &vq).await?;
-        catalog.explain(&planned.rows).map_err(engine_error)
+        catalog.explain(&planned.rows).map_err(QueryError::from)
     }
 
     /// Members of a hierarchy level under the given ancestors, for filter pickers.
@@ -449,7 +449,7 @@ impl KpiService {
                     "the listing ran past its time budget",
                 )
             })?
-            .map_err(engine_error)
+            .map_err(QueryError::from)
     }
 
     /// Validates against the current catalog, rebuilding it first if an input table changed.
@@ -656,7 +656,7 @@ impl KpiService {
                         let batches = catalog
                             .execute(df.into_unoptimized_plan())
                             .await
-                            .map_err(engine_error)?;
+                            .map_err(QueryError::from)?;
                         Ok(member_values(&batches))
                     }
                     None => Ok(Vec::new()),
@@ -699,10 +699,10 @@ impl KpiService {
         let (batches, totals) = match &planned.totals {
             Some(totals) => {
                 let totals = catalog.execute(totals.clone());
-                let (r, t) = tokio::try_join!(rows, totals).map_err(engine_error)?;
+                let (r, t) = tokio::try_join!(rows, totals).map_err(QueryError::from)?;
                 (r, Some(t))
             }
-            None => (rows.await.map_err(engine_error)?, None),
+            None => (rows.await.map_err(QueryError::from)?, None),
         };
         Ok(compose::answer(
             catalog,
@@ -712,18 +712,5 @@ impl KpiService {
             &batches,
             totals.as_deref(),
         ))
-    }
-}
-
-/// An engine failure as the query path reports it: memory exhaustion is the client's query
-/// being too big; anything else is ours.
-fn engine_error(e: EngineError) -> QueryError {
-    match e {
-        EngineError::MemoryExhausted(m) => QueryError::new(
-            ErrorKind::Exhausted,
-            "memory_limit",
-            format!("the query needs more memory than its budget allows: {m}"),
-        ),
-        EngineError::Failed(m) => QueryError::internal(m),
     }
 }

@@ -6,12 +6,13 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
+use super::AlertError;
 use super::state::Observation;
 use crate::catalog::{AlertCheck, AlertRule, Condition};
 use crate::security::{Principal, Scope};
-use crate::semantic::QueryRequest;
 use crate::semantic::calendar::period_start;
 use crate::semantic::records::RecordListing;
+use crate::semantic::{QueryError, QueryRequest};
 use crate::service::{KpiService, VersionMemo};
 
 /// Rules run as this principal: the whole bank; what a reader sees is scoped when listed.
@@ -28,7 +29,7 @@ pub async fn kpi(
     service: &KpiService,
     rule: &AlertRule,
     now: DateTime<Utc>,
-) -> Result<Vec<(Map<String, Value>, Observation)>, String> {
+) -> Result<Vec<(Map<String, Value>, Observation)>, AlertError> {
     let AlertCheck::Kpi {
         metric,
         path,
@@ -49,11 +50,8 @@ pub async fn kpi(
         .models_of(metric)
         .into_iter()
         .find(|m| catalog.models[m].time.is_some())
-        .ok_or_else(|| format!("'{metric}' has no time axis"))?;
-    let latest = service
-        .latest_date(&catalog, &anchor, &seen)
-        .await
-        .map_err(|e| e.message)?;
+        .ok_or_else(|| AlertError::Rule(format!("'{metric}' has no time axis")))?;
+    let latest = service.latest_date(&catalog, &anchor, &seen).await?;
     let Some(latest) = latest else {
         return Ok(Vec::new());
     };
@@ -71,14 +69,12 @@ pub async fn kpi(
         "totals": false,
         "fill_gaps": false,
     }))
-    .map_err(|e| e.to_string())?;
-    let response = service
-        .query_seeing(&evaluator(), &req, &seen)
-        .await
-        .map_err(|e| e.message)?;
+    .map_err(|e| QueryError::internal(format!("the rule's query: {e}")))?;
+    let response = service.query_seeing(&evaluator(), &req, &seen).await?;
     let result = &response.result;
     let col = |name: &str| result.column(name);
-    let value_at = col(metric).ok_or("the answer lacks the metric")?;
+    let value_at =
+        col(metric).ok_or_else(|| QueryError::internal("the answer lacks the metric"))?;
     let compared_at = compare.first().and_then(|c| col(&format!("{metric}.{c}")));
     // `<metric>.<comparison>.delta_pct`, as `compare::merge` names it.
     let pct_at = compare
@@ -132,7 +128,7 @@ pub async fn records(
     rule: &AlertRule,
     now: DateTime<Utc>,
     limit: usize,
-) -> Result<(Vec<RecordRow>, bool), String> {
+) -> Result<(Vec<RecordRow>, bool), AlertError> {
     let AlertCheck::Record {
         model,
         condition,
@@ -156,7 +152,7 @@ pub async fn records(
         today: service.local_date(now),
         limit,
     };
-    let (rows, complete) = service.records(&listing).await.map_err(|e| e.message)?;
+    let (rows, complete) = service.records(&listing).await?;
     Ok((
         rows.into_iter()
             .map(|r| {

@@ -8,10 +8,13 @@
 //! - `store`: redb persistence; `webhook`: signed deliveries with retries; `clock`: time source.
 
 pub mod clock;
+mod error;
 mod evaluate;
 pub mod state;
 mod store;
 pub mod webhook;
+
+pub use error::AlertError;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -134,7 +137,7 @@ impl AlertEngine {
         service: Arc<KpiService>,
         clock: Arc<dyn Clock>,
         options: AlertOptions,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Arc<Self>, AlertError> {
         let store = AlertStore::open(&options.store)?;
         let (changes, _) = broadcast::channel(1024);
         Ok(Arc::new(Self {
@@ -202,7 +205,7 @@ impl AlertEngine {
         let run = RuleRun {
             at: now,
             ok: outcome.is_ok(),
-            error: outcome.err(),
+            error: outcome.err().map(|e| e.public_message()),
             elapsed_ms: (started.elapsed().as_secs_f64() * 1e4).round() / 10.0,
         };
         if let Some(e) = &run.error {
@@ -243,7 +246,7 @@ impl AlertEngine {
         rule: &AlertRule,
         now: DateTime<Utc>,
         changes: &mut Changes,
-    ) -> Result<(), String> {
+    ) -> Result<(), AlertError> {
         let AlertCheck::Kpi { pending_secs, .. } = &rule.check else {
             unreachable!("a kpi rule");
         };
@@ -267,7 +270,7 @@ impl AlertEngine {
         let known: Vec<&AlertInstance> = previous.values().collect();
         for p in &known {
             let o = match &failure {
-                Some(e) => Observation::Error(e.clone()),
+                Some(e) => Observation::Error(e.public_message()),
                 None => Observation::NoData { period: None },
             };
             seen.entry(p.key()).or_insert_with(|| (p.path.clone(), o));
@@ -275,7 +278,7 @@ impl AlertEngine {
         if let (Some(e), true) = (&failure, known.is_empty()) {
             seen.insert(
                 state::instance_key(&rule.name, &Map::new()),
-                (Map::new(), Observation::Error(e.clone())),
+                (Map::new(), Observation::Error(e.public_message())),
             );
         }
         let mut seq = self.store.next_seq()?;
@@ -310,7 +313,7 @@ impl AlertEngine {
         rule: &AlertRule,
         now: DateTime<Utc>,
         changes: &mut Changes,
-    ) -> Result<(), String> {
+    ) -> Result<(), AlertError> {
         let (rows, complete) =
             evaluate::records(&self.service, rule, now, MAX_TASKS_PER_RULE).await?;
         let mut tasks: BTreeMap<String, Task> = self
@@ -433,7 +436,7 @@ impl AlertEngine {
         rule: Option<&str>,
         state: Option<AlertState>,
         history: usize,
-    ) -> Result<AlertsView, String> {
+    ) -> Result<AlertsView, AlertError> {
         let catalog = self.service.catalog();
         let mut alerts: Vec<AlertView> = self
             .store
@@ -493,7 +496,7 @@ impl AlertEngine {
         owner: Option<&str>,
         status: Option<TaskStatus>,
         rule: Option<&str>,
-    ) -> Result<Vec<TaskView>, String> {
+    ) -> Result<Vec<TaskView>, AlertError> {
         let catalog = self.service.catalog();
         let mut tasks: Vec<TaskView> = self
             .store

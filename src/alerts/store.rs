@@ -3,6 +3,7 @@
 //! changes commit in one transaction, so a crash leaves either all of them or none: after a
 //! restart nothing is lost and nothing is recorded twice.
 
+use super::AlertError;
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -30,10 +31,10 @@ pub struct Changes {
     pub run: Option<(String, RuleRun)>,
 }
 
-pub type StoreResult<T> = Result<T, String>;
+pub type StoreResult<T> = Result<T, AlertError>;
 
-fn err(e: impl std::fmt::Display) -> String {
-    format!("alert store: {e}")
+fn err(e: impl std::fmt::Display) -> AlertError {
+    AlertError::store(e)
 }
 
 fn json<T: Serialize>(v: &T) -> StoreResult<String> {

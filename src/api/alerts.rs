@@ -58,10 +58,6 @@ fn parse_enum<T: serde::de::DeserializeOwned>(
     .transpose()
 }
 
-fn internal(e: String) -> ApiError {
-    QueryError::internal(e).into()
-}
-
 async fn alerts(
     State(engine): State<Arc<AlertEngine>>,
     Extension(principal): Extension<Principal>,
@@ -77,9 +73,7 @@ async fn alerts(
             .filter(|n| *n <= 1000)
             .ok_or_else(|| QueryError::invalid("history is a number up to 1000").at("history"))?,
     };
-    let view = engine
-        .alerts(&principal, p("rule"), state, history)
-        .map_err(internal)?;
+    let view = engine.alerts(&principal, p("rule"), state, history)?;
     let details = AuditDetails {
         filters: json!(raw),
         rows: Some(view.alerts.len() as u64),
@@ -95,9 +89,7 @@ async fn tasks(
 ) -> Result<Response, ApiError> {
     let p = params(&raw, &["owner", "status", "rule"])?;
     let status: Option<TaskStatus> = parse_enum("status", p("status"))?;
-    let tasks = engine
-        .tasks(&principal, p("owner"), status, p("rule"))
-        .map_err(internal)?;
+    let tasks = engine.tasks(&principal, p("owner"), status, p("rule"))?;
     let details = AuditDetails {
         filters: json!(raw),
         rows: Some(tasks.len() as u64),

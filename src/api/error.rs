@@ -1,21 +1,50 @@
-//! The single place where errors become HTTP responses.
+//! The one place errors become HTTP: a status, a JSON body `{ "error": { code, message, field? } }`,
+//! the headers the status calls for (`WWW-Authenticate` on 401, `Retry-After` on 429 and 503),
+//! and the code for the audit line. Every layer's error arrives here converted into [`ApiError`].
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::alerts::AlertError;
+use crate::security::auth::AuthError;
+use crate::security::limits::Refusal;
 use crate::semantic::{ErrorKind, QueryError};
 
-pub struct ApiError(pub QueryError);
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The query path's errors: their kind says the status.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// No valid credentials: 401 with the challenge.
+    #[error(transparent)]
+    Unauthenticated(#[from] AuthError),
+    /// Admission refused: 429 (this principal's rate) or 503 (every slot busy), both with
+    /// `Retry-After`.
+    #[error("{0:?}")]
+    Refused(Refusal),
+    /// The audit trail cannot be written, so nothing is served.
+    #[error("the audit log cannot be written")]
+    AuditUnavailable,
+    /// A route that does not exist.
+    #[error("no such route")]
+    NoRoute,
+}
 
-impl From<QueryError> for ApiError {
-    fn from(e: QueryError) -> Self {
-        Self(e)
+impl From<AlertError> for ApiError {
+    fn from(e: AlertError) -> Self {
+        ApiError::Query(e.into())
     }
 }
 
-pub fn status_of(kind: ErrorKind) -> StatusCode {
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        ApiError::Refused(r)
+    }
+}
+
+fn status_of(kind: ErrorKind) -> StatusCode {
     match kind {
         ErrorKind::Malformed => StatusCode::BAD_REQUEST,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
@@ -23,20 +52,64 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorKind::Exhausted => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorKind::Forbidden => StatusCode::FORBIDDEN,
-        ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
+/// The error code of a failed response, for the audit line.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
+
+fn body(status: StatusCode, code: &'static str, error: serde_json::Value) -> Response {
+    let mut response = (status, Json(json!({ "error": error }))).into_response();
+    response.extensions_mut().insert(ErrorCode(code));
+    response
+}
+
+fn plain(status: StatusCode, code: &'static str, message: &str) -> Response {
+    body(status, code, json!({ "code": code, "message": message }))
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = status_of(self.0.kind);
-        let mut response = (status, Json(json!({ "error": self.0.client_view() }))).into_response();
-        response
-            .extensions_mut()
-            .insert(super::guard::ErrorCode(self.0.code));
-        response
+        match self {
+            ApiError::Query(e) => body(status_of(e.kind), e.code, e.client_view()),
+            ApiError::Unauthenticated(e) => {
+                let mut response = plain(StatusCode::UNAUTHORIZED, e.code, &e.message);
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"kpilens\""),
+                );
+                response
+            }
+            ApiError::Refused(refusal) => {
+                let (status, code, message, retry) = match refusal {
+                    Refusal::RateLimited { retry_after_secs } => (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        "too many requests from this principal",
+                        retry_after_secs,
+                    ),
+                    Refusal::Saturated { retry_after_secs } => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "saturated",
+                        "every query slot stayed busy; retry shortly",
+                        retry_after_secs,
+                    ),
+                };
+                let mut response = plain(status, code, message);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry));
+                response
+            }
+            ApiError::AuditUnavailable => plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                "the audit log cannot be written; no data is served without it",
+            ),
+            ApiError::NoRoute => plain(StatusCode::NOT_FOUND, "no_route", "no such route"),
+        }
     }
 }

@@ -1,19 +1,20 @@
 //! The gate in front of every data route: authenticate (401), admit (429 per principal, 503
-//! when saturated, both with Retry-After), run the handler with the principal in the request's
-//! extensions, then append the audit line before the response leaves.
+//! when saturated), run the handler with the principal in the request's extensions, then append
+//! the audit line before the response leaves. Refusals become responses in `api::error`.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
+use super::ApiError;
+use super::error::ErrorCode;
 use crate::security::audit::{AuditDetails, AuditLog, AuditRecord};
 use crate::security::auth::Authenticator;
-use crate::security::limits::{Admission, Refusal};
+use crate::security::limits::Admission;
 use crate::security::{Principal, Scope};
 
 /// How requests are authenticated.
@@ -47,35 +48,14 @@ pub async fn guard(State(gate): State<Arc<Gate>>, mut req: Request, next: Next) 
     let principal = match principal {
         Ok(p) => p,
         Err(e) => {
-            let mut response = error(StatusCode::UNAUTHORIZED, e.code, &e.message);
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"kpilens\""),
-            );
+            let response = ApiError::from(e).into_response();
             return audited(&gate, &anonymous(""), &method, &route, started, response);
         }
     };
     let permit = match gate.admission.admit(&principal.name).await {
         Ok(permit) => permit,
         Err(refusal) => {
-            let (status, code, message, retry) = match refusal {
-                Refusal::RateLimited { retry_after_secs } => (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    "too many requests from this principal",
-                    retry_after_secs,
-                ),
-                Refusal::Saturated { retry_after_secs } => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "saturated",
-                    "every query slot stayed busy; retry shortly",
-                    retry_after_secs,
-                ),
-            };
-            let mut response = error(status, code, message);
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry));
+            let response = ApiError::from(refusal).into_response();
             return audited(&gate, &principal, &method, &route, started, response);
         }
     };
@@ -134,25 +114,7 @@ fn audited(
         Ok(()) => response,
         Err(e) => {
             tracing::error!(error = %e, path = %gate.audit.path().display(), "audit log write failed; refusing the response");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "audit_unavailable",
-                "the audit log cannot be written; no data is served without it",
-            )
+            ApiError::AuditUnavailable.into_response()
         }
     }
-}
-
-/// The error code of a failed response, for the audit line.
-#[derive(Debug, Clone, Copy)]
-pub struct ErrorCode(pub &'static str);
-
-pub fn error(status: StatusCode, code: &'static str, message: &str) -> Response {
-    let mut response = (
-        status,
-        axum::Json(json!({ "error": { "code": code, "message": message } })),
-    )
-        .into_response();
-    response.extensions_mut().insert(ErrorCode(code));
-    response
 }

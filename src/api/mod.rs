@@ -23,7 +23,7 @@ use serde_json::json;
 use tower_http::trace::TraceLayer;
 
 pub use catalog::CatalogView;
-pub use error::{ApiError, status_of};
+pub use error::ApiError;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -259,11 +259,8 @@ async fn members(
     Ok(with_audit(Json(members).into_response(), details))
 }
 
-async fn not_found() -> impl IntoResponse {
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({ "error": { "code": "no_route", "message": "no such route" } })),
-    )
+async fn not_found() -> ApiError {
+    ApiError::NoRoute
 }
 
 /// JSON body -> DTO, with the path of the offending field in the error (`filters[0].op`).

@@ -2,7 +2,8 @@ use std::fmt;
 
 /// One problem in the project's definitions, located by file and key
 /// (`metrics/bank.yaml: metrics.overdue_ratio.numerator: unknown measure 'x'`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, thiserror::Error)]
+#[error("{file}: {}{reason}", if key.is_empty() { String::new() } else { format!("{key}: ") })]
 pub struct CatalogError {
     pub file: String,
     pub key: String,
@@ -15,16 +16,6 @@ impl CatalogError {
             file: file.into(),
             key: key.into(),
             reason: reason.into(),
-        }
-    }
-}
-
-impl fmt::Display for CatalogError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "{}: {}", self.file, self.reason)
-        } else {
-            write!(f, "{}: {}: {}", self.file, self.key, self.reason)
         }
     }
 }

@@ -21,3 +21,17 @@ impl From<datafusion::error::DataFusionError> for EngineError {
         }
     }
 }
+
+/// Upward, into the query path: memory exhaustion is the client's query being too big (503
+/// `memory_limit`); anything else is ours (500, detail in the log only).
+impl From<EngineError> for crate::semantic::QueryError {
+    fn from(e: EngineError) -> Self {
+        use crate::semantic::{ErrorKind, QueryError};
+        match e {
+            EngineError::MemoryExhausted(_) => {
+                QueryError::new(ErrorKind::Exhausted, "memory_limit", e.to_string())
+            }
+            EngineError::Failed(m) => QueryError::internal(m),
+        }
+    }
+}

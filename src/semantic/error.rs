@@ -1,5 +1,3 @@
-use std::fmt;
-
 /// What went wrong, in terms a client can act on. The API maps each kind to an HTTP status in
 /// exactly one place (`api::error`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -15,20 +13,18 @@ pub enum ErrorKind {
     TooLarge,
     /// The query ran past its time budget.
     Timeout,
-    /// The query needed more memory than its pool grants, or the server is saturated.
+    /// The query needed more memory than its pool grants.
     Exhausted,
-    /// No valid credentials (a missing, malformed, expired or badly signed token).
-    Unauthorized,
     /// Authenticated, but the principal may not ask this (e.g. a metric that cannot be
     /// narrowed to their org scope).
     Forbidden,
-    /// Too many requests from one principal; retry after the given time.
-    RateLimited,
     /// A bug or an environment failure; details go to the log only.
     Internal,
 }
 
-#[derive(Debug, Clone)]
+/// The query layer's one error type: the planner's, the validator's and (converted) the engine's.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}{message}", field.as_ref().map(|f| format!("{f}: ")).unwrap_or_default())]
 pub struct QueryError {
     pub kind: ErrorKind,
     /// Stable machine-readable code, e.g. `unknown_metric`.
@@ -78,29 +74,4 @@ impl QueryError {
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, "internal", detail)
     }
-
-    /// Classifies an engine failure: memory exhaustion is the client's query being too big;
-    /// anything else is ours.
-    pub fn from_engine(e: datafusion::error::DataFusionError) -> Self {
-        use datafusion::error::DataFusionError as E;
-        match e.find_root() {
-            E::ResourcesExhausted(m) => Self::new(
-                ErrorKind::Exhausted,
-                "memory_limit",
-                format!("the query needs more memory than its budget allows: {m}"),
-            ),
-            _ => Self::internal(e.to_string()),
-        }
-    }
 }
-
-impl fmt::Display for QueryError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.field {
-            Some(field) => write!(f, "{}: {}", field, self.message),
-            None => f.write_str(&self.message),
-        }
-    }
-}
-
-impl std::error::Error for QueryError {}
