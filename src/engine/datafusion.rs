@@ -20,7 +20,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::future::BoxFuture;
 
@@ -78,13 +78,22 @@ impl DataFusionTables {
     fn resolve(&self, plan: LogicalPlan) -> Result<LogicalPlan> {
         let providers = self.providers.read().expect("providers");
         plan.transform_up_with_subqueries(|node| match node {
-            LogicalPlan::TableScan(mut scan) => {
+            LogicalPlan::TableScan(scan) => {
                 let name = scan.table_name.table();
                 let provider = providers.get(name).ok_or_else(|| {
                     DataFusionError::Plan(format!("no table '{name}' in this data state"))
                 })?;
-                scan.source = provider_as_source(provider.clone());
-                Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+                // Built as DataFusion builds a scan, so a view (a SQL model) is inlined as its
+                // plan and optimised together with the query, not run as a black box.
+                let resolved = LogicalPlanBuilder::scan_with_filters_fetch(
+                    scan.table_name,
+                    provider_as_source(provider.clone()),
+                    scan.projection,
+                    scan.filters,
+                    scan.fetch,
+                )?
+                .build()?;
+                Ok(Transformed::yes(resolved))
             }
             other => Ok(Transformed::no(other)),
         })

@@ -438,4 +438,13 @@ async fn explained_sql_computes_the_same_numbers() {
     let via_sql = kpilens::semantic::rows_of(&batches, &columns);
     assert!(!via_sql.is_empty());
     assert_eq!(via_sql, answer.result.rows, "SQL:\n{}", explained.sql);
+    // The planner's scans name the SQL model; the engine inlines it, so the optimiser plans the
+    // query and the model's joins together (the model is not run as a black box).
+    assert!(
+        explained.optimized_plan.contains("TableScan: customers")
+            && explained.optimized_plan.contains("TableScan: org")
+            && !explained.optimized_plan.contains("TableScan: customer_view"),
+        "{}",
+        explained.optimized_plan
+    );
 }
