@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::{Expr, ExprSchemable};
 
-use super::{Catalog, Declared, MetricDefinition, parse_duration_micros};
+use super::build::{Declared, parse_duration_micros};
+use super::{Catalog, MetricDefinition};
 use crate::catalog::CatalogErrors;
 use crate::protocol::Comparison;
 use crate::spec::alert::{AlertKind, AlertSpec, KpiCondition, Severity};

@@ -4,7 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Declared, Measure, Model, agg_name};
+use super::build::Declared;
+use super::{Measure, Model, agg_name};
 use crate::catalog::CatalogErrors;
 use crate::spec::{Aggregation, RollupSpec};
 

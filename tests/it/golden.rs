@@ -443,7 +443,9 @@ async fn explained_sql_computes_the_same_numbers() {
     assert!(
         explained.optimized_plan.contains("TableScan: customers")
             && explained.optimized_plan.contains("TableScan: org")
-            && !explained.optimized_plan.contains("TableScan: customer_view"),
+            && !explained
+                .optimized_plan
+                .contains("TableScan: customer_view"),
         "{}",
         explained.optimized_plan
     );

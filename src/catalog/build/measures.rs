@@ -1,0 +1,123 @@
+//! Measures: an aggregation over one model's rows, typed against its columns.
+
+use std::collections::BTreeMap;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::DFSchema;
+use datafusion::logical_expr::{Expr, ExprSchemable};
+
+use super::Builder;
+use crate::catalog::{CatalogErrors, Measure, Model, agg_name};
+use crate::spec::Aggregation;
+use crate::text::first_line;
+
+impl Builder<'_> {
+    pub(super) fn build_measures(
+        &mut self,
+        models: &BTreeMap<String, Model>,
+    ) -> Result<BTreeMap<String, Measure>, CatalogErrors> {
+        let mut errors = CatalogErrors::default();
+        let mut out = BTreeMap::new();
+        for (name, d) in &self.measures {
+            let spec = d.spec;
+            let key = format!("measures.{name}");
+            let Some(model) = models.get(&spec.model) else {
+                errors.push(
+                    d.file,
+                    format!("{key}.model"),
+                    format!("unknown model '{}'", spec.model),
+                );
+                continue;
+            };
+            let df_schema = match DFSchema::try_from(model.schema.as_ref().clone()) {
+                Ok(s) => s,
+                Err(e) => {
+                    errors.push(d.file, &key, e.to_string());
+                    continue;
+                }
+            };
+            let parse =
+                |sql: &str, field: &str, errors: &mut CatalogErrors| -> Option<(Expr, DataType)> {
+                    let parsed = self
+                        .plans
+                        .parse_expr(sql, &df_schema)
+                        .and_then(|e| e.get_type(&df_schema).map(|t| (e, t)));
+                    match parsed {
+                        Ok(x) => Some(x),
+                        Err(e) => {
+                            errors.push(
+                                d.file,
+                                format!("{key}.{field}"),
+                                format!("invalid expression '{sql}': {}", first_line(&e)),
+                            );
+                            None
+                        }
+                    }
+                };
+            let input = match (&spec.expr, spec.agg) {
+                (None, Aggregation::Count) => Some(datafusion::prelude::lit(1i64)),
+                (None, agg) => {
+                    errors.push(
+                        d.file,
+                        format!("{key}.expr"),
+                        format!("required for agg '{}'", agg_name(agg)),
+                    );
+                    None
+                }
+                (Some(sql), agg) => parse(sql, "expr", &mut errors).and_then(|(e, t)| {
+                    let needs_number = matches!(agg, Aggregation::Sum | Aggregation::Avg);
+                    if needs_number && !t.is_numeric() {
+                        errors.push(
+                            d.file,
+                            format!("{key}.expr"),
+                            format!("'{sql}' is {t}; agg '{}' needs a number", agg_name(agg)),
+                        );
+                        None
+                    } else {
+                        Some(e)
+                    }
+                }),
+            };
+            let filter = spec.filter.as_deref().and_then(|sql| {
+                parse(sql, "where", &mut errors).and_then(|(e, t)| {
+                    if t == DataType::Boolean {
+                        Some(e)
+                    } else {
+                        errors.push(
+                            d.file,
+                            format!("{key}.where"),
+                            format!("'{sql}' is {t}, not a boolean predicate"),
+                        );
+                        None
+                    }
+                })
+            });
+            let snapshot = spec.semi_additive.as_ref().map(|s| s.pick);
+            if snapshot.is_some() && model.time.is_none() {
+                errors.push(
+                    d.file,
+                    format!("{key}.semi_additive"),
+                    format!(
+                        "model '{}' has no time column to take snapshots over",
+                        model.name
+                    ),
+                );
+            }
+            if let Some(input) = input {
+                out.insert(
+                    name.to_string(),
+                    Measure {
+                        name: name.to_string(),
+                        model: model.name.clone(),
+                        agg: spec.agg,
+                        input,
+                        filter,
+                        snapshot,
+                    },
+                );
+            }
+        }
+        errors.check()?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,166 @@
+//! File-sourced tables and SQL models, registered through the engine in dependency order.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use datafusion::common::TableReference;
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+
+use super::Builder;
+use crate::catalog::{CatalogErrors, FileFormat, TableSource, is_identifier};
+use crate::spec::Source;
+
+impl Builder<'_> {
+    pub(super) async fn register_file_sources(
+        &mut self,
+    ) -> Result<BTreeMap<String, TableSource>, CatalogErrors> {
+        let mut errors = CatalogErrors::default();
+        let mut tables = BTreeMap::new();
+        for (name, d) in &self.models {
+            let key = format!("models.{name}.source");
+            let (format, rel) = match d.spec.source.source() {
+                Ok(Source::Parquet(p)) => (FileFormat::Parquet, p),
+                Ok(Source::Csv(p)) => (FileFormat::Csv, p),
+                Ok(Source::Sql(_)) => continue,
+                Err(reason) => {
+                    errors.push(d.file, &key, reason);
+                    continue;
+                }
+            };
+            if self.sql_models.contains_key(*name) {
+                errors.push(
+                    d.file,
+                    &key,
+                    format!("name clashes with the SQL model sql/{name}.sql"),
+                );
+                continue;
+            }
+            let path = self.data_dir.join(rel);
+            let source = match TableSource::new(name, format, path.clone()) {
+                Ok(s) => s,
+                Err(e) => {
+                    errors.push(d.file, &key, format!("cannot read {}: {e}", path.display()));
+                    continue;
+                }
+            };
+            match self.registry.register_file(&source).await {
+                Ok(schema) => {
+                    self.schemas.insert(name.to_string(), schema);
+                }
+                Err(e) => {
+                    errors.push(d.file, &key, format!("cannot open {}: {e}", path.display()));
+                    continue;
+                }
+            }
+            tables.insert(name.to_string(), source);
+        }
+        errors.check()?;
+        Ok(tables)
+    }
+
+    /// Registers `sql/*.sql` as views in dependency order. Returns, per view, the physical tables
+    /// it reads. A SQL model may reference file-sourced models and other SQL models, not itself.
+    pub(super) async fn register_sql_models(
+        &mut self,
+        tables: &BTreeMap<String, TableSource>,
+    ) -> Result<BTreeMap<String, BTreeSet<String>>, CatalogErrors> {
+        let mut errors = CatalogErrors::default();
+        let mut refs: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+        let state = self.plans.state();
+        for (name, (file, text)) in self.sql_models {
+            if !is_identifier(name) {
+                errors.push(
+                    file,
+                    "",
+                    "SQL model file names must be lowercase snake_case",
+                );
+                continue;
+            }
+            let statements = match DFParser::parse_sql(text) {
+                Ok(s) => s,
+                Err(e) => {
+                    errors.push(file, "", format!("SQL does not parse: {e}"));
+                    continue;
+                }
+            };
+            let mut statements = Vec::from(statements);
+            if statements.len() != 1 {
+                errors.push(
+                    file,
+                    "",
+                    format!(
+                        "a SQL model holds exactly one SELECT, found {} statements",
+                        statements.len()
+                    ),
+                );
+                continue;
+            }
+            let statement = statements.pop().expect("one statement");
+            let is_query = matches!(&statement, DFStatement::Statement(s) if matches!(**s, datafusion::sql::sqlparser::ast::Statement::Query(_)));
+            if !is_query {
+                errors.push(file, "", "a SQL model must be a single SELECT query");
+                continue;
+            }
+            match state.resolve_table_references(&statement) {
+                Ok(r) => {
+                    refs.insert(
+                        name,
+                        r.iter()
+                            .map(|t: &TableReference| t.table().to_string())
+                            .collect(),
+                    );
+                }
+                Err(e) => errors.push(file, "", format!("cannot resolve table references: {e}")),
+            }
+        }
+        errors.check()?;
+
+        // Topological order; whatever cannot be ordered is part of (or behind) a cycle.
+        let mut reads: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut pending: BTreeMap<&str, BTreeSet<String>> = refs;
+        loop {
+            let ready: Vec<&str> = pending
+                .iter()
+                .filter(|(_, deps)| deps.iter().all(|d| !pending.contains_key(d.as_str())))
+                .map(|(n, _)| *n)
+                .collect();
+            if ready.is_empty() {
+                break;
+            }
+            for name in ready {
+                let deps = pending.remove(name).unwrap_or_default();
+                let (file, text) = &self.sql_models[name];
+                let mut read = BTreeSet::new();
+                for dep in &deps {
+                    if let Some(r) = reads.get(dep) {
+                        read.extend(r.iter().cloned());
+                    } else if tables.contains_key(dep) {
+                        read.insert(dep.clone());
+                    } else {
+                        errors.push(file, "", format!("references '{dep}', which is neither a file-sourced model nor a SQL model"));
+                    }
+                }
+                match self.registry.register_view(name, text).await {
+                    Ok(schema) => {
+                        self.schemas.insert(name.to_string(), schema);
+                    }
+                    Err(e) => errors.push(file, "", format!("SQL does not plan: {e}")),
+                }
+                reads.insert(name.to_string(), read);
+            }
+        }
+        for (name, deps) in &pending {
+            let (file, _) = &self.sql_models[*name];
+            let cycle: Vec<&String> = deps
+                .iter()
+                .filter(|d| pending.contains_key(d.as_str()))
+                .collect();
+            errors.push(
+                file,
+                "",
+                format!("SQL models reference each other in a cycle through {cycle:?}"),
+            );
+        }
+        errors.check()?;
+        Ok(reads)
+    }
+}
