@@ -1,0 +1,500 @@
+//! Request -> validated query: every name resolved against the catalog, every filter value turned
+//! into a typed literal of its dimension's type. Client text never reaches a SQL parser.
+
+use std::collections::BTreeSet;
+
+use chrono::NaiveDate;
+use serde_json::Value;
+
+mod filters;
+
+pub use filters::{Filter, Predicate, days_since_epoch, literal, type_name};
+pub(crate) use filters::{member_filter, scope_filters, typed_filters};
+
+use super::calendar::{CalendarConfig, Comparison, query_window};
+use super::error::{ErrorKind, QueryError};
+use crate::catalog::Catalog;
+use crate::protocol::{Grain, OrderRequest, QueryRequest};
+use crate::security::Scope;
+use crate::text::clip;
+
+/// Bounds on what one request may ask for (DESIGN.md §8: bound everything).
+#[derive(Debug, Clone)]
+pub struct QueryLimits {
+    pub max_metrics: usize,
+    pub max_dimensions: usize,
+    pub max_filters: usize,
+    pub max_filter_values: usize,
+    pub max_rows: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        Self {
+            max_metrics: 20,
+            max_dimensions: 6,
+            max_filters: 32,
+            max_filter_values: 1000,
+            max_rows: 50_000,
+        }
+    }
+}
+
+/// A query the planner can trust.
+#[derive(Debug, Clone)]
+pub struct ValidatedQuery {
+    pub metrics: Vec<String>,
+    pub dimensions: Vec<String>,
+    pub grain: Option<Grain>,
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+    pub filters: Vec<Filter>,
+    pub order: Vec<OrderRequest>,
+    pub limit: usize,
+    pub totals: bool,
+    /// Models the query reads (through its metrics' measures).
+    pub models: BTreeSet<String>,
+    pub calendar: CalendarConfig,
+    pub compare: Vec<Comparison>,
+    pub as_of: NaiveDate,
+    /// `to` as asked, before clipping to `as_of`.
+    pub requested_to: Option<NaiveDate>,
+    /// First day of the last period when it is unfinished at `as_of`.
+    pub partial_start: Option<NaiveDate>,
+    pub drill: Option<Drill>,
+    pub fill_gaps: bool,
+    /// Rollups may answer (the request's `rollups`).
+    pub use_rollups: bool,
+    /// The principal's scope (already among `filters`); listings the query runs take it too.
+    pub scope: Scope,
+}
+
+/// A drill request resolved against its hierarchy.
+#[derive(Debug, Clone)]
+pub struct Drill {
+    pub hierarchy: String,
+    /// (level, member) from the top, as given.
+    pub path: Vec<(String, Value)>,
+    /// The level whose members are the result rows.
+    pub level: String,
+}
+
+pub const PERIOD: &str = "period";
+
+/// Validates a request in steps, each naming the field at fault: sizes, metrics, the shaped
+/// kinds' restrictions, the drill path, dimensions, time, comparisons, filters (the request's,
+/// the drill path's and the principal's scope), order, limit.
+pub fn validate(
+    catalog: &Catalog,
+    req: &QueryRequest,
+    limits: &QueryLimits,
+    calendar: &CalendarConfig,
+    scope: &Scope,
+) -> Result<ValidatedQuery, QueryError> {
+    check_sizes(req, limits)?;
+    let models = check_metrics(catalog, req)?;
+    if catalog.metrics[&req.metrics[0]].definition.is_shaped() {
+        check_shaped(catalog, req)?;
+    }
+    let mut dimensions = req.dimensions.clone();
+    let (drill, mut filters) = match &req.drill {
+        Some(d) => {
+            let (drill, path_filters) = resolve_drill(catalog, req, d, &models)?;
+            dimensions.insert(0, drill.level.clone());
+            (Some(drill), path_filters)
+        }
+        None => (None, Vec::new()),
+    };
+    for (i, name) in req.dimensions.iter().enumerate() {
+        let field = format!("dimensions[{i}]");
+        check_dimension(catalog, name, &models, &req.metrics, &field)?;
+        if req.dimensions[..i].contains(name) {
+            return Err(
+                QueryError::invalid(format!("dimension '{name}' is listed twice")).at(field),
+            );
+        }
+    }
+    let time = resolve_time(catalog, req, &models, calendar)?;
+    check_comparisons(req, &time)?;
+    filters.extend(typed_filters(
+        catalog,
+        &req.filters,
+        &models,
+        &req.metrics,
+        limits,
+    )?);
+    filters.extend(scope_filters(catalog, scope, &models, &req.metrics)?);
+    check_order(req, &dimensions, time.grain)?;
+    let limit = resolve_limit(req, limits)?;
+
+    Ok(ValidatedQuery {
+        metrics: req.metrics.clone(),
+        dimensions,
+        grain: time.grain,
+        from: time.from,
+        to: time.to,
+        filters,
+        order: req.order.clone(),
+        limit,
+        totals: req.totals,
+        models,
+        calendar: calendar.clone(),
+        compare: req.compare.clone(),
+        as_of: time.as_of,
+        requested_to: req.time.as_ref().and_then(|t| t.to),
+        partial_start: time.partial_start,
+        drill,
+        fill_gaps: req.fill_gaps,
+        use_rollups: req.rollups,
+        scope: scope.clone(),
+    })
+}
+
+fn check_sizes(req: &QueryRequest, limits: &QueryLimits) -> Result<(), QueryError> {
+    let too_many = |what: &str, n: usize, max: usize| {
+        QueryError::invalid(format!("{n} {what} requested; at most {max} per query")).at(what)
+    };
+    if req.metrics.is_empty() {
+        return Err(QueryError::invalid("ask for at least one metric").at("metrics"));
+    }
+    if req.metrics.len() > limits.max_metrics {
+        return Err(too_many("metrics", req.metrics.len(), limits.max_metrics));
+    }
+    if req.dimensions.len() > limits.max_dimensions {
+        return Err(too_many(
+            "dimensions",
+            req.dimensions.len(),
+            limits.max_dimensions,
+        ));
+    }
+    if req.filters.len() > limits.max_filters {
+        return Err(too_many("filters", req.filters.len(), limits.max_filters));
+    }
+    Ok(())
+}
+
+/// Every metric known and listed once, a shaped one alone; the models they read.
+fn check_metrics(catalog: &Catalog, req: &QueryRequest) -> Result<BTreeSet<String>, QueryError> {
+    let mut models = BTreeSet::new();
+    for (i, name) in req.metrics.iter().enumerate() {
+        if !catalog.metrics.contains_key(name) {
+            return Err(QueryError::new(
+                ErrorKind::NotFound,
+                "unknown_metric",
+                format!(
+                    "unknown metric '{}'{}",
+                    clip(name),
+                    did_you_mean(name, catalog.metrics.keys())
+                ),
+            )
+            .at(format!("metrics[{i}]")));
+        }
+        if req.metrics[..i].contains(name) {
+            return Err(
+                QueryError::invalid(format!("metric '{name}' is listed twice"))
+                    .at(format!("metrics[{i}]")),
+            );
+        }
+        models.extend(catalog.models_of(name));
+        if catalog.metrics[name].definition.is_shaped() && req.metrics.len() > 1 {
+            return Err(QueryError::invalid(format!(
+                "'{name}' is a {} metric: its result has its own shape, so query it on its own",
+                crate::catalog::kind_name(catalog.metrics[name].definition.kind())
+            ))
+            .at(format!("metrics[{i}]")));
+        }
+    }
+    Ok(models)
+}
+
+/// Funnels and cohorts have their own result shape: no comparisons, drill or order.
+fn check_shaped(catalog: &Catalog, req: &QueryRequest) -> Result<(), QueryError> {
+    let refuse = |field: &str, what: &str| {
+        Err(QueryError::invalid(format!(
+            "{what} is not available for funnel and cohort metrics"
+        ))
+        .at(field.to_string()))
+    };
+    if !req.compare.is_empty() {
+        return refuse("compare", "compare");
+    }
+    if req.drill.is_some() {
+        return refuse("drill", "drill (filter and slice by a dimension instead)");
+    }
+    if !req.order.is_empty() {
+        return refuse("order", "order (rows come in step or cohort order)");
+    }
+    if matches!(
+        catalog.metrics[&req.metrics[0]].definition,
+        crate::catalog::MetricDefinition::Cohort(_)
+    ) && req.time.as_ref().is_some_and(|t| t.grain.is_some())
+    {
+        return refuse(
+            "time.grain",
+            "a time grain (cohorts use their declared period)",
+        );
+    }
+    Ok(())
+}
+
+/// The drill path: the first levels of its hierarchy, in order, short of the leaf; its members
+/// become filters and the next level the first dimension.
+fn resolve_drill(
+    catalog: &Catalog,
+    req: &QueryRequest,
+    d: &crate::protocol::DrillRequest,
+    models: &BTreeSet<String>,
+) -> Result<(Drill, Vec<Filter>), QueryError> {
+    let levels = catalog.hierarchies.get(&d.hierarchy).ok_or_else(|| {
+        QueryError::new(
+            ErrorKind::NotFound,
+            "unknown_hierarchy",
+            format!(
+                "unknown hierarchy '{}'{}",
+                clip(&d.hierarchy),
+                did_you_mean(&d.hierarchy, catalog.hierarchies.keys())
+            ),
+        )
+        .at("drill.hierarchy")
+    })?;
+    let depth = d.path.len();
+    for key in d.path.keys() {
+        match levels.iter().position(|l| l == key) {
+            Some(i) if i < depth => {}
+            Some(_) => {
+                return Err(QueryError::invalid(format!(
+                    "the path must name the first {depth} levels of '{}' ({}), not '{key}'",
+                    d.hierarchy,
+                    levels[..depth.min(levels.len())].join(" > ")
+                ))
+                .at(format!("drill.path.{}", clip(key))));
+            }
+            None => {
+                return Err(QueryError::invalid(format!(
+                    "'{}' is not a level of hierarchy '{}' ({})",
+                    clip(key),
+                    d.hierarchy,
+                    levels.join(" > ")
+                ))
+                .at(format!("drill.path.{}", clip(key))));
+            }
+        }
+    }
+    if depth >= levels.len() {
+        return Err(QueryError::invalid(format!(
+            "the path reaches the leaf level '{}'; its rows come from drill-through",
+            levels[levels.len() - 1]
+        ))
+        .at("drill.path"));
+    }
+    if let Some((i, _)) = req
+        .dimensions
+        .iter()
+        .enumerate()
+        .find(|(_, dim)| levels.contains(dim))
+    {
+        return Err(QueryError::invalid(
+            "a drill sets the hierarchy level itself; do not also ask for a level as a dimension",
+        )
+        .at(format!("dimensions[{i}]")));
+    }
+    let mut path = Vec::new();
+    let mut filters = Vec::new();
+    for level in &levels[..depth] {
+        let value = &d.path[level];
+        let field = format!("drill.path.{level}");
+        check_dimension(catalog, level, models, &req.metrics, &field)?;
+        filters.push(member_filter(catalog, level, value, &field)?);
+        path.push((level.clone(), value.clone()));
+    }
+    let level = levels[depth].clone();
+    check_dimension(catalog, &level, models, &req.metrics, "drill")?;
+    let drill = Drill {
+        hierarchy: d.hierarchy.clone(),
+        path,
+        level,
+    };
+    Ok((drill, filters))
+}
+
+/// The query's time frame: grain, range (clipped to the as-of date) and partial last period.
+struct TimeFrame {
+    grain: Option<Grain>,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+    as_of: NaiveDate,
+    partial_start: Option<NaiveDate>,
+}
+
+fn resolve_time(
+    catalog: &Catalog,
+    req: &QueryRequest,
+    models: &BTreeSet<String>,
+    calendar: &CalendarConfig,
+) -> Result<TimeFrame, QueryError> {
+    let (grain, from, to) = match &req.time {
+        None => (None, None, None),
+        Some(t) => {
+            if let (Some(f), Some(a)) = (t.from, t.as_of)
+                && a < f
+            {
+                return Err(
+                    QueryError::invalid(format!("time.as_of {a} is before time.from {f}"))
+                        .at("time.as_of"),
+                );
+            }
+            if let (Some(f), Some(to)) = (t.from, t.to)
+                && f > to
+            {
+                return Err(
+                    QueryError::invalid(format!("time.from {f} is after time.to {to}")).at("time"),
+                );
+            }
+            for model in models {
+                if catalog.models[model].time.is_none() {
+                    return Err(QueryError::invalid(format!(
+                        "model '{model}' has no time column, so its metrics cannot be bucketed or ranged in time"
+                    ))
+                    .at("time"));
+                }
+            }
+            (t.grain, t.from, t.to)
+        }
+    };
+    let as_of = req
+        .time
+        .as_ref()
+        .and_then(|t| t.as_of)
+        .unwrap_or_else(|| calendar.today());
+    let (to, partial_start) = match (from, to) {
+        (Some(f), Some(t)) => {
+            let w = query_window(f, t, grain, as_of, calendar.week_start);
+            (Some(w.to), w.partial_start)
+        }
+        (None, Some(t)) => (Some(t.min(as_of)), None),
+        _ => (to, None),
+    };
+    Ok(TimeFrame {
+        grain,
+        from,
+        to,
+        as_of,
+        partial_start,
+    })
+}
+
+fn check_comparisons(req: &QueryRequest, time: &TimeFrame) -> Result<(), QueryError> {
+    if !req.compare.is_empty() && (time.from.is_none() || time.to.is_none()) {
+        return Err(QueryError::invalid(
+            "compare needs time.from and time.to: the range to compare with is derived from them",
+        )
+        .at("compare"));
+    }
+    for (i, c) in req.compare.iter().enumerate() {
+        if req.compare[..i].contains(c) {
+            return Err(QueryError::invalid(format!(
+                "comparison '{}' is listed twice",
+                c.as_str()
+            ))
+            .at(format!("compare[{i}]")));
+        }
+    }
+    Ok(())
+}
+
+fn check_order(
+    req: &QueryRequest,
+    dimensions: &[String],
+    grain: Option<Grain>,
+) -> Result<(), QueryError> {
+    for (i, o) in req.order.iter().enumerate() {
+        let known = req.metrics.contains(&o.by)
+            || dimensions.contains(&o.by)
+            || (o.by == PERIOD && grain.is_some());
+        if !known {
+            return Err(QueryError::invalid(format!(
+                "cannot order by '{}': order by a requested metric, dimension or 'period'",
+                clip(&o.by)
+            ))
+            .at(format!("order[{i}].by")));
+        }
+    }
+    Ok(())
+}
+
+fn resolve_limit(req: &QueryRequest, limits: &QueryLimits) -> Result<usize, QueryError> {
+    match req.limit {
+        None => Ok(limits.max_rows),
+        Some(0) => Err(QueryError::invalid("limit must be at least 1").at("limit")),
+        Some(n) if n > limits.max_rows => Err(QueryError::invalid(format!(
+            "limit {n} exceeds the maximum of {} rows",
+            limits.max_rows
+        ))
+        .at("limit")),
+        Some(n) => Ok(n),
+    }
+}
+
+/// The dimension exists and every model the query reads can reach it.
+pub(crate) fn check_dimension(
+    catalog: &Catalog,
+    name: &str,
+    models: &BTreeSet<String>,
+    metrics: &[String],
+    field: &str,
+) -> Result<(), QueryError> {
+    let Some(dim) = catalog.dimensions.get(name) else {
+        return Err(QueryError::new(
+            ErrorKind::NotFound,
+            "unknown_dimension",
+            format!(
+                "unknown dimension '{}'{}",
+                clip(name),
+                did_you_mean(name, catalog.dimensions.keys())
+            ),
+        )
+        .at(field));
+    };
+    if let Some(model) = models.iter().find(|m| !dim.models.contains(*m)) {
+        let metric = metrics
+            .iter()
+            .find(|m| catalog.models_of(m).contains(model))
+            .cloned()
+            .unwrap_or_default();
+        return Err(QueryError::invalid(format!(
+            "dimension '{name}' is not available for metric '{metric}' (model '{model}' does not declare it)"
+        ))
+        .at(field));
+    }
+    Ok(())
+}
+
+/// "; did you mean 'x'?" for the closest known name within two edits, else nothing.
+fn did_you_mean<'a>(name: &str, known: impl Iterator<Item = &'a String>) -> String {
+    if name.len() > 64 {
+        return String::new();
+    }
+    known
+        .map(|k| (edit_distance(name, k), k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| format!("; did you mean '{k}'?"))
+        .unwrap_or_default()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}

@@ -1,0 +1,194 @@
+//! The data state's lifecycle: definitions and data are watched; a change that validates builds
+//! a new data state and swaps it in, one that does not keeps the last good state serving and is
+//! reported (with file and key) until a later change fixes it.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::KpiService;
+use crate::catalog::ProjectSources;
+use crate::semantic::QueryError;
+use crate::state::{DataState, current_versions};
+
+/// `GET /api/v1/catalog/status`: the catalog serving now and the last change that failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadStatus {
+    pub version: String,
+    pub loaded_at: String,
+    /// Successful reloads since start.
+    pub reloads: u64,
+    /// The last definition change that did not validate (the previous catalog kept serving),
+    /// until a later change validates.
+    pub last_error: Option<ReloadError>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReloadError {
+    pub at: String,
+    pub errors: Vec<crate::catalog::CatalogError>,
+}
+
+pub(super) fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A data change the catalog could not be rebuilt over.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedRefresh {
+    /// (table, data version) as seen when the rebuild failed.
+    pub data: Vec<(String, String)>,
+    pub errors: Vec<String>,
+}
+
+impl KpiService {
+    /// The catalog over the data as it is now, for the tables `models` read: rebuilt first if
+    /// one of them changed (what a listing outside the query path, e.g. a record rule, reads).
+    pub async fn catalog_for(
+        &self,
+        models: &BTreeSet<String>,
+    ) -> Result<Arc<DataState>, QueryError> {
+        let catalog = self.catalog();
+        let data = current_versions(&catalog, &catalog.tables_read_by(models))?;
+        Ok(self.catalog_over(&catalog, &data).await)
+    }
+
+    /// `catalog` if it was built over these data versions, else the catalog rebuilt over them.
+    pub(super) async fn catalog_over(
+        &self,
+        catalog: &Arc<DataState>,
+        data: &[(String, String)],
+    ) -> Arc<DataState> {
+        if data.iter().any(|(t, v)| catalog.tables[t].version != *v) {
+            self.refresh_data(data).await
+        } else {
+            catalog.clone()
+        }
+    }
+
+    /// Rebuilds the catalog over the data as it is now. A rebuild that fails (say, a file with a
+    /// wrong schema was dropped in) keeps the last good catalog serving, from the files it
+    /// validated, and is not retried until the data changes again.
+    pub(super) async fn refresh_data(&self, seen: &[(String, String)]) -> Arc<DataState> {
+        let mut failed = self.refresh.lock().await;
+        let current = self.catalog();
+        if seen.iter().all(|(t, v)| current.tables[t].version == *v) {
+            return current; // another request rebuilt it meanwhile
+        }
+        if failed
+            .as_ref()
+            .is_some_and(|f| seen.iter().all(|s| f.data.contains(s)))
+        {
+            return current;
+        }
+        match DataState::build(
+            current.sources.clone(),
+            &current.data_dir,
+            self.engine.as_ref(),
+        )
+        .await
+        {
+            Ok(fresh) => {
+                for (table, source) in &fresh.tables {
+                    if current
+                        .tables
+                        .get(table)
+                        .is_none_or(|old| old.version != source.version)
+                    {
+                        tracing::info!(table, version = %source.version, "data refreshed");
+                        self.cache.invalidate_table(table, &source.version);
+                    }
+                }
+                *failed = None;
+                let fresh = Arc::new(fresh);
+                *self.state.write().expect("catalog lock") = fresh.clone();
+                fresh
+            }
+            Err(errors) => {
+                tracing::error!(%errors, "data changed but the catalog does not validate over it; serving the last good catalog");
+                *failed = Some(FailedRefresh {
+                    data: seen.to_vec(),
+                    errors: errors.0.iter().map(|e| e.to_string()).collect(),
+                });
+                current
+            }
+        }
+    }
+
+    /// The last data change that could not be loaded, while the catalog still predates it.
+    pub async fn failed_refresh(&self) -> Option<FailedRefresh> {
+        self.refresh.lock().await.clone()
+    }
+
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.reload.lock().expect("reload status").clone()
+    }
+
+    /// What the answers depend on: the catalog version and the data versions it was built over.
+    /// A change means cached answers are for another state (and warm-up should run again).
+    pub fn state_stamp(&self) -> String {
+        let c = self.catalog();
+        let mut stamp = c.version.clone();
+        for (table, source) in &c.tables {
+            stamp.push_str(&format!("|{table}={}", source.version));
+        }
+        stamp
+    }
+
+    /// One watcher pass. Changed definitions are validated into a new catalog and swapped in
+    /// atomically; a change that does not validate leaves the last good catalog serving and is
+    /// reported (status, log) with file and key. Changed data rebuilds as a query would.
+    pub async fn reload_if_changed(&self) {
+        let current = self.catalog();
+        let sources = ProjectSources::read(&current.sources.project_dir);
+        let outcome = match sources {
+            Ok(s) if s.version == current.sources.version => Ok(None),
+            Ok(s) => DataState::build(Arc::new(s), &current.data_dir, self.engine.as_ref())
+                .await
+                .map(Some),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(None) => {
+                let mut status = self.reload.lock().expect("reload status");
+                if status.last_error.is_some() {
+                    // The files are back to what is serving.
+                    tracing::info!(version = %current.version, "definitions reverted to the serving catalog");
+                    status.last_error = None;
+                }
+            }
+            Ok(Some(fresh)) => {
+                let version = fresh.version.clone();
+                *self.state.write().expect("catalog lock") = Arc::new(fresh);
+                let mut status = self.reload.lock().expect("reload status");
+                status.version = version.clone();
+                status.loaded_at = now_rfc3339();
+                status.reloads += 1;
+                status.last_error = None;
+                tracing::info!(%version, "definitions reloaded");
+            }
+            Err(errors) => {
+                let mut status = self.reload.lock().expect("reload status");
+                let unchanged = status
+                    .last_error
+                    .as_ref()
+                    .is_some_and(|e| e.errors == errors.0);
+                if !unchanged {
+                    tracing::error!(%errors, "definitions changed but do not validate; the last good catalog keeps serving");
+                    status.last_error = Some(ReloadError {
+                        at: now_rfc3339(),
+                        errors: errors.0,
+                    });
+                }
+            }
+        }
+        let current = self.catalog();
+        let tables: BTreeSet<String> = current.tables.keys().cloned().collect();
+        if let Ok(data) = current_versions(&current, &tables)
+            && data.iter().any(|(t, v)| current.tables[t].version != *v)
+        {
+            self.refresh_data(&data).await;
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The one path every query takes, whoever asks (HTTP, CLI, tests, dashboards, alerts):
+//! validate, check data freshness, look up the cache, plan, execute under a time budget,
+//! compose. Listings (`listings.rs`) and the data state's lifecycle (`lifecycle.rs`) beside it.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+
+use crate::cache::{CacheKey, ResultCache};
+use crate::catalog::{CatalogErrors, ProjectSources};
+use crate::config::Settings;
+use crate::engine::{DataFusionEngine, Explanation, QueryEngine};
+use crate::security::{Principal, Scope};
+use crate::semantic::calendar::CalendarConfig;
+use crate::semantic::compose::{self, member_values};
+use crate::semantic::{
+    self, ErrorKind, QueryError, QueryLimits, QueryRequest, QueryResult, ValidatedQuery,
+};
+pub use crate::state::VersionMemo;
+use crate::state::{DataState, combined_version};
+
+mod lifecycle;
+mod listings;
+
+use lifecycle::now_rfc3339;
+pub use lifecycle::{FailedRefresh, ReloadError, ReloadStatus};
+
+pub struct KpiService {
+    /// The data state answering now; swapped whole on a definition or data change.
+    state: RwLock<Arc<DataState>>,
+    engine: Arc<dyn QueryEngine>,
+    cache: ResultCache,
+    limits: QueryLimits,
+    calendar: CalendarConfig,
+    timeout: Duration,
+    /// Serialises catalog rebuilds after a data refresh, and remembers the data state whose
+    /// rebuild failed (with why) so that it is not retried on every query.
+    refresh: tokio::sync::Mutex<Option<FailedRefresh>>,
+    engine_runs: AtomicU64,
+    /// Completed dashboard warm-ups (see `dashboard::warm_up`).
+    warm_ups: AtomicU64,
+    next_query_id: AtomicU64,
+    /// What the definition watcher last saw (hot reload).
+    reload: std::sync::Mutex<ReloadStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryResponse {
+    #[serde(flatten)]
+    pub result: Arc<QueryResult>,
+    pub meta: QueryMeta,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryMeta {
+    pub query_id: String,
+    /// `cache` or `engine`. A request that waited on an identical in-flight query is `cache`.
+    pub served_by: &'static str,
+    pub elapsed_ms: f64,
+    pub catalog_version: String,
+    /// Hash of the data versions of the tables the query read.
+    pub data_version: String,
+    pub row_count: usize,
+    /// The calendar the periods were bucketed in.
+    pub time_zone: String,
+    pub week_start: String,
+    pub as_of: chrono::NaiveDate,
+    #[serde(flatten)]
+    pub notes: semantic::ResultNotes,
+}
+
+impl KpiService {
+    pub async fn open(settings: &Settings) -> Result<Self, CatalogErrors> {
+        let engine: Arc<dyn QueryEngine> = Arc::new(
+            DataFusionEngine::new(settings.memory_mb * 1024 * 1024).map_err(|e| {
+                CatalogErrors::from(crate::catalog::CatalogError::new(
+                    "engine",
+                    "",
+                    e.to_string(),
+                ))
+            })?,
+        );
+        let sources = ProjectSources::read(&settings.project_dir)?;
+        let state =
+            DataState::build(Arc::new(sources), &settings.data_dir, engine.as_ref()).await?;
+        let catalog_version = state.version.clone();
+        Ok(Self {
+            state: RwLock::new(Arc::new(state)),
+            engine,
+            cache: ResultCache::new(settings.cache_mb * 1024 * 1024),
+            limits: QueryLimits {
+                max_rows: settings.max_rows,
+                ..QueryLimits::default()
+            },
+            calendar: CalendarConfig {
+                time_zone: settings.time_zone,
+                week_start: settings.week_start,
+            },
+            timeout: settings.query_timeout(),
+            refresh: tokio::sync::Mutex::new(None),
+            engine_runs: AtomicU64::new(0),
+            warm_ups: AtomicU64::new(0),
+            next_query_id: AtomicU64::new(1),
+            reload: std::sync::Mutex::new(ReloadStatus {
+                version: catalog_version,
+                loaded_at: now_rfc3339(),
+                reloads: 0,
+                last_error: None,
+            }),
+        })
+    }
+
+    /// The data state answering now (read as its catalog: `service.catalog().metrics`).
+    pub fn catalog(&self) -> Arc<DataState> {
+        self.state.read().expect("catalog lock").clone()
+    }
+
+    pub fn cache(&self) -> &ResultCache {
+        &self.cache
+    }
+
+    pub fn calendar(&self) -> &CalendarConfig {
+        &self.calendar
+    }
+
+    /// The data versions of some tables (what cache keys and ETags are made of), as this
+    /// request sees them.
+    pub fn data_versions(
+        &self,
+        catalog: &DataState,
+        tables: &BTreeSet<String>,
+        seen: &VersionMemo,
+    ) -> Result<Vec<(String, String)>, QueryError> {
+        seen.versions(catalog, tables)
+    }
+
+    /// Today in the configured time zone at an instant.
+    pub fn local_date(&self, at: DateTime<Utc>) -> NaiveDate {
+        at.with_timezone(&self.calendar.time_zone).date_naive()
+    }
+
+    pub fn warm_ups(&self) -> u64 {
+        self.warm_ups.load(Ordering::Relaxed)
+    }
+
+    pub fn count_warm_up(&self) {
+        self.warm_ups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many queries actually reached the engine (cache misses that computed).
+    pub fn engine_runs(&self) -> u64 {
+        self.engine_runs.load(Ordering::Relaxed)
+    }
+
+    pub async fn query(
+        &self,
+        principal: &Principal,
+        req: &QueryRequest,
+    ) -> Result<QueryResponse, QueryError> {
+        self.query_seeing(principal, req, &VersionMemo::default())
+            .await
+    }
+
+    /// A query as part of a larger request that has already seen some data versions.
+    pub async fn query_seeing(
+        &self,
+        principal: &Principal,
+        req: &QueryRequest,
+        seen: &VersionMemo,
+    ) -> Result<QueryResponse, QueryError> {
+        let started = Instant::now();
+        let query_id = format!("q{}", self.next_query_id.fetch_add(1, Ordering::Relaxed));
+        let (catalog, vq, data) = self.prepare(req, &principal.scope, seen).await?;
+        let key = CacheKey {
+            catalog_version: catalog.version.clone(),
+            // The as-of date is part of the answer (clipping, partial periods) even when the
+            // request leaves it to the clock: a result cached yesterday is not today's.
+            query: format!(
+                "{}|as_of={}",
+                serde_json::to_string(req).map_err(|e| QueryError::internal(e.to_string()))?,
+                vq.as_of
+            ),
+            data: data.clone(),
+            scope: principal.scope.key(),
+        };
+        let (result, computed) = self
+            .cache
+            .get_or_compute(key, self.compute(&catalog, &vq))
+            .await?;
+        let meta = QueryMeta {
+            query_id,
+            served_by: if computed { "engine" } else { "cache" },
+            elapsed_ms: (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+            catalog_version: catalog.version.clone(),
+            data_version: combined_version(&data),
+            row_count: result.rows.len(),
+            time_zone: self.calendar.time_zone.name().to_string(),
+            week_start: self.calendar.week_start_name().to_string(),
+            as_of: vq.as_of,
+            notes: result.notes.clone(),
+        };
+        tracing::info!(
+            query_id = %meta.query_id,
+            metrics = ?req.metrics,
+            dimensions = ?req.dimensions,
+            served_by = meta.served_by,
+            rows = meta.row_count,
+            elapsed_ms = meta.elapsed_ms,
+            "query"
+        );
+        Ok(QueryResponse { result, meta })
+    }
+
+    pub async fn explain(
+        &self,
+        principal: &Principal,
+        req: &QueryRequest,
+    ) -> Result<Explanation, QueryError> {
+        let (catalog, vq, _) = self
+            .prepare(req, &principal.scope, &VersionMemo::default())
+            .await?;
+        let planned = semantic::plan(&catalog, &vq).await?;
+        catalog.explain(&planned.rows).map_err(QueryError::from)
+    }
+
+    /// Validates against the current catalog, rebuilding it first if an input table changed.
+    async fn prepare(
+        &self,
+        req: &QueryRequest,
+        scope: &Scope,
+        seen: &VersionMemo,
+    ) -> Result<(Arc<DataState>, ValidatedQuery, Vec<(String, String)>), QueryError> {
+        let mut catalog = self.catalog();
+        let mut vq = semantic::validate(&catalog, req, &self.limits, &self.calendar, scope)?;
+        let tables = catalog.tables_read_by(&vq.models);
+        let data = seen.versions(&catalog, &tables)?;
+        let fresh = self.catalog_over(&catalog, &data).await;
+        if !Arc::ptr_eq(&fresh, &catalog) {
+            catalog = fresh;
+            vq = semantic::validate(&catalog, req, &self.limits, &self.calendar, scope)?;
+        }
+        Ok((catalog, vq, data))
+    }
+
+    /// The query and what it is composed with (drill parent, comparisons, the drilled level's
+    /// members), run concurrently under one time budget, then composed.
+    async fn compute(
+        &self,
+        catalog: &DataState,
+        vq: &ValidatedQuery,
+    ) -> Result<Arc<QueryResult>, QueryError> {
+        self.engine_runs.fetch_add(1, Ordering::Relaxed);
+        let subs = compose::sub_queries(vq);
+        let run = async {
+            let main = self.run_plan(catalog, vq);
+            let parent = async {
+                match &subs.parent {
+                    Some(pq) => self.run_plan(catalog, pq).await.map(Some),
+                    None => Ok(None),
+                }
+            };
+            let compared =
+                futures::future::try_join_all(subs.comparisons.iter().map(|(w, cq)| async move {
+                    Ok::<_, QueryError>((w.clone(), self.run_plan(catalog, cq).await?))
+                }));
+            let members = async {
+                match &subs.drilled_members {
+                    Some(d) => {
+                        let path = d.path.iter().cloned().collect();
+                        let df = semantic::listing::members(
+                            catalog,
+                            &d.hierarchy,
+                            &d.level,
+                            &path,
+                            &vq.scope,
+                        )
+                        .await?;
+                        let batches = catalog
+                            .execute(df.into_unoptimized_plan())
+                            .await
+                            .map_err(QueryError::from)?;
+                        Ok(member_values(&batches))
+                    }
+                    None => Ok(Vec::new()),
+                }
+            };
+            tokio::try_join!(main, parent, compared, members)
+        };
+        let (result, parent, compared, drilled_members) = tokio::time::timeout(self.timeout, run)
+            .await
+            .map_err(|_| {
+                QueryError::new(
+                    ErrorKind::Timeout,
+                    "timeout",
+                    format!(
+                        "the query ran past its time budget of {} s",
+                        self.timeout.as_secs()
+                    ),
+                )
+            })??;
+        Ok(Arc::new(compose::compose(
+            catalog,
+            vq,
+            &subs,
+            result,
+            parent,
+            compared,
+            &drilled_members,
+        )))
+    }
+
+    /// Plans and executes one validated query: rows (at most `limit`) and totals.
+    async fn run_plan(
+        &self,
+        catalog: &DataState,
+        vq: &ValidatedQuery,
+    ) -> Result<QueryResult, QueryError> {
+        let planned = semantic::plan(catalog, vq).await?;
+        let rows_schema = planned.rows.schema().as_arrow().clone();
+        let rows = catalog.execute(planned.rows.clone());
+        let (batches, totals) = match &planned.totals {
+            Some(totals) => {
+                let totals = catalog.execute(totals.clone());
+                let (r, t) = tokio::try_join!(rows, totals).map_err(QueryError::from)?;
+                (r, Some(t))
+            }
+            None => (rows.await.map_err(QueryError::from)?, None),
+        };
+        Ok(compose::answer(
+            catalog,
+            vq,
+            &planned,
+            &rows_schema,
+            &batches,
+            totals.as_deref(),
+        ))
+    }
+}
