@@ -154,8 +154,7 @@ async fn run(command: Command) -> Result<(), String> {
             query_json,
             settings,
         } => {
-            let service = open(&settings).await?;
-            let req = parse_query(&query_json)?;
+            let (service, req) = open_for(&settings, &query_json).await?;
             let response = service
                 .query(&Principal::local(), &req)
                 .await
@@ -173,8 +172,7 @@ async fn run(command: Command) -> Result<(), String> {
             query_json,
             settings,
         } => {
-            let service = open(&settings).await?;
-            let req = parse_query(&query_json)?;
+            let (service, req) = open_for(&settings, &query_json).await?;
             let e = service
                 .explain(&Principal::local(), &req)
                 .await
@@ -376,13 +374,17 @@ fn parse_query(text: &str) -> Result<QueryRequest, String> {
         .map_err(|e| format!("invalid query at {}: {}", e.path(), e.inner()))
 }
 
+/// The service and the parsed query of `kpilens query` and `kpilens explain`.
+async fn open_for(
+    settings: &Settings,
+    query_json: &str,
+) -> Result<(KpiService, QueryRequest), String> {
+    let req = parse_query(query_json)?;
+    Ok((open(settings).await?, req))
+}
+
 fn print_table(response: &kpilens::service::QueryResponse) {
-    let header: Vec<&str> = response
-        .result
-        .schema
-        .iter()
-        .map(|f| f.name.as_str())
-        .collect();
+    let header = response.result.column_names();
     let cell = |v: &serde_json::Value| match v {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Null => "∅".into(),

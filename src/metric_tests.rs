@@ -92,12 +92,7 @@ async fn run_one(service: &KpiService, spec: &TestSpec) -> Vec<String> {
 /// Every expected cell, compared; numbers within a relative tolerance.
 pub fn check(response: &QueryResponse, spec: &TestSpec) -> Vec<String> {
     let tolerance = spec.expect.tolerance.unwrap_or(1e-9);
-    let schema: Vec<&str> = response
-        .result
-        .schema
-        .iter()
-        .map(|f| f.name.as_str())
-        .collect();
+    let schema = response.result.column_names();
     let mut failures = Vec::new();
     let compare = |failures: &mut Vec<String>,
                    place: &str,

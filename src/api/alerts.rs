@@ -74,11 +74,7 @@ async fn alerts(
             .ok_or_else(|| QueryError::invalid("history is a number up to 1000").at("history"))?,
     };
     let view = engine.alerts(&principal, p("rule"), state, history)?;
-    let details = AuditDetails {
-        filters: json!(raw),
-        rows: Some(view.alerts.len() as u64),
-        ..AuditDetails::default()
-    };
+    let details = AuditDetails::listing(json!(raw), view.alerts.len());
     Ok(with_audit(Json(view).into_response(), details))
 }
 
@@ -90,11 +86,7 @@ async fn tasks(
     let p = params(&raw, &["owner", "status", "rule"])?;
     let status: Option<TaskStatus> = parse_enum("status", p("status"))?;
     let tasks = engine.tasks(&principal, p("owner"), status, p("rule"))?;
-    let details = AuditDetails {
-        filters: json!(raw),
-        rows: Some(tasks.len() as u64),
-        ..AuditDetails::default()
-    };
+    let details = AuditDetails::listing(json!(raw), tasks.len());
     Ok(with_audit(
         Json(json!({ "now": engine.now(), "tasks": tasks })).into_response(),
         details,
@@ -134,11 +126,7 @@ async fn evaluate(
         })?;
         runs.insert(name, run);
     }
-    let details = AuditDetails {
-        filters: json!(raw),
-        rows: Some(runs.len() as u64),
-        ..AuditDetails::default()
-    };
+    let details = AuditDetails::listing(json!(raw), runs.len());
     Ok(with_audit(
         Json(json!({ "runs": runs })).into_response(),
         details,

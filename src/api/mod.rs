@@ -193,11 +193,9 @@ async fn query(
     let req: QueryRequest = parse_body(body)?;
     let response = service.query(&principal, &req).await?;
     let details = AuditDetails {
-        metrics: req.metrics.clone(),
-        dimensions: req.dimensions.clone(),
-        filters: serde_json::to_value(&req.filters).unwrap_or_default(),
         rows: Some(response.result.rows.len() as u64),
         cached: Some(response.meta.served_by == "cache"),
+        ..AuditDetails::of_query(&req)
     };
     Ok(with_audit(Json(response).into_response(), details))
 }
@@ -208,12 +206,7 @@ async fn explain(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let req: QueryRequest = parse_body(body)?;
-    let details = AuditDetails {
-        metrics: req.metrics.clone(),
-        dimensions: req.dimensions.clone(),
-        filters: serde_json::to_value(&req.filters).unwrap_or_default(),
-        ..AuditDetails::default()
-    };
+    let details = AuditDetails::of_query(&req);
     let plan = service.explain(&principal, &req).await?;
     Ok(with_audit(Json(plan).into_response(), details))
 }
@@ -227,10 +220,11 @@ async fn drill_through(
     let page = service.drill_through(&principal, &req).await?;
     let details = AuditDetails {
         metrics: vec![format!("model:{}", req.model)],
-        filters: json!({ "drill": req.drill, "filters": req.filters }),
-        rows: Some(page.rows.len() as u64),
         cached: Some(false),
-        ..AuditDetails::default()
+        ..AuditDetails::listing(
+            json!({ "drill": req.drill, "filters": req.filters }),
+            page.rows.len(),
+        )
     };
     Ok(with_audit(Json(page).into_response(), details))
 }
@@ -251,10 +245,8 @@ async fn members(
         .await?;
     let details = AuditDetails {
         dimensions: vec![level],
-        filters: json!(params),
-        rows: Some(members.members.len() as u64),
         cached: Some(false),
-        ..AuditDetails::default()
+        ..AuditDetails::listing(json!(params), members.members.len())
     };
     Ok(with_audit(Json(members).into_response(), details))
 }

@@ -8,7 +8,7 @@
 
 mod org;
 mod people;
-mod rng;
+pub mod rng;
 mod writer;
 
 use std::fmt;

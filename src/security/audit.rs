@@ -46,6 +46,27 @@ pub struct AuditDetails {
     pub cached: Option<bool>,
 }
 
+impl AuditDetails {
+    /// What a query asked: its metrics, dimensions and filters.
+    pub fn of_query(req: &crate::protocol::QueryRequest) -> Self {
+        Self {
+            metrics: req.metrics.clone(),
+            dimensions: req.dimensions.clone(),
+            filters: serde_json::to_value(&req.filters).unwrap_or_default(),
+            ..Self::default()
+        }
+    }
+
+    /// A listing: what it was asked with and how many rows it gave.
+    pub fn listing(filters: Value, rows: usize) -> Self {
+        Self {
+            filters,
+            rows: Some(rows as u64),
+            ..Self::default()
+        }
+    }
+}
+
 pub struct AuditLog {
     path: PathBuf,
     max_bytes: u64,

@@ -62,6 +62,11 @@ pub struct PartialPeriod {
 }
 
 impl QueryResult {
+    /// The columns' names, in order.
+    pub fn column_names(&self) -> Vec<&str> {
+        self.schema.iter().map(|f| f.name.as_str()).collect()
+    }
+
     /// The index of a column, by name.
     pub fn column(&self, name: &str) -> Option<usize> {
         self.schema.iter().position(|f| f.name == name)

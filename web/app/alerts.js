@@ -5,19 +5,10 @@
 import { api } from './api.js';
 import { formatValue } from './format.js';
 import { label, t } from './i18n.js';
+import { el } from './dom.js';
 
 const SHOWN = 5;
 
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === 'class') node.className = v;
-    else if (k === 'dataset') Object.assign(node.dataset, v);
-    else node.setAttribute(k, v);
-  }
-  node.append(...children.filter((c) => c !== null && c !== undefined));
-  return node;
-}
 
 /** The deepest member of an org path: `{region, branch}` -> the branch. */
 function member(path) {

@@ -7,6 +7,7 @@ import { api, setToken } from './api.js';
 import { chartOption, column, field } from './charts.js';
 import { changeTone, formatChange, formatValue } from './format.js';
 import { label, t } from './i18n.js';
+import { el } from './dom.js';
 
 const LEAF_PAGE_SIZE = 20;
 
@@ -28,20 +29,6 @@ window.__kpilens = { charts: state.charts, renders: [] };
 
 const $ = (sel, root = document) => root.querySelector(sel);
 
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
-    else if (k === 'class') node.className = v;
-    else if (k === 'dataset') Object.assign(node.dataset, v);
-    else node.setAttribute(k, v === true ? '' : v);
-  }
-  for (const c of children.flat()) {
-    if (c !== null && c !== undefined && c !== false) node.append(c instanceof Node ? c : String(c));
-  }
-  return node;
-}
 
 // ---- shell: header, switcher, language --------------------------------------------------------
 

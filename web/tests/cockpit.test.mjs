@@ -174,7 +174,13 @@ describe('the cockpit', () => {
     const panel = 'overdue_by_region';
     const before = await chartOption(page, panel);
     const region = before.yAxis[0][0];
-    // A real click on the first bar, at its pixel position in the chart.
+    // A real click on the first bar, at its pixel position in the chart, once the bars have
+    // grown to it (ECharts animates them in; on a loaded machine that takes longer).
+    await page.evaluate((pid) => new Promise((resolve) => {
+      const chart = window.__kpilens.charts.get(pid);
+      chart.on('finished', resolve);
+      setTimeout(resolve, 3000);
+    }), panel);
     const point = await page.evaluate((pid) => {
       const chart = window.__kpilens.charts.get(pid);
       const value = chart.getOption().series[0].data[0];

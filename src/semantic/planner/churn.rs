@@ -13,10 +13,10 @@
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::functions_aggregate::expr_fn::{max, min, sum};
-use datafusion::logical_expr::{Expr, JoinType, cast, when};
+use datafusion::logical_expr::{Expr, JoinType, when};
 use datafusion::prelude::{ident, lit};
 
-use super::{PERIOD, df_err, filtered_rows, flag, period_expr, range_expr};
+use super::{PERIOD, df_err, entity_snapshot, filtered_rows, flag, period_expr, range_expr};
 use crate::catalog::{Catalog, ChurnBase};
 use crate::protocol::Grain;
 use crate::semantic::calendar::{period_start, shift};
@@ -54,15 +54,15 @@ pub(super) async fn frame(
         .expect("validated: churn models have time");
     // The rows at the previous period end: entity, activity, dimensions, after filters.
     let (rows, dim_exprs) = filtered_rows(catalog, model, dims, &q.filters).await?;
-    let mut select = vec![
-        ident(&base.entity).alias("__e"),
-        ident(&t.column).alias("__t"),
-        flag(&base.active)?.alias("__a0"),
-    ];
-    for d in dims {
-        let data_type = catalog.dimensions[d].data_type.clone();
-        select.push(cast(dim_exprs[d].clone(), data_type).alias(d));
-    }
+    let select = entity_snapshot(
+        catalog,
+        &base.entity,
+        &t.column,
+        &base.active,
+        "__a0",
+        dims,
+        &dim_exprs,
+    )?;
     let rows = rows.select(select).map_err(df_err)?;
     let at_start = rows
         .join_on(

@@ -16,8 +16,8 @@ use datafusion::logical_expr::{Expr, JoinType, cast};
 use datafusion::prelude::{ident, lit};
 
 use super::{
-    ColumnRole, OutputColumn, PlannedQuery, df_err, filtered_rows, flag, period_expr, range_expr,
-    sort_and_limit,
+    ColumnRole, OutputColumn, PlannedQuery, df_err, entity_snapshot, filtered_rows, period_expr,
+    range_expr, sort_and_limit,
 };
 use crate::catalog::{Catalog, CohortDefinition};
 use crate::protocol::Grain;
@@ -55,15 +55,9 @@ pub(super) async fn plan(
     let mut needed: Vec<String> = dims.to_vec();
     needed.extend(c.cohort_by.iter().filter(|cb| !dims.contains(cb)).cloned());
     let (rows, dim_exprs) = filtered_rows(catalog, model, &needed, &q.filters).await?;
-    let mut select = vec![
-        ident(&c.entity).alias("__e"),
-        ident(&t.column).alias("__t"),
-        flag(&c.active)?.alias("__act"),
-    ];
-    for d in dims {
-        let data_type = catalog.dimensions[d].data_type.clone();
-        select.push(cast(dim_exprs[d].clone(), data_type).alias(d));
-    }
+    let mut select = entity_snapshot(
+        catalog, &c.entity, &t.column, &c.active, "__act", dims, &dim_exprs,
+    )?;
     if let Some(cb) = &c.cohort_by {
         let cb_type = &catalog.dimensions[cb].data_type;
         select.push(period_expr(g, dim_exprs[cb].clone(), cb_type, &q.calendar).alias("__cb"));

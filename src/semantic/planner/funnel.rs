@@ -19,8 +19,8 @@ use datafusion::logical_expr::{Expr, JoinType, cast};
 use datafusion::prelude::{ident, lit};
 
 use super::{
-    ColumnRole, OutputColumn, PERIOD, PlannedQuery, df_err, filtered_rows, key_columns,
-    period_expr, sort_and_limit, time_range,
+    ColumnRole, OutputColumn, PERIOD, PlannedQuery, df_err, dimension_columns, filtered_rows,
+    key_columns, period_expr, sort_and_limit, time_range,
 };
 use crate::catalog::{Catalog, FunnelDefinition};
 use crate::semantic::error::QueryError;
@@ -60,10 +60,7 @@ pub(super) async fn plan(
         micros.alias("__us"),
         cast(ident(&f.step), DataType::Utf8).alias("__step"),
     ];
-    for d in dims {
-        let data_type = catalog.dimensions[d].data_type.clone();
-        select.push(cast(dim_exprs[d].clone(), data_type).alias(d));
-    }
+    select.extend(dimension_columns(catalog, dims, &dim_exprs));
     let in_range = match time_range(model, q)? {
         Some(r) => r,
         None => lit(true),

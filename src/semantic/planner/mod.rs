@@ -320,10 +320,7 @@ async fn group_frame(
     if let (Some(g), Some(t)) = (grain, time) {
         select.push(period_expr(g, ident(&t.column), &t.data_type, &q.calendar).alias(PERIOD));
     }
-    for d in dims {
-        let data_type = catalog.dimensions[d].data_type.clone();
-        select.push(cast(dim_exprs[d].clone(), data_type).alias(d));
-    }
+    select.extend(dimension_columns(catalog, dims, &dim_exprs));
     for m in measures {
         select.push(measure_input(m, df.schema())?.alias(format!("__in_{}", m.name)));
     }
@@ -441,6 +438,41 @@ pub(crate) async fn filtered_rows(
             .map_err(df_err)?;
     }
     Ok((df, exprs))
+}
+
+/// Each dimension's expression over the joined frame, cast to the catalog's type and named after
+/// the dimension: how every frame carries its grouping columns.
+pub(super) fn dimension_columns(
+    catalog: &Catalog,
+    dims: &[String],
+    dim_exprs: &BTreeMap<String, Expr>,
+) -> Vec<Expr> {
+    dims.iter()
+        .map(|d| {
+            let data_type = catalog.dimensions[d].data_type.clone();
+            cast(dim_exprs[d].clone(), data_type).alias(d)
+        })
+        .collect()
+}
+
+/// The columns churn and cohort frames start from: the entity (`__e`), the snapshot date
+/// (`__t`), the entity's activity in the row as 1/0 (`flag`), and the dimensions.
+pub(super) fn entity_snapshot(
+    catalog: &Catalog,
+    entity: &str,
+    time_column: &str,
+    active: &Expr,
+    flag_name: &str,
+    dims: &[String],
+    dim_exprs: &BTreeMap<String, Expr>,
+) -> Result<Vec<Expr>, QueryError> {
+    let mut select = vec![
+        ident(entity).alias("__e"),
+        ident(time_column).alias("__t"),
+        flag(active)?.alias(flag_name),
+    ];
+    select.extend(dimension_columns(catalog, dims, dim_exprs));
+    Ok(select)
 }
 
 /// 1 where `predicate` holds, else 0: an entity's activity in a snapshot row.
