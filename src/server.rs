@@ -50,16 +50,32 @@ pub async fn serve(
     serve_with(settings, service, listener, auth, Router::new(), Vec::new()).await
 }
 
-/// Serves with a given auth mode and extra routes (the demo's user list).
-pub async fn serve_with(
+/// The application: the router with its gate, and the background tasks it needs (the watcher
+/// that reloads and warms, the alert scheduler), stopped when it is dropped. Served over a socket
+/// by [`serve_with`]; tests also call its router directly.
+pub struct App {
+    pub router: Router,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Builds the application over a service: the gate (auth, admission, audit), the alert engine,
+/// the cockpit's files, the routes; starts its background tasks.
+pub fn app(
     settings: &Settings,
     service: Arc<KpiService>,
-    listener: TcpListener,
     auth: AuthMode,
     extra: Router<Arc<KpiService>>,
     // Principals whose dashboards are warmed besides the whole bank's (the demo's people).
     warm_for: Vec<Principal>,
-) -> std::io::Result<()> {
+) -> std::io::Result<App> {
     let gate = Arc::new(Gate {
         auth,
         admission: Admission::new(
@@ -89,14 +105,15 @@ pub async fn serve_with(
         },
     )
     .map_err(std::io::Error::other)?;
-    let scheduler = (settings.alerts_tick_ms > 0).then(|| {
-        tokio::spawn(
+    let mut tasks = Vec::new();
+    if settings.alerts_tick_ms > 0 {
+        tasks.push(tokio::spawn(
             alerts
                 .clone()
                 .run(Duration::from_millis(settings.alerts_tick_ms)),
-        )
-    });
-    let watcher = tokio::spawn(watch(
+        ));
+    }
+    tasks.push(tokio::spawn(watch(
         service.clone(),
         Duration::from_millis(settings.reload_ms),
         settings.warm_up.then(|| {
@@ -104,8 +121,8 @@ pub async fn serve_with(
             all.extend(warm_for);
             all
         }),
-    ));
-    let app = api::router(
+    )));
+    let router = api::router(
         service,
         gate,
         web,
@@ -113,14 +130,22 @@ pub async fn serve_with(
         settings.max_body_kb * 1024,
         Some(alerts),
     );
-    let served = axum::serve(listener, app)
+    Ok(App { router, tasks })
+}
+
+/// Serves with a given auth mode and extra routes (the demo's user list) until Ctrl-C / SIGTERM.
+pub async fn serve_with(
+    settings: &Settings,
+    service: Arc<KpiService>,
+    listener: TcpListener,
+    auth: AuthMode,
+    extra: Router<Arc<KpiService>>,
+    warm_for: Vec<Principal>,
+) -> std::io::Result<()> {
+    let app = app(settings, service, auth, extra, warm_for)?;
+    axum::serve(listener, app.router.clone())
         .with_graceful_shutdown(shutdown_signal())
-        .await;
-    watcher.abort();
-    if let Some(s) = scheduler {
-        s.abort();
-    }
-    served
+        .await
 }
 
 /// The server's background loop: reload changed definitions and data every `every` (0: never),

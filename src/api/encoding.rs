@@ -21,31 +21,19 @@ pub enum Encoding {
 }
 
 impl Encoding {
-    /// The best encoding the client accepts (`q=0` refuses one).
+    /// The encoding the client prefers by its q-values (RFC 9110 §12.5.3: `q=0` refuses one,
+    /// `*` stands for the rest); ties go to brotli, then gzip. A client that accepts neither, or
+    /// sends no header, gets the body as it is.
     pub fn negotiate(headers: &HeaderMap) -> Encoding {
+        const OURS: &[&str] = &["br", "gzip", "identity"];
         let accept = headers
             .get(header::ACCEPT_ENCODING)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let accepts = |name: &str| {
-            accept.split(',').any(|part| {
-                let mut it = part.split(';');
-                let coding = it.next().unwrap_or("").trim();
-                let refused = it.any(|p| {
-                    p.trim()
-                        .strip_prefix("q=")
-                        .and_then(|q| q.trim().parse::<f32>().ok())
-                        .is_some_and(|q| q == 0.0)
-                });
-                coding.eq_ignore_ascii_case(name) && !refused
-            })
-        };
-        if accepts("br") {
-            Encoding::Brotli
-        } else if accepts("gzip") {
-            Encoding::Gzip
-        } else {
-            Encoding::Identity
+            .and_then(|v| v.to_str().ok());
+        let best = negotiator::preferred_encodings(accept, Some(OURS), Some(OURS));
+        match best.first().map(String::as_str) {
+            Some("br") => Encoding::Brotli,
+            Some("gzip") => Encoding::Gzip,
+            _ => Encoding::Identity,
         }
     }
 

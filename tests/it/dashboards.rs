@@ -6,7 +6,7 @@ use std::io::Read;
 use serde_json::{Value, json};
 
 use super::catalog_errors::{assert_has, load_errors};
-use super::http::{exchange, start, token};
+use super::http::{start, token};
 use super::{assert_num, bank_settings, repo_dir};
 
 const DASHBOARDS: [&str; 5] = ["executive", "retail", "corporate_credit", "risk", "service"];
@@ -235,7 +235,7 @@ async fn the_executive_snapshot_is_small_compressed_and_revalidated() {
 async fn the_binary_serves_the_cockpit() {
     let (_data, settings) = bank_settings().await;
     let s = start(settings).await;
-    let index = exchange(s.addr, "GET", "/", &[("Accept-Encoding", "gzip")], "").await;
+    let index = s.call("GET", "/", &[("Accept-Encoding", "gzip")], "").await;
     assert_eq!(index.status, 200);
     assert!(
         index
@@ -245,7 +245,7 @@ async fn the_binary_serves_the_cockpit() {
     );
     let html = String::from_utf8(gunzip(&index.body)).unwrap();
     assert!(html.contains("/app/main.js") && html.contains("/vendor/echarts.min.js"));
-    let js = exchange(s.addr, "GET", "/app/main.js", &[], "").await;
+    let js = s.call("GET", "/app/main.js", &[], "").await;
     assert_eq!(js.status, 200);
     assert!(
         js.header("content-type")
@@ -253,25 +253,36 @@ async fn the_binary_serves_the_cockpit() {
             .starts_with("text/javascript")
     );
     let tag = js.header("etag").unwrap().to_string();
-    let cached = exchange(
-        s.addr,
-        "GET",
-        "/app/main.js",
-        &[("If-None-Match", &tag)],
-        "",
-    )
-    .await;
+    let cached = s
+        .call("GET", "/app/main.js", &[("If-None-Match", &tag)], "")
+        .await;
     assert_eq!(cached.status, 304);
+    // The encoding follows the client's q-values; ties go to brotli.
+    for (accept, expected) in [
+        ("gzip, br", Some("br")),
+        ("gzip;q=1, br;q=0.5", Some("gzip")),
+        ("br;q=0, gzip", Some("gzip")),
+        ("*;q=0.1, gzip;q=0", Some("br")),
+        ("GZIP", Some("gzip")),
+        ("identity", None),
+        ("deflate", None),
+    ] {
+        let r = s
+            .call("GET", "/app/main.js", &[("Accept-Encoding", accept)], "")
+            .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("content-encoding"),
+            expected,
+            "Accept-Encoding: {accept}"
+        );
+    }
     for path in [
         "/app/..%2F..%2FCargo.toml",
         "/app/%2E%2E/index.html",
         "/app/nope.js",
     ] {
-        assert_eq!(
-            exchange(s.addr, "GET", path, &[], "").await.status,
-            404,
-            "{path}"
-        );
+        assert_eq!(s.call("GET", path, &[], "").await.status, 404, "{path}");
     }
 }
 

@@ -1,4 +1,7 @@
-//! The real server on a loopback port, over HTTP: routes, error classes, cache behaviour.
+//! The real server: routes, error classes, cache behaviour. A test [`Server`] is the
+//! application the binary serves; its helpers call the router directly (`oneshot`), and the
+//! same application also listens on a loopback port for what needs a socket (`exchange`:
+//! body limits, streaming, shutdown, load).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -16,6 +19,8 @@ use super::{Shared, assert_num, bank_settings, fixture_dir, repo_dir, settings_f
 pub struct Server {
     pub addr: SocketAddr,
     pub service: Shared,
+    /// The application's router (the same one the socket serves).
+    router: axum::Router,
     /// The Authorization header sent by get/post/query (the head office's API key).
     pub auth: String,
     /// Holds the auth config and the audit log.
@@ -99,15 +104,26 @@ pub async fn start(mut settings: Settings) -> Server {
         .await
         .expect("bind loopback");
     let addr = listener.local_addr().expect("addr");
-    let svc = service.clone();
+    let auth = server::auth_from_settings(&settings, &service).expect("auth config");
+    let app = server::app(
+        &settings,
+        service.clone(),
+        auth,
+        axum::Router::new(),
+        Vec::new(),
+    )
+    .expect("the application starts");
+    let router = app.router.clone();
     let task = tokio::spawn(async move {
-        server::serve(&settings, svc, listener)
+        axum::serve(listener, app.router.clone())
             .await
             .expect("serve");
+        drop(app);
     });
     Server {
         addr,
         service,
+        router,
         auth: format!("Bearer {HEAD_OFFICE_KEY}"),
         dir,
         task,
@@ -138,7 +154,7 @@ impl Server {
         } else {
             vec![("Authorization", auth)]
         };
-        let r = exchange(self.addr, method, path, &headers, body).await;
+        let r = self.call(method, path, &headers, body).await;
         let text = String::from_utf8(r.body).expect("UTF-8 response");
         let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
         (r.status, json)
@@ -148,7 +164,49 @@ impl Server {
     pub async fn raw(&self, path: &str, headers: &[(&str, &str)]) -> RawResponse {
         let mut all = vec![("Authorization", self.auth.as_str())];
         all.extend_from_slice(headers);
-        exchange(self.addr, "GET", path, &all, "").await
+        self.call("GET", path, &all, "").await
+    }
+
+    /// One request through the application's router, no socket.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> RawResponse {
+        use tower::ServiceExt;
+        let mut request = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let request = request
+            .body(axum::body::Body::from(body.to_string()))
+            .expect("a request");
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("the body")
+            .to_vec();
+        RawResponse {
+            status,
+            headers,
+            body,
+        }
     }
 }
 

@@ -103,7 +103,7 @@ async fn tokens_are_checked_and_refusals_say_why() {
         async move { s.json_as(&auth, "POST", "/api/v1/query", &q).await }
     };
 
-    let none = exchange(s.addr, "POST", "/api/v1/query", &[], &q).await;
+    let none = s.call("POST", "/api/v1/query", &[], &q).await;
     assert_eq!(none.status, 401);
     assert_eq!(
         none.header("www-authenticate"),
@@ -187,11 +187,7 @@ async fn tokens_are_checked_and_refusals_say_why() {
     assert_eq!(status, 200);
     // What touches no data needs no token.
     for path in ["/healthz", "/api/v1/catalog", "/api/v1/catalog/status", "/"] {
-        assert_eq!(
-            exchange(s.addr, "GET", path, &[], "").await.status,
-            200,
-            "{path}"
-        );
+        assert_eq!(s.call("GET", path, &[], "").await.status, 200, "{path}");
     }
 }
 
@@ -407,8 +403,7 @@ async fn scopes_never_share_cached_answers_or_snapshot_tags() {
     let etag = |auth: String| {
         let s = &s;
         async move {
-            exchange(
-                s.addr,
+            s.call(
                 "GET",
                 "/api/v1/snapshot/risk",
                 &[("Authorization", &auth)],
@@ -567,14 +562,14 @@ async fn a_principal_over_its_rate_gets_429_and_a_saturated_server_503() {
     for _ in 0..3 {
         assert_eq!(s.query(q.clone()).await.0, 200);
     }
-    let r = exchange(
-        s.addr,
-        "POST",
-        "/api/v1/query",
-        &[("Authorization", &s.auth)],
-        &q.to_string(),
-    )
-    .await;
+    let r = s
+        .call(
+            "POST",
+            "/api/v1/query",
+            &[("Authorization", &s.auth)],
+            &q.to_string(),
+        )
+        .await;
     assert_eq!(r.status, 429);
     assert_eq!(r.header("retry-after"), Some("2"));
     // Another principal has its own bucket.
@@ -596,7 +591,7 @@ async fn a_principal_over_its_rate_gets_429_and_a_saturated_server_503() {
             // Distinct cold queries, so each occupies the slot for a while.
             let q = json!({ "metrics": ["loan_balance", "overdue_ratio"], "dimensions": ["branch"],
                 "time": { "grain": "day", "from": "2024-01-01", "to": format!("2024-04-{:02}", 10 + i) } });
-            exchange(s.addr, "POST", "/api/v1/query", &[("Authorization", &s.auth)], &q.to_string()).await
+            s.call("POST", "/api/v1/query", &[("Authorization", &s.auth)], &q.to_string()).await
         }
     }))
     .await;

@@ -183,8 +183,7 @@ impl<'a> Builder<'a> {
         Ok(catalog)
     }
 
-    /// Registers every Parquet/CSV model as a table named after the model.
-
+    /// Tests are run by `kpilens test`; at load only their query must be a valid request.
     fn validate_tests(&mut self) -> Result<BTreeMap<String, (String, TestSpec)>, CatalogErrors> {
         let mut errors = CatalogErrors::default();
         let mut out = BTreeMap::new();

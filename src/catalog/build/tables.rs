@@ -10,6 +10,7 @@ use crate::catalog::{CatalogErrors, FileFormat, TableSource, is_identifier};
 use crate::spec::Source;
 
 impl Builder<'_> {
+    /// Registers every Parquet/CSV model as a table named after the model.
     pub(super) async fn register_file_sources(
         &mut self,
     ) -> Result<BTreeMap<String, TableSource>, CatalogErrors> {
