@@ -149,14 +149,7 @@ async fn tokens_are_checked_and_refusals_say_why() {
             "invalid_claims",
         ),
     ];
-    for (auth, code) in cases {
-        let (status, body) = ask(auth.clone()).await;
-        assert_eq!(
-            (status, body["error"]["code"].as_str()),
-            (401, Some(code)),
-            "{auth}: {body}"
-        );
-    }
+    assert_unauthenticated(&s, &q, cases).await;
     // A token signed with the configured RSA key (RS256), one with the EC key (ES256) and the API
     // key all work.
     let (status, _) = ask(rs256(&claims("rs", "analyst", 3600))).await;
@@ -188,6 +181,22 @@ async fn tokens_are_checked_and_refusals_say_why() {
     // What touches no data needs no token.
     for path in ["/healthz", "/api/v1/catalog", "/api/v1/catalog/status", "/"] {
         assert_eq!(s.call("GET", path, &[], "").await.status, 200, "{path}");
+    }
+}
+
+/// Each Authorization header gets a 401 with its code.
+async fn assert_unauthenticated(
+    s: &Server,
+    query: &str,
+    cases: impl IntoIterator<Item = (String, &str)>,
+) {
+    for (auth, code) in cases {
+        let (status, body) = s.json_as(&auth, "POST", "/api/v1/query", query).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some(code)),
+            "{auth}: {body}"
+        );
     }
 }
 
@@ -1223,14 +1232,7 @@ async fn an_identity_providers_key_set_verifies_tokens_by_kid() {
             "invalid_token",
         ),
     ];
-    for (auth, code) in refused {
-        let (status, body) = ask(auth.clone()).await;
-        assert_eq!(
-            (status, body["error"]["code"].as_str()),
-            (401, Some(code)),
-            "{body}"
-        );
-    }
+    assert_unauthenticated(&s, &q, refused).await;
     assert_eq!(
         fetches.load(Ordering::SeqCst),
         1,

@@ -28,16 +28,20 @@ pub fn table_name(def: &RollupDefinition) -> String {
     format!("__rollup_{}", def.name)
 }
 
+/// The base measures a rollup holds.
+fn measures_of<'a>(catalog: &'a Catalog, def: &RollupDefinition) -> Vec<&'a Measure> {
+    def.spec
+        .measures
+        .iter()
+        .map(|m| &catalog.measures[m])
+        .collect()
+}
+
 /// The plan computing a rollup's rows: its measures' partial results grouped by the model's time
 /// column and the rollup's dimensions (joins done once, here).
 pub async fn plan(catalog: &Catalog, def: &RollupDefinition) -> Result<LogicalPlan, String> {
     let base = &catalog.models[&def.spec.model];
-    let measures: Vec<&Measure> = def
-        .spec
-        .measures
-        .iter()
-        .map(|m| &catalog.measures[m])
-        .collect();
+    let measures = measures_of(catalog, def);
     let engine_error = |e: crate::semantic::QueryError| e.message;
     let (df, exprs) = Box::pin(with_dimensions(catalog, base, &def.spec.dimensions, &mut 0))
         .await
@@ -70,12 +74,7 @@ pub fn materialised(
     build_ms: f64,
 ) -> Rollup {
     let base = &catalog.models[&def.spec.model];
-    let measures: Vec<&Measure> = def
-        .spec
-        .measures
-        .iter()
-        .map(|m| &catalog.measures[m])
-        .collect();
+    let measures = measures_of(catalog, def);
     let table_name = table_name(def);
     let model = Model {
         name: def.name.clone(),
