@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path as UrlPath, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sha2::{Digest, Sha256};
@@ -73,7 +73,7 @@ impl WebAssets {
     fn respond(&self, url: &str, headers: &HeaderMap) -> Response {
         match self.files.get(url) {
             Some(a) => a.body.respond(headers, a.content_type, &a.etag),
-            None => (StatusCode::NOT_FOUND, format!("no such file: /{url}")).into_response(),
+            None => super::ApiError::NoRoute.into_response(),
         }
     }
 }
