@@ -92,6 +92,7 @@ async fn healthz(State(service): State<Arc<KpiService>>) -> Json<serde_json::Val
         "metrics": catalog.metrics.len(),
         "cache": { "entries": service.cache().entry_count(), "bytes": service.cache().weighted_size() },
         "engine_runs": service.engine_runs(),
+        "data_watch": { "mode": service.data_watch().0, "scans": service.data_watch().1 },
         "warm_ups": service.warm_ups(),
         "data_refresh_error": service.failed_refresh().await,
     }))

@@ -102,6 +102,7 @@ impl KpiService {
                 }
                 *failed = None;
                 let fresh = Arc::new(fresh);
+                self.watch.watch_tables(&fresh);
                 *self.state.write().expect("catalog lock") = fresh.clone();
                 fresh
             }
@@ -160,6 +161,7 @@ impl KpiService {
             }
             Ok(Some(fresh)) => {
                 let version = fresh.version.clone();
+                self.watch.watch_tables(&fresh);
                 *self.state.write().expect("catalog lock") = Arc::new(fresh);
                 let mut status = self.reload.lock().expect("reload status");
                 status.version = version.clone();
@@ -185,10 +187,12 @@ impl KpiService {
         }
         let current = self.catalog();
         let tables: BTreeSet<String> = current.tables.keys().cloned().collect();
-        if let Ok(data) = current_versions(&current, &tables)
-            && data.iter().any(|(t, v)| current.tables[t].version != *v)
-        {
-            self.refresh_data(&data).await;
+        // The safety net under the watcher: what the files say now.
+        if let Ok(data) = current_versions(&current, &tables) {
+            self.watch.reconcile(&current, &data);
+            if data.iter().any(|(t, v)| current.tables[t].version != *v) {
+                self.refresh_data(&data).await;
+            }
         }
     }
 }

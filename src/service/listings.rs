@@ -34,7 +34,7 @@ impl KpiService {
         let key = CacheKey {
             catalog_version: catalog.version.clone(),
             query: name,
-            data: seen.versions(catalog, tables)?,
+            data: seen.versions(&self.watch, catalog, tables)?,
             scope: scope.key(),
         };
         let compute = async {

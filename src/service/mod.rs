@@ -21,7 +21,7 @@ use crate::semantic::{
     self, ErrorKind, QueryError, QueryLimits, QueryRequest, QueryResult, ValidatedQuery,
 };
 pub use crate::state::VersionMemo;
-use crate::state::{DataState, combined_version};
+use crate::state::{DataState, DataWatch, combined_version};
 
 mod lifecycle;
 mod listings;
@@ -32,6 +32,8 @@ pub use lifecycle::{FailedRefresh, ReloadError, ReloadStatus};
 pub struct KpiService {
     /// The data state answering now; swapped whole on a definition or data change.
     state: RwLock<Arc<DataState>>,
+    /// Data changes as the kernel reports them: versions are read from disk only after one.
+    watch: Arc<DataWatch>,
     engine: Arc<dyn QueryEngine>,
     cache: ResultCache,
     limits: QueryLimits,
@@ -88,8 +90,11 @@ impl KpiService {
         let state =
             DataState::build(Arc::new(sources), &settings.data_dir, engine.as_ref()).await?;
         let catalog_version = state.version.clone();
+        let watch = DataWatch::start();
+        watch.watch_tables(&state);
         Ok(Self {
             state: RwLock::new(Arc::new(state)),
+            watch,
             engine,
             cache: ResultCache::new(settings.cache_mb * 1024 * 1024),
             limits: QueryLimits {
@@ -119,6 +124,17 @@ impl KpiService {
         self.state.read().expect("catalog lock").clone()
     }
 
+    /// How data changes are learnt: `inotify` (cached versions trusted until an event) or `scan`
+    /// (read on every request), and how many times tables' files were listed.
+    pub fn data_watch(&self) -> (&'static str, u64) {
+        let mode = if self.watch.is_live() {
+            "inotify"
+        } else {
+            "scan"
+        };
+        (mode, self.watch.scans())
+    }
+
     pub fn cache(&self) -> &ResultCache {
         &self.cache
     }
@@ -135,7 +151,7 @@ impl KpiService {
         tables: &BTreeSet<String>,
         seen: &VersionMemo,
     ) -> Result<Vec<(String, String)>, QueryError> {
-        seen.versions(catalog, tables)
+        seen.versions(&self.watch, catalog, tables)
     }
 
     /// Today in the configured time zone at an instant.
@@ -237,7 +253,7 @@ impl KpiService {
         let mut catalog = self.catalog();
         let mut vq = semantic::validate(&catalog, req, &self.limits, &self.calendar, scope)?;
         let tables = catalog.tables_read_by(&vq.models);
-        let data = seen.versions(&catalog, &tables)?;
+        let data = seen.versions(&self.watch, &catalog, &tables)?;
         let fresh = self.catalog_over(&catalog, &data).await;
         if !Arc::ptr_eq(&fresh, &catalog) {
             catalog = fresh;

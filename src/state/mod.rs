@@ -4,8 +4,10 @@
 //! request in flight keeps reading the state it started on.
 
 mod versions;
+mod watch;
 
 pub use versions::{VersionMemo, combined_version, current_versions};
+pub use watch::DataWatch;
 
 use std::ops::Deref;
 use std::path::Path;

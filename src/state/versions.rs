@@ -6,11 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
+use super::DataWatch;
 use crate::catalog::{Catalog, data_version};
 use crate::semantic::QueryError;
 use crate::text::hex_prefix;
 
-/// The data versions one request has seen.
+/// The data versions one request has seen (through the [`DataWatch`]: from disk only when
+/// something may have changed).
 #[derive(Default)]
 pub struct VersionMemo(std::sync::Mutex<BTreeMap<String, String>>);
 
@@ -18,6 +20,7 @@ impl VersionMemo {
     /// (table, version) of each table, sorted by table: read once per request.
     pub fn versions(
         &self,
+        watch: &DataWatch,
         catalog: &Catalog,
         tables: &BTreeSet<String>,
     ) -> Result<Vec<(String, String)>, QueryError> {
@@ -28,7 +31,7 @@ impl VersionMemo {
                 if let Some(v) = seen.get(t) {
                     return Ok((t.clone(), v.clone()));
                 }
-                let v = table_version(catalog, t)?;
+                let v = watch.version(catalog, t)?;
                 seen.insert(t.clone(), v.clone());
                 Ok((t.clone(), v))
             })

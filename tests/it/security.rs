@@ -1249,3 +1249,56 @@ async fn an_identity_providers_key_set_verifies_tokens_by_kid() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(fetches.load(Ordering::SeqCst), 2);
 }
+
+/// A cached answer reads no file: the data's versions come from the watcher (inotify) until the
+/// kernel reports a change; a file dropped into a table's folder is seen by the next query,
+/// with the periodic re-scan off (so only the watcher can have seen it).
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_dropped_file_is_seen_by_the_next_query_and_cached_answers_read_no_files() {
+    let (data, mut settings) = bank_settings().await;
+    settings.reload_ms = 0;
+    let service = kpilens::service::KpiService::open(&settings).await.unwrap();
+    assert_eq!(service.data_watch().0, "inotify");
+    let q = json!({ "metrics": ["loan_balance"], "rollups": false });
+    let total =
+        |r: &kpilens::service::QueryResponse| r.result.rows[0].last().cloned().unwrap_or_default();
+    let first = super::run(&service, q.clone()).await;
+    let scans = service.data_watch().1;
+    for _ in 0..5 {
+        let again = super::run(&service, q.clone()).await;
+        assert_eq!(again.meta.served_by, "cache");
+    }
+    assert_eq!(
+        service.data_watch().1,
+        scans,
+        "cached answers listed no table's files"
+    );
+
+    // One more file in the loan_month folder: every loan row twice.
+    let folder = data.path().join("loan_month");
+    let part = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .unwrap();
+    std::fs::copy(&part, folder.join("part-dropped-in.parquet")).unwrap();
+    let dropped = std::time::Instant::now();
+    let seen = loop {
+        let r = super::run(&service, q.clone()).await;
+        if total(&r) != total(&first) {
+            break r;
+        }
+        assert!(
+            dropped.elapsed() < Duration::from_secs(2),
+            "the dropped file was not seen"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(seen.meta.served_by, "engine");
+    super::assert_num(&total(&seen), total(&first).as_f64().map(|t| 2.0 * t));
+    assert!(
+        service.data_watch().1 > scans,
+        "the change was read from disk"
+    );
+}
