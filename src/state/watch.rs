@@ -1,12 +1,16 @@
 //! Data versions without the file system on the query path. A table's version is read from disk
-//! (a directory listing and a `statx` per file) only when something may have changed: an inotify
-//! watch on every table's folder bumps a change generation on any event there, and a version is
-//! reused while the generation it was read at is still current. The version is read before the
-//! generation is compared again, so a change that lands during a read is seen by the next request.
-//! Where inotify is unavailable (not Linux, no watch left, a queue overflow), every request reads
-//! the versions as before; and the periodic re-scan of the data (`--reload-ms`) bumps the
-//! generation whenever it finds a version the watcher missed (a network file system, say).
-//! An answer is therefore never staler than the data on disk by more than the watcher's latency.
+//! (a directory listing and a `statx` per file) only when something may have changed. An inotify
+//! instance watches every table's folder and the folders below it; before each version lookup the
+//! events the kernel has queued are taken in (one non-blocking `read`, no file-system call), and
+//! any event bumps a change generation. A version read at the current generation is reused. The
+//! kernel queues an event before the write that caused it returns, so an answer reflects every
+//! write that finished before the request: cached answers are exactly as fresh as before, without
+//! listing a folder.
+//!
+//! Where inotify is unavailable (not Linux, no instance or watch left, a read error), every
+//! request reads the versions as before; and the periodic re-scan of the data (`--reload-ms`)
+//! bumps the generation whenever it finds a version the cache holds otherwise (a network file
+//! system, whose remote writes inotify does not see; a queue overflow).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -19,7 +23,7 @@ use crate::semantic::QueryError;
 pub struct DataWatch {
     /// Bumped by every change event (and whenever the watcher cannot vouch for the cache).
     generation: AtomicU64,
-    /// The watcher runs: cached versions may be trusted until the generation moves.
+    /// The watcher works: cached versions may be trusted until the generation moves.
     live: AtomicBool,
     /// (table, its path) -> (generation read at, version).
     cache: Mutex<HashMap<(String, PathBuf), (u64, String)>>,
@@ -30,17 +34,8 @@ pub struct DataWatch {
     watcher: Mutex<Option<linux::Watcher>>,
 }
 
-impl Drop for DataWatch {
-    fn drop(&mut self) {
-        #[cfg(target_os = "linux")]
-        if let Some(w) = self.watcher.lock().expect("watcher").as_mut() {
-            w.stop();
-        }
-    }
-}
-
 impl DataWatch {
-    /// Starts the watcher thread (where the platform has one).
+    /// Starts watching (where the platform can).
     pub fn start() -> Arc<Self> {
         let watch = Arc::new(Self {
             generation: AtomicU64::new(0),
@@ -52,7 +47,7 @@ impl DataWatch {
             watcher: Mutex::new(None),
         });
         #[cfg(target_os = "linux")]
-        match linux::Watcher::start(Arc::downgrade(&watch)) {
+        match linux::Watcher::start() {
             Ok(w) => {
                 *watch.watcher.lock().expect("watcher") = Some(w);
                 watch.live.store(true, Ordering::Release);
@@ -120,8 +115,37 @@ impl DataWatch {
         }
     }
 
+    /// Takes in the events the kernel has queued: every write that finished before this call
+    /// is accounted for, so the versions read after it are current.
+    fn drain(&self) {
+        #[cfg(target_os = "linux")]
+        {
+            let mut watcher = self.watcher.lock().expect("watcher");
+            let Some(w) = watcher.as_mut() else { return };
+            match w.drain() {
+                Ok(d) => {
+                    if !d.gone.is_empty() {
+                        let mut watched = self.watched.lock().expect("watched");
+                        for dir in &d.gone {
+                            watched.remove(dir);
+                        }
+                    }
+                    if d.changed {
+                        self.changed();
+                    }
+                }
+                Err(e) => {
+                    *watcher = None;
+                    drop(watcher);
+                    self.lost(&format!("reading its events failed: {e}"));
+                }
+            }
+        }
+    }
+
     /// The table's data version: the cached one while nothing changed, else read from disk.
     pub fn version(&self, catalog: &Catalog, table: &str) -> Result<String, QueryError> {
+        self.drain();
         let source = &catalog.tables[table];
         let key = (table.to_string(), source.path.clone());
         let generation = self.generation.load(Ordering::Acquire);
@@ -161,12 +185,10 @@ impl DataWatch {
 mod linux {
     use std::collections::HashMap;
     use std::ffi::OsStr;
+    use std::io::ErrorKind;
     use std::path::{Path, PathBuf};
-    use std::sync::{Arc, Mutex, Weak};
 
-    use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
-
-    use super::DataWatch;
+    use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
     fn mask() -> WatchMask {
         WatchMask::CREATE
@@ -180,103 +202,70 @@ mod linux {
             | WatchMask::MOVE_SELF
     }
 
-    /// The inotify instance's watches, and which folder each descriptor is (to watch folders
-    /// created inside a watched one).
+    /// What a drain of the pending events found.
+    #[derive(Default)]
+    pub struct Drained {
+        /// Some event arrived: something under a watched folder changed.
+        pub changed: bool,
+        /// Watched folders that were removed or moved away.
+        pub gone: Vec<PathBuf>,
+    }
+
+    /// An inotify instance (non-blocking) and the folder each of its watches is on.
     pub struct Watcher {
-        watches: Watches,
-        dirs: Arc<Mutex<HashMap<WatchDescriptor, PathBuf>>>,
+        inotify: Inotify,
+        dirs: HashMap<WatchDescriptor, PathBuf>,
+        buffer: Vec<u8>,
     }
 
     impl Watcher {
-        pub fn start(owner: Weak<DataWatch>) -> std::io::Result<Self> {
-            let mut inotify = Inotify::init()?;
-            let dirs: Arc<Mutex<HashMap<WatchDescriptor, PathBuf>>> = Arc::default();
-            let watcher = Watcher {
-                watches: inotify.watches(),
-                dirs: dirs.clone(),
-            };
-            let mut adder = Watcher {
-                watches: inotify.watches(),
-                dirs,
-            };
-            std::thread::Builder::new()
-                .name("kpilens-data-watch".into())
-                .spawn(move || {
-                    let mut buffer = [0u8; 16 * 1024];
-                    loop {
-                        let events = match inotify.read_events_blocking(&mut buffer) {
-                            Ok(e) => e,
-                            Err(e) => {
-                                if let Some(w) = owner.upgrade() {
-                                    w.lost(&format!("reading events failed: {e}"));
-                                }
-                                return;
-                            }
-                        };
-                        let Some(watch) = owner.upgrade() else { return };
-                        let mut new_dirs = Vec::new();
-                        let mut gone = Vec::new();
-                        for event in events {
-                            // A watched folder removed or moved: the next data state watches
-                            // it again (it is rebuilt on that very change).
-                            if event
-                                .mask
-                                .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF)
-                                && let Some(dir) =
-                                    adder.dirs.lock().expect("dirs").remove(&event.wd)
-                            {
-                                gone.push(dir);
-                            }
-                            if event.mask.contains(EventMask::Q_OVERFLOW) {
-                                tracing::warn!("inotify queue overflow: versions are read again");
-                            }
-                            if event.mask.contains(EventMask::ISDIR)
-                                && event
-                                    .mask
-                                    .intersects(EventMask::CREATE | EventMask::MOVED_TO)
-                                && let Some(name) = event.name
-                                && let Some(parent) =
-                                    adder.dirs.lock().expect("dirs").get(&event.wd).cloned()
-                            {
-                                new_dirs.push(parent.join(name));
-                            }
-                        }
-                        if !gone.is_empty() {
-                            let mut watched = watch.watched.lock().expect("watched");
-                            for dir in &gone {
-                                watched.remove(dir);
-                            }
-                        }
-                        for dir in new_dirs {
-                            if let Err(e) = adder.add_tree(&dir) {
-                                watch.lost(&format!("cannot watch {}: {e}", dir.display()));
-                            }
-                        }
-                        // After the new folders are watched: a file written into one right
-                        // away is then seen either by this bump's re-read or by its own event.
-                        watch.changed();
-                    }
-                })?;
-            Ok(watcher)
+        pub fn start() -> std::io::Result<Self> {
+            Ok(Self {
+                inotify: Inotify::init()?,
+                dirs: HashMap::new(),
+                buffer: vec![0; 16 * 1024],
+            })
         }
 
-        /// Stops watching: the reader thread wakes on the last watch's removal and ends, which
-        /// closes the inotify instance.
-        pub fn stop(&mut self) {
-            let wds: Vec<WatchDescriptor> =
-                self.dirs.lock().expect("dirs").keys().cloned().collect();
-            for wd in wds {
-                let _ = self.watches.remove(wd);
+        /// Reads every event the kernel has queued (one `read` when there is none). Folders
+        /// created inside a watched one are watched before this returns.
+        pub fn drain(&mut self) -> std::io::Result<Drained> {
+            let mut drained = Drained::default();
+            loop {
+                let mut new_dirs = Vec::new();
+                let events = match self.inotify.read_events(&mut self.buffer) {
+                    Ok(events) => events,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(drained),
+                    Err(e) => return Err(e),
+                };
+                for event in events {
+                    drained.changed = true;
+                    if event
+                        .mask
+                        .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF)
+                        && let Some(dir) = self.dirs.remove(&event.wd)
+                    {
+                        drained.gone.push(dir);
+                    }
+                    if event.mask.contains(EventMask::ISDIR)
+                        && event
+                            .mask
+                            .intersects(EventMask::CREATE | EventMask::MOVED_TO)
+                        && let (Some(name), Some(parent)) = (event.name, self.dirs.get(&event.wd))
+                    {
+                        new_dirs.push(parent.join(name));
+                    }
+                }
+                for dir in new_dirs {
+                    self.add_tree(&dir)?;
+                }
             }
         }
 
         /// Watches a folder and every folder below it.
         pub fn add_tree(&mut self, dir: &Path) -> std::io::Result<()> {
-            let wd = self.watches.add(dir, mask())?;
-            self.dirs
-                .lock()
-                .expect("dirs")
-                .insert(wd, dir.to_path_buf());
+            let wd = self.inotify.watches().add(dir, mask())?;
+            self.dirs.insert(wd, dir.to_path_buf());
             for entry in std::fs::read_dir(dir)? {
                 let path = entry?.path();
                 let hidden = path
