@@ -86,13 +86,14 @@ fn with_audit(mut response: Response, details: AuditDetails) -> Response {
 async fn healthz(State(service): State<Arc<KpiService>>) -> Json<serde_json::Value> {
     service.cache().settle().await;
     let catalog = service.catalog();
+    let (watch_mode, scans) = service.data_watch();
     Json(json!({
         "status": "ok",
         "catalog_version": catalog.version,
         "metrics": catalog.metrics.len(),
         "cache": { "entries": service.cache().entry_count(), "bytes": service.cache().weighted_size() },
         "engine_runs": service.engine_runs(),
-        "data_watch": { "mode": service.data_watch().0, "scans": service.data_watch().1 },
+        "data_watch": { "mode": watch_mode, "scans": scans },
         "warm_ups": service.warm_ups(),
         "data_refresh_error": service.failed_refresh().await,
     }))

@@ -50,7 +50,8 @@ pub fn current_versions(
         .collect()
 }
 
-fn table_version(catalog: &Catalog, table: &str) -> Result<String, QueryError> {
+/// A table's version as its files are now (no cache).
+pub(super) fn table_version(catalog: &Catalog, table: &str) -> Result<String, QueryError> {
     let source = &catalog.tables[table];
     data_version(&source.path, source.format)
         .map_err(|e| QueryError::internal(format!("table '{table}' is unreadable: {e}")))

@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::catalog::{Catalog, data_version};
+use super::versions::table_version;
+use crate::catalog::Catalog;
 use crate::semantic::QueryError;
 
 pub struct DataWatch {
@@ -156,8 +157,7 @@ impl DataWatch {
             return Ok(v.clone());
         }
         self.scans.fetch_add(1, Ordering::Relaxed);
-        let version = data_version(&source.path, source.format)
-            .map_err(|e| QueryError::internal(format!("table '{table}' is unreadable: {e}")))?;
+        let version = table_version(catalog, table)?;
         self.cache
             .lock()
             .expect("version cache")

@@ -15,8 +15,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use keys::{JWKS_MAX_AGE, JWKS_MIN_REFETCH, PinnedKey, parse_jwks};
-use keys::{Jwks, JwksSource};
+use keys::{JWKS_MIN_REFETCH, Jwks, JwksSource, PinnedKey, parse_jwks};
 
 use super::{Principal, Scope};
 use crate::net::HttpClient;
