@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use axum::Extension;
 
+use crate::catalog::RollupForm;
 use crate::security::Principal;
 use crate::security::audit::AuditDetails;
 use crate::semantic::listing::DrillThroughRequest;
@@ -173,7 +174,17 @@ async fn catalog_status(State(service): State<Arc<KpiService>>) -> Json<serde_js
     let rollups: Vec<serde_json::Value> = catalog
         .rollups
         .values()
-        .map(|r| json!({"name": r.name, "model": r.base, "rows": r.rows, "build_ms": r.build_ms}))
+        .map(|r| {
+            let (form, holds) = match &r.form {
+                RollupForm::Measures { measures, .. } => ("measures", json!(measures)),
+                RollupForm::Churn { pairs, .. } => {
+                    ("churn", json!({"snapshot_pairs": pairs.len()}))
+                }
+                RollupForm::Funnel { metric } => ("funnel", json!(metric)),
+            };
+            json!({"name": r.name, "model": r.base, "form": form, "holds": holds,
+                   "rows": r.rows, "build_ms": r.build_ms})
+        })
         .collect();
     Json(json!({
         "catalog": service.reload_status(),

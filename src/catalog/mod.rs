@@ -25,7 +25,10 @@ pub use alerts::{AlertCheck, AlertRule, Condition};
 pub use dashboards::{Dashboard, MAX_PERIODS, Panel};
 pub use error::{CatalogError, CatalogErrors};
 pub use plan_context::{PlanContext, TableRegistry};
-pub use rollups::{Rollup, RollupDefinition, reaggregation};
+pub use rollups::{
+    DefinitionForm, Reaggregation, Rollup, RollupDefinition, RollupForm, distinct_refusal,
+    reaggregation,
+};
 pub use sources::{ProjectSources, parse_definition_file};
 pub use tables::{FileFormat, TableSource, data_version};
 
@@ -120,6 +123,18 @@ pub struct Measure {
     pub input: Expr,
     pub filter: Option<Expr>,
     pub snapshot: Option<SnapshotPick>,
+    /// Set on a measure read from a rollup where the partial results combine other than by
+    /// `agg` alone.
+    pub combine: Option<Combine>,
+}
+
+/// How a rollup's partial results of a measure combine, beyond re-aggregating them.
+#[derive(Debug, Clone)]
+pub enum Combine {
+    /// A sum of partial counts (or distinct counts): 0 over no rows, as the count itself gives.
+    CountOfParts,
+    /// An average: the partial sums (`input`) over the partial counts here.
+    SumOverCount(Expr),
 }
 
 pub struct Metric {

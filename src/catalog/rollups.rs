@@ -1,32 +1,65 @@
-//! Rollups declared in YAML (`rollups:`): validated here against the models and measures. They
-//! are materialized by `semantic::planner::rollup` once the catalog exists, since building one is
-//! a query over its model.
+//! Rollups declared in YAML (`rollups:`): validated here against the models, measures and
+//! metrics. They are materialized by the layer above the planner once the catalog exists, since
+//! building one is a query over its model (`semantic::planner::rollup` plans it).
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use chrono::NaiveDate;
+use datafusion::arrow::datatypes::DataType;
+
 use super::build::Declared;
-use super::{Measure, Model, agg_name};
+use super::{ChurnBase, Measure, Metric, MetricDefinition, Model, kind_name};
 use crate::catalog::CatalogErrors;
+use crate::protocol::Grain;
 use crate::spec::{Aggregation, RollupSpec};
 
-/// A materialized rollup: the planner reads `model` instead of the base model when it holds every
-/// measure, dimension and filter dimension a query's group needs.
+/// A materialized rollup: the planner reads `model` instead of the base model when it answers a
+/// query exactly.
 pub struct Rollup {
     pub name: String,
     pub file: String,
     /// The model it pre-aggregates.
     pub base: String,
     pub dimensions: BTreeSet<String>,
-    /// Names of the base measures it holds.
-    pub measures: BTreeSet<String>,
-    /// The rollup as a model: its in-memory table, the base's time values as they are, one column
-    /// per dimension (no joins left to do).
+    /// The rollup as a model: its in-memory table, one column per dimension (no joins left to
+    /// do), and for measure rollups the base's time values as they are.
     pub model: Model,
-    /// Each measure as it re-aggregates over the rollup's columns (a sum of partial sums or of
-    /// partial counts, a min of mins, a max of maxes).
-    pub rolled: BTreeMap<String, Measure>,
+    pub form: RollupForm,
     pub rows: usize,
     pub build_ms: f64,
+}
+
+pub enum RollupForm {
+    /// Partial results of measures by time and dimensions.
+    Measures {
+        /// Names of the base measures it holds.
+        measures: BTreeSet<String>,
+        /// Each measure as it re-aggregates over the rollup's columns (a sum of partial sums, of
+        /// partial counts or of distinct counts, a min of mins, a max of maxes, a sum over a
+        /// count).
+        rolled: BTreeMap<String, Measure>,
+    },
+    /// Churn counts of one churn base for pairs of period-end snapshots.
+    Churn {
+        base: usize,
+        /// Every snapshot date of the model when the rollup was built, ascending: a query's
+        /// periods and their end snapshots are computed from these, without reading the model.
+        snapshots: Vec<NaiveDate>,
+        /// The (previous period end, period end) pairs it holds counts for.
+        pairs: BTreeSet<(NaiveDate, NaiveDate)>,
+    },
+    /// One row per entity of a funnel metric: its first-step time and when it reached each step.
+    Funnel { metric: String },
+}
+
+impl Rollup {
+    /// The measures it holds (none for churn and funnel rollups).
+    pub fn measures(&self) -> Option<&BTreeSet<String>> {
+        match &self.form {
+            RollupForm::Measures { measures, .. } => Some(measures),
+            _ => None,
+        }
+    }
 }
 
 /// A rollup that validated and is ready to be built.
@@ -34,16 +67,34 @@ pub struct RollupDefinition {
     pub name: String,
     pub file: String,
     pub spec: RollupSpec,
+    pub form: DefinitionForm,
 }
 
-/// The aggregation that combines partial results of `agg` exactly, if there is one.
-pub fn reaggregation(agg: Aggregation) -> Option<Aggregation> {
+pub enum DefinitionForm {
+    Measures,
+    Churn { base: usize, grains: Vec<Grain> },
+    Funnel { metric: String },
+}
+
+/// How partial results of `agg` combine exactly, if they can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reaggregation {
+    /// Partial results combined by this aggregation.
+    By(Aggregation),
+    /// A partial sum and a partial count, combined as sum / count.
+    SumOverCount,
+    /// Partial distinct counts, summed: exact only when each entity falls in one group (at a
+    /// snapshot, for semi-additive measures), which the build checks.
+    SumOfDistinct,
+}
+
+pub fn reaggregation(agg: Aggregation) -> Reaggregation {
     match agg {
-        Aggregation::Sum | Aggregation::Count => Some(Aggregation::Sum),
-        Aggregation::Min => Some(Aggregation::Min),
-        Aggregation::Max => Some(Aggregation::Max),
-        // An average of averages and a sum of distinct counts are not the answer.
-        Aggregation::Avg | Aggregation::CountDistinct => None,
+        Aggregation::Sum | Aggregation::Count => Reaggregation::By(Aggregation::Sum),
+        Aggregation::Min => Reaggregation::By(Aggregation::Min),
+        Aggregation::Max => Reaggregation::By(Aggregation::Max),
+        Aggregation::Avg => Reaggregation::SumOverCount,
+        Aggregation::CountDistinct => Reaggregation::SumOfDistinct,
     }
 }
 
@@ -51,6 +102,8 @@ pub(super) fn validate(
     declared: &BTreeMap<&str, Declared<'_, RollupSpec>>,
     models: &BTreeMap<String, Model>,
     measures: &BTreeMap<String, Measure>,
+    metrics: &BTreeMap<String, Metric>,
+    churn_bases: &[ChurnBase],
 ) -> Result<Vec<RollupDefinition>, CatalogErrors> {
     let mut errors = CatalogErrors::default();
     let mut out = Vec::new();
@@ -84,47 +137,213 @@ pub(super) fn validate(
                 );
             }
         }
-        if spec.measures.is_empty() {
+        let forms = [
+            !spec.measures.is_empty(),
+            spec.churn.is_some(),
+            spec.funnel.is_some(),
+        ];
+        let form = match forms.iter().filter(|f| **f).count() {
+            0 => {
+                errors.push(
+                    d.file,
+                    &key,
+                    "list at least one measure (or name a churn or funnel metric)",
+                );
+                None
+            }
+            1 if spec.churn.is_some() => {
+                churn_form(d, &key, model, metrics, churn_bases, &mut errors)
+            }
+            1 if spec.funnel.is_some() => funnel_form(d, &key, metrics, &mut errors),
+            1 => {
+                measures_of_model(d, &key, measures, &mut errors);
+                Some(DefinitionForm::Measures)
+            }
+            _ => {
+                errors.push(
+                    d.file,
+                    &key,
+                    "a rollup holds measures, a churn metric or a funnel metric: declare one \
+                     rollup for each",
+                );
+                None
+            }
+        };
+        if !spec.grains.is_empty() && spec.churn.is_none() {
             errors.push(
                 d.file,
-                format!("{key}.measures"),
-                "list at least one measure",
+                format!("{key}.grains"),
+                "grains apply to churn rollups only (measure rollups keep the model's time)",
             );
         }
-        let mut seen = BTreeSet::new();
-        for (i, m) in spec.measures.iter().enumerate() {
-            let at = format!("{key}.measures[{i}]");
-            match measures.get(m) {
-                _ if !seen.insert(m) => errors.push(d.file, at, format!("'{m}' is listed twice")),
-                None => errors.push(d.file, at, format!("unknown measure '{m}'")),
-                Some(measure) if measure.model != spec.model => errors.push(
-                    d.file,
-                    at,
-                    format!(
-                        "'{m}' aggregates model '{}', not '{}'",
-                        measure.model, spec.model
-                    ),
-                ),
-                Some(measure) if reaggregation(measure.agg).is_none() => errors.push(
-                    d.file,
-                    at,
-                    format!(
-                        "'{m}' is a {}: partial results cannot be combined exactly, so it is \
-                         always computed from the model",
-                        agg_name(measure.agg)
-                    ),
-                ),
-                Some(_) => {}
-            }
-        }
-        if errors.0.len() == before {
+        if let (Some(form), true) = (form, errors.0.len() == before) {
             out.push(RollupDefinition {
                 name: name.to_string(),
                 file: d.file.to_string(),
                 spec: spec.clone(),
+                form,
             });
         }
     }
     errors.check()?;
     Ok(out)
+}
+
+fn measures_of_model(
+    d: &Declared<'_, RollupSpec>,
+    key: &str,
+    measures: &BTreeMap<String, Measure>,
+    errors: &mut CatalogErrors,
+) {
+    let spec = d.spec;
+    let mut seen = BTreeSet::new();
+    for (i, m) in spec.measures.iter().enumerate() {
+        let at = format!("{key}.measures[{i}]");
+        match measures.get(m) {
+            _ if !seen.insert(m) => errors.push(d.file, at, format!("'{m}' is listed twice")),
+            None => errors.push(d.file, at, format!("unknown measure '{m}'")),
+            Some(measure) if measure.model != spec.model => errors.push(
+                d.file,
+                at,
+                format!(
+                    "'{m}' aggregates model '{}', not '{}'",
+                    measure.model, spec.model
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+}
+
+/// The metric a churn or funnel rollup names: a metric of `kind` over the rollup's model.
+fn named_metric<'a>(
+    d: &Declared<'_, RollupSpec>,
+    at: String,
+    name: &str,
+    kind: crate::spec::MetricKind,
+    metrics: &'a BTreeMap<String, Metric>,
+    errors: &mut CatalogErrors,
+) -> Option<&'a Metric> {
+    match metrics.get(name) {
+        None => {
+            errors.push(d.file, at, format!("unknown metric '{name}'"));
+            None
+        }
+        Some(m) if m.definition.kind() != kind => {
+            errors.push(
+                d.file,
+                at,
+                format!(
+                    "'{name}' is a {} metric, not a {} metric",
+                    kind_name(m.definition.kind()),
+                    kind_name(kind)
+                ),
+            );
+            None
+        }
+        Some(m) => Some(m),
+    }
+}
+
+fn churn_form(
+    d: &Declared<'_, RollupSpec>,
+    key: &str,
+    model: &Model,
+    metrics: &BTreeMap<String, Metric>,
+    churn_bases: &[ChurnBase],
+    errors: &mut CatalogErrors,
+) -> Option<DefinitionForm> {
+    let name = d.spec.churn.as_deref().expect("a churn rollup");
+    let at = format!("{key}.churn");
+    let metric = named_metric(
+        d,
+        at.clone(),
+        name,
+        crate::spec::MetricKind::Churn,
+        metrics,
+        errors,
+    )?;
+    let MetricDefinition::Churn { base, .. } = metric.definition else {
+        unreachable!("checked: a churn metric")
+    };
+    if churn_bases[base].model != model.name {
+        errors.push(
+            d.file,
+            at,
+            format!(
+                "'{name}' counts model '{}', not '{}'",
+                churn_bases[base].model, model.name
+            ),
+        );
+        return None;
+    }
+    // Periods are computed from the snapshot dates in Rust, which reads them as calendar dates.
+    if model.time.as_ref().map(|t| &t.data_type) != Some(&DataType::Date32) {
+        errors.push(
+            d.file,
+            at,
+            format!(
+                "churn rollups need a model whose time column is a date; '{}' has {}",
+                model.name,
+                model
+                    .time
+                    .as_ref()
+                    .map(|t| t.data_type.to_string())
+                    .unwrap_or_else(|| "none".into())
+            ),
+        );
+        return None;
+    }
+    let mut grains = d.spec.grains.clone();
+    if grains.is_empty() {
+        grains.push(Grain::Month);
+    }
+    grains.dedup();
+    Some(DefinitionForm::Churn { base, grains })
+}
+
+fn funnel_form(
+    d: &Declared<'_, RollupSpec>,
+    key: &str,
+    metrics: &BTreeMap<String, Metric>,
+    errors: &mut CatalogErrors,
+) -> Option<DefinitionForm> {
+    let name = d.spec.funnel.as_deref().expect("a funnel rollup");
+    let at = format!("{key}.funnel");
+    let metric = named_metric(
+        d,
+        at.clone(),
+        name,
+        crate::spec::MetricKind::Funnel,
+        metrics,
+        errors,
+    )?;
+    let MetricDefinition::Funnel(f) = &metric.definition else {
+        unreachable!("checked: a funnel metric")
+    };
+    if f.model != d.spec.model {
+        errors.push(
+            d.file,
+            at,
+            format!(
+                "'{name}' counts model '{}', not '{}'",
+                f.model, d.spec.model
+            ),
+        );
+        return None;
+    }
+    Some(DefinitionForm::Funnel {
+        metric: name.to_string(),
+    })
+}
+
+/// What the build found that a rollup's measure cannot answer exactly, per measure.
+pub fn distinct_refusal(measure: &str, entity_rows: i64, summed: i64, snapshot: bool) -> String {
+    let at = if snapshot { " at a snapshot" } else { "" };
+    format!(
+        "'{measure}' is a distinct count and its entities fall in more than one group of this \
+         rollup{at} ({summed} summed over groups against {entity_rows} distinct): summing the \
+         groups would count them twice, so it is computed from the model; drop dimensions that \
+         are not attributes of the entity"
+    )
 }

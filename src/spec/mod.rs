@@ -34,17 +34,32 @@ pub struct DefinitionFile {
     pub alerts: BTreeMap<String, alert::AlertSpec>,
 }
 
-/// A rollup: one model's measures pre-aggregated by the model's time column (kept as it is, so
-/// snapshots and period ends stay exact) and a set of dimensions. Built when the catalog loads
-/// and after every data refresh; a query uses it when its measures, dimensions and filters are
-/// all in it.
+/// A rollup: a pre-aggregated form of one model, by a set of dimensions, in one of three forms:
+/// - `measures`: the measures' partial results by the model's time column (kept as it is, so
+///   snapshots and period ends stay exact);
+/// - `churn`: a churn metric's counts (active at start, churned, returned) for every pair of
+///   consecutive period ends at `grains`;
+/// - `funnel`: each entity of a funnel metric with its first-step time and the time it reached
+///   each later step.
+///
+/// Built when the catalog loads and after every data refresh; a query uses it when it answers
+/// the query exactly (its dimensions and filters all in it, the periods it needs held).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RollupSpec {
     pub model: String,
     pub dimensions: Vec<String>,
-    /// Measures of `model` whose aggregation can be re-aggregated: sum, count, min, max.
+    /// Measures of `model` whose partial results combine exactly: sum, count, min, max, avg (as
+    /// a sum and a count), and distinct counts where each entity falls in one group.
+    #[serde(default)]
     pub measures: Vec<String>,
+    /// A churn metric of `model`: every churn metric with its entity and activity rule reads it.
+    pub churn: Option<String>,
+    /// The grains a churn rollup holds consecutive period-end pairs for (default: month).
+    #[serde(default)]
+    pub grains: Vec<Grain>,
+    /// A funnel metric of `model`.
+    pub funnel: Option<String>,
     pub description: Option<String>,
 }
 

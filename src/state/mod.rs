@@ -17,8 +17,13 @@ use std::time::Instant;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::LogicalPlan;
 
+use std::collections::BTreeSet;
+
+use datafusion::arrow::datatypes::SchemaRef;
+
 use crate::catalog::{
-    Catalog, CatalogError, CatalogErrors, ProjectSources, Rollup, RollupDefinition,
+    Catalog, CatalogError, CatalogErrors, DefinitionForm, ProjectSources, Rollup, RollupDefinition,
+    distinct_refusal,
 };
 use crate::engine::{EngineError, EngineTables, Explanation, QueryEngine};
 use crate::semantic::rollup;
@@ -51,7 +56,11 @@ impl DataState {
         let mut catalog = Catalog::build(sources, data_dir, tables.as_ref()).await?;
         for def in std::mem::take(&mut catalog.rollup_definitions) {
             match build_rollup(&catalog, tables.as_ref(), &def).await {
-                Ok(rollup) => {
+                Ok((rollup, refusals)) => {
+                    for refusal in &refusals {
+                        tracing::warn!(rollup = %def.name, reason = %refusal.reason, "part of a rollup refused");
+                    }
+                    catalog.rollups_not_built.extend(refusals);
                     catalog.rollups.insert(def.name.clone(), rollup);
                 }
                 Err(reason) => {
@@ -86,26 +95,154 @@ impl DataState {
     }
 }
 
-/// Computes a rollup's rows and registers them beside the tables they came from.
+/// Computes a rollup's rows and registers them beside the tables they came from. Besides the
+/// rollup, the parts of it the build refused (distinct counts whose entities fall in several
+/// groups), each with the reason.
 async fn build_rollup(
     catalog: &Catalog,
     tables: &dyn EngineTables,
     def: &RollupDefinition,
-) -> Result<Rollup, String> {
+) -> Result<(Rollup, Vec<CatalogError>), String> {
     let started = Instant::now();
-    let plan = rollup::plan(catalog, def).await?;
-    let schema = Arc::new(plan.schema().as_arrow().clone());
-    let batches = tables.execute(plan).await.map_err(|e| {
-        format!(
-            "building the rollup failed: {}",
-            crate::text::first_line(&e)
-        )
-    })?;
-    let rows = batches.iter().map(|b| b.num_rows()).sum();
-    tables
-        .register_batches(&rollup::table_name(def), schema.clone(), batches)
-        .map_err(|e| e.to_string())?;
-    let build_ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;
-    tracing::info!(rollup = %def.name, model = %def.spec.model, rows, build_ms, "rollup built");
-    Ok(rollup::materialised(catalog, def, schema, rows, build_ms))
+    let run = |plan: LogicalPlan| async move {
+        tables.execute(plan).await.map_err(|e| {
+            format!(
+                "building the rollup failed: {}",
+                crate::text::first_line(&e)
+            )
+        })
+    };
+    let register = |schema: SchemaRef, batches: Vec<RecordBatch>| {
+        tables
+            .register_batches(&rollup::table_name(def), schema, batches)
+            .map_err(|e| e.to_string())
+    };
+    let mut refusals = Vec::new();
+    let (mut built, rows) = match &def.form {
+        DefinitionForm::Measures => {
+            let plan = rollup::plan(catalog, def).await?;
+            let schema = Arc::new(plan.schema().as_arrow().clone());
+            let batches = run(plan).await?;
+            let rows = row_count(&batches);
+            register(schema.clone(), batches)?;
+            let mut refused = BTreeSet::new();
+            for (measure, check) in rollup::distinct_checks(catalog, def, schema.clone())? {
+                let counts = run(check).await?;
+                let (distinct, summed) = (
+                    single_i64(&counts, "__distinct")?,
+                    single_i64(&counts, "__summed")?,
+                );
+                if distinct != summed {
+                    let i = def.spec.measures.iter().position(|m| *m == measure);
+                    let snapshot = catalog.measures[&measure].snapshot.is_some();
+                    refusals.push(CatalogError::new(
+                        &def.file,
+                        format!("rollups.{}.measures[{}]", def.name, i.unwrap_or(0)),
+                        distinct_refusal(&measure, distinct, summed, snapshot),
+                    ));
+                    refused.insert(measure);
+                }
+            }
+            (rollup::materialised(catalog, def, schema, &refused), rows)
+        }
+        DefinitionForm::Churn { .. } => {
+            let snapshots = dates(&run(rollup::snapshot_dates(catalog, def)?).await?)?;
+            let pairs = rollup::churn_pairs(def, &snapshots);
+            // The schema does not depend on the pair; plan one even when there is none to run.
+            let any = pairs.first().copied().unwrap_or_default();
+            let schema = Arc::new(
+                rollup::churn_pair_plan(catalog, def, any)
+                    .await?
+                    .schema()
+                    .as_arrow()
+                    .clone(),
+            );
+            let mut batches = Vec::new();
+            for pair in &pairs {
+                batches.extend(run(rollup::churn_pair_plan(catalog, def, *pair).await?).await?);
+            }
+            let rows = row_count(&batches);
+            register(schema.clone(), batches)?;
+            (
+                rollup::materialised_churn(catalog, def, schema, snapshots, pairs),
+                rows,
+            )
+        }
+        DefinitionForm::Funnel { metric } => {
+            let check = run(rollup::funnel_check(catalog, def).await?).await?;
+            let entities = single_i64(&check, "__entities")?;
+            let entity_dims = single_i64(&check, "__entity_dims")?;
+            if entity_dims != entities {
+                return Err(format!(
+                    "the dimensions change between an entity's events ({entity_dims} distinct \
+                     entity and dimension values for {entities} entities): a filter would drop \
+                     part of an entity's steps, so '{metric}' is computed from the model; keep \
+                     only dimensions that are attributes of the entity"
+                ));
+            }
+            let first_steps = single_i64(&check, "__first_steps")?;
+            let first_entities = single_i64(&check, "__first_step_entities")?;
+            if first_steps != first_entities {
+                return Err(format!(
+                    "some entities have more than one first-step event ({first_steps} events for \
+                     {first_entities} entities): which one starts the funnel depends on the \
+                     query's range, so '{metric}' is computed from the model"
+                ));
+            }
+            let plan = rollup::funnel_plan(catalog, def).await?;
+            let schema = Arc::new(plan.schema().as_arrow().clone());
+            let batches = run(plan).await?;
+            let rows = row_count(&batches);
+            register(schema.clone(), batches)?;
+            (rollup::materialised_funnel(catalog, def, schema), rows)
+        }
+    };
+    built.rows = rows;
+    built.build_ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;
+    tracing::info!(rollup = %def.name, model = %def.spec.model, rows, build_ms = built.build_ms, "rollup built");
+    Ok((built, refusals))
+}
+
+fn row_count(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(|b| b.num_rows()).sum()
+}
+
+/// The one value of an Int64 column in a one-row result.
+fn single_i64(batches: &[RecordBatch], column: &str) -> Result<i64, String> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::Int64Type;
+    batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .and_then(|b| b.column_by_name(column))
+        .map(|c| {
+            let values = c.as_primitive::<Int64Type>();
+            if values.is_null(0) {
+                0
+            } else {
+                values.value(0)
+            }
+        })
+        .ok_or_else(|| format!("the rollup's check returned no '{column}'"))
+}
+
+/// The dates of a one-column Date32 result, ascending.
+fn dates(batches: &[RecordBatch]) -> Result<Vec<chrono::NaiveDate>, String> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::Date32Type;
+    let mut out = Vec::new();
+    for b in batches {
+        let column = b
+            .column(0)
+            .as_primitive_opt::<Date32Type>()
+            .ok_or("snapshot dates are not dates")?;
+        for i in 0..column.len() {
+            if let Some(d) = column.value_as_date(i).filter(|_| column.is_valid(i)) {
+                out.push(d);
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
 }

@@ -58,14 +58,15 @@ async fn same_both_ways(
 /// The questions a cockpit asks of balances: every grain, ranges that start and end mid-period,
 /// partial periods, filters, comparisons, drill-down, totals, mixed with metrics no rollup holds.
 fn questions(
-    from: &str,
-    to: &str,
-    mid_from: &str,
-    mid_to: &str,
+    (from, to): (&str, &str),
+    (mid_from, mid_to): (&str, &str),
+    (month_from, month_to): (&str, &str),
     region: &Value,
 ) -> Vec<(Value, Vec<&'static str>)> {
     let loans = vec!["loan_month_by_rm"];
     let both = vec!["customer_month_by_rm", "loan_month_by_rm"];
+    let churn = vec!["customer_churn_by_rm"];
+    let funnel = vec!["credit_funnel_by_opportunity"];
     vec![
         (
             json!({"metrics": ["overdue_ratio", "loan_balance"], "dimensions": ["region"],
@@ -108,11 +109,72 @@ fn questions(
             loans.clone(),
         ),
         (
-            // customer_count is a distinct count in the same group as aum: that group reads the
-            // model, the loan group still reads its rollup.
+            // customer_count is a distinct count: a customer has one RM, segment, tier and status
+            // at a month end, so its rollup sums groups exactly.
             json!({"metrics": ["aum", "customer_count", "overdue_ratio"], "dimensions": ["region"],
                    "time": {"grain": "month", "from": from, "to": to}}),
-            loans.clone(),
+            both.clone(),
+        ),
+        (
+            json!({"metrics": ["aum_per_customer", "customer_count"], "dimensions": ["tier"],
+                   "time": {"grain": "quarter", "from": mid_from, "to": mid_to},
+                   "filters": [{"dimension": "status", "op": "eq", "value": "active"}],
+                   "compare": ["previous_period", "same_period_last_year"]}),
+            vec!["customer_month_by_rm"],
+        ),
+        (
+            json!({"metrics": ["products_per_customer"], "dimensions": ["branch"],
+                   "time": {"grain": "month", "from": from, "to": to}}),
+            vec!["customer_products_by_rm"],
+        ),
+        // Churn: consecutive month, quarter and year ends are held; other pairs read the model.
+        (
+            json!({"metrics": ["customer_churn_rate", "customers_churned", "customers_returned",
+                               "customers_active_at_start"], "dimensions": ["segment"],
+                   "time": {"grain": "month", "from": from, "to": to}}),
+            churn.clone(),
+        ),
+        (
+            json!({"metrics": ["customer_churn_rate", "customers_churned"], "dimensions": ["branch"],
+                   "time": {"grain": "quarter", "from": mid_from, "to": to},
+                   "filters": [{"dimension": "tier", "op": "in", "values": ["mass", "affluent"]}],
+                   "compare": ["previous_period"]}),
+            churn.clone(),
+        ),
+        (
+            // The dashboards' KPI tile: one month, no grain, against the month before.
+            json!({"metrics": ["customer_churn_rate", "customers_returned"],
+                   "time": {"from": month_from, "to": month_to}, "compare": ["previous_period"]}),
+            churn.clone(),
+        ),
+        (
+            json!({"metrics": ["customers_churned", "customer_churn_rate", "customer_count", "aum"],
+                   "time": {"grain": "month", "from": from, "to": to},
+                   "drill": {"hierarchy": "org", "path": {"region": region}}}),
+            vec!["customer_churn_by_rm", "customer_month_by_rm"],
+        ),
+        (
+            // Mid-month bounds pair the end of January with the end of April: not held.
+            json!({"metrics": ["customer_churn_rate"], "dimensions": ["region"],
+                   "time": {"from": mid_from, "to": mid_to}}),
+            vec![],
+        ),
+        // Funnels: every entity with its steps; a range cuts leads, not later steps.
+        (
+            json!({"metrics": ["credit_funnel"], "dimensions": ["product"],
+                   "time": {"from": from, "to": to}}),
+            funnel.clone(),
+        ),
+        (
+            json!({"metrics": ["credit_funnel"], "dimensions": ["region"],
+                   "time": {"grain": "month", "from": from, "to": mid_to},
+                   "filters": [{"dimension": "segment", "op": "in", "values": ["retail", "sme"]}]}),
+            funnel.clone(),
+        ),
+        (
+            json!({"metrics": ["credit_funnel"], "dimensions": ["stage"],
+                   "time": {"from": from, "to": to}}),
+            vec![],
         ),
         (
             // No rollup holds the customer: the model answers (without totals, which a rollup
@@ -141,10 +203,9 @@ async fn rollups_give_the_models_numbers_on_the_hand_checked_bank() {
     .await;
     let region = first_region(&regions);
     for (q, expected) in questions(
-        "2024-01-01",
-        "2024-12-31",
-        "2024-02-15",
-        "2024-05-10",
+        ("2024-01-01", "2024-12-31"),
+        ("2024-02-15", "2024-05-10"),
+        ("2024-03-01", "2024-03-31"),
         &region,
     ) {
         same_both_ways(&service, &local, q, &expected, 1e-12).await;
@@ -163,7 +224,18 @@ async fn rollups_give_the_models_numbers_on_the_demo_bank_for_every_scope() {
             .keys()
             .map(String::as_str)
             .collect::<BTreeSet<_>>(),
-        BTreeSet::from(["customer_month_by_rm", "loan_month_by_rm"])
+        BTreeSet::from([
+            "credit_funnel_by_opportunity",
+            "customer_churn_by_rm",
+            "customer_month_by_rm",
+            "customer_products_by_rm",
+            "loan_month_by_rm"
+        ])
+    );
+    assert!(
+        catalog.rollups_not_built.is_empty(),
+        "{:?}",
+        catalog.rollups_not_built
     );
     let local = Principal::local();
     let regions = ask(
@@ -185,10 +257,9 @@ async fn rollups_give_the_models_numbers_on_the_demo_bank_for_every_scope() {
     };
     for who in [&local, &branch_head] {
         for (q, expected) in questions(
-            "2024-01-01",
-            "2025-12-31",
-            "2025-03-15",
-            "2025-06-10",
+            ("2024-01-01", "2025-12-31"),
+            ("2025-03-15", "2025-06-10"),
+            ("2025-12-01", "2025-12-31"),
             &region,
         ) {
             same_both_ways(&service, who, q, &expected, 1e-9).await;
@@ -197,17 +268,32 @@ async fn rollups_give_the_models_numbers_on_the_demo_bank_for_every_scope() {
 }
 
 /// Every re-aggregatable kind (sums with and without `where`, first and last snapshots, counts,
-/// min, max) on the golden fixture, where each number is small enough to check by hand.
+/// min, max, averages as sum over count, distinct counts) on the golden fixture, where each
+/// number is small enough to check by hand.
 #[tokio::test]
 async fn every_reaggregation_matches_the_model_on_the_golden_fixture() {
     let project = super::temp_project(&[(
         "metrics/rollups.yaml",
         "rollups:\n  loans_by_team:\n    model: loan_month\n    dimensions: [region, branch, team, segment]\n    \
-         measures: [loan_balance, opening_loan_balance, overdue_balance, loan_rows, max_dpd, min_balance, balance_flow]\n",
+         measures: [loan_balance, opening_loan_balance, overdue_balance, loan_rows, max_dpd, min_balance, balance_flow, avg_balance, loans_seen]\n  \
+         customers_by_team:\n    model: customer_month\n    dimensions: [region, branch, team, status]\n    \
+         measures: [aum, active_customers]\n",
     )]);
     let service = KpiService::open(&super::settings_for(project.path()))
         .await
         .unwrap();
+    // A loan is in every month's rows: summing the months' distinct counts would count it again
+    // in each, so the build refuses that measure, says why, and keeps the rest.
+    let refused = &service.catalog().rollups_not_built;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].key, "rollups.loans_by_team.measures[8]");
+    assert!(
+        refused[0].reason.contains(
+            "'loans_seen' is a distinct count and its entities fall in more than one group"
+        ),
+        "{}",
+        refused[0].reason
+    );
     let local = Principal::local();
     let all = [
         "loan_balance",
@@ -218,17 +304,22 @@ async fn every_reaggregation_matches_the_model_on_the_golden_fixture() {
         "min_balance",
         "balance_flow",
         "performing_share",
+        "avg_balance",
     ];
     for grain in ["day", "month", "quarter", "year"] {
         for dims in [json!([]), json!(["region"]), json!(["team", "segment"])] {
             let q = json!({"metrics": all, "dimensions": dims,
                            "time": {"grain": grain, "from": "2024-01-01", "to": "2024-06-30"},
                            "compare": ["previous_period"]});
-            same_both_ways(&service, &local, q, &["loans_by_team"], 0.0).await;
+            same_both_ways(&service, &local, q, &["loans_by_team"], 1e-12).await;
+            let q = json!({"metrics": ["customer_count", "aum_per_customer"], "dimensions": dims.as_array().unwrap().iter().filter(|d| *d != "segment").collect::<Vec<_>>(),
+                           "time": {"grain": grain, "from": "2024-01-01", "to": "2024-06-30"},
+                           "compare": ["previous_period"]});
+            same_both_ways(&service, &local, q, &["customers_by_team"], 0.0).await;
         }
     }
     // A group is one model's measures under one snapshot rule: the balance (last snapshot) reads
-    // the rollup while the distinct count (no snapshot) reads the model...
+    // the rollup while the refused distinct count (no snapshot) reads the model...
     let q = json!({"metrics": ["loan_balance", "loans_seen"], "dimensions": ["region"],
                    "time": {"grain": "month", "from": "2024-01-01", "to": "2024-06-30"}});
     same_both_ways(&service, &local, q, &["loans_by_team"], 0.0).await;
@@ -240,12 +331,23 @@ async fn every_reaggregation_matches_the_model_on_the_golden_fixture() {
 
 #[tokio::test]
 async fn broken_rollups_name_file_and_key() {
-    let errors = load_errors(&[(
+    let errors = load_errors(&[
+        (
+            "metrics/churn.yaml",
+            "metrics:\n  churn_rate:\n    type: churn\n    model: customer_month\n    entity: customer_id\n    \
+             active_when: \"status = 'active'\"\n",
+        ),
+        (
         "metrics/rollups.yaml",
         "rollups:\n  r1:\n    model: nowhere\n    dimensions: [region]\n    measures: [loan_rows]\n  \
          r2:\n    model: loan_month\n    dimensions: [region, colour, region]\n    measures: []\n  \
-         r3:\n    model: loan_month\n    dimensions: []\n    measures: [loans_seen, avg_balance, aum, nothing]\n",
-    )])
+         r3:\n    model: loan_month\n    dimensions: []\n    measures: [aum, nothing]\n  \
+         r4:\n    model: customer_month\n    dimensions: [region]\n    churn: aum\n  \
+         r5:\n    model: loan_month\n    dimensions: [region]\n    churn: churn_rate\n  \
+         r6:\n    model: customer_month\n    dimensions: [region]\n    measures: [aum]\n    funnel: nowhere\n    grains: [month]\n  \
+         r7:\n    model: customer_month\n    dimensions: [region]\n",
+        ),
+    ])
     .await;
     assert_has(
         &errors,
@@ -265,35 +367,43 @@ async fn broken_rollups_name_file_and_key() {
         "rollups.r2.dimensions[2]",
         "listed twice",
     );
-    assert_has(
-        &errors,
-        "metrics/rollups.yaml",
-        "rollups.r2.measures",
-        "at least one measure",
-    );
     let file = "metrics/rollups.yaml";
+    assert_has(&errors, file, "rollups.r2", "at least one measure");
     assert_has(
         &errors,
         file,
         "rollups.r3.measures[0]",
-        "count_distinct: partial results cannot",
-    );
-    assert_has(
-        &errors,
-        file,
-        "rollups.r3.measures[1]",
-        "avg: partial results cannot",
-    );
-    assert_has(
-        &errors,
-        file,
-        "rollups.r3.measures[2]",
         "aggregates model 'customer_month'",
     );
     assert_has(
         &errors,
         file,
-        "rollups.r3.measures[3]",
+        "rollups.r3.measures[1]",
         "unknown measure 'nothing'",
     );
+    assert_has(
+        &errors,
+        file,
+        "rollups.r4.churn",
+        "'aum' is a simple metric, not a churn metric",
+    );
+    assert_has(
+        &errors,
+        file,
+        "rollups.r5.churn",
+        "'churn_rate' counts model 'customer_month', not 'loan_month'",
+    );
+    assert_has(
+        &errors,
+        file,
+        "rollups.r6",
+        "a rollup holds measures, a churn metric or a funnel metric",
+    );
+    assert_has(
+        &errors,
+        file,
+        "rollups.r6.grains",
+        "grains apply to churn rollups only",
+    );
+    assert_has(&errors, file, "rollups.r7", "at least one measure");
 }

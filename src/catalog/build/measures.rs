@@ -113,6 +113,7 @@ impl Builder<'_> {
                         input,
                         filter,
                         snapshot,
+                        combine: None,
                     },
                 );
             }

@@ -157,7 +157,7 @@ impl<'a> Builder<'a> {
         let measures = self.build_measures(&models)?;
         let (metrics, churn_bases) = self.build_metrics(&measures, &models, &dimensions)?;
         let tests = self.validate_tests()?;
-        let rollups = rollups::validate(&self.rollups, &models, &measures)?;
+        let rollups = rollups::validate(&self.rollups, &models, &measures, &metrics, &churn_bases)?;
         let mut catalog = Catalog {
             version: sources.version.clone(),
             models,

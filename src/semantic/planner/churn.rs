@@ -10,6 +10,10 @@
 //! the customer was. Without a grain the whole range is one period: its start snapshot is the last
 //! one before `time.from` (or the first one in the data), its end the last one in the range.
 
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::functions_aggregate::expr_fn::{max, min, sum};
@@ -21,7 +25,7 @@ use crate::catalog::{Catalog, ChurnBase};
 use crate::protocol::Grain;
 use crate::semantic::calendar::{period_start, shift};
 use crate::semantic::error::QueryError;
-use crate::semantic::validate::ValidatedQuery;
+use crate::semantic::validate::{ValidatedQuery, days_since_epoch};
 use crate::spec::ChurnValue;
 
 /// The internal column holding one of a churn base's numbers.
@@ -109,8 +113,169 @@ pub(super) async fn frame(
         )
         .map_err(df_err)?;
 
+    counts(at_start, now, base_index, dims, grain.is_some())
+}
+
+/// The counts of one pair of snapshots (`start`, `end`), by `dims` read at `start`, with the
+/// pair as the columns [`PAIR_START`] and [`PAIR_END`]: what a churn rollup holds.
+pub(super) async fn pair_frame(
+    catalog: &Catalog,
+    base_index: usize,
+    dims: &[String],
+    start: ScalarValue,
+    end: ScalarValue,
+) -> Result<DataFrame, QueryError> {
+    let base: &ChurnBase = &catalog.churn_bases[base_index];
+    let model = &catalog.models[&base.model];
+    let t = model
+        .time
+        .as_ref()
+        .expect("validated: churn models have time");
+    let (rows, dim_exprs) = filtered_rows(catalog, model, dims, &[]).await?;
+    let select = entity_snapshot(
+        catalog,
+        &base.entity,
+        &t.column,
+        &base.active,
+        "__a0",
+        dims,
+        &dim_exprs,
+    )?;
+    let at_start = rows
+        .filter(ident(&t.column).eq(lit(start.clone())))
+        .and_then(|r| r.select(select))
+        .map_err(df_err)?;
+    let active_now = flag(&base.active)?.alias("__a1");
+    let now = catalog
+        .scan(model)
+        .and_then(|s| s.filter(ident(&t.column).eq(lit(end.clone()))))
+        .and_then(|s| s.select(vec![ident(&base.entity).alias("__e1"), active_now]))
+        .and_then(|s| s.aggregate(vec![ident("__e1")], vec![max(ident("__a1")).alias("__a1")]))
+        .map_err(df_err)?;
+    let counted = counts(at_start, now, base_index, dims, false)?;
+    let mut select = vec![lit(start).alias(PAIR_START), lit(end).alias(PAIR_END)];
+    select.extend(dims.iter().map(ident));
+    select.extend(
+        [
+            ChurnValue::ActiveAtStart,
+            ChurnValue::Churned,
+            ChurnValue::Returned,
+        ]
+        .map(|v| ident(column(base_index, v))),
+    );
+    counted.select(select).map_err(df_err)
+}
+
+/// The (previous period end, period end) snapshot pairs a query needs, from the model's
+/// snapshot dates (ascending), exactly as [`period_ends`] computes them in the plan: with a grain,
+/// one pair per period in the range whose previous period has a snapshot; without one, the last
+/// snapshot before `from` (or the first) and the last one in the range.
+pub(super) fn needed_pairs(
+    snapshots: &[NaiveDate],
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+    grain: Option<Grain>,
+    week_start: chrono::Weekday,
+) -> Vec<(NaiveDate, NaiveDate)> {
+    let until = to.and_then(|d| d.succ_opt());
+    let before_until = |s: &NaiveDate| until.is_none_or(|u| *s < u);
+    match grain {
+        Some(g) => {
+            let read_from = from.map(|f| shift(period_start(f, g, week_start), g, -1));
+            let mut ends: BTreeMap<NaiveDate, NaiveDate> = BTreeMap::new();
+            for &s in snapshots
+                .iter()
+                .filter(|s| read_from.is_none_or(|f| **s >= f) && before_until(s))
+            {
+                let end = ends.entry(period_start(s, g, week_start)).or_insert(s);
+                *end = (*end).max(s);
+            }
+            let first = from.map(|f| period_start(f, g, week_start));
+            ends.iter()
+                .filter(|(p, _)| first.is_none_or(|f| **p >= f))
+                .filter_map(|(p, end)| {
+                    let previous = period_start(*p - chrono::Days::new(1), g, week_start);
+                    ends.get(&previous).map(|prev_end| (*prev_end, *end))
+                })
+                .collect()
+        }
+        None => {
+            let end = snapshots
+                .iter()
+                .filter(|s| from.is_none_or(|f| **s >= f) && before_until(s))
+                .max();
+            let start = match from {
+                Some(f) => snapshots.iter().filter(|s| **s < f).max(),
+                None => snapshots.first(),
+            };
+            start.zip(end).map(|(s, e)| (*s, *e)).into_iter().collect()
+        }
+    }
+}
+
+/// A query's churn counts from a churn rollup holding every pair it needs: the rows of those
+/// pairs, each pair's period read from its end snapshot, summed by (period?, dims).
+pub(super) fn from_rollup(
+    catalog: &Catalog,
+    q: &ValidatedQuery,
+    rollup: &crate::catalog::Rollup,
+    base_index: usize,
+    pairs: &[(NaiveDate, NaiveDate)],
+    dims: &[String],
+    grain: Option<Grain>,
+) -> Result<DataFrame, QueryError> {
+    let date = |d: NaiveDate| lit(ScalarValue::Date32(Some(days_since_epoch(d))));
+    let wanted = pairs
+        .iter()
+        .map(|(s, e)| {
+            ident(PAIR_START)
+                .eq(date(*s))
+                .and(ident(PAIR_END).eq(date(*e)))
+        })
+        .reduce(Expr::or)
+        .unwrap_or(lit(false));
+    let rows = catalog
+        .scan(&rollup.model)
+        .and_then(|r| r.filter(wanted))
+        .map_err(df_err)?;
+    let rows = q.filters.iter().try_fold(rows, |rows, f| {
+        rows.filter(f.predicate.to_expr(ident(&f.dimension)))
+            .map_err(df_err)
+    })?;
+    let mut keys: Vec<Expr> = Vec::new();
+    if let Some(g) = grain {
+        keys.push(period_expr(g, ident(PAIR_END), &DataType::Date32, &q.calendar).alias(PERIOD));
+    }
+    keys.extend(dims.iter().map(ident));
+    let values = [
+        ChurnValue::ActiveAtStart,
+        ChurnValue::Churned,
+        ChurnValue::Returned,
+    ];
+    rows.aggregate(
+        keys,
+        values
+            .map(|v| sum(ident(column(base_index, v))).alias(column(base_index, v)))
+            .to_vec(),
+    )
+    .map_err(df_err)
+}
+
+/// The columns of a churn rollup holding its pair of snapshot dates.
+pub(super) const PAIR_START: &str = "__pair_start";
+pub(super) const PAIR_END: &str = "__pair_end";
+
+/// Entities at the start snapshot (`__e`, `__a0`, dims, and `PERIOD` when `by_period`) left
+/// joined to their activity at the end (`__e1`, `__a1`, `__p1`), counted by (period?, dims).
+fn counts(
+    at_start: DataFrame,
+    now: DataFrame,
+    base_index: usize,
+    dims: &[String],
+    by_period: bool,
+) -> Result<DataFrame, QueryError> {
     let mut on = vec![ident("__e").eq(ident("__e1"))];
-    if grain.is_some() {
+    if by_period {
         on.push(ident(PERIOD).eq(ident("__p1")));
     }
     let joined = at_start.join_on(now, JoinType::Left, on).map_err(df_err)?;
@@ -131,7 +296,7 @@ pub(super) async fn frame(
     .otherwise(lit(0i64))
     .map_err(df_err)?;
     let mut keys: Vec<Expr> = Vec::new();
-    if grain.is_some() {
+    if by_period {
         keys.push(ident(PERIOD));
     }
     keys.extend(dims.iter().map(ident));

@@ -34,19 +34,25 @@ fn reached(k: usize) -> String {
     format!("__t{k}")
 }
 
-pub(super) async fn plan(
+/// The time of an entity's step-1 event, in the model's time type.
+pub(super) const FIRST_TIME: &str = "__first_time";
+
+/// One row per (entity, dims) that reached step 1 in `range`: `__e`, dims, `__first_time` (the
+/// step-1 event's time, in the model's type) and `__t1`.. (microseconds at which it reached each
+/// step, null where it did not). What a funnel rollup holds, over the whole range.
+pub(super) async fn entities(
     catalog: &Catalog,
-    q: &ValidatedQuery,
     f: &FunnelDefinition,
-) -> Result<PlannedQuery, QueryError> {
+    dims: &[String],
+    filters: &[crate::semantic::validate::Filter],
+    range: Option<Expr>,
+) -> Result<DataFrame, QueryError> {
     let model = &catalog.models[&f.model];
     let t = model
         .time
         .as_ref()
         .expect("validated: funnel models have time");
-    let dims = &q.dimensions;
-
-    let (events, dim_exprs) = filtered_rows(catalog, model, dims, &q.filters).await?;
+    let (events, dim_exprs) = filtered_rows(catalog, model, dims, filters).await?;
     let micros = cast(
         cast(
             ident(&t.column),
@@ -61,16 +67,12 @@ pub(super) async fn plan(
         cast(ident(&f.step), DataType::Utf8).alias("__step"),
     ];
     select.extend(dimension_columns(catalog, dims, &dim_exprs));
-    let in_range = match time_range(model, q)? {
-        Some(r) => r,
-        None => lit(true),
-    };
     // The time range applies to step 1 only: later steps may fall after it, within the window.
     let events = events
         .select(
             select
                 .into_iter()
-                .chain([in_range.alias("__in_range")])
+                .chain([range.unwrap_or(lit(true)).alias("__in_range")])
                 .collect::<Vec<Expr>>(),
         )
         .map_err(df_err)?;
@@ -86,11 +88,11 @@ pub(super) async fn plan(
             group.clone(),
             vec![
                 min(ident("__us")).alias(reached(1)),
-                min(ident("__time")).alias("__first_time"),
+                min(ident("__time")).alias(FIRST_TIME),
             ],
         )
         .map_err(df_err)?;
-    group.push(ident("__first_time"));
+    group.push(ident(FIRST_TIME));
     group.push(ident(reached(1)));
 
     for (i, step) in f.steps.iter().enumerate().skip(1) {
@@ -116,11 +118,43 @@ pub(super) async fn plan(
             .map_err(df_err)?;
         group.push(ident(reached(k)));
     }
+    Ok(entities)
+}
 
+pub(super) async fn plan(
+    catalog: &Catalog,
+    q: &ValidatedQuery,
+    f: &FunnelDefinition,
+) -> Result<PlannedQuery, QueryError> {
+    let model = &catalog.models[&f.model];
+    let t = model
+        .time
+        .as_ref()
+        .expect("validated: funnel models have time");
+    let dims = &q.dimensions;
+    let metric = &q.metrics[0];
+
+    let mut rollups = std::collections::BTreeSet::new();
+    let entities = match super::rollup::pick_funnel(catalog, q, metric) {
+        Some(r) => {
+            rollups.insert(r.name.clone());
+            let mut rows = catalog.scan(&r.model).map_err(df_err)?;
+            if let Some(range) = time_range(&r.model, q)? {
+                rows = rows.filter(range).map_err(df_err)?;
+            }
+            for filter in &q.filters {
+                rows = rows
+                    .filter(filter.predicate.to_expr(ident(&filter.dimension)))
+                    .map_err(df_err)?;
+            }
+            rows
+        }
+        None => entities(catalog, f, dims, &q.filters, time_range(model, q)?).await?,
+    };
     // Per (period, dims): entities reaching each step, median hours from the previous step.
     let mut keys: Vec<Expr> = Vec::new();
     if let Some(g) = q.grain {
-        keys.push(period_expr(g, ident("__first_time"), &t.data_type, &q.calendar).alias(PERIOD));
+        keys.push(period_expr(g, ident(FIRST_TIME), &t.data_type, &q.calendar).alias(PERIOD));
     }
     keys.extend(dims.iter().map(ident));
     let mut aggs = Vec::new();
@@ -140,7 +174,6 @@ pub(super) async fn plan(
         key_cols.push(ident(PERIOD));
     }
     key_cols.extend(dims.iter().map(ident));
-    let metric = &q.metrics[0];
     let as_f64 = |e: Expr| cast(e, DataType::Float64);
     let mut rows: Option<DataFrame> = None;
     for (i, step) in f.steps.iter().enumerate() {
@@ -227,6 +260,6 @@ pub(super) async fn plan(
         rows: rows.into_unoptimized_plan(),
         totals: None,
         columns,
-        rollups: Default::default(),
+        rollups,
     })
 }

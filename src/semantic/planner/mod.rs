@@ -33,7 +33,7 @@ use datafusion::prelude::{ident, lit};
 use super::calendar::CalendarConfig;
 use super::error::QueryError;
 use super::validate::{PERIOD, ValidatedQuery, days_since_epoch};
-use crate::catalog::{Catalog, DimensionBinding, Measure, MetricDefinition, Model};
+use crate::catalog::{Catalog, Combine, DimensionBinding, Measure, MetricDefinition, Model};
 use crate::protocol::Grain;
 use crate::spec::{
     Aggregation, ChurnValue, EmptyPeriod, FormatSpec, FormatStyle, Label, SnapshotPick,
@@ -228,9 +228,9 @@ async fn metric_frame(
     let mut parts = Vec::new();
     for ((model, snapshot), group) in &groups {
         let part = match rollup::pick(catalog, q, model, group, dims) {
-            Some(r) => {
+            Some((r, rolled)) => {
                 rollups.insert(r.name.clone());
-                let rolled: Vec<&Measure> = group.iter().map(|m| &r.rolled[&m.name]).collect();
+                let rolled: Vec<&Measure> = group.iter().map(|m| &rolled[&m.name]).collect();
                 group_frame(catalog, q, &r.model, *snapshot, &rolled, dims, grain).await?
             }
             None => {
@@ -251,49 +251,60 @@ async fn metric_frame(
         }
     }
     for base in churn_bases {
-        parts.push(churn::frame(catalog, q, base, dims, grain).await?);
+        parts.push(match rollup::pick_churn(catalog, q, base, dims, grain) {
+            Some((r, pairs)) => {
+                rollups.insert(r.name.clone());
+                churn::from_rollup(catalog, q, r, base, &pairs, dims, grain)?
+            }
+            None => churn::frame(catalog, q, base, dims, grain).await?,
+        });
     }
 
-    let combined = if parts.len() == 1 {
-        parts.pop().expect("one part")
-    } else {
-        // Every part gets every value column, typed nulls where the part lacks it.
-        let mut types: BTreeMap<String, DataType> = BTreeMap::new();
-        for part in &parts {
-            for f in part.schema().fields() {
-                if !keys.contains(f.name()) {
-                    types.insert(f.name().clone(), f.data_type().clone());
-                }
-            }
-        }
-        let mut unioned: Option<DataFrame> = None;
-        for part in parts {
-            let mut select: Vec<Expr> = keys.iter().map(ident).collect();
-            for (c, t) in &types {
-                if part.schema().has_column_with_unqualified_name(c) {
-                    select.push(ident(c));
-                } else {
-                    select.push(cast(lit(ScalarValue::Null), t.clone()).alias(c));
-                }
-            }
-            let part = part.select(select).map_err(df_err)?;
-            unioned = Some(match unioned {
-                None => part,
-                Some(u) => u.union(part).map_err(df_err)?,
-            });
-        }
-        let unioned = unioned.expect("at least two parts");
-        let aggs = types.keys().map(|c| max(ident(c)).alias(c)).collect();
-        unioned
-            .aggregate(keys.iter().map(ident).collect(), aggs)
-            .map_err(df_err)?
-    };
+    let combined = union_by_keys(parts, &keys)?;
 
     let mut select: Vec<Expr> = keys.iter().map(ident).collect();
     for metric in &q.metrics {
         select.push(metric_expr(catalog, metric)?.alias(metric));
     }
     combined.select(select).map_err(df_err)
+}
+
+/// Frames that each hold a key at most once, combined into one row per key with every value
+/// column: UNION ALL (typed nulls where a frame lacks a column) and a GROUP BY on the keys, which
+/// unlike a chain of outer joins matches null key values.
+fn union_by_keys(mut parts: Vec<DataFrame>, keys: &[String]) -> Result<DataFrame, QueryError> {
+    if parts.len() == 1 {
+        return Ok(parts.pop().expect("one part"));
+    }
+    let mut types: BTreeMap<String, DataType> = BTreeMap::new();
+    for part in &parts {
+        for f in part.schema().fields() {
+            if !keys.contains(f.name()) {
+                types.insert(f.name().clone(), f.data_type().clone());
+            }
+        }
+    }
+    let mut unioned: Option<DataFrame> = None;
+    for part in parts {
+        let mut select: Vec<Expr> = keys.iter().map(ident).collect();
+        for (c, t) in &types {
+            if part.schema().has_column_with_unqualified_name(c) {
+                select.push(ident(c));
+            } else {
+                select.push(cast(lit(ScalarValue::Null), t.clone()).alias(c));
+            }
+        }
+        let part = part.select(select).map_err(df_err)?;
+        unioned = Some(match unioned {
+            None => part,
+            Some(u) => u.union(part).map_err(df_err)?,
+        });
+    }
+    let unioned = unioned.expect("at least two parts");
+    let aggs = types.keys().map(|c| max(ident(c)).alias(c)).collect();
+    unioned
+        .aggregate(keys.iter().map(ident).collect(), aggs)
+        .map_err(df_err)
 }
 
 /// One model's measures sharing a snapshot rule, aggregated by (period, dims).
@@ -323,6 +334,9 @@ async fn group_frame(
     select.extend(dimension_columns(catalog, dims, &dim_exprs));
     for m in measures {
         select.push(measure_input(m, df.schema())?.alias(format!("__in_{}", m.name)));
+        if let Some(Combine::SumOverCount(n)) = &m.combine {
+            select.push(n.clone().alias(format!("__n_{}", m.name)));
+        }
     }
     df = df.select(select).map_err(df_err)?;
 
@@ -337,7 +351,24 @@ async fn group_frame(
     keys.extend(dims.iter().map(ident));
     let aggs = measures
         .iter()
-        .map(|m| aggregate(m.agg, ident(format!("__in_{}", m.name))).alias(measure_column(&m.name)))
+        .map(|m| {
+            let input = ident(format!("__in_{}", m.name));
+            let value = match &m.combine {
+                // An average from partial sums and counts: null where nothing was counted, as
+                // `avg` gives.
+                Some(Combine::SumOverCount(_)) => {
+                    let as_f64 = |e: Expr| cast(e, DataType::Float64);
+                    as_f64(sum(input))
+                        / nullif(as_f64(sum(ident(format!("__n_{}", m.name)))), lit(0.0f64))
+                }
+                Some(Combine::CountOfParts) => datafusion::functions::expr_fn::coalesce(vec![
+                    sum(input),
+                    cast(lit(0i64), DataType::Int64),
+                ]),
+                None => aggregate(m.agg, input),
+            };
+            value.alias(measure_column(&m.name))
+        })
         .collect();
     df.aggregate(keys, aggs).map_err(df_err)
 }

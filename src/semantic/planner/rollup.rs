@@ -1,19 +1,30 @@
-//! Rollups: building one (a GROUP BY over its model, kept in memory) and choosing one for a
-//! query's measure group. A rollup keeps the model's time values as they are, so every range,
-//! period and period-end snapshot computed over it is the one computed over the model; it answers
-//! a group exactly when it holds the group's measures and every dimension the group groups or
-//! filters by.
+//! Rollups: the plans that build one, and choosing one for a query. Three forms:
+//! - measures: partial results by the model's time values as they are and the rollup's
+//!   dimensions, so every range, period and period-end snapshot computed over it is the one
+//!   computed over the model; it answers a measure group exactly when it holds the group's
+//!   measures and every dimension the group groups or filters by;
+//! - churn: one churn base's counts for pairs of snapshot dates (the end of a period and of the
+//!   one before), by the dimensions read at the first; it answers when it holds every pair the
+//!   query's periods need;
+//! - funnel: each entity with its first-step time and when it reached each later step, so a
+//!   query only filters and counts.
 
-use datafusion::arrow::datatypes::SchemaRef;
+use chrono::NaiveDate;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::logical_expr::{Expr, LogicalPlan, cast};
-use datafusion::prelude::ident;
+use datafusion::prelude::{ident, lit};
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{aggregate, measure_input, with_dimensions};
+use super::{aggregate, churn, funnel, measure_input, with_dimensions};
 use crate::catalog::{
-    Catalog, DimensionBinding, Measure, Model, Rollup, RollupDefinition, TimeColumn, reaggregation,
+    Catalog, Combine, DefinitionForm, DimensionBinding, Measure, MetricDefinition, Model,
+    Reaggregation, Rollup, RollupDefinition, RollupForm, TimeColumn, reaggregation,
 };
-use crate::semantic::validate::ValidatedQuery;
+use crate::protocol::Grain;
+use crate::semantic::validate::{ValidatedQuery, days_since_epoch};
+use crate::spec::Aggregation;
 use crate::text::first_line;
 
 const ROLLUP_TIME: &str = "__rollup_time";
@@ -23,12 +34,25 @@ fn partial_column(name: &str) -> String {
     format!("__rollup_{name}")
 }
 
+/// The column holding an average's partial count.
+fn partial_count_column(name: &str) -> String {
+    format!("__rollup_{name}__n")
+}
+
 /// The table name a rollup's rows are registered under.
 pub fn table_name(def: &RollupDefinition) -> String {
     format!("__rollup_{}", def.name)
 }
 
-/// The base measures a rollup holds.
+fn plan_error(e: crate::semantic::QueryError) -> String {
+    e.message
+}
+
+fn df_error(e: datafusion::error::DataFusionError) -> String {
+    first_line(&e)
+}
+
+/// The base measures a measure rollup holds.
 fn measures_of<'a>(catalog: &'a Catalog, def: &RollupDefinition) -> Vec<&'a Measure> {
     def.spec
         .measures
@@ -37,54 +61,187 @@ fn measures_of<'a>(catalog: &'a Catalog, def: &RollupDefinition) -> Vec<&'a Meas
         .collect()
 }
 
-/// The plan computing a rollup's rows: its measures' partial results grouped by the model's time
-/// column and the rollup's dimensions (joins done once, here).
+/// The plan computing a measure rollup's rows: its measures' partial results grouped by the
+/// model's time column and the rollup's dimensions (joins done once, here).
 pub async fn plan(catalog: &Catalog, def: &RollupDefinition) -> Result<LogicalPlan, String> {
     let base = &catalog.models[&def.spec.model];
     let measures = measures_of(catalog, def);
-    let engine_error = |e: crate::semantic::QueryError| e.message;
     let (df, exprs) = Box::pin(with_dimensions(catalog, base, &def.spec.dimensions, &mut 0))
         .await
-        .map_err(engine_error)?;
+        .map_err(plan_error)?;
 
-    let mut keys: Vec<Expr> = Vec::new();
+    // Keys and every measure's input under plain names, computed once.
+    let mut keys: Vec<String> = Vec::new();
+    let mut select: Vec<Expr> = Vec::new();
     if let Some(t) = &base.time {
-        keys.push(ident(&t.column).alias(ROLLUP_TIME));
+        keys.push(ROLLUP_TIME.to_string());
+        select.push(ident(&t.column).alias(ROLLUP_TIME));
     }
     for d in &def.spec.dimensions {
         let data_type = catalog.dimensions[d].data_type.clone();
-        keys.push(cast(exprs[d].clone(), data_type).alias(d));
+        keys.push(d.clone());
+        select.push(cast(exprs[d].clone(), data_type).alias(d));
     }
-    let mut aggs = Vec::new();
+    let input = |m: &Measure| format!("__in_{}", m.name);
     for m in &measures {
-        let input = measure_input(m, df.schema()).map_err(engine_error)?;
-        aggs.push(aggregate(m.agg, input).alias(partial_column(&m.name)));
+        select.push(
+            measure_input(m, df.schema())
+                .map_err(plan_error)?
+                .alias(input(m)),
+        );
     }
-    let df = df.aggregate(keys, aggs).map_err(|e| first_line(&e))?;
-    Ok(df.into_unoptimized_plan())
+    let rows = df.select(select).map_err(df_error)?;
+    let key_exprs = || keys.iter().map(ident).collect::<Vec<Expr>>();
+
+    let mut aggs = Vec::new();
+    for m in measures.iter().filter(|m| m.agg != Aggregation::CountDistinct) {
+        let value = ident(input(m));
+        match reaggregation(m.agg) {
+            Reaggregation::SumOverCount => {
+                aggs.push(sum(value.clone()).alias(partial_column(&m.name)));
+                aggs.push(count(value).alias(partial_count_column(&m.name)));
+            }
+            _ => aggs.push(aggregate(m.agg, value).alias(partial_column(&m.name))),
+        }
+    }
+    let mut parts = vec![rows.clone().aggregate(key_exprs(), aggs).map_err(df_error)?];
+    // A distinct count as two plain aggregations (distinct values per group, then a count of
+    // them): unlike per-group hash sets, these stay inside the memory pool and can spill.
+    for m in measures.iter().filter(|m| m.agg == Aggregation::CountDistinct) {
+        let mut distinct_keys = key_exprs();
+        distinct_keys.push(ident(input(m)));
+        let part = rows
+            .clone()
+            .filter(ident(input(m)).is_not_null())
+            .and_then(|r| r.aggregate(distinct_keys, vec![]))
+            .and_then(|r| {
+                r.aggregate(
+                    key_exprs(),
+                    vec![count(lit(1i64)).alias(partial_column(&m.name))],
+                )
+            })
+            .map_err(df_error)?;
+        parts.push(part);
+    }
+    let combined = super::union_by_keys(parts, &keys).map_err(plan_error)?;
+    Ok(combined.into_unoptimized_plan())
 }
 
-/// The rollup as the planner reads it, once the rows of [`plan`] are the table
-/// [`table_name`] with `schema`.
+/// For each distinct count the rollup holds, a plan giving one row: `__distinct`, the entities
+/// counted over the model (per snapshot date for a semi-additive measure, else overall), and
+/// `__summed`, the rollup's partial counts added up. They are equal exactly when each entity
+/// falls in one group of the rollup (at a snapshot), so that summing groups counts it once.
+pub fn distinct_checks(
+    catalog: &Catalog,
+    def: &RollupDefinition,
+    rollup_schema: SchemaRef,
+) -> Result<Vec<(String, LogicalPlan)>, String> {
+    let base = &catalog.models[&def.spec.model];
+    let mut out = Vec::new();
+    for m in measures_of(catalog, def) {
+        if m.agg != Aggregation::CountDistinct {
+            continue;
+        }
+        let rows = catalog.scan(base).map_err(df_error)?;
+        let input = measure_input(m, rows.schema()).map_err(plan_error)?;
+        let mut keys = vec![input.clone().alias("__entity")];
+        if let (Some(_), Some(t)) = (m.snapshot, &base.time) {
+            keys.push(ident(&t.column).alias("__at"));
+        }
+        let distinct = rows
+            .filter(input.is_not_null())
+            .and_then(|r| r.aggregate(keys, vec![]))
+            .and_then(|r| r.aggregate(vec![], vec![count(lit(1i64)).alias("__distinct")]))
+            .map_err(df_error)?;
+        let summed = catalog
+            .plans
+            .scan(&table_name(def), rollup_schema.clone())
+            .and_then(|r| {
+                r.aggregate(
+                    vec![],
+                    vec![
+                        cast(sum(ident(partial_column(&m.name))), DataType::Int64)
+                            .alias("__summed"),
+                    ],
+                )
+            })
+            .map_err(df_error)?;
+        let both = distinct
+            .join(
+                summed,
+                datafusion::logical_expr::JoinType::Inner,
+                &[],
+                &[],
+                None,
+            )
+            .map_err(df_error)?;
+        out.push((m.name.clone(), both.into_unoptimized_plan()));
+    }
+    Ok(out)
+}
+
+/// A measure rollup as the planner reads it, once the rows of [`plan`] are the table
+/// [`table_name`] with `schema`; `refused` are distinct counts the build found inexact.
 pub fn materialised(
     catalog: &Catalog,
     def: &RollupDefinition,
     schema: SchemaRef,
-    rows: usize,
-    build_ms: f64,
+    refused: &BTreeSet<String>,
 ) -> Rollup {
     let base = &catalog.models[&def.spec.model];
-    let measures = measures_of(catalog, def);
-    let table_name = table_name(def);
+    let time = base.time.as_ref().map(|t| TimeColumn {
+        column: ROLLUP_TIME.to_string(),
+        data_type: t.data_type.clone(),
+    });
+    let rolled: BTreeMap<String, Measure> = measures_of(catalog, def)
+        .into_iter()
+        .filter(|m| !refused.contains(&m.name))
+        .map(|m| {
+            let (agg, combine) = match reaggregation(m.agg) {
+                Reaggregation::By(Aggregation::Sum) if m.agg == Aggregation::Count => {
+                    (Aggregation::Sum, Some(Combine::CountOfParts))
+                }
+                Reaggregation::By(agg) => (agg, None),
+                Reaggregation::SumOfDistinct => (Aggregation::Sum, Some(Combine::CountOfParts)),
+                Reaggregation::SumOverCount => (
+                    Aggregation::Sum,
+                    Some(Combine::SumOverCount(ident(partial_count_column(&m.name)))),
+                ),
+            };
+            let rolled = Measure {
+                name: m.name.clone(),
+                model: m.model.clone(),
+                agg,
+                input: ident(partial_column(&m.name)),
+                filter: None,
+                snapshot: m.snapshot,
+                combine,
+            };
+            (m.name.clone(), rolled)
+        })
+        .collect();
+    let form = RollupForm::Measures {
+        measures: rolled.keys().cloned().collect(),
+        rolled,
+    };
+    rollup_of(catalog, def, schema, time, form)
+}
+
+/// The parts every form shares: a model over the rollup's table with one column per dimension.
+fn rollup_of(
+    catalog: &Catalog,
+    def: &RollupDefinition,
+    schema: SchemaRef,
+    time: Option<TimeColumn>,
+    form: RollupForm,
+) -> Rollup {
+    let base = &catalog.models[&def.spec.model];
     let model = Model {
         name: def.name.clone(),
         file: def.file.clone(),
-        table: table_name,
+        table: table_name(def),
         schema,
-        time: base.time.as_ref().map(|t| TimeColumn {
-            column: ROLLUP_TIME.to_string(),
-            data_type: t.data_type.clone(),
-        }),
+        time,
         primary_key: None,
         joins: BTreeMap::new(),
         dimensions: def
@@ -96,55 +253,260 @@ pub fn materialised(
         reads: base.reads.clone(),
         drill_through: Vec::new(),
     };
-    let rolled = measures
-        .iter()
-        .map(|m| {
-            let agg = reaggregation(m.agg).expect("validated: re-aggregatable");
-            let rolled = Measure {
-                name: m.name.clone(),
-                model: m.model.clone(),
-                agg,
-                input: ident(partial_column(&m.name)),
-                filter: None,
-                snapshot: m.snapshot,
-            };
-            (m.name.clone(), rolled)
-        })
-        .collect();
     Rollup {
         name: def.name.clone(),
         file: def.file.clone(),
         base: def.spec.model.clone(),
         dimensions: def.spec.dimensions.iter().cloned().collect(),
-        measures: def.spec.measures.iter().cloned().collect(),
         model,
-        rolled,
-        rows,
-        build_ms,
+        form,
+        rows: 0,
+        build_ms: 0.0,
     }
 }
 
-/// The smallest rollup that answers this group of one model's measures exactly, if any.
+/// The plan listing a model's distinct snapshot dates (a churn rollup's periods come from them).
+pub fn snapshot_dates(catalog: &Catalog, def: &RollupDefinition) -> Result<LogicalPlan, String> {
+    let base = &catalog.models[&def.spec.model];
+    let t = base
+        .time
+        .as_ref()
+        .expect("validated: churn models have time");
+    let df = catalog
+        .scan(base)
+        .and_then(|s| {
+            s.filter(ident(&t.column).is_not_null())?
+                .aggregate(vec![ident(&t.column).alias("__snapshot")], vec![])
+        })
+        .map_err(df_error)?;
+    Ok(df.into_unoptimized_plan())
+}
+
+/// The snapshot pairs a churn rollup holds: consecutive period ends at each of its grains.
+/// Weeks start on Monday here; a query with another week start finds its pairs or reads the
+/// model, never a wrong pair.
+pub fn churn_pairs(def: &RollupDefinition, snapshots: &[NaiveDate]) -> Vec<(NaiveDate, NaiveDate)> {
+    let DefinitionForm::Churn { grains, .. } = &def.form else {
+        return Vec::new();
+    };
+    let pairs: BTreeSet<(NaiveDate, NaiveDate)> = grains
+        .iter()
+        .flat_map(|g| churn::needed_pairs(snapshots, None, None, Some(*g), chrono::Weekday::Mon))
+        .collect();
+    pairs.into_iter().collect()
+}
+
+/// The plan computing a churn rollup's rows for one pair of snapshots: built a pair at a time so
+/// that only two snapshots are in memory at once.
+pub async fn churn_pair_plan(
+    catalog: &Catalog,
+    def: &RollupDefinition,
+    (start, end): (NaiveDate, NaiveDate),
+) -> Result<LogicalPlan, String> {
+    let DefinitionForm::Churn { base, .. } = def.form else {
+        return Err("not a churn rollup".into());
+    };
+    let date = |d: NaiveDate| ScalarValue::Date32(Some(days_since_epoch(d)));
+    let df = churn::pair_frame(catalog, base, &def.spec.dimensions, date(start), date(end))
+        .await
+        .map_err(plan_error)?;
+    Ok(df.into_unoptimized_plan())
+}
+
+pub fn materialised_churn(
+    catalog: &Catalog,
+    def: &RollupDefinition,
+    schema: SchemaRef,
+    snapshots: Vec<NaiveDate>,
+    pairs: Vec<(NaiveDate, NaiveDate)>,
+) -> Rollup {
+    let DefinitionForm::Churn { base, .. } = def.form else {
+        unreachable!("a churn rollup")
+    };
+    let form = RollupForm::Churn {
+        base,
+        snapshots,
+        pairs: pairs.into_iter().collect(),
+    };
+    rollup_of(catalog, def, schema, None, form)
+}
+
+/// The funnel metric a funnel rollup holds.
+fn funnel_of<'a>(catalog: &'a Catalog, metric: &str) -> &'a crate::catalog::FunnelDefinition {
+    match &catalog.metrics[metric].definition {
+        MetricDefinition::Funnel(f) => f,
+        _ => unreachable!("validated: a funnel metric"),
+    }
+}
+
+/// The plan computing a funnel rollup's rows: every entity over the whole history.
+pub async fn funnel_plan(catalog: &Catalog, def: &RollupDefinition) -> Result<LogicalPlan, String> {
+    let DefinitionForm::Funnel { metric } = &def.form else {
+        return Err("not a funnel rollup".into());
+    };
+    let f = funnel_of(catalog, metric);
+    let df = funnel::entities(catalog, f, &def.spec.dimensions, &[], None)
+        .await
+        .map_err(plan_error)?;
+    Ok(df.into_unoptimized_plan())
+}
+
+/// The plan checking that a funnel rollup answers exactly, one row: `__entities` (entities with
+/// any event), `__entity_dims` (distinct entity and dimension values over all events: equal
+/// when each entity's dimensions never change, so a filter keeps or drops all its events) and
+/// `__first_steps` with `__first_step_entities` (equal when each entity has one step-1 event, so
+/// the range a query cuts keeps it whole or not at all).
+pub async fn funnel_check(
+    catalog: &Catalog,
+    def: &RollupDefinition,
+) -> Result<LogicalPlan, String> {
+    let DefinitionForm::Funnel { metric } = &def.form else {
+        return Err("not a funnel rollup".into());
+    };
+    let f = funnel_of(catalog, metric);
+    let model = &catalog.models[&f.model];
+    let dims = &def.spec.dimensions;
+    let (events, exprs) = super::filtered_rows(catalog, model, dims, &[])
+        .await
+        .map_err(plan_error)?;
+    let mut keys = vec![ident(&f.entity).alias("__e")];
+    keys.extend(super::dimension_columns(catalog, dims, &exprs));
+    let count_rows = |alias: &str| vec![count(lit(1i64)).alias(alias)];
+    let entity_dims = events
+        .clone()
+        .aggregate(keys, vec![])
+        .and_then(|e| e.aggregate(vec![], count_rows("__entity_dims")))
+        .map_err(df_error)?;
+    let entities = events
+        .clone()
+        .aggregate(vec![ident(&f.entity)], vec![])
+        .and_then(|e| e.aggregate(vec![], count_rows("__entities")))
+        .map_err(df_error)?;
+    let first =
+        cast(ident(&f.step), DataType::Utf8).eq(lit(ScalarValue::Utf8(Some(f.steps[0].clone()))));
+    let first_steps = events
+        .filter(first)
+        .and_then(|e| {
+            e.aggregate(
+                vec![],
+                vec![
+                    count(lit(1i64)).alias("__first_steps"),
+                    datafusion::functions_aggregate::expr_fn::count_distinct(ident(&f.entity))
+                        .alias("__first_step_entities"),
+                ],
+            )
+        })
+        .map_err(df_error)?;
+    let cross = |a: datafusion::dataframe::DataFrame, b| {
+        a.join(b, datafusion::logical_expr::JoinType::Inner, &[], &[], None)
+    };
+    let all = cross(entity_dims, entities)
+        .and_then(|a| cross(a, first_steps))
+        .map_err(df_error)?;
+    Ok(all.into_unoptimized_plan())
+}
+
+pub fn materialised_funnel(catalog: &Catalog, def: &RollupDefinition, schema: SchemaRef) -> Rollup {
+    let DefinitionForm::Funnel { metric } = &def.form else {
+        unreachable!("a funnel rollup")
+    };
+    let f = funnel_of(catalog, metric);
+    let time = catalog.models[&f.model].time.as_ref().map(|t| TimeColumn {
+        column: funnel::FIRST_TIME.to_string(),
+        data_type: t.data_type.clone(),
+    });
+    let form = RollupForm::Funnel {
+        metric: metric.clone(),
+    };
+    rollup_of(catalog, def, schema, time, form)
+}
+
+/// Every dimension a query's group reads: grouped by or filtered on (the scope included).
+fn needed<'a>(q: &'a ValidatedQuery, dims: &'a [String]) -> BTreeSet<&'a String> {
+    dims.iter()
+        .chain(q.filters.iter().map(|f| &f.dimension))
+        .collect()
+}
+
+/// The smallest measure rollup that answers this group of one model's measures exactly, if any.
 pub fn pick<'a>(
     catalog: &'a Catalog,
     q: &ValidatedQuery,
     model: &str,
     measures: &[&Measure],
     dims: &[String],
+) -> Option<(&'a Rollup, &'a BTreeMap<String, Measure>)> {
+    if !q.use_rollups {
+        return None;
+    }
+    let needed = needed(q, dims);
+    catalog
+        .rollups
+        .values()
+        .filter_map(|r| match &r.form {
+            RollupForm::Measures {
+                measures: held,
+                rolled,
+            } if r.base == model
+                && measures.iter().all(|m| held.contains(&m.name))
+                && needed.iter().all(|d| r.dimensions.contains(*d)) =>
+            {
+                Some((r, rolled))
+            }
+            _ => None,
+        })
+        .min_by_key(|(r, _)| r.rows)
+}
+
+/// The smallest churn rollup of `base` holding the dimensions and every snapshot pair the query
+/// needs, with those pairs.
+pub fn pick_churn<'a>(
+    catalog: &'a Catalog,
+    q: &ValidatedQuery,
+    base_index: usize,
+    dims: &[String],
+    grain: Option<Grain>,
+) -> Option<(&'a Rollup, Vec<(NaiveDate, NaiveDate)>)> {
+    if !q.use_rollups {
+        return None;
+    }
+    let needed = needed(q, dims);
+    catalog
+        .rollups
+        .values()
+        .filter_map(|r| match &r.form {
+            RollupForm::Churn {
+                base,
+                snapshots,
+                pairs,
+            } if *base == base_index && needed.iter().all(|d| r.dimensions.contains(*d)) => {
+                let wanted =
+                    churn::needed_pairs(snapshots, q.from, q.to, grain, q.calendar.week_start);
+                wanted
+                    .iter()
+                    .all(|p| pairs.contains(p))
+                    .then_some((r, wanted))
+            }
+            _ => None,
+        })
+        .min_by_key(|(r, _)| r.rows)
+}
+
+/// The smallest funnel rollup of `metric` holding every dimension the query reads.
+pub fn pick_funnel<'a>(
+    catalog: &'a Catalog,
+    q: &ValidatedQuery,
+    metric: &str,
 ) -> Option<&'a Rollup> {
     if !q.use_rollups {
         return None;
     }
-    let needed: BTreeSet<&String> = dims
-        .iter()
-        .chain(q.filters.iter().map(|f| &f.dimension))
-        .collect();
+    let needed = needed(q, &q.dimensions);
     catalog
         .rollups
         .values()
         .filter(|r| {
-            r.base == model
-                && measures.iter().all(|m| r.measures.contains(&m.name))
+            matches!(&r.form, RollupForm::Funnel { metric: m } if m == metric)
                 && needed.iter().all(|d| r.dimensions.contains(*d))
         })
         .min_by_key(|r| r.rows)
