@@ -38,6 +38,10 @@ pub enum RollupForm {
         /// partial counts or of distinct counts, a min of mins, a max of maxes, a sum over a
         /// count).
         rolled: BTreeMap<String, Measure>,
+        /// Set when the model's timestamps are kept as local dates in this time zone (no
+        /// snapshot measure needs the instants): exact for every query bucketed in that zone,
+        /// since ranges and periods are whole local days.
+        days_in: Option<chrono_tz::Tz>,
     },
     /// Churn counts of one churn base for pairs of period-end snapshots.
     Churn {

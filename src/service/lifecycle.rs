@@ -90,6 +90,7 @@ impl KpiService {
             current.sources.clone(),
             &current.data_dir,
             self.engine.as_ref(),
+            &self.calendar,
         )
         .await
         {
@@ -149,9 +150,14 @@ impl KpiService {
         let sources = ProjectSources::read(&current.sources.project_dir);
         let outcome = match sources {
             Ok(s) if s.version == current.sources.version => Ok(None),
-            Ok(s) => DataState::build(Arc::new(s), &current.data_dir, self.engine.as_ref())
-                .await
-                .map(Some),
+            Ok(s) => DataState::build(
+                Arc::new(s),
+                &current.data_dir,
+                self.engine.as_ref(),
+                &self.calendar,
+            )
+            .await
+            .map(Some),
             Err(e) => Err(e),
         };
         match outcome {

@@ -87,8 +87,17 @@ impl KpiService {
             })?,
         );
         let sources = ProjectSources::read(&settings.project_dir)?;
-        let state =
-            DataState::build(Arc::new(sources), &settings.data_dir, engine.as_ref()).await?;
+        let calendar = CalendarConfig {
+            time_zone: settings.time_zone,
+            week_start: settings.week_start,
+        };
+        let state = DataState::build(
+            Arc::new(sources),
+            &settings.data_dir,
+            engine.as_ref(),
+            &calendar,
+        )
+        .await?;
         let catalog_version = state.version.clone();
         let watch = DataWatch::start();
         watch.watch_tables(&state);
@@ -101,10 +110,7 @@ impl KpiService {
                 max_rows: settings.max_rows,
                 ..QueryLimits::default()
             },
-            calendar: CalendarConfig {
-                time_zone: settings.time_zone,
-                week_start: settings.week_start,
-            },
+            calendar,
             timeout: settings.query_timeout(),
             refresh: tokio::sync::Mutex::new(None),
             engine_runs: AtomicU64::new(0),

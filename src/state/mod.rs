@@ -26,6 +26,7 @@ use crate::catalog::{
     distinct_refusal,
 };
 use crate::engine::{EngineError, EngineTables, Explanation, QueryEngine};
+use crate::semantic::calendar::CalendarConfig;
 use crate::semantic::rollup;
 
 pub struct DataState {
@@ -51,11 +52,12 @@ impl DataState {
         sources: Arc<ProjectSources>,
         data_dir: &Path,
         engine: &dyn QueryEngine,
+        calendar: &CalendarConfig,
     ) -> Result<Self, CatalogErrors> {
         let tables = engine.new_tables();
         let mut catalog = Catalog::build(sources, data_dir, tables.as_ref()).await?;
         for def in std::mem::take(&mut catalog.rollup_definitions) {
-            match build_rollup(&catalog, tables.as_ref(), &def).await {
+            match build_rollup(&catalog, tables.as_ref(), &def, calendar).await {
                 Ok((rollup, refusals)) => {
                     for refusal in &refusals {
                         tracing::warn!(rollup = %def.name, reason = %refusal.reason, "part of a rollup refused");
@@ -102,6 +104,7 @@ async fn build_rollup(
     catalog: &Catalog,
     tables: &dyn EngineTables,
     def: &RollupDefinition,
+    calendar: &CalendarConfig,
 ) -> Result<(Rollup, Vec<CatalogError>), String> {
     let started = Instant::now();
     let run = |plan: LogicalPlan| async move {
@@ -120,7 +123,7 @@ async fn build_rollup(
     let mut refusals = Vec::new();
     let (mut built, rows) = match &def.form {
         DefinitionForm::Measures => {
-            let plan = rollup::plan(catalog, def).await?;
+            let plan = rollup::plan(catalog, def, calendar).await?;
             let schema = Arc::new(plan.schema().as_arrow().clone());
             let batches = run(plan).await?;
             let rows = row_count(&batches);
@@ -143,7 +146,10 @@ async fn build_rollup(
                     refused.insert(measure);
                 }
             }
-            (rollup::materialised(catalog, def, schema, &refused), rows)
+            (
+                rollup::materialised(catalog, def, schema, &refused, calendar),
+                rows,
+            )
         }
         DefinitionForm::Churn { .. } => {
             let snapshots = dates(&run(rollup::snapshot_dates(catalog, def)?).await?)?;

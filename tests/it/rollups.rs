@@ -159,6 +159,30 @@ fn questions(
                    "time": {"from": mid_from, "to": mid_to}}),
             vec![],
         ),
+        // Event tables kept by local day: periods and ranges in the calendar's zone.
+        (
+            json!({"metrics": ["tickets", "sla_breach_rate", "first_response_hours"],
+                   "dimensions": ["channel"],
+                   "time": {"grain": "day", "from": from, "to": mid_to},
+                   "compare": ["previous_period"]}),
+            vec!["tickets_by_rm"],
+        ),
+        (
+            json!({"metrics": ["first_response_hours", "tickets"], "dimensions": ["branch"],
+                   "time": {"grain": "week", "from": from, "to": mid_to}}),
+            vec!["tickets_by_rm"],
+        ),
+        (
+            json!({"metrics": ["won_opportunities", "disbursed_amount", "loans_disbursed", "new_customers"],
+                   "dimensions": ["region"],
+                   "time": {"grain": "month", "from": from, "to": to},
+                   "compare": ["same_period_last_year"]}),
+            vec![
+                "loans_by_rm",
+                "new_customers_by_rm",
+                "won_opportunities_by_rm",
+            ],
+        ),
         // Funnels: every entity with its steps; a range cuts leads, not later steps.
         (
             json!({"metrics": ["credit_funnel"], "dimensions": ["product"],
@@ -229,7 +253,11 @@ async fn rollups_give_the_models_numbers_on_the_demo_bank_for_every_scope() {
             "customer_churn_by_rm",
             "customer_month_by_rm",
             "customer_products_by_rm",
-            "loan_month_by_rm"
+            "loan_month_by_rm",
+            "loans_by_rm",
+            "new_customers_by_rm",
+            "tickets_by_rm",
+            "won_opportunities_by_rm",
         ])
     );
     assert!(

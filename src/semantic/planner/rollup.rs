@@ -23,6 +23,7 @@ use crate::catalog::{
     Reaggregation, Rollup, RollupDefinition, RollupForm, TimeColumn, reaggregation,
 };
 use crate::protocol::Grain;
+use crate::semantic::calendar::CalendarConfig;
 use crate::semantic::validate::{ValidatedQuery, days_since_epoch};
 use crate::spec::Aggregation;
 use crate::text::first_line;
@@ -63,7 +64,11 @@ fn measures_of<'a>(catalog: &'a Catalog, def: &RollupDefinition) -> Vec<&'a Meas
 
 /// The plan computing a measure rollup's rows: its measures' partial results grouped by the
 /// model's time column and the rollup's dimensions (joins done once, here).
-pub async fn plan(catalog: &Catalog, def: &RollupDefinition) -> Result<LogicalPlan, String> {
+pub async fn plan(
+    catalog: &Catalog,
+    def: &RollupDefinition,
+    calendar: &CalendarConfig,
+) -> Result<LogicalPlan, String> {
     let base = &catalog.models[&def.spec.model];
     let measures = measures_of(catalog, def);
     let (df, exprs) = Box::pin(with_dimensions(catalog, base, &def.spec.dimensions, &mut 0))
@@ -75,7 +80,11 @@ pub async fn plan(catalog: &Catalog, def: &RollupDefinition) -> Result<LogicalPl
     let mut select: Vec<Expr> = Vec::new();
     if let Some(t) = &base.time {
         keys.push(ROLLUP_TIME.to_string());
-        select.push(ident(&t.column).alias(ROLLUP_TIME));
+        let time = match local_days(base, &measures) {
+            true => super::period_expr(Grain::Day, ident(&t.column), &t.data_type, calendar),
+            false => ident(&t.column),
+        };
+        select.push(time.alias(ROLLUP_TIME));
     }
     for d in &def.spec.dimensions {
         let data_type = catalog.dimensions[d].data_type.clone();
@@ -94,7 +103,10 @@ pub async fn plan(catalog: &Catalog, def: &RollupDefinition) -> Result<LogicalPl
     let key_exprs = || keys.iter().map(ident).collect::<Vec<Expr>>();
 
     let mut aggs = Vec::new();
-    for m in measures.iter().filter(|m| m.agg != Aggregation::CountDistinct) {
+    for m in measures
+        .iter()
+        .filter(|m| m.agg != Aggregation::CountDistinct)
+    {
         let value = ident(input(m));
         match reaggregation(m.agg) {
             Reaggregation::SumOverCount => {
@@ -104,10 +116,17 @@ pub async fn plan(catalog: &Catalog, def: &RollupDefinition) -> Result<LogicalPl
             _ => aggs.push(aggregate(m.agg, value).alias(partial_column(&m.name))),
         }
     }
-    let mut parts = vec![rows.clone().aggregate(key_exprs(), aggs).map_err(df_error)?];
+    let mut parts = vec![
+        rows.clone()
+            .aggregate(key_exprs(), aggs)
+            .map_err(df_error)?,
+    ];
     // A distinct count as two plain aggregations (distinct values per group, then a count of
     // them): unlike per-group hash sets, these stay inside the memory pool and can spill.
-    for m in measures.iter().filter(|m| m.agg == Aggregation::CountDistinct) {
+    for m in measures
+        .iter()
+        .filter(|m| m.agg == Aggregation::CountDistinct)
+    {
         let mut distinct_keys = key_exprs();
         distinct_keys.push(ident(input(m)));
         let part = rows
@@ -125,6 +144,15 @@ pub async fn plan(catalog: &Catalog, def: &RollupDefinition) -> Result<LogicalPl
     }
     let combined = super::union_by_keys(parts, &keys).map_err(plan_error)?;
     Ok(combined.into_unoptimized_plan())
+}
+
+/// Whether a measure rollup keeps the model's timestamps as local dates: when they are
+/// timestamps and no measure takes a snapshot (which needs the instants).
+fn local_days(base: &Model, measures: &[&Measure]) -> bool {
+    matches!(
+        base.time.as_ref().map(|t| &t.data_type),
+        Some(DataType::Timestamp(..))
+    ) && measures.iter().all(|m| m.snapshot.is_none())
 }
 
 /// For each distinct count the rollup holds, a plan giving one row: `__distinct`, the entities
@@ -187,11 +215,17 @@ pub fn materialised(
     def: &RollupDefinition,
     schema: SchemaRef,
     refused: &BTreeSet<String>,
+    calendar: &CalendarConfig,
 ) -> Rollup {
     let base = &catalog.models[&def.spec.model];
+    let days = local_days(base, &measures_of(catalog, def));
     let time = base.time.as_ref().map(|t| TimeColumn {
         column: ROLLUP_TIME.to_string(),
-        data_type: t.data_type.clone(),
+        data_type: if days {
+            DataType::Date32
+        } else {
+            t.data_type.clone()
+        },
     });
     let rolled: BTreeMap<String, Measure> = measures_of(catalog, def)
         .into_iter()
@@ -223,6 +257,7 @@ pub fn materialised(
     let form = RollupForm::Measures {
         measures: rolled.keys().cloned().collect(),
         rolled,
+        days_in: days.then_some(calendar.time_zone),
     };
     rollup_of(catalog, def, schema, time, form)
 }
@@ -447,7 +482,9 @@ pub fn pick<'a>(
             RollupForm::Measures {
                 measures: held,
                 rolled,
+                days_in,
             } if r.base == model
+                && days_in.is_none_or(|tz| tz == q.calendar.time_zone)
                 && measures.iter().all(|m| held.contains(&m.name))
                 && needed.iter().all(|d| r.dimensions.contains(*d)) =>
             {
