@@ -50,7 +50,7 @@ def kpilens_queries():
         "credit funnel by product": {
             "metrics": ["credit_funnel"], "dimensions": ["product"],
             "time": {"from": FROM, "to": TO}},
-        "drill region > branch > team (3 requests)": None,
+        "drill region > branch > team > RM (4 requests)": None,
         "executive dashboard (all panels)": None,
     }
 
@@ -202,6 +202,7 @@ def main():
     ap.add_argument("--load-clients", type=int, default=16)
     args = ap.parse_args()
 
+    started = time.perf_counter()
     server = subprocess.Popen(
         [args.bin, "serve", "--no-auth", "--addr", "127.0.0.1:0", "--project", args.project,
          "--data", args.data, "--reload-ms", "0", "--audit-log", os.path.join(args.data, "bench-audit.log"),
@@ -216,6 +217,8 @@ def main():
             break
     if base is None:
         sys.exit("kpilens did not start")
+    # Listening comes after the catalog and every rollup are built.
+    startup_ms = (time.perf_counter() - started) * 1e3
     status, _ = http(base, "/api/v1/catalog/status")
     rollups = status.get("rollups", [])
 
@@ -226,6 +229,7 @@ def main():
     pq = polars_queries(args.data)
 
     results = []
+    dashboards = []
     try:
         for name, q in kpilens_queries().items():
             row = {"query": name}
@@ -247,20 +251,20 @@ def main():
                     row["rollup_mismatch"] = True
             elif name.startswith("drill"):
                 base_q = {"metrics": ["overdue_ratio", "loan_balance"], "time": {"from": "2025-12-01", "to": TO}}
-                path, steps = {}, []
+                path, steps, step_ms = {}, [], []
                 t0 = time.perf_counter()
-                server_ms = 0.0
-                for level in ["region", "branch", "team"]:
+                for level in ["region", "branch", "team", "rm"]:
                     payload, _ = http(base, "/api/v1/query", {**base_q, "drill": {"hierarchy": "org", "path": path}})
-                    server_ms += payload["meta"]["elapsed_ms"]
+                    step_ms.append(payload["meta"]["elapsed_ms"])
                     first = payload["rows"][0][0]
                     steps.append(first)
                     path = {**path, level: first}
-                row["cold"], row["cold_http"] = server_ms, (time.perf_counter() - t0) * 1e3
+                row["cold"], row["cold_http"] = sum(step_ms), (time.perf_counter() - t0) * 1e3
+                row["steps"] = step_ms
                 cached = []
                 for _ in range(max(1, args.repeat // 3)):
                     p, total_ms, wall = {}, 0.0, 0.0
-                    for level, member in zip(["region", "branch", "team"], steps):
+                    for level, member in zip(["region", "branch", "team", "rm"], steps):
                         payload, w = http(base, "/api/v1/query", {**base_q, "drill": {"hierarchy": "org", "path": p}})
                         total_ms += payload["meta"]["elapsed_ms"]
                         wall += w
@@ -279,6 +283,14 @@ def main():
                                                    for r in p.get("rollups", [])})) or "—"
                 cached = [http(base, "/api/v1/dashboards/executive") for _ in range(args.repeat)]
                 kp = None
+                # Every other dashboard, cold, in the same server (filter lists and panels shared
+                # with the executive overview are cached by now), and which panels read models.
+                listing, _ = http(base, "/api/v1/dashboards")
+                for d in listing:
+                    payload, wall = http(base, f"/api/v1/dashboards/{d['id']}")
+                    from_models = [p["id"] for p in payload["panels"] if not p.get("rollups") and not p.get("error")]
+                    failed = [p["id"] for p in payload["panels"] if p.get("error")]
+                    dashboards.append((d["id"], payload["meta"]["elapsed_ms"], wall, from_models, failed))
             row["cached_p50"] = percentile([c[0]["meta"]["elapsed_ms"] for c in cached], 50)
             row["cached_p99"] = percentile([c[0]["meta"]["elapsed_ms"] for c in cached], 99)
             row["cached_http_p50"] = percentile([c[1] for c in cached], 50)
@@ -321,7 +333,7 @@ def main():
         server.wait()
 
     fmt = lambda x: "—" if x is None else (f"{x:,.0f}" if x >= 100 else f"{x:.1f}" if x >= 1 else f"{x:.2f}")  # noqa: E731
-    print(f"\n{loan_rows:,} loan_month rows; kpilens peak RSS {fmt(rss)} MiB; times in ms, read in MiB")
+    print(f"\n{loan_rows:,} loan_month rows; kpilens peak RSS {fmt(rss)} MiB; start-up (catalog and rollups built, listening) {fmt(startup_ms)} ms; times in ms, read in MiB")
     print("rollups: " + ("; ".join(f"{r['name']} {r['rows']:,} rows built in {fmt(r['build_ms'])} ms" for r in rollups) or "none") + "\n")
     print("| query | kpilens cold (server / HTTP) | rollup used | cold from the models | read (rollup / models) | cached p50 / p99 (server) | cached p50 HTTP | DuckDB first / median | Polars first / median | kpilens cold ÷ DuckDB | ÷ Polars | same numbers |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -338,6 +350,14 @@ def main():
               f"{fmt(r.get('read'))} / {fmt(r.get('read_model'))} | {fmt(r['cached_p50'])} / {fmt(r['cached_p99'])} | "
               f"{fmt(r['cached_http_p50'])} | {fmt(r.get('duckdb_first'))} / {fmt(r.get('duckdb_median'))} | "
               f"{fmt(r.get('polars_first'))} / {fmt(r.get('polars_median'))} | {ratio('duckdb')} | {ratio('polars')} | {agree} |")
+    for r in results:
+        if "steps" in r:
+            print("\ndrill steps cold (server ms): " + ", ".join(f"{l} {fmt(ms)}" for l, ms in zip(["region", "branch", "team", "RM"], r["steps"])))
+    if dashboards:
+        print("\n| dashboard (after the executive one) | cold (server / HTTP) | panels from the models | panels failed |")
+        print("|---|---|---|---|")
+        for d, ms, wall, from_models, failed in dashboards:
+            print(f"| {d} | {fmt(ms)} / {fmt(wall)} | {', '.join(from_models) or 'none'} | {', '.join(failed) or 'none'} |")
     if throughput:
         print(f"\nCached snapshot of the executive overview over HTTP, {args.load_clients} keep-alive clients "
               f"for {fmt(args.load_seconds)} s (client and server on the same {os.cpu_count()} cores):\n")

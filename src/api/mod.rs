@@ -181,6 +181,7 @@ async fn catalog_status(State(service): State<Arc<KpiService>>) -> Json<serde_js
                     ("churn", json!({"snapshot_pairs": pairs.len()}))
                 }
                 RollupForm::Funnel { metric } => ("funnel", json!(metric)),
+                RollupForm::Cohort { metric, .. } => ("cohort", json!(metric)),
             };
             json!({"name": r.name, "model": r.base, "form": form, "holds": holds,
                    "rows": r.rows, "build_ms": r.build_ms})

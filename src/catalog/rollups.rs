@@ -54,6 +54,13 @@ pub enum RollupForm {
     },
     /// One row per entity of a funnel metric: its first-step time and when it reached each step.
     Funnel { metric: String },
+    /// A cohort metric's triangle by the rollup's dimensions, bucketed in this time zone with
+    /// weeks starting on this day (a query on another calendar reads the model).
+    Cohort {
+        metric: String,
+        time_zone: chrono_tz::Tz,
+        week_start: chrono::Weekday,
+    },
 }
 
 impl Rollup {
@@ -78,6 +85,7 @@ pub enum DefinitionForm {
     Measures,
     Churn { base: usize, grains: Vec<Grain> },
     Funnel { metric: String },
+    Cohort { metric: String },
 }
 
 /// How partial results of `agg` combine exactly, if they can.
@@ -145,13 +153,14 @@ pub(super) fn validate(
             !spec.measures.is_empty(),
             spec.churn.is_some(),
             spec.funnel.is_some(),
+            spec.cohort.is_some(),
         ];
         let form = match forms.iter().filter(|f| **f).count() {
             0 => {
                 errors.push(
                     d.file,
                     &key,
-                    "list at least one measure (or name a churn or funnel metric)",
+                    "list at least one measure (or name a churn, funnel or cohort metric)",
                 );
                 None
             }
@@ -159,6 +168,7 @@ pub(super) fn validate(
                 churn_form(d, &key, model, metrics, churn_bases, &mut errors)
             }
             1 if spec.funnel.is_some() => funnel_form(d, &key, metrics, &mut errors),
+            1 if spec.cohort.is_some() => cohort_form(d, &key, metrics, &mut errors),
             1 => {
                 measures_of_model(d, &key, measures, &mut errors);
                 Some(DefinitionForm::Measures)
@@ -167,8 +177,8 @@ pub(super) fn validate(
                 errors.push(
                     d.file,
                     &key,
-                    "a rollup holds measures, a churn metric or a funnel metric: declare one \
-                     rollup for each",
+                    "a rollup holds measures, a churn, a funnel or a cohort metric: declare \
+                     one rollup for each",
                 );
                 None
             }
@@ -337,6 +347,41 @@ fn funnel_form(
         return None;
     }
     Some(DefinitionForm::Funnel {
+        metric: name.to_string(),
+    })
+}
+
+fn cohort_form(
+    d: &Declared<'_, RollupSpec>,
+    key: &str,
+    metrics: &BTreeMap<String, Metric>,
+    errors: &mut CatalogErrors,
+) -> Option<DefinitionForm> {
+    let name = d.spec.cohort.as_deref().expect("a cohort rollup");
+    let at = format!("{key}.cohort");
+    let metric = named_metric(
+        d,
+        at.clone(),
+        name,
+        crate::spec::MetricKind::Cohort,
+        metrics,
+        errors,
+    )?;
+    let MetricDefinition::Cohort(c) = &metric.definition else {
+        unreachable!("checked: a cohort metric")
+    };
+    if c.model != d.spec.model {
+        errors.push(
+            d.file,
+            at,
+            format!(
+                "'{name}' counts model '{}', not '{}'",
+                c.model, d.spec.model
+            ),
+        );
+        return None;
+    }
+    Some(DefinitionForm::Cohort {
         metric: name.to_string(),
     })
 }

@@ -40,7 +40,8 @@ pub struct DefinitionFile {
 /// - `churn`: a churn metric's counts (active at start, churned, returned) for every pair of
 ///   consecutive period ends at `grains`;
 /// - `funnel`: each entity of a funnel metric with its first-step time and the time it reached
-///   each later step.
+///   each later step;
+/// - `cohort`: a cohort metric's sizes and active counts per (cohort, period, dimensions).
 ///
 /// Built when the catalog loads and after every data refresh; a query uses it when it answers
 /// the query exactly (its dimensions and filters all in it, the periods it needs held).
@@ -60,6 +61,8 @@ pub struct RollupSpec {
     pub grains: Vec<Grain>,
     /// A funnel metric of `model`.
     pub funnel: Option<String>,
+    /// A cohort metric of `model`.
+    pub cohort: Option<String>,
     pub description: Option<String>,
 }
 

@@ -174,33 +174,44 @@ async fn build_rollup(
                 rows,
             )
         }
-        DefinitionForm::Funnel { metric } => {
-            let check = run(rollup::funnel_check(catalog, def).await?).await?;
+        DefinitionForm::Funnel { metric } | DefinitionForm::Cohort { metric } => {
+            let check = run(rollup::entity_dimension_check(catalog, def).await?).await?;
             let entities = single_i64(&check, "__entities")?;
             let entity_dims = single_i64(&check, "__entity_dims")?;
             if entity_dims != entities {
                 return Err(format!(
-                    "the dimensions change between an entity's events ({entity_dims} distinct \
+                    "the dimensions change between an entity's rows ({entity_dims} distinct \
                      entity and dimension values for {entities} entities): a filter would drop \
-                     part of an entity's steps, so '{metric}' is computed from the model; keep \
+                     part of an entity's rows, so '{metric}' is computed from the model; keep \
                      only dimensions that are attributes of the entity"
                 ));
             }
-            let first_steps = single_i64(&check, "__first_steps")?;
-            let first_entities = single_i64(&check, "__first_step_entities")?;
-            if first_steps != first_entities {
-                return Err(format!(
-                    "some entities have more than one first-step event ({first_steps} events for \
-                     {first_entities} entities): which one starts the funnel depends on the \
-                     query's range, so '{metric}' is computed from the model"
-                ));
-            }
-            let plan = rollup::funnel_plan(catalog, def).await?;
+            let plan = match &def.form {
+                DefinitionForm::Funnel { .. } => {
+                    let check = run(rollup::funnel_first_steps(catalog, def).await?).await?;
+                    let first_steps = single_i64(&check, "__first_steps")?;
+                    let first_entities = single_i64(&check, "__first_step_entities")?;
+                    if first_steps != first_entities {
+                        return Err(format!(
+                            "some entities have more than one first-step event ({first_steps} \
+                             events for {first_entities} entities): which one starts the funnel \
+                             depends on the query's range, so '{metric}' is computed from the \
+                             model"
+                        ));
+                    }
+                    rollup::funnel_plan(catalog, def).await?
+                }
+                _ => rollup::cohort_plan(catalog, def, calendar).await?,
+            };
             let schema = Arc::new(plan.schema().as_arrow().clone());
             let batches = run(plan).await?;
             let rows = row_count(&batches);
             register(schema.clone(), batches)?;
-            (rollup::materialised_funnel(catalog, def, schema), rows)
+            let built = match &def.form {
+                DefinitionForm::Funnel { .. } => rollup::materialised_funnel(catalog, def, schema),
+                _ => rollup::materialised_cohort(catalog, def, schema, calendar),
+            };
+            (built, rows)
         }
     };
     built.rows = rows;

@@ -183,6 +183,22 @@ fn questions(
                 "won_opportunities_by_rm",
             ],
         ),
+        // Cohorts: sizes and active counts add up over dimensions that are the customer's.
+        (
+            json!({"metrics": ["customer_retention"], "time": {"from": from, "to": to}}),
+            vec!["customer_retention_by_branch"],
+        ),
+        (
+            json!({"metrics": ["customer_retention"], "dimensions": ["region"],
+                   "time": {"from": mid_from, "to": to},
+                   "filters": [{"dimension": "segment", "op": "eq", "value": "retail"}]}),
+            vec!["customer_retention_by_branch"],
+        ),
+        (
+            json!({"metrics": ["customer_retention"], "dimensions": ["tier"],
+                   "time": {"from": from, "to": to}}),
+            vec![],
+        ),
         // Funnels: every entity with its steps; a range cuts leads, not later steps.
         (
             json!({"metrics": ["credit_funnel"], "dimensions": ["product"],
@@ -253,6 +269,7 @@ async fn rollups_give_the_models_numbers_on_the_demo_bank_for_every_scope() {
             "customer_churn_by_rm",
             "customer_month_by_rm",
             "customer_products_by_rm",
+            "customer_retention_by_branch",
             "loan_month_by_rm",
             "loans_by_rm",
             "new_customers_by_rm",
@@ -425,7 +442,7 @@ async fn broken_rollups_name_file_and_key() {
         &errors,
         file,
         "rollups.r6",
-        "a rollup holds measures, a churn metric or a funnel metric",
+        "a rollup holds measures, a churn, a funnel or a cohort metric",
     );
     assert_has(
         &errors,

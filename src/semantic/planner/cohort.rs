@@ -34,12 +34,73 @@ pub(super) async fn plan(
     q: &ValidatedQuery,
     c: &CohortDefinition,
 ) -> Result<PlannedQuery, QueryError> {
+    let dims = &q.dimensions;
+    let g = c.grain;
+    let metric = &q.metrics[0];
+    let mut rollups = std::collections::BTreeSet::new();
+    let combined = match super::rollup::pick_cohort(catalog, q, metric) {
+        Some(r) => {
+            rollups.insert(r.name.clone());
+            from_rollup(catalog, q, r, g)?
+        }
+        None => triangle(catalog, c, dims, &q.filters, (q.from, q.to), &q.calendar).await?,
+    };
+    finish(q, dims, g, metric, combined, rollups)
+}
+
+/// The cohorts a query's range selects from a cohort rollup, with its filters, summed over the
+/// dimensions the query does not group by.
+fn from_rollup(
+    catalog: &Catalog,
+    q: &ValidatedQuery,
+    r: &crate::catalog::Rollup,
+    g: Grain,
+) -> Result<DataFrame, QueryError> {
+    let mut rows = catalog.scan(&r.model).map_err(df_err)?;
+    let first = q.from.map(|f| period_start(f, g, q.calendar.week_start));
+    if let Some(range) = range_expr(
+        ident(COHORT),
+        &DataType::Date32,
+        first,
+        q.to.and_then(|d| d.succ_opt()),
+        &q.calendar,
+    )? {
+        rows = rows.filter(range).map_err(df_err)?;
+    }
+    for f in &q.filters {
+        rows = rows
+            .filter(f.predicate.to_expr(ident(&f.dimension)))
+            .map_err(df_err)?;
+    }
+    let mut keys: Vec<Expr> = vec![ident(COHORT)];
+    keys.extend(q.dimensions.iter().map(ident));
+    keys.push(ident("__p"));
+    rows.aggregate(
+        keys,
+        vec![
+            sum(ident("__size")).alias("__size"),
+            sum(ident("__active")).alias("__active"),
+        ],
+    )
+    .map_err(df_err)
+}
+
+/// The triangle before its metrics: (cohort, dims..., `__p`, `__size`, `__active`), a row for
+/// every period from each cohort to the last with data. What a cohort rollup holds, over every
+/// cohort.
+pub(super) async fn triangle(
+    catalog: &Catalog,
+    c: &CohortDefinition,
+    dims: &[String],
+    filters: &[crate::semantic::validate::Filter],
+    (from, to): (Option<chrono::NaiveDate>, Option<chrono::NaiveDate>),
+    calendar: &crate::semantic::calendar::CalendarConfig,
+) -> Result<DataFrame, QueryError> {
     let model = &catalog.models[&c.model];
     let t = model
         .time
         .as_ref()
         .expect("validated: cohort models have time");
-    let dims = &q.dimensions;
     let g = c.grain;
 
     // Each period's end snapshot date, over the whole model.
@@ -47,20 +108,20 @@ pub(super) async fn plan(
         .scan(model)
         .map_err(df_err)?
         .aggregate(
-            vec![period_expr(g, ident(&t.column), &t.data_type, &q.calendar).alias("__p")],
+            vec![period_expr(g, ident(&t.column), &t.data_type, calendar).alias("__p")],
             vec![max(ident(&t.column)).alias("__end")],
         )
         .map_err(df_err)?;
 
     let mut needed: Vec<String> = dims.to_vec();
     needed.extend(c.cohort_by.iter().filter(|cb| !dims.contains(cb)).cloned());
-    let (rows, dim_exprs) = filtered_rows(catalog, model, &needed, &q.filters).await?;
+    let (rows, dim_exprs) = filtered_rows(catalog, model, &needed, filters).await?;
     let mut select = entity_snapshot(
         catalog, &c.entity, &t.column, &c.active, "__act", dims, &dim_exprs,
     )?;
     if let Some(cb) = &c.cohort_by {
         let cb_type = &catalog.dimensions[cb].data_type;
-        select.push(period_expr(g, dim_exprs[cb].clone(), cb_type, &q.calendar).alias("__cb"));
+        select.push(period_expr(g, dim_exprs[cb].clone(), cb_type, calendar).alias("__cb"));
     }
     let at_end = rows
         .select(select)
@@ -84,13 +145,13 @@ pub(super) async fn plan(
             .and_then(|a| a.aggregate(entity_keys, vec![min(ident("__p")).alias(COHORT)])),
     }
     .map_err(df_err)?;
-    let first = q.from.map(|f| period_start(f, g, q.calendar.week_start));
+    let first = from.map(|f| period_start(f, g, calendar.week_start));
     let cohorts = match range_expr(
         ident(COHORT),
         &DataType::Date32,
         first,
-        q.to.and_then(|d| d.succ_opt()),
-        &q.calendar,
+        to.and_then(|d| d.succ_opt()),
+        calendar,
     )? {
         Some(r) => cohorts.filter(r).map_err(df_err)?,
         None => cohorts,
@@ -175,7 +236,18 @@ pub(super) async fn plan(
         })
         .map_err(df_err)?;
 
-    let metric = &q.metrics[0];
+    Ok(combined)
+}
+
+/// Metrics and order over the triangle.
+fn finish(
+    q: &ValidatedQuery,
+    dims: &[String],
+    g: Grain,
+    metric: &str,
+    combined: DataFrame,
+    rollups: std::collections::BTreeSet<String>,
+) -> Result<PlannedQuery, QueryError> {
     let mut select = vec![
         ident(COHORT),
         periods_between(g, ident(COHORT), ident("__p")).alias(PERIODS_SINCE),
@@ -239,7 +311,7 @@ pub(super) async fn plan(
         rows: rows.into_unoptimized_plan(),
         totals: None,
         columns,
-        rollups: Default::default(),
+        rollups,
     })
 }
 

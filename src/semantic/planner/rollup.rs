@@ -17,7 +17,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan, cast};
 use datafusion::prelude::{ident, lit};
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{aggregate, churn, funnel, measure_input, with_dimensions};
+use super::{aggregate, churn, cohort, funnel, measure_input, with_dimensions};
 use crate::catalog::{
     Catalog, Combine, DefinitionForm, DimensionBinding, Measure, MetricDefinition, Model,
     Reaggregation, Rollup, RollupDefinition, RollupForm, TimeColumn, reaggregation,
@@ -386,12 +386,10 @@ pub async fn funnel_plan(catalog: &Catalog, def: &RollupDefinition) -> Result<Lo
     Ok(df.into_unoptimized_plan())
 }
 
-/// The plan checking that a funnel rollup answers exactly, one row: `__entities` (entities with
-/// any event), `__entity_dims` (distinct entity and dimension values over all events: equal
-/// when each entity's dimensions never change, so a filter keeps or drops all its events) and
-/// `__first_steps` with `__first_step_entities` (equal when each entity has one step-1 event, so
-/// the range a query cuts keeps it whole or not at all).
-pub async fn funnel_check(
+/// The plan checking that each entity of a funnel rollup has one step-1 event, one row:
+/// `__first_steps` and `__first_step_entities`, equal exactly when it does, so that the range a
+/// query cuts keeps an entity whole or not at all.
+pub async fn funnel_first_steps(
     catalog: &Catalog,
     def: &RollupDefinition,
 ) -> Result<LogicalPlan, String> {
@@ -399,28 +397,11 @@ pub async fn funnel_check(
         return Err("not a funnel rollup".into());
     };
     let f = funnel_of(catalog, metric);
-    let model = &catalog.models[&f.model];
-    let dims = &def.spec.dimensions;
-    let (events, exprs) = super::filtered_rows(catalog, model, dims, &[])
-        .await
-        .map_err(plan_error)?;
-    let mut keys = vec![ident(&f.entity).alias("__e")];
-    keys.extend(super::dimension_columns(catalog, dims, &exprs));
-    let count_rows = |alias: &str| vec![count(lit(1i64)).alias(alias)];
-    let entity_dims = events
-        .clone()
-        .aggregate(keys, vec![])
-        .and_then(|e| e.aggregate(vec![], count_rows("__entity_dims")))
-        .map_err(df_error)?;
-    let entities = events
-        .clone()
-        .aggregate(vec![ident(&f.entity)], vec![])
-        .and_then(|e| e.aggregate(vec![], count_rows("__entities")))
-        .map_err(df_error)?;
     let first =
         cast(ident(&f.step), DataType::Utf8).eq(lit(ScalarValue::Utf8(Some(f.steps[0].clone()))));
-    let first_steps = events
-        .filter(first)
+    let first_steps = catalog
+        .scan(&catalog.models[&f.model])
+        .and_then(|e| e.filter(first))
         .and_then(|e| {
             e.aggregate(
                 vec![],
@@ -432,13 +413,7 @@ pub async fn funnel_check(
             )
         })
         .map_err(df_error)?;
-    let cross = |a: datafusion::dataframe::DataFrame, b| {
-        a.join(b, datafusion::logical_expr::JoinType::Inner, &[], &[], None)
-    };
-    let all = cross(entity_dims, entities)
-        .and_then(|a| cross(a, first_steps))
-        .map_err(df_error)?;
-    Ok(all.into_unoptimized_plan())
+    Ok(first_steps.into_unoptimized_plan())
 }
 
 pub fn materialised_funnel(catalog: &Catalog, def: &RollupDefinition, schema: SchemaRef) -> Rollup {
@@ -454,6 +429,131 @@ pub fn materialised_funnel(catalog: &Catalog, def: &RollupDefinition, schema: Sc
         metric: metric.clone(),
     };
     rollup_of(catalog, def, schema, time, form)
+}
+
+/// The cohort metric a cohort rollup holds.
+fn cohort_of<'a>(catalog: &'a Catalog, metric: &str) -> &'a crate::catalog::CohortDefinition {
+    match &catalog.metrics[metric].definition {
+        MetricDefinition::Cohort(c) => c,
+        _ => unreachable!("validated: a cohort metric"),
+    }
+}
+
+/// The plan computing a cohort rollup's rows: the whole triangle by every dimension it holds.
+pub async fn cohort_plan(
+    catalog: &Catalog,
+    def: &RollupDefinition,
+    calendar: &CalendarConfig,
+) -> Result<LogicalPlan, String> {
+    let DefinitionForm::Cohort { metric } = &def.form else {
+        return Err("not a cohort rollup".into());
+    };
+    let c = cohort_of(catalog, metric);
+    let df = cohort::triangle(
+        catalog,
+        c,
+        &def.spec.dimensions,
+        &[],
+        (None, None),
+        calendar,
+    )
+    .await
+    .map_err(plan_error)?;
+    Ok(df.into_unoptimized_plan())
+}
+
+/// The model a funnel or cohort rollup reads, and its entity.
+fn entity_of<'a>(catalog: &'a Catalog, def: &RollupDefinition) -> Option<(&'a Model, &'a str)> {
+    let (model, entity) = match &def.form {
+        DefinitionForm::Funnel { metric } => {
+            let f = funnel_of(catalog, metric);
+            (&f.model, &f.entity)
+        }
+        DefinitionForm::Cohort { metric } => {
+            let c = cohort_of(catalog, metric);
+            (&c.model, &c.entity)
+        }
+        _ => return None,
+    };
+    Some((&catalog.models[model], entity.as_str()))
+}
+
+/// The plan checking that an entity's dimensions never change, one row: `__entities` (entities
+/// with any row) and `__entity_dims` (distinct entity and dimension values), equal exactly when
+/// a filter on the dimensions keeps or drops all of an entity's rows, and the entity falls in
+/// one group.
+pub async fn entity_dimension_check(
+    catalog: &Catalog,
+    def: &RollupDefinition,
+) -> Result<LogicalPlan, String> {
+    let (model, entity) = entity_of(catalog, def).ok_or("not a funnel or cohort rollup")?;
+    let dims = &def.spec.dimensions;
+    let (rows, exprs) = super::filtered_rows(catalog, model, dims, &[])
+        .await
+        .map_err(plan_error)?;
+    let mut keys = vec![ident(entity).alias("__e")];
+    keys.extend(super::dimension_columns(catalog, dims, &exprs));
+    let count_rows = |alias: &str| vec![count(lit(1i64)).alias(alias)];
+    let entity_dims = rows
+        .clone()
+        .aggregate(keys, vec![])
+        .and_then(|e| e.aggregate(vec![], count_rows("__entity_dims")))
+        .map_err(df_error)?;
+    let entities = rows
+        .aggregate(vec![ident(entity)], vec![])
+        .and_then(|e| e.aggregate(vec![], count_rows("__entities")))
+        .and_then(|e| {
+            e.join(
+                entity_dims,
+                datafusion::logical_expr::JoinType::Inner,
+                &[],
+                &[],
+                None,
+            )
+        })
+        .map_err(df_error)?;
+    Ok(entities.into_unoptimized_plan())
+}
+
+pub fn materialised_cohort(
+    catalog: &Catalog,
+    def: &RollupDefinition,
+    schema: SchemaRef,
+    calendar: &CalendarConfig,
+) -> Rollup {
+    let DefinitionForm::Cohort { metric } = &def.form else {
+        unreachable!("a cohort rollup")
+    };
+    let form = RollupForm::Cohort {
+        metric: metric.clone(),
+        time_zone: calendar.time_zone,
+        week_start: calendar.week_start,
+    };
+    rollup_of(catalog, def, schema, None, form)
+}
+
+/// The smallest cohort rollup of `metric` holding every dimension the query reads, built in the
+/// query's calendar.
+pub fn pick_cohort<'a>(
+    catalog: &'a Catalog,
+    q: &ValidatedQuery,
+    metric: &str,
+) -> Option<&'a Rollup> {
+    if !q.use_rollups {
+        return None;
+    }
+    let needed = needed(q, &q.dimensions);
+    catalog
+        .rollups
+        .values()
+        .filter(|r| {
+            matches!(&r.form, RollupForm::Cohort { metric: m, time_zone, week_start }
+                if m == metric
+                    && *time_zone == q.calendar.time_zone
+                    && *week_start == q.calendar.week_start)
+                && needed.iter().all(|d| r.dimensions.contains(*d))
+        })
+        .min_by_key(|r| r.rows)
 }
 
 /// Every dimension a query's group reads: grouped by or filtered on (the scope included).
