@@ -390,9 +390,9 @@ fn cohort_form(
 pub fn distinct_refusal(measure: &str, entity_rows: i64, summed: i64, snapshot: bool) -> String {
     let at = if snapshot { " at a snapshot" } else { "" };
     format!(
-        "'{measure}' is a distinct count and its entities fall in more than one group of this \
-         rollup{at} ({summed} summed over groups against {entity_rows} distinct): summing the \
-         groups would count them twice, so it is computed from the model; drop dimensions that \
-         are not attributes of the entity"
+        "'{measure}' is a distinct count and some of its entities are counted more than once{at} \
+         (in two groups of this rollup, or on two rows of one: {summed} values against \
+         {entity_rows} distinct): summing the groups would count them twice, so it is computed \
+         from the model; drop dimensions that are not attributes of the entity"
     )
 }

@@ -65,7 +65,9 @@ struct DataFusionTables {
 }
 
 impl DataFusionTables {
+    /// Registers `provider` as `name`, replacing a table of that name (a rollup rebuilt in place).
     fn add(&self, name: &str, provider: Arc<dyn TableProvider>) -> Result<()> {
+        self.ctx.deregister_table(name)?;
         self.ctx.register_table(name, provider.clone())?;
         self.providers
             .write()

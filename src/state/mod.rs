@@ -125,17 +125,45 @@ async fn build_rollup(
         DefinitionForm::Measures => {
             let plan = rollup::plan(catalog, def, calendar).await?;
             let schema = Arc::new(plan.schema().as_arrow().clone());
-            let batches = run(plan).await?;
-            let rows = row_count(&batches);
-            register(schema.clone(), batches)?;
+            let mut batches = run(plan).await?;
             let mut refused = BTreeSet::new();
-            for (measure, check) in rollup::distinct_checks(catalog, def, schema.clone())? {
-                let counts = run(check).await?;
-                let (distinct, summed) = (
-                    single_i64(&counts, "__distinct")?,
-                    single_i64(&counts, "__summed")?,
-                );
-                if distinct != summed {
+            for (measure, check) in rollup::distinct_checks(catalog, def)? {
+                let distinct = single_i64(&run(check).await?, "__distinct")?;
+                let column = rollup::partial_column(&measure);
+                let mut summed = column_sum(&batches, &column)?;
+                if summed != distinct {
+                    // Values repeat within groups (a customer on one row per product): count
+                    // each group's distinct values instead, and check again.
+                    let part =
+                        run(rollup::distinct_part(catalog, def, &measure, calendar).await?).await?;
+                    summed = column_sum(&part, &column)?;
+                    if summed == distinct {
+                        let part_table = format!("{}__{measure}", rollup::table_name(def));
+                        let part_schema = part
+                            .first()
+                            .map(|b| b.schema())
+                            .ok_or("the distinct counts came back empty")?;
+                        register(schema.clone(), std::mem::take(&mut batches))?;
+                        tables
+                            .register_batches(&part_table, part_schema.clone(), part)
+                            .map_err(|e| e.to_string())?;
+                        let merged = rollup::with_distinct_part(
+                            catalog,
+                            def,
+                            schema.clone(),
+                            &measure,
+                            (&part_table, part_schema.clone()),
+                        )?;
+                        let merged_schema = merged.schema().as_arrow().clone();
+                        let merged = run(merged).await?;
+                        batches = reorder(&merged, &schema, &merged_schema)?;
+                        // The part is merged in: free it.
+                        tables
+                            .register_batches(&part_table, part_schema, Vec::new())
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+                if summed != distinct {
                     let i = def.spec.measures.iter().position(|m| *m == measure);
                     let snapshot = catalog.measures[&measure].snapshot.is_some();
                     refusals.push(CatalogError::new(
@@ -146,6 +174,8 @@ async fn build_rollup(
                     refused.insert(measure);
                 }
             }
+            let rows = row_count(&batches);
+            register(schema.clone(), batches)?;
             (
                 rollup::materialised(catalog, def, schema, &refused, calendar),
                 rows,
@@ -218,6 +248,49 @@ async fn build_rollup(
     built.build_ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;
     tracing::info!(rollup = %def.name, model = %def.spec.model, rows, build_ms = built.build_ms, "rollup built");
     Ok((built, refusals))
+}
+
+/// The sum of an Int64 column over batches (a rollup's partial counts).
+fn column_sum(batches: &[RecordBatch], column: &str) -> Result<i64, String> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+    let mut total = 0i64;
+    for b in batches {
+        let c = b
+            .column_by_name(column)
+            .and_then(|c| c.as_primitive_opt::<Int64Type>())
+            .ok_or_else(|| format!("the rollup has no count column '{column}'"))?;
+        total += c.iter().flatten().sum::<i64>();
+    }
+    Ok(total)
+}
+
+/// Batches of `from` (columns as in `from_schema`) with the columns in `schema`'s order and
+/// types.
+fn reorder(
+    batches: &[RecordBatch],
+    schema: &SchemaRef,
+    from_schema: &datafusion::arrow::datatypes::Schema,
+) -> Result<Vec<RecordBatch>, String> {
+    let order: Vec<usize> = schema
+        .fields()
+        .iter()
+        .map(|f| from_schema.index_of(f.name()).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    batches
+        .iter()
+        .map(|b| {
+            let columns = order
+                .iter()
+                .zip(schema.fields())
+                .map(|(i, f)| {
+                    datafusion::arrow::compute::cast(b.column(*i), f.data_type())
+                        .map_err(|e| e.to_string())
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
+        })
+        .collect()
 }
 
 fn row_count(batches: &[RecordBatch]) -> usize {

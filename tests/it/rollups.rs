@@ -334,7 +334,7 @@ async fn every_reaggregation_matches_the_model_on_the_golden_fixture() {
     assert_eq!(refused[0].key, "rollups.loans_by_team.measures[8]");
     assert!(
         refused[0].reason.contains(
-            "'loans_seen' is a distinct count and its entities fall in more than one group"
+            "'loans_seen' is a distinct count and some of its entities are counted more than once"
         ),
         "{}",
         refused[0].reason

@@ -12,6 +12,7 @@
 use chrono::NaiveDate;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
+use datafusion::dataframe::DataFrame;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::logical_expr::{Expr, LogicalPlan, cast};
 use datafusion::prelude::{ident, lit};
@@ -29,11 +30,6 @@ use crate::spec::Aggregation;
 use crate::text::first_line;
 
 const ROLLUP_TIME: &str = "__rollup_time";
-
-/// The rollup's column holding a measure's partial result.
-fn partial_column(name: &str) -> String {
-    format!("__rollup_{name}")
-}
 
 /// The column holding an average's partial count.
 fn partial_count_column(name: &str) -> String {
@@ -62,20 +58,18 @@ fn measures_of<'a>(catalog: &'a Catalog, def: &RollupDefinition) -> Vec<&'a Meas
         .collect()
 }
 
-/// The plan computing a measure rollup's rows: its measures' partial results grouped by the
-/// model's time column and the rollup's dimensions (joins done once, here).
-pub async fn plan(
+/// The model's rows under the rollup's keys (its time and dimensions, joins done) with every
+/// measure's input as `__in_<measure>`, and the key names.
+async fn keyed_rows(
     catalog: &Catalog,
     def: &RollupDefinition,
     calendar: &CalendarConfig,
-) -> Result<LogicalPlan, String> {
+) -> Result<(DataFrame, Vec<String>), String> {
     let base = &catalog.models[&def.spec.model];
     let measures = measures_of(catalog, def);
     let (df, exprs) = Box::pin(with_dimensions(catalog, base, &def.spec.dimensions, &mut 0))
         .await
         .map_err(plan_error)?;
-
-    // Keys and every measure's input under plain names, computed once.
     let mut keys: Vec<String> = Vec::new();
     let mut select: Vec<Expr> = Vec::new();
     if let Some(t) = &base.time {
@@ -91,59 +85,14 @@ pub async fn plan(
         keys.push(d.clone());
         select.push(cast(exprs[d].clone(), data_type).alias(d));
     }
-    let input = |m: &Measure| format!("__in_{}", m.name);
     for m in &measures {
         select.push(
             measure_input(m, df.schema())
                 .map_err(plan_error)?
-                .alias(input(m)),
+                .alias(input_column(m)),
         );
     }
-    let rows = df.select(select).map_err(df_error)?;
-    let key_exprs = || keys.iter().map(ident).collect::<Vec<Expr>>();
-
-    let mut aggs = Vec::new();
-    for m in measures
-        .iter()
-        .filter(|m| m.agg != Aggregation::CountDistinct)
-    {
-        let value = ident(input(m));
-        match reaggregation(m.agg) {
-            Reaggregation::SumOverCount => {
-                aggs.push(sum(value.clone()).alias(partial_column(&m.name)));
-                aggs.push(count(value).alias(partial_count_column(&m.name)));
-            }
-            _ => aggs.push(aggregate(m.agg, value).alias(partial_column(&m.name))),
-        }
-    }
-    let mut parts = vec![
-        rows.clone()
-            .aggregate(key_exprs(), aggs)
-            .map_err(df_error)?,
-    ];
-    // A distinct count as two plain aggregations (distinct values per group, then a count of
-    // them): unlike per-group hash sets, these stay inside the memory pool and can spill.
-    for m in measures
-        .iter()
-        .filter(|m| m.agg == Aggregation::CountDistinct)
-    {
-        let mut distinct_keys = key_exprs();
-        distinct_keys.push(ident(input(m)));
-        let part = rows
-            .clone()
-            .filter(ident(input(m)).is_not_null())
-            .and_then(|r| r.aggregate(distinct_keys, vec![]))
-            .and_then(|r| {
-                r.aggregate(
-                    key_exprs(),
-                    vec![count(lit(1i64)).alias(partial_column(&m.name))],
-                )
-            })
-            .map_err(df_error)?;
-        parts.push(part);
-    }
-    let combined = super::union_by_keys(parts, &keys).map_err(plan_error)?;
-    Ok(combined.into_unoptimized_plan())
+    Ok((df.select(select).map_err(df_error)?, keys))
 }
 
 /// Whether a measure rollup keeps the model's timestamps as local dates: when they are
@@ -155,14 +104,114 @@ fn local_days(base: &Model, measures: &[&Measure]) -> bool {
     ) && measures.iter().all(|m| m.snapshot.is_none())
 }
 
-/// For each distinct count the rollup holds, a plan giving one row: `__distinct`, the entities
-/// counted over the model (per snapshot date for a semi-additive measure, else overall), and
-/// `__summed`, the rollup's partial counts added up. They are equal exactly when each entity
-/// falls in one group of the rollup (at a snapshot), so that summing groups counts it once.
+fn input_column(m: &Measure) -> String {
+    format!("__in_{}", m.name)
+}
+
+/// The plan computing a measure rollup's rows: its measures' partial results grouped by the
+/// model's time column and the rollup's dimensions (joins done once, here).
+pub async fn plan(
+    catalog: &Catalog,
+    def: &RollupDefinition,
+    calendar: &CalendarConfig,
+) -> Result<LogicalPlan, String> {
+    let (rows, keys) = keyed_rows(catalog, def, calendar).await?;
+    let mut aggs = Vec::new();
+    for m in measures_of(catalog, def) {
+        let value = ident(input_column(m));
+        match reaggregation(m.agg) {
+            Reaggregation::SumOverCount => {
+                aggs.push(sum(value.clone()).alias(partial_column(&m.name)));
+                aggs.push(count(value).alias(partial_count_column(&m.name)));
+            }
+            // A distinct count is first kept as the group's count of values: exact when no value
+            // repeats within a group, which the build checks (see `distinct_part` otherwise).
+            // Unlike per-group hash sets, a count stays inside the memory pool.
+            Reaggregation::SumOfDistinct => aggs.push(count(value).alias(partial_column(&m.name))),
+            Reaggregation::By(_) => {
+                aggs.push(aggregate(m.agg, value).alias(partial_column(&m.name)))
+            }
+        }
+    }
+    let rows = rows
+        .aggregate(keys.iter().map(ident).collect(), aggs)
+        .map_err(df_error)?;
+    Ok(rows.into_unoptimized_plan())
+}
+
+/// A distinct count's exact per-group counts, for when values repeat within a group: the
+/// distinct (keys, value) pairs, then a count of them per group (two plain aggregations).
+pub async fn distinct_part(
+    catalog: &Catalog,
+    def: &RollupDefinition,
+    measure: &str,
+    calendar: &CalendarConfig,
+) -> Result<LogicalPlan, String> {
+    let (rows, keys) = keyed_rows(catalog, def, calendar).await?;
+    let value = ident(input_column(&catalog.measures[measure]));
+    let key_exprs = || keys.iter().map(ident).collect::<Vec<Expr>>();
+    let mut distinct_keys = key_exprs();
+    distinct_keys.push(value.clone());
+    let part = rows
+        .filter(value.is_not_null())
+        .and_then(|r| r.aggregate(distinct_keys, vec![]))
+        .and_then(|r| {
+            r.aggregate(
+                key_exprs(),
+                vec![count(lit(1i64)).alias(partial_column(measure))],
+            )
+        })
+        .map_err(df_error)?;
+    Ok(part.into_unoptimized_plan())
+}
+
+/// The rollup's rows (table [`table_name`], `schema`) with one distinct count's partial column
+/// replaced by the rows of `part_table` (from [`distinct_part`]).
+pub fn with_distinct_part(
+    catalog: &Catalog,
+    def: &RollupDefinition,
+    schema: SchemaRef,
+    measure: &str,
+    (part_table, part_schema): (&str, SchemaRef),
+) -> Result<LogicalPlan, String> {
+    let column = partial_column(measure);
+    let keep: Vec<Expr> = schema
+        .fields()
+        .iter()
+        .filter(|f| *f.name() != column)
+        .map(|f| ident(f.name()))
+        .collect();
+    let keys: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|n| !n.starts_with("__rollup_") || n == ROLLUP_TIME)
+        .collect();
+    let rest = catalog
+        .plans
+        .scan(&table_name(def), schema)
+        .and_then(|r| r.select(keep))
+        .map_err(df_error)?;
+    let part = catalog
+        .plans
+        .scan(part_table, part_schema)
+        .map_err(df_error)?;
+    let merged = super::union_by_keys(vec![rest, part], &keys).map_err(plan_error)?;
+    Ok(merged.into_unoptimized_plan())
+}
+
+/// The rollup's column holding a measure's partial result.
+pub fn partial_column(name: &str) -> String {
+    format!("__rollup_{name}")
+}
+
+/// For each distinct count the rollup holds, a plan giving one row, `__distinct`: the entities
+/// counted over the model (per snapshot date for a semi-additive measure, else overall). The
+/// groups' partial counts add up to it exactly when each entity is counted in one group (at a
+/// snapshot), so that summing groups counts it once.
 pub fn distinct_checks(
     catalog: &Catalog,
     def: &RollupDefinition,
-    rollup_schema: SchemaRef,
 ) -> Result<Vec<(String, LogicalPlan)>, String> {
     let base = &catalog.models[&def.spec.model];
     let mut out = Vec::new();
@@ -181,29 +230,7 @@ pub fn distinct_checks(
             .and_then(|r| r.aggregate(keys, vec![]))
             .and_then(|r| r.aggregate(vec![], vec![count(lit(1i64)).alias("__distinct")]))
             .map_err(df_error)?;
-        let summed = catalog
-            .plans
-            .scan(&table_name(def), rollup_schema.clone())
-            .and_then(|r| {
-                r.aggregate(
-                    vec![],
-                    vec![
-                        cast(sum(ident(partial_column(&m.name))), DataType::Int64)
-                            .alias("__summed"),
-                    ],
-                )
-            })
-            .map_err(df_error)?;
-        let both = distinct
-            .join(
-                summed,
-                datafusion::logical_expr::JoinType::Inner,
-                &[],
-                &[],
-                None,
-            )
-            .map_err(df_error)?;
-        out.push((m.name.clone(), both.into_unoptimized_plan()));
+        out.push((m.name.clone(), distinct.into_unoptimized_plan()));
     }
     Ok(out)
 }
