@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import duckdb
@@ -219,6 +220,7 @@ def main():
         sys.exit("kpilens did not start")
     # Listening comes after the catalog and every rollup are built.
     startup_ms = (time.perf_counter() - started) * 1e3
+    print(f"kpilens listening after {startup_ms:,.0f} ms", file=sys.stderr, flush=True)
     status, _ = http(base, "/api/v1/catalog/status")
     rollups = status.get("rollups", [])
 
@@ -240,12 +242,18 @@ def main():
                 row["cold"], row["cold_http"] = payload["meta"]["elapsed_ms"], wall
                 row["rollups"] = ", ".join(payload["meta"].get("rollups", [])) or "—"
                 read0 = bytes_read(server.pid)
-                model, _ = http(base, "/api/v1/query", {**q, "rollups": False})
+                try:
+                    model, _ = http(base, "/api/v1/query", {**q, "rollups": False})
+                except urllib.error.HTTPError as e:
+                    # Refused (say, for memory): reported, not a crash of the whole run.
+                    model = None
+                    row["model_refused"] = f"{e.code} {json.loads(e.read() or b'{}').get('error', {}).get('code', '')}"
+                    print(f"{name}: from the models refused: {row['model_refused']}", file=sys.stderr)
                 row["read_model"] = (bytes_read(server.pid) - read0) / 2**20
-                row["cold_model"] = model["meta"]["elapsed_ms"]
+                row["cold_model"] = model["meta"]["elapsed_ms"] if model else None
                 cached = [http(base, "/api/v1/query", q) for _ in range(args.repeat)]
                 kp = kpilens_rows(payload, q["metrics"][0])
-                ok, why = same(kp, kpilens_rows(model, q["metrics"][0]))
+                ok, why = same(kp, kpilens_rows(model, q["metrics"][0])) if model else (True, "")
                 if not ok:
                     print(f"MISMATCH {name}: rollup vs model: {why}", file=sys.stderr)
                     row["rollup_mismatch"] = True
@@ -346,7 +354,7 @@ def main():
             agree += " (rollup ≠ model!)"
             mismatches += 1
         mismatches += sum(1 for p in peers if not r[f"{p}_same"])
-        print(f"| {r['query']} | {fmt(r['cold'])} / {fmt(r['cold_http'])} | {r.get('rollups', '—')} | {fmt(r.get('cold_model'))} | "
+        print(f"| {r['query']} | {fmt(r['cold'])} / {fmt(r['cold_http'])} | {r.get('rollups', '—')} | {r['model_refused'] if 'model_refused' in r else fmt(r.get('cold_model'))} | "
               f"{fmt(r.get('read'))} / {fmt(r.get('read_model'))} | {fmt(r['cached_p50'])} / {fmt(r['cached_p99'])} | "
               f"{fmt(r['cached_http_p50'])} | {fmt(r.get('duckdb_first'))} / {fmt(r.get('duckdb_median'))} | "
               f"{fmt(r.get('polars_first'))} / {fmt(r.get('polars_median'))} | {ratio('duckdb')} | {ratio('polars')} | {agree} |")

@@ -167,8 +167,9 @@ pub(super) fn validate(
             1 if spec.churn.is_some() => {
                 churn_form(d, &key, model, metrics, churn_bases, &mut errors)
             }
-            1 if spec.funnel.is_some() => funnel_form(d, &key, metrics, &mut errors),
-            1 if spec.cohort.is_some() => cohort_form(d, &key, metrics, &mut errors),
+            1 if spec.funnel.is_some() || spec.cohort.is_some() => {
+                entity_metric_form(d, &key, metrics, &mut errors)
+            }
             1 => {
                 measures_of_model(d, &key, measures, &mut errors);
                 Some(DefinitionForm::Measures)
@@ -229,34 +230,34 @@ fn measures_of_model(
     }
 }
 
-/// The metric a churn or funnel rollup names: a metric of `kind` over the rollup's model.
+/// The metric a churn, funnel or cohort rollup names (under `field`): of `kind`, over the
+/// rollup's model, with `counts` saying which model a metric of that kind counts.
 fn named_metric<'a>(
     d: &Declared<'_, RollupSpec>,
-    at: String,
-    name: &str,
+    key: &str,
+    (field, name): (&str, &str),
     kind: crate::spec::MetricKind,
     metrics: &'a BTreeMap<String, Metric>,
+    counts: impl Fn(&Metric) -> String,
     errors: &mut CatalogErrors,
 ) -> Option<&'a Metric> {
-    match metrics.get(name) {
-        None => {
-            errors.push(d.file, at, format!("unknown metric '{name}'"));
-            None
-        }
-        Some(m) if m.definition.kind() != kind => {
-            errors.push(
-                d.file,
-                at,
-                format!(
-                    "'{name}' is a {} metric, not a {} metric",
-                    kind_name(m.definition.kind()),
-                    kind_name(kind)
-                ),
-            );
-            None
-        }
-        Some(m) => Some(m),
-    }
+    let at = format!("{key}.{field}");
+    let reason = match metrics.get(name) {
+        None => format!("unknown metric '{name}'"),
+        Some(m) if m.definition.kind() != kind => format!(
+            "'{name}' is a {} metric, not a {} metric",
+            kind_name(m.definition.kind()),
+            kind_name(kind)
+        ),
+        Some(m) if counts(m) != d.spec.model => format!(
+            "'{name}' counts model '{}', not '{}'",
+            counts(m),
+            d.spec.model
+        ),
+        Some(m) => return Some(m),
+    };
+    errors.push(d.file, at, reason);
+    None
 }
 
 fn churn_form(
@@ -268,34 +269,26 @@ fn churn_form(
     errors: &mut CatalogErrors,
 ) -> Option<DefinitionForm> {
     let name = d.spec.churn.as_deref().expect("a churn rollup");
-    let at = format!("{key}.churn");
+    let base_of = |m: &Metric| match m.definition {
+        MetricDefinition::Churn { base, .. } => base,
+        _ => unreachable!("checked: a churn metric"),
+    };
+    let counts = |m: &Metric| churn_bases[base_of(m)].model.clone();
     let metric = named_metric(
         d,
-        at.clone(),
-        name,
+        key,
+        ("churn", name),
         crate::spec::MetricKind::Churn,
         metrics,
+        counts,
         errors,
     )?;
-    let MetricDefinition::Churn { base, .. } = metric.definition else {
-        unreachable!("checked: a churn metric")
-    };
-    if churn_bases[base].model != model.name {
-        errors.push(
-            d.file,
-            at,
-            format!(
-                "'{name}' counts model '{}', not '{}'",
-                churn_bases[base].model, model.name
-            ),
-        );
-        return None;
-    }
+    let base = base_of(metric);
     // Periods are computed from the snapshot dates in Rust, which reads them as calendar dates.
     if model.time.as_ref().map(|t| &t.data_type) != Some(&DataType::Date32) {
         errors.push(
             d.file,
-            at,
+            format!("{key}.churn"),
             format!(
                 "churn rollups need a model whose time column is a date; '{}' has {}",
                 model.name,
@@ -316,73 +309,29 @@ fn churn_form(
     Some(DefinitionForm::Churn { base, grains })
 }
 
-fn funnel_form(
+/// A funnel or cohort rollup: the metric it names, checked.
+fn entity_metric_form(
     d: &Declared<'_, RollupSpec>,
     key: &str,
     metrics: &BTreeMap<String, Metric>,
     errors: &mut CatalogErrors,
 ) -> Option<DefinitionForm> {
-    let name = d.spec.funnel.as_deref().expect("a funnel rollup");
-    let at = format!("{key}.funnel");
-    let metric = named_metric(
-        d,
-        at.clone(),
-        name,
-        crate::spec::MetricKind::Funnel,
-        metrics,
-        errors,
-    )?;
-    let MetricDefinition::Funnel(f) = &metric.definition else {
-        unreachable!("checked: a funnel metric")
+    use crate::spec::MetricKind;
+    let (field, name, kind) = match (&d.spec.funnel, &d.spec.cohort) {
+        (Some(f), _) => ("funnel", f, MetricKind::Funnel),
+        (_, Some(c)) => ("cohort", c, MetricKind::Cohort),
+        _ => unreachable!("a funnel or cohort rollup"),
     };
-    if f.model != d.spec.model {
-        errors.push(
-            d.file,
-            at,
-            format!(
-                "'{name}' counts model '{}', not '{}'",
-                f.model, d.spec.model
-            ),
-        );
-        return None;
-    }
-    Some(DefinitionForm::Funnel {
-        metric: name.to_string(),
-    })
-}
-
-fn cohort_form(
-    d: &Declared<'_, RollupSpec>,
-    key: &str,
-    metrics: &BTreeMap<String, Metric>,
-    errors: &mut CatalogErrors,
-) -> Option<DefinitionForm> {
-    let name = d.spec.cohort.as_deref().expect("a cohort rollup");
-    let at = format!("{key}.cohort");
-    let metric = named_metric(
-        d,
-        at.clone(),
-        name,
-        crate::spec::MetricKind::Cohort,
-        metrics,
-        errors,
-    )?;
-    let MetricDefinition::Cohort(c) = &metric.definition else {
-        unreachable!("checked: a cohort metric")
+    let counts = |m: &Metric| match &m.definition {
+        MetricDefinition::Funnel(f) => f.model.clone(),
+        MetricDefinition::Cohort(c) => c.model.clone(),
+        _ => String::new(),
     };
-    if c.model != d.spec.model {
-        errors.push(
-            d.file,
-            at,
-            format!(
-                "'{name}' counts model '{}', not '{}'",
-                c.model, d.spec.model
-            ),
-        );
-        return None;
-    }
-    Some(DefinitionForm::Cohort {
-        metric: name.to_string(),
+    named_metric(d, key, (field, name), kind, metrics, counts, errors)?;
+    let metric = name.to_string();
+    Some(match kind {
+        MetricKind::Funnel => DefinitionForm::Funnel { metric },
+        _ => DefinitionForm::Cohort { metric },
     })
 }
 

@@ -57,17 +57,7 @@ pub(super) async fn frame(
         .as_ref()
         .expect("validated: churn models have time");
     // The rows at the previous period end: entity, activity, dimensions, after filters.
-    let (rows, dim_exprs) = filtered_rows(catalog, model, dims, &q.filters).await?;
-    let select = entity_snapshot(
-        catalog,
-        &base.entity,
-        &t.column,
-        &base.active,
-        "__a0",
-        dims,
-        &dim_exprs,
-    )?;
-    let rows = rows.select(select).map_err(df_err)?;
+    let rows = start_rows(catalog, base, dims, &q.filters).await?;
     let at_start = rows
         .join_on(
             period_ends(catalog, q, model, grain, "cur").await?,
@@ -116,6 +106,32 @@ pub(super) async fn frame(
     counts(at_start, now, base_index, dims, grain.is_some())
 }
 
+/// Every snapshot row as a possible start: entity (`__e`), date (`__t`), activity (`__a0`) and
+/// dimensions, after filters.
+async fn start_rows(
+    catalog: &Catalog,
+    base: &ChurnBase,
+    dims: &[String],
+    filters: &[crate::semantic::validate::Filter],
+) -> Result<DataFrame, QueryError> {
+    let model = &catalog.models[&base.model];
+    let t = model
+        .time
+        .as_ref()
+        .expect("validated: churn models have time");
+    let (rows, dim_exprs) = filtered_rows(catalog, model, dims, filters).await?;
+    let select = entity_snapshot(
+        catalog,
+        &base.entity,
+        &t.column,
+        &base.active,
+        "__a0",
+        dims,
+        &dim_exprs,
+    )?;
+    rows.select(select).map_err(df_err)
+}
+
 /// The counts of one pair of snapshots (`start`, `end`), by `dims` read at `start`, with the
 /// pair as the columns [`PAIR_START`] and [`PAIR_END`]: what a churn rollup holds.
 pub(super) async fn pair_frame(
@@ -131,19 +147,9 @@ pub(super) async fn pair_frame(
         .time
         .as_ref()
         .expect("validated: churn models have time");
-    let (rows, dim_exprs) = filtered_rows(catalog, model, dims, &[]).await?;
-    let select = entity_snapshot(
-        catalog,
-        &base.entity,
-        &t.column,
-        &base.active,
-        "__a0",
-        dims,
-        &dim_exprs,
-    )?;
-    let at_start = rows
-        .filter(ident(&t.column).eq(lit(start.clone())))
-        .and_then(|r| r.select(select))
+    let at_start = start_rows(catalog, base, dims, &[])
+        .await?
+        .filter(ident("__t").eq(lit(start.clone())))
         .map_err(df_err)?;
     let active_now = flag(&base.active)?.alias("__a1");
     let now = catalog

@@ -559,30 +559,6 @@ pub fn materialised_cohort(
     rollup_of(catalog, def, schema, None, form)
 }
 
-/// The smallest cohort rollup of `metric` holding every dimension the query reads, built in the
-/// query's calendar.
-pub fn pick_cohort<'a>(
-    catalog: &'a Catalog,
-    q: &ValidatedQuery,
-    metric: &str,
-) -> Option<&'a Rollup> {
-    if !q.use_rollups {
-        return None;
-    }
-    let needed = needed(q, &q.dimensions);
-    catalog
-        .rollups
-        .values()
-        .filter(|r| {
-            matches!(&r.form, RollupForm::Cohort { metric: m, time_zone, week_start }
-                if m == metric
-                    && *time_zone == q.calendar.time_zone
-                    && *week_start == q.calendar.week_start)
-                && needed.iter().all(|d| r.dimensions.contains(*d))
-        })
-        .min_by_key(|r| r.rows)
-}
-
 /// Every dimension a query's group reads: grouped by or filtered on (the scope included).
 fn needed<'a>(q: &'a ValidatedQuery, dims: &'a [String]) -> BTreeSet<&'a String> {
     dims.iter()
@@ -662,6 +638,34 @@ pub fn pick_funnel<'a>(
     q: &ValidatedQuery,
     metric: &str,
 ) -> Option<&'a Rollup> {
+    pick_holding(
+        catalog,
+        q,
+        |form| matches!(form, RollupForm::Funnel { metric: m } if m == metric),
+    )
+}
+
+/// The smallest cohort rollup of `metric` holding every dimension the query reads, built in the
+/// query's calendar.
+pub fn pick_cohort<'a>(
+    catalog: &'a Catalog,
+    q: &ValidatedQuery,
+    metric: &str,
+) -> Option<&'a Rollup> {
+    pick_holding(catalog, q, |form| {
+        matches!(form, RollupForm::Cohort { metric: m, time_zone, week_start }
+            if m == metric
+                && *time_zone == q.calendar.time_zone
+                && *week_start == q.calendar.week_start)
+    })
+}
+
+/// The smallest rollup of a form `wanted` accepts holding every dimension the query reads.
+fn pick_holding<'a>(
+    catalog: &'a Catalog,
+    q: &ValidatedQuery,
+    wanted: impl Fn(&RollupForm) -> bool,
+) -> Option<&'a Rollup> {
     if !q.use_rollups {
         return None;
     }
@@ -669,9 +673,6 @@ pub fn pick_funnel<'a>(
     catalog
         .rollups
         .values()
-        .filter(|r| {
-            matches!(&r.form, RollupForm::Funnel { metric: m } if m == metric)
-                && needed.iter().all(|d| r.dimensions.contains(*d))
-        })
+        .filter(|r| wanted(&r.form) && needed.iter().all(|d| r.dimensions.contains(*d)))
         .min_by_key(|r| r.rows)
 }
