@@ -42,6 +42,24 @@ pub(super) fn column(base: usize, value: ChurnValue) -> String {
 const END: &str = "__end";
 const PREV_END: &str = "__prev_end";
 
+/// A churn base with its model and the model's time column.
+fn churn_model(
+    catalog: &Catalog,
+    base_index: usize,
+) -> (
+    &ChurnBase,
+    &crate::catalog::Model,
+    &crate::catalog::TimeColumn,
+) {
+    let base = &catalog.churn_bases[base_index];
+    let model = &catalog.models[&base.model];
+    let t = model
+        .time
+        .as_ref()
+        .expect("validated: churn models have time");
+    (base, model, t)
+}
+
 /// (period?, dims..., start, churned, returned) for one churn base.
 pub(super) async fn frame(
     catalog: &Catalog,
@@ -50,12 +68,7 @@ pub(super) async fn frame(
     dims: &[String],
     grain: Option<Grain>,
 ) -> Result<DataFrame, QueryError> {
-    let base: &ChurnBase = &catalog.churn_bases[base_index];
-    let model = &catalog.models[&base.model];
-    let t = model
-        .time
-        .as_ref()
-        .expect("validated: churn models have time");
+    let (base, model, t) = churn_model(catalog, base_index);
     // The rows at the previous period end: entity, activity, dimensions, after filters.
     let rows = start_rows(catalog, base, dims, &q.filters).await?;
     let at_start = rows
@@ -141,12 +154,7 @@ pub(super) async fn pair_frame(
     start: ScalarValue,
     end: ScalarValue,
 ) -> Result<DataFrame, QueryError> {
-    let base: &ChurnBase = &catalog.churn_bases[base_index];
-    let model = &catalog.models[&base.model];
-    let t = model
-        .time
-        .as_ref()
-        .expect("validated: churn models have time");
+    let (base, model, t) = churn_model(catalog, base_index);
     let at_start = start_rows(catalog, base, dims, &[])
         .await?
         .filter(ident("__t").eq(lit(start.clone())))
