@@ -122,6 +122,22 @@ async fn distinct_members(
         &BTreeSet::from([model.name.clone()]),
         &[],
     )?);
+    // A measure rollup of that model holds one group per combination of its dimensions present
+    // in the model's rows: the same members, without the model's scan and joins.
+    let read: BTreeSet<&String> = needed
+        .iter()
+        .chain(filters.iter().map(|f| &f.dimension))
+        .collect();
+    let model = catalog
+        .rollups
+        .values()
+        .filter(|r| {
+            r.base == model.name
+                && r.measures().is_some()
+                && read.iter().all(|d| r.dimensions.contains(*d))
+        })
+        .min_by_key(|r| r.rows)
+        .map_or(model, |r| &r.model);
     let (df, exprs) = filtered_rows(catalog, model, &[level.to_string()], &filters).await?;
     let data_type = catalog.dimensions[level].data_type.clone();
     let df = df

@@ -452,3 +452,47 @@ async fn broken_rollups_name_file_and_key() {
     );
     assert_has(&errors, file, "rollups.r7", "at least one measure");
 }
+
+/// Filter options and drill members read from measure rollups (one group per combination of
+/// their dimensions present in the model) are the models' members, for head office and a branch.
+#[tokio::test]
+async fn member_lists_from_rollups_are_the_models_members() {
+    let (data, settings) = demo_settings();
+    let with = KpiService::open(&settings).await.unwrap();
+    let bare = tempfile::tempdir().unwrap();
+    for dir in ["metrics", "sql", "dashboards"] {
+        super::copy_dir(&super::repo_dir().join(dir), &bare.path().join(dir));
+    }
+    std::fs::write(bare.path().join("metrics/rollups.yaml"), "rollups: {}\n").unwrap();
+    let without = KpiService::open(&kpilens::config::Settings {
+        project_dir: bare.path().to_path_buf(),
+        data_dir: data.path().to_path_buf(),
+        ..settings.clone()
+    })
+    .await
+    .unwrap();
+    assert!(without.catalog().rollups.is_empty());
+    let local = Principal::local();
+    let none = BTreeMap::new();
+    for id in ["executive", "retail", "risk", "service", "corporate_credit"] {
+        let a = kpilens::dashboard::render(&with, &local, id, &none)
+            .await
+            .unwrap();
+        let b = kpilens::dashboard::render(&without, &local, id, &none)
+            .await
+            .unwrap();
+        assert_eq!(json!(a.filters), json!(b.filters), "{id} filters");
+        assert!(a.filters.iter().all(|f| !f.options.is_empty()), "{id}");
+    }
+    let mut path = BTreeMap::new();
+    for level in ["region", "branch", "team", "rm", "customer"] {
+        let a = with.members(&local, "org", level, &path).await.unwrap();
+        let b = without.members(&local, "org", level, &path).await.unwrap();
+        assert_eq!(
+            a.members, b.members,
+            "org members at {level} under {path:?}"
+        );
+        let first = a.members[0].to_string().trim_matches('"').to_string();
+        path.insert(level.to_string(), first);
+    }
+}
