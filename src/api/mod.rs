@@ -176,7 +176,9 @@ async fn catalog_status(State(service): State<Arc<KpiService>>) -> Json<serde_js
         .values()
         .map(|r| {
             let (form, holds) = match &r.form {
-                RollupForm::Measures { measures, .. } => ("measures", json!(measures)),
+                RollupForm::Measures { rolled, .. } => {
+                    ("measures", json!(rolled.keys().collect::<Vec<_>>()))
+                }
                 RollupForm::Churn { pairs, .. } => {
                     ("churn", json!({"snapshot_pairs": pairs.len()}))
                 }

@@ -32,9 +32,7 @@ pub struct Rollup {
 pub enum RollupForm {
     /// Partial results of measures by time and dimensions.
     Measures {
-        /// Names of the base measures it holds.
-        measures: BTreeSet<String>,
-        /// Each measure as it re-aggregates over the rollup's columns (a sum of partial sums, of
+        /// Each base measure it holds, by name, as it re-aggregates over the rollup's columns (a sum of partial sums, of
         /// partial counts or of distinct counts, a min of mins, a max of maxes, a sum over a
         /// count).
         rolled: BTreeMap<String, Measure>,
@@ -63,16 +61,6 @@ pub enum RollupForm {
     },
 }
 
-impl Rollup {
-    /// The measures it holds (none for churn and funnel rollups).
-    pub fn measures(&self) -> Option<&BTreeSet<String>> {
-        match &self.form {
-            RollupForm::Measures { measures, .. } => Some(measures),
-            _ => None,
-        }
-    }
-}
-
 /// A rollup that validated and is ready to be built.
 pub struct RollupDefinition {
     pub name: String,
@@ -93,6 +81,8 @@ pub enum DefinitionForm {
 pub enum Reaggregation {
     /// Partial results combined by this aggregation.
     By(Aggregation),
+    /// Partial counts, summed: 0 over no rows, as the count itself gives.
+    SumOfCounts,
     /// A partial sum and a partial count, combined as sum / count.
     SumOverCount,
     /// Partial distinct counts, summed: exact only when each entity falls in one group (at a
@@ -102,7 +92,8 @@ pub enum Reaggregation {
 
 pub fn reaggregation(agg: Aggregation) -> Reaggregation {
     match agg {
-        Aggregation::Sum | Aggregation::Count => Reaggregation::By(Aggregation::Sum),
+        Aggregation::Sum => Reaggregation::By(Aggregation::Sum),
+        Aggregation::Count => Reaggregation::SumOfCounts,
         Aggregation::Min => Reaggregation::By(Aggregation::Min),
         Aggregation::Max => Reaggregation::By(Aggregation::Max),
         Aggregation::Avg => Reaggregation::SumOverCount,

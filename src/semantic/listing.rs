@@ -133,7 +133,7 @@ async fn distinct_members(
         .values()
         .filter(|r| {
             r.base == model.name
-                && r.measures().is_some()
+                && matches!(r.form, crate::catalog::RollupForm::Measures { .. })
                 && read.iter().all(|d| r.dimensions.contains(*d))
         })
         .min_by_key(|r| r.rows)

@@ -124,7 +124,7 @@ async fn build_rollup(
     let (mut built, rows) = match &def.form {
         DefinitionForm::Measures => {
             let plan = rollup::plan(catalog, def, calendar).await?;
-            let schema = Arc::new(plan.schema().as_arrow().clone());
+            let mut schema = Arc::new(plan.schema().as_arrow().clone());
             let mut batches = run(plan).await?;
             let mut refused = BTreeSet::new();
             for (measure, check) in rollup::distinct_checks(catalog, def)? {
@@ -154,9 +154,9 @@ async fn build_rollup(
                             &measure,
                             (&part_table, part_schema.clone()),
                         )?;
-                        let merged_schema = merged.schema().as_arrow().clone();
-                        let merged = run(merged).await?;
-                        batches = reorder(&merged, &schema, &merged_schema)?;
+                        // Same columns, in order; only nullability may differ.
+                        schema = Arc::new(merged.schema().as_arrow().clone());
+                        batches = run(merged).await?;
                         // The part is merged in: free it.
                         tables
                             .register_batches(&part_table, part_schema, Vec::new())
@@ -263,34 +263,6 @@ fn column_sum(batches: &[RecordBatch], column: &str) -> Result<i64, String> {
         total += c.iter().flatten().sum::<i64>();
     }
     Ok(total)
-}
-
-/// Batches of `from` (columns as in `from_schema`) with the columns in `schema`'s order and
-/// types.
-fn reorder(
-    batches: &[RecordBatch],
-    schema: &SchemaRef,
-    from_schema: &datafusion::arrow::datatypes::Schema,
-) -> Result<Vec<RecordBatch>, String> {
-    let order: Vec<usize> = schema
-        .fields()
-        .iter()
-        .map(|f| from_schema.index_of(f.name()).map_err(|e| e.to_string()))
-        .collect::<Result<_, _>>()?;
-    batches
-        .iter()
-        .map(|b| {
-            let columns = order
-                .iter()
-                .zip(schema.fields())
-                .map(|(i, f)| {
-                    datafusion::arrow::compute::cast(b.column(*i), f.data_type())
-                        .map_err(|e| e.to_string())
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
-        })
-        .collect()
 }
 
 fn row_count(batches: &[RecordBatch]) -> usize {

@@ -229,7 +229,7 @@ pub(super) fn needed_pairs(
 
 /// A query's churn counts from a churn rollup holding every pair it needs: the rows of those
 /// pairs, each pair's period read from its end snapshot, summed by (period?, dims).
-pub(super) fn from_rollup(
+pub(super) async fn from_rollup(
     catalog: &Catalog,
     q: &ValidatedQuery,
     rollup: &crate::catalog::Rollup,
@@ -248,14 +248,8 @@ pub(super) fn from_rollup(
         })
         .reduce(Expr::or)
         .unwrap_or(lit(false));
-    let rows = catalog
-        .scan(&rollup.model)
-        .and_then(|r| r.filter(wanted))
-        .map_err(df_err)?;
-    let rows = q.filters.iter().try_fold(rows, |rows, f| {
-        rows.filter(f.predicate.to_expr(ident(&f.dimension)))
-            .map_err(df_err)
-    })?;
+    let (rows, _) = filtered_rows(catalog, &rollup.model, &[], &q.filters).await?;
+    let rows = rows.filter(wanted).map_err(df_err)?;
     let mut keys: Vec<Expr> = Vec::new();
     if let Some(g) = grain {
         keys.push(period_expr(g, ident(PAIR_END), &DataType::Date32, &q.calendar).alias(PERIOD));

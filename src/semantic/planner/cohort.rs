@@ -41,7 +41,7 @@ pub(super) async fn plan(
     let combined = match super::rollup::pick_cohort(catalog, q, metric) {
         Some(r) => {
             rollups.insert(r.name.clone());
-            from_rollup(catalog, q, r, g)?
+            from_rollup(catalog, q, r, g).await?
         }
         None => triangle(catalog, c, dims, &q.filters, (q.from, q.to), &q.calendar).await?,
     };
@@ -50,13 +50,13 @@ pub(super) async fn plan(
 
 /// The cohorts a query's range selects from a cohort rollup, with its filters, summed over the
 /// dimensions the query does not group by.
-fn from_rollup(
+async fn from_rollup(
     catalog: &Catalog,
     q: &ValidatedQuery,
     r: &crate::catalog::Rollup,
     g: Grain,
 ) -> Result<DataFrame, QueryError> {
-    let mut rows = catalog.scan(&r.model).map_err(df_err)?;
+    let (mut rows, _) = filtered_rows(catalog, &r.model, &[], &q.filters).await?;
     let first = q.from.map(|f| period_start(f, g, q.calendar.week_start));
     if let Some(range) = range_expr(
         ident(COHORT),
@@ -66,11 +66,6 @@ fn from_rollup(
         &q.calendar,
     )? {
         rows = rows.filter(range).map_err(df_err)?;
-    }
-    for f in &q.filters {
-        rows = rows
-            .filter(f.predicate.to_expr(ident(&f.dimension)))
-            .map_err(df_err)?;
     }
     let mut keys: Vec<Expr> = vec![ident(COHORT)];
     keys.extend(q.dimensions.iter().map(ident));

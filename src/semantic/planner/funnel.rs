@@ -138,14 +138,9 @@ pub(super) async fn plan(
     let entities = match super::rollup::pick_funnel(catalog, q, metric) {
         Some(r) => {
             rollups.insert(r.name.clone());
-            let mut rows = catalog.scan(&r.model).map_err(df_err)?;
+            let (mut rows, _) = filtered_rows(catalog, &r.model, &[], &q.filters).await?;
             if let Some(range) = time_range(&r.model, q)? {
                 rows = rows.filter(range).map_err(df_err)?;
-            }
-            for filter in &q.filters {
-                rows = rows
-                    .filter(filter.predicate.to_expr(ident(&filter.dimension)))
-                    .map_err(df_err)?;
             }
             rows
         }

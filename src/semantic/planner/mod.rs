@@ -254,7 +254,7 @@ async fn metric_frame(
         parts.push(match rollup::pick_churn(catalog, q, base, dims, grain) {
             Some((r, pairs)) => {
                 rollups.insert(r.name.clone());
-                churn::from_rollup(catalog, q, r, base, &pairs, dims, grain)?
+                churn::from_rollup(catalog, q, r, base, &pairs, dims, grain).await?
             }
             None => churn::frame(catalog, q, base, dims, grain).await?,
         });

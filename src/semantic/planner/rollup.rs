@@ -58,6 +58,17 @@ fn measures_of<'a>(catalog: &'a Catalog, def: &RollupDefinition) -> Vec<&'a Meas
         .collect()
 }
 
+/// A measure rollup's key columns: its time (when the model has one) and its dimensions.
+fn key_columns(catalog: &Catalog, def: &RollupDefinition) -> Vec<String> {
+    let time = catalog.models[&def.spec.model]
+        .time
+        .as_ref()
+        .map(|_| ROLLUP_TIME.to_string());
+    time.into_iter()
+        .chain(def.spec.dimensions.iter().cloned())
+        .collect()
+}
+
 /// The model's rows under the rollup's keys (its time and dimensions, joins done) with every
 /// measure's input as `__in_<measure>`, and the key names.
 async fn keyed_rows(
@@ -70,10 +81,8 @@ async fn keyed_rows(
     let (df, exprs) = Box::pin(with_dimensions(catalog, base, &def.spec.dimensions, &mut 0))
         .await
         .map_err(plan_error)?;
-    let mut keys: Vec<String> = Vec::new();
     let mut select: Vec<Expr> = Vec::new();
     if let Some(t) = &base.time {
-        keys.push(ROLLUP_TIME.to_string());
         let time = match local_days(base, &measures) {
             true => super::period_expr(Grain::Day, ident(&t.column), &t.data_type, calendar),
             false => ident(&t.column),
@@ -82,7 +91,6 @@ async fn keyed_rows(
     }
     for d in &def.spec.dimensions {
         let data_type = catalog.dimensions[d].data_type.clone();
-        keys.push(d.clone());
         select.push(cast(exprs[d].clone(), data_type).alias(d));
     }
     for m in &measures {
@@ -92,7 +100,10 @@ async fn keyed_rows(
                 .alias(input_column(m)),
         );
     }
-    Ok((df.select(select).map_err(df_error)?, keys))
+    Ok((
+        df.select(select).map_err(df_error)?,
+        key_columns(catalog, def),
+    ))
 }
 
 /// Whether a measure rollup keeps the model's timestamps as local dates: when they are
@@ -128,7 +139,7 @@ pub async fn plan(
             // repeats within a group, which the build checks (see `distinct_part` otherwise).
             // Unlike per-group hash sets, a count stays inside the memory pool.
             Reaggregation::SumOfDistinct => aggs.push(count(value).alias(partial_column(&m.name))),
-            Reaggregation::By(_) => {
+            Reaggregation::By(_) | Reaggregation::SumOfCounts => {
                 aggs.push(aggregate(m.agg, value).alias(partial_column(&m.name)))
             }
         }
@@ -166,7 +177,7 @@ pub async fn distinct_part(
 }
 
 /// The rollup's rows (table [`table_name`], `schema`) with one distinct count's partial column
-/// replaced by the rows of `part_table` (from [`distinct_part`]).
+/// replaced by the rows of `part_table` (from [`distinct_part`]), columns in `schema`'s order.
 pub fn with_distinct_part(
     catalog: &Catalog,
     def: &RollupDefinition,
@@ -181,12 +192,7 @@ pub fn with_distinct_part(
         .filter(|f| *f.name() != column)
         .map(|f| ident(f.name()))
         .collect();
-    let keys: Vec<String> = schema
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .filter(|n| !n.starts_with("__rollup_") || n == ROLLUP_TIME)
-        .collect();
+    let order: Vec<Expr> = schema.fields().iter().map(|f| ident(f.name())).collect();
     let rest = catalog
         .plans
         .scan(&table_name(def), schema)
@@ -196,7 +202,9 @@ pub fn with_distinct_part(
         .plans
         .scan(part_table, part_schema)
         .map_err(df_error)?;
-    let merged = super::union_by_keys(vec![rest, part], &keys).map_err(plan_error)?;
+    let merged = super::union_by_keys(vec![rest, part], &key_columns(catalog, def))
+        .and_then(|m| m.select(order).map_err(super::df_err))
+        .map_err(plan_error)?;
     Ok(merged.into_unoptimized_plan())
 }
 
@@ -259,11 +267,10 @@ pub fn materialised(
         .filter(|m| !refused.contains(&m.name))
         .map(|m| {
             let (agg, combine) = match reaggregation(m.agg) {
-                Reaggregation::By(Aggregation::Sum) if m.agg == Aggregation::Count => {
+                Reaggregation::By(agg) => (agg, None),
+                Reaggregation::SumOfCounts | Reaggregation::SumOfDistinct => {
                     (Aggregation::Sum, Some(Combine::CountOfParts))
                 }
-                Reaggregation::By(agg) => (agg, None),
-                Reaggregation::SumOfDistinct => (Aggregation::Sum, Some(Combine::CountOfParts)),
                 Reaggregation::SumOverCount => (
                     Aggregation::Sum,
                     Some(Combine::SumOverCount(ident(partial_count_column(&m.name)))),
@@ -282,7 +289,6 @@ pub fn materialised(
         })
         .collect();
     let form = RollupForm::Measures {
-        measures: rolled.keys().cloned().collect(),
         rolled,
         days_in: days.then_some(calendar.time_zone),
     };
@@ -559,14 +565,8 @@ pub fn materialised_cohort(
     rollup_of(catalog, def, schema, None, form)
 }
 
-/// Every dimension a query's group reads: grouped by or filtered on (the scope included).
-fn needed<'a>(q: &'a ValidatedQuery, dims: &'a [String]) -> BTreeSet<&'a String> {
-    dims.iter()
-        .chain(q.filters.iter().map(|f| &f.dimension))
-        .collect()
-}
-
-/// The smallest measure rollup that answers this group of one model's measures exactly, if any.
+/// The smallest measure rollup that answers this group of one model's measures exactly, if any,
+/// with its measures as they re-aggregate.
 pub fn pick<'a>(
     catalog: &'a Catalog,
     q: &ValidatedQuery,
@@ -574,28 +574,16 @@ pub fn pick<'a>(
     measures: &[&Measure],
     dims: &[String],
 ) -> Option<(&'a Rollup, &'a BTreeMap<String, Measure>)> {
-    if !q.use_rollups {
-        return None;
-    }
-    let needed = needed(q, dims);
-    catalog
-        .rollups
-        .values()
-        .filter_map(|r| match &r.form {
-            RollupForm::Measures {
-                measures: held,
-                rolled,
-                days_in,
-            } if r.base == model
+    pick_answering(catalog, q, dims, |r| match &r.form {
+        RollupForm::Measures { rolled, days_in }
+            if r.base == model
                 && days_in.is_none_or(|tz| tz == q.calendar.time_zone)
-                && measures.iter().all(|m| held.contains(&m.name))
-                && needed.iter().all(|d| r.dimensions.contains(*d)) =>
-            {
-                Some((r, rolled))
-            }
-            _ => None,
-        })
-        .min_by_key(|(r, _)| r.rows)
+                && measures.iter().all(|m| rolled.contains_key(&m.name)) =>
+        {
+            Some(rolled)
+        }
+        _ => None,
+    })
 }
 
 /// The smallest churn rollup of `base` holding the dimensions and every snapshot pair the query
@@ -607,29 +595,17 @@ pub fn pick_churn<'a>(
     dims: &[String],
     grain: Option<Grain>,
 ) -> Option<(&'a Rollup, Vec<(NaiveDate, NaiveDate)>)> {
-    if !q.use_rollups {
-        return None;
-    }
-    let needed = needed(q, dims);
-    catalog
-        .rollups
-        .values()
-        .filter_map(|r| match &r.form {
-            RollupForm::Churn {
-                base,
-                snapshots,
-                pairs,
-            } if *base == base_index && needed.iter().all(|d| r.dimensions.contains(*d)) => {
-                let wanted =
-                    churn::needed_pairs(snapshots, q.from, q.to, grain, q.calendar.week_start);
-                wanted
-                    .iter()
-                    .all(|p| pairs.contains(p))
-                    .then_some((r, wanted))
-            }
-            _ => None,
-        })
-        .min_by_key(|(r, _)| r.rows)
+    pick_answering(catalog, q, dims, |r| match &r.form {
+        RollupForm::Churn {
+            base,
+            snapshots,
+            pairs,
+        } if *base == base_index => {
+            let wanted = churn::needed_pairs(snapshots, q.from, q.to, grain, q.calendar.week_start);
+            wanted.iter().all(|p| pairs.contains(p)).then_some(wanted)
+        }
+        _ => None,
+    })
 }
 
 /// The smallest funnel rollup of `metric` holding every dimension the query reads.
@@ -638,11 +614,10 @@ pub fn pick_funnel<'a>(
     q: &ValidatedQuery,
     metric: &str,
 ) -> Option<&'a Rollup> {
-    pick_holding(
-        catalog,
-        q,
-        |form| matches!(form, RollupForm::Funnel { metric: m } if m == metric),
-    )
+    pick_answering(catalog, q, &q.dimensions, |r| {
+        matches!(&r.form, RollupForm::Funnel { metric: m } if m == metric).then_some(())
+    })
+    .map(|(r, _)| r)
 }
 
 /// The smallest cohort rollup of `metric` holding every dimension the query reads, built in the
@@ -652,27 +627,36 @@ pub fn pick_cohort<'a>(
     q: &ValidatedQuery,
     metric: &str,
 ) -> Option<&'a Rollup> {
-    pick_holding(catalog, q, |form| {
-        matches!(form, RollupForm::Cohort { metric: m, time_zone, week_start }
+    pick_answering(catalog, q, &q.dimensions, |r| {
+        matches!(&r.form, RollupForm::Cohort { metric: m, time_zone, week_start }
             if m == metric
                 && *time_zone == q.calendar.time_zone
                 && *week_start == q.calendar.week_start)
+        .then_some(())
     })
+    .map(|(r, _)| r)
 }
 
-/// The smallest rollup of a form `wanted` accepts holding every dimension the query reads.
-fn pick_holding<'a>(
+/// The smallest rollup holding every dimension the query's group reads (grouped by or filtered
+/// on, the scope included) that `answers` accepts, with what `answers` found; none when the query
+/// asks for the models.
+fn pick_answering<'a, T>(
     catalog: &'a Catalog,
     q: &ValidatedQuery,
-    wanted: impl Fn(&RollupForm) -> bool,
-) -> Option<&'a Rollup> {
+    dims: &[String],
+    answers: impl Fn(&'a Rollup) -> Option<T>,
+) -> Option<(&'a Rollup, T)> {
     if !q.use_rollups {
         return None;
     }
-    let needed = needed(q, &q.dimensions);
+    let needed: BTreeSet<&String> = dims
+        .iter()
+        .chain(q.filters.iter().map(|f| &f.dimension))
+        .collect();
     catalog
         .rollups
         .values()
-        .filter(|r| wanted(&r.form) && needed.iter().all(|d| r.dimensions.contains(*d)))
-        .min_by_key(|r| r.rows)
+        .filter(|r| needed.iter().all(|d| r.dimensions.contains(*d)))
+        .filter_map(|r| answers(r).map(|found| (r, found)))
+        .min_by_key(|(r, _)| r.rows)
 }
