@@ -16,6 +16,7 @@ revalidating with If-None-Match (304).
 """
 
 import argparse
+import shutil
 import json
 import math
 import os
@@ -192,6 +193,81 @@ def percentile(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
+def start_server(args, store, reload_ms):
+    """Starts kpilens over the data with its rollups stored in `store`; returns the process, its
+    base URL and the milliseconds until it listened (the catalog and every rollup current)."""
+    started = time.perf_counter()
+    server = subprocess.Popen(
+        [args.bin, "serve", "--no-auth", "--addr", "127.0.0.1:0", "--project", args.project,
+         "--data", args.data, "--reload-ms", str(reload_ms), "--audit-log", os.path.join(args.data, "bench-audit.log"),
+         "--rate-per-second", "1000000", "--rate-burst", "1000000", "--warm-up", "false",
+         "--alerts-tick-ms", "0", "--rollup-store", store],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in server.stdout:
+        m = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
+        if m:
+            return server, m.group(1), (time.perf_counter() - started) * 1e3
+    sys.exit("kpilens did not start")
+
+
+def stop(server):
+    server.terminate()
+    server.wait()
+
+
+SNAPSHOT_TABLES = ["loan_month", "customer_month"]
+
+
+def store_phases(args, store):
+    """Start-up with nothing stored (the last month's files held back), then that month's files
+    dropped in while the server runs: how long until every rollup is current again, and how each
+    one got there. Leaves the store current for the main run, which starts by loading it."""
+    held = os.path.join(args.data, ".held")
+    restore_held(args.data, held)
+    shutil.rmtree(store, ignore_errors=True)
+    last = max(f for f in os.listdir(os.path.join(args.data, "loan_month")) if f.endswith(".parquet"))[:7]
+    moved = []
+    try:
+        for t in SNAPSHOT_TABLES:
+            os.makedirs(os.path.join(held, t), exist_ok=True)
+            for f in sorted(os.listdir(os.path.join(args.data, t))):
+                if f.startswith(last):
+                    os.rename(os.path.join(args.data, t, f), os.path.join(held, t, f))
+                    moved.append((t, f))
+        server, base, built_ms = start_server(args, store, reload_ms=1000)
+        print(f"store phase: built over all but {last} in {built_ms:,.0f} ms", file=sys.stderr, flush=True)
+        try:
+            before, _ = http(base, "/api/v1/catalog/status")
+            full_build = sum(r["build_ms"] for r in before["rollups"])
+            t0 = time.perf_counter()
+            restore_held(args.data, held)
+            moved = []
+            while True:
+                time.sleep(0.2)
+                status, _ = http(base, "/api/v1/catalog/status")
+                if status["catalog"]["loaded_at"] != before["catalog"]["loaded_at"] or any(
+                        r["refresh"]["how"] != "built" or r["refresh"]["dates"] for r in status["rollups"]):
+                    break
+                if time.perf_counter() - t0 > 3600:
+                    sys.exit("the appended month was not taken in within an hour")
+            current_ms = (time.perf_counter() - t0) * 1e3
+        finally:
+            stop(server)
+    finally:
+        for t, f in moved:
+            os.rename(os.path.join(held, t, f), os.path.join(args.data, t, f))
+    return {"month": last, "built_ms": built_ms, "full_build_ms": full_build, "current_ms": current_ms,
+            "rollups": status["rollups"]}
+
+
+def restore_held(data, held):
+    """Puts back files a stopped run held back."""
+    for t in SNAPSHOT_TABLES:
+        d = os.path.join(held, t)
+        for f in os.listdir(d) if os.path.isdir(d) else []:
+            os.rename(os.path.join(d, f), os.path.join(data, t, f))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
@@ -202,25 +278,15 @@ def main():
     ap.add_argument("--load-seconds", type=float, default=10)
     ap.add_argument("--load-clients", type=int, default=16)
     ap.add_argument("--peer-memory-gb", type=int, default=8, help="DuckDB's memory limit")
+    ap.add_argument("--store-phases", type=int, default=1,
+                    help="1: build with the last month held back, append it, then run from the stored rollups")
     args = ap.parse_args()
 
-    started = time.perf_counter()
-    server = subprocess.Popen(
-        [args.bin, "serve", "--no-auth", "--addr", "127.0.0.1:0", "--project", args.project,
-         "--data", args.data, "--reload-ms", "0", "--audit-log", os.path.join(args.data, "bench-audit.log"),
-         "--rate-per-second", "1000000", "--rate-burst", "1000000", "--warm-up", "false",
-         "--alerts-tick-ms", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    base = None
-    for line in server.stdout:
-        m = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
-        if m:
-            base = m.group(1)
-            break
-    if base is None:
-        sys.exit("kpilens did not start")
-    # Listening comes after the catalog and every rollup are built.
-    startup_ms = (time.perf_counter() - started) * 1e3
+    store = os.path.join(args.data, ".kpilens-bench-store")
+    append = None
+    if args.store_phases:
+        append = store_phases(args, store)
+    server, base, startup_ms = start_server(args, store, reload_ms=0)
     print(f"kpilens listening after {startup_ms:,.0f} ms", file=sys.stderr, flush=True)
     status, _ = http(base, "/api/v1/catalog/status")
     rollups = status.get("rollups", [])
@@ -345,12 +411,16 @@ def main():
                 rss = next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) / 1024
         except OSError:
             pass
-        server.terminate()
-        server.wait()
+        stop(server)
 
     fmt = lambda x: "—" if x is None else (f"{x:,.0f}" if x >= 100 else f"{x:.1f}" if x >= 1 else f"{x:.2f}")  # noqa: E731
-    print(f"\n{loan_rows:,} loan_month rows; kpilens peak RSS {fmt(rss)} MiB; start-up (catalog and rollups built, listening) {fmt(startup_ms)} ms; times in ms, read in MiB")
-    print("rollups: " + ("; ".join(f"{r['name']} {r['rows']:,} rows built in {fmt(r['build_ms'])} ms" for r in rollups) or "none") + "\n")
+    print(f"\n{loan_rows:,} loan_month rows; kpilens peak RSS {fmt(rss)} MiB (main run); start-up (listening, rollups {'loaded from the store' if append else 'built'}) {fmt(startup_ms)} ms; times in ms, read in MiB")
+    print("rollups: " + ("; ".join(f"{r['name']} {r['rows']:,} rows {r['refresh']['how']} in {fmt(r['build_ms'])} ms" for r in rollups) or "none") + "\n")
+    if append:
+        print(f"store phases: start-up with an empty store (all but {append['month']}) {fmt(append['built_ms'])} ms, rollups built in {fmt(append['full_build_ms'])} ms; "
+              f"{append['month']} appended: every rollup current after {fmt(append['current_ms'])} ms "
+              f"({fmt(append['current_ms'] / append['full_build_ms'] * 100)}% of the full build)")
+        print("  " + "; ".join(f"{r['name']} {r['refresh']['how']} in {fmt(r['build_ms'])} ms" for r in append["rollups"]) + "\n")
     print("| query | kpilens cold (server / HTTP) | rollup used | cold from the models | read (rollup / models) | cached p50 / p99 (server) | cached p50 HTTP | DuckDB first / median | Polars first / median | kpilens cold ÷ DuckDB | ÷ Polars | same numbers |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     mismatches = 0

@@ -73,6 +73,14 @@ pub struct Settings {
     /// `.kpilens/alerts.redb` in the data directory, so each data set has its own alerts.
     #[arg(long, env = "KPILENS_ALERTS_DB")]
     pub alerts_db: Option<PathBuf>,
+    /// Where rollups are stored between runs (Parquet and a manifest per rollup), so a start or
+    /// a data change loads them or recomputes only the changed dates. Default:
+    /// `.kpilens/rollups` in the data directory.
+    #[arg(long, env = "KPILENS_ROLLUP_STORE")]
+    pub rollup_store: Option<PathBuf>,
+    /// Keep rollups in memory only: every start builds them all.
+    #[arg(long, env = "KPILENS_NO_ROLLUP_STORE")]
+    pub no_rollup_store: bool,
     /// How often the alert scheduler looks for due rules (0: rules are not evaluated).
     #[arg(long, env = "KPILENS_ALERTS_TICK_MS", default_value_t = 1000)]
     pub alerts_tick_ms: u64,
@@ -127,6 +135,8 @@ impl Default for Settings {
             reload_ms: 1000,
             warm_up: true,
             alerts_db: None,
+            rollup_store: None,
+            no_rollup_store: false,
             alerts_tick_ms: 1000,
             alerts_clock_start: None,
             webhook_url: None,
@@ -142,6 +152,15 @@ impl Settings {
         self.alerts_db
             .clone()
             .unwrap_or_else(|| self.data_dir.join(".kpilens").join("alerts.redb"))
+    }
+
+    /// The rollup store's folder, or none when rollups live in memory only.
+    pub fn rollup_store(&self) -> Option<PathBuf> {
+        (!self.no_rollup_store).then(|| {
+            self.rollup_store
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join(".kpilens").join("rollups"))
+        })
     }
 
     pub fn query_timeout(&self) -> Duration {

@@ -186,7 +186,7 @@ async fn catalog_status(State(service): State<Arc<KpiService>>) -> Json<serde_js
                 RollupForm::Cohort { metric, .. } => ("cohort", json!(metric)),
             };
             json!({"name": r.name, "model": r.base, "form": form, "holds": holds,
-                   "rows": r.rows, "build_ms": r.build_ms})
+                   "rows": r.rows, "build_ms": r.build_ms, "refresh": r.refresh})
         })
         .collect();
     Json(json!({

@@ -26,11 +26,11 @@ pub use dashboards::{Dashboard, MAX_PERIODS, Panel};
 pub use error::{CatalogError, CatalogErrors};
 pub use plan_context::{PlanContext, TableRegistry};
 pub use rollups::{
-    DefinitionForm, Reaggregation, Rollup, RollupDefinition, RollupForm, distinct_refusal,
-    reaggregation,
+    DefinitionForm, Reaggregation, Rollup, RollupDefinition, RollupForm, RollupRefresh,
+    distinct_refusal, reaggregation,
 };
 pub use sources::{ProjectSources, parse_definition_file};
-pub use tables::{FileFormat, TableSource, data_version};
+pub use tables::{FileFormat, FileSignature, TableSource, data_version};
 
 use crate::spec::{
     Aggregation, ChurnValue, Direction, DrillColumnSpec, EmptyPeriod, FormatSpec, Grain, Label,

@@ -27,6 +27,20 @@ pub struct Rollup {
     pub form: RollupForm,
     pub rows: usize,
     pub build_ms: f64,
+    pub refresh: RollupRefresh,
+}
+
+/// How a rollup came to be current over this data state (`GET /api/v1/catalog/status`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RollupRefresh {
+    /// `loaded` (the stored copy matched), `updated` (only `dates` recomputed) or `built`.
+    pub how: &'static str,
+    /// Why it was updated or built rather than loaded.
+    pub reason: Option<String>,
+    /// The local dates an update recomputed (inclusive spans).
+    pub dates: Vec<(NaiveDate, NaiveDate)>,
+    /// Set when the rollup could not be stored (it serves from memory and is built next start).
+    pub store_error: Option<String>,
 }
 
 pub enum RollupForm {

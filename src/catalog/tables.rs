@@ -35,17 +35,38 @@ pub struct TableSource {
     /// The files seen when the version was taken. The table reads exactly these, so a catalog
     /// keeps answering from the snapshot it validated even if a bad file is dropped in later.
     pub files: Vec<PathBuf>,
+    /// Each of those files' path relative to the table's path (empty for a single file), size
+    /// and modification time: what a stored rollup compares to see which files changed.
+    pub signatures: Vec<FileSignature>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct FileSignature {
+    pub file: String,
+    pub len: u64,
+    pub mtime_ns: u128,
 }
 
 impl TableSource {
     pub fn new(name: &str, format: FileFormat, path: PathBuf) -> std::io::Result<Self> {
-        let (version, files) = snapshot(&path, format)?;
+        let (version, signatures) = snapshot(&path, format)?;
+        let files = signatures
+            .iter()
+            .map(|s| {
+                if s.file.is_empty() {
+                    path.clone()
+                } else {
+                    path.join(&s.file)
+                }
+            })
+            .collect();
         Ok(Self {
             name: name.to_string(),
             format,
             path,
             version,
             files,
+            signatures,
         })
     }
 }
@@ -57,7 +78,7 @@ pub fn data_version(path: &Path, format: FileFormat) -> std::io::Result<String> 
 }
 
 /// The data version and the files it covers.
-fn snapshot(path: &Path, format: FileFormat) -> std::io::Result<(String, Vec<PathBuf>)> {
+fn snapshot(path: &Path, format: FileFormat) -> std::io::Result<(String, Vec<FileSignature>)> {
     let mut files = Vec::new();
     if path.is_dir() {
         collect_files(path, path, format.extension(), &mut files)?;
@@ -78,17 +99,15 @@ fn snapshot(path: &Path, format: FileFormat) -> std::io::Result<(String, Vec<Pat
         hasher.update(len.to_le_bytes());
         hasher.update(mtime.to_le_bytes());
     }
-    let paths = files
-        .iter()
-        .map(|(rel, _, _)| {
-            if rel.is_empty() {
-                path.to_path_buf()
-            } else {
-                path.join(rel)
-            }
+    let signatures = files
+        .into_iter()
+        .map(|(file, len, mtime_ns)| FileSignature {
+            file,
+            len,
+            mtime_ns,
         })
         .collect();
-    Ok((hex_prefix(&hasher.finalize(), 12), paths))
+    Ok((hex_prefix(&hasher.finalize(), 12), signatures))
 }
 
 fn collect_files(

@@ -239,6 +239,10 @@ impl EngineTables for DataFusionTables {
         })
     }
 
+    fn resolved(&self, plan: LogicalPlan) -> Result<LogicalPlan, EngineError> {
+        Ok(self.resolve(plan)?)
+    }
+
     fn explain(&self, plan: &LogicalPlan) -> Result<Explanation, EngineError> {
         let resolved = self.resolve(plan.clone())?;
         let optimized = self.ctx.state().optimize(&resolved)?;

@@ -47,6 +47,10 @@ pub trait EngineTables: TableRegistry {
 
     /// The plan as the engine would run it, and as SQL (for reading, never executed).
     fn explain(&self, plan: &LogicalPlan) -> Result<Explanation, EngineError>;
+
+    /// The plan with every scan bound to this state's tables and SQL models inlined, before
+    /// optimisation: what a stored rollup fingerprints and traces its time column through.
+    fn resolved(&self, plan: LogicalPlan) -> Result<LogicalPlan, EngineError>;
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

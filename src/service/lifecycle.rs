@@ -91,6 +91,7 @@ impl KpiService {
             &current.data_dir,
             self.engine.as_ref(),
             &self.calendar,
+            &self.rollup_store,
         )
         .await
         {
@@ -155,6 +156,7 @@ impl KpiService {
                 &current.data_dir,
                 self.engine.as_ref(),
                 &self.calendar,
+                &self.rollup_store,
             )
             .await
             .map(Some),

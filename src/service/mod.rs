@@ -21,7 +21,7 @@ use crate::semantic::{
     self, ErrorKind, QueryError, QueryLimits, QueryRequest, QueryResult, ValidatedQuery,
 };
 pub use crate::state::VersionMemo;
-use crate::state::{DataState, DataWatch, combined_version};
+use crate::state::{DataState, DataWatch, RollupStore, combined_version};
 
 mod lifecycle;
 mod listings;
@@ -35,6 +35,8 @@ pub struct KpiService {
     /// Data changes as the kernel reports them: versions are read from disk only after one.
     watch: Arc<DataWatch>,
     engine: Arc<dyn QueryEngine>,
+    /// Where rollups are kept between data states and runs.
+    rollup_store: RollupStore,
     cache: ResultCache,
     limits: QueryLimits,
     calendar: CalendarConfig,
@@ -91,11 +93,13 @@ impl KpiService {
             time_zone: settings.time_zone,
             week_start: settings.week_start,
         };
+        let rollup_store = RollupStore::new(settings.rollup_store());
         let state = DataState::build(
             Arc::new(sources),
             &settings.data_dir,
             engine.as_ref(),
             &calendar,
+            &rollup_store,
         )
         .await?;
         let catalog_version = state.version.clone();
@@ -105,6 +109,7 @@ impl KpiService {
             state: RwLock::new(Arc::new(state)),
             watch,
             engine,
+            rollup_store,
             cache: ResultCache::new(settings.cache_mb * 1024 * 1024),
             limits: QueryLimits {
                 max_rows: settings.max_rows,

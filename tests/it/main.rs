@@ -39,6 +39,8 @@ pub fn settings_for(project: &Path) -> Settings {
         data_dir: project.join("data"),
         warm_up: false,
         alerts_tick_ms: 0,
+        // The fixture's data is in the repository: store no rollups beside it.
+        no_rollup_store: true,
         ..Settings::default()
     }
 }

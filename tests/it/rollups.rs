@@ -496,3 +496,228 @@ async fn member_lists_from_rollups_are_the_models_members() {
         path.insert(level.to_string(), first);
     }
 }
+
+/// How each rollup of a service came to be current: name -> (how, dates it recomputed).
+fn refreshes(service: &KpiService) -> BTreeMap<String, (&'static str, Vec<String>)> {
+    service
+        .catalog()
+        .rollups
+        .values()
+        .map(|r| {
+            let dates = r
+                .refresh
+                .dates
+                .iter()
+                .map(|(f, t)| format!("{f}..{t}"))
+                .collect();
+            (r.name.clone(), (r.refresh.how, dates))
+        })
+        .collect()
+}
+
+/// Every rollup named in `expected` came to be current as said; every other one was loaded.
+fn assert_refreshed(service: &KpiService, expected: &[(&str, &str, &[&str])], step: &str) {
+    let all = refreshes(service);
+    for (name, (how, dates)) in &all {
+        let want = expected.iter().find(|(n, _, _)| n == name);
+        let (want_how, want_dates) = want
+            .map(|(_, h, d)| (*h, d.to_vec()))
+            .unwrap_or(("loaded", vec![]));
+        assert_eq!(
+            (*how, dates.iter().map(String::as_str).collect::<Vec<_>>()),
+            (want_how, want_dates),
+            "{step}: rollup {name} ({:?})",
+            service.catalog().rollups[name].refresh.reason
+        );
+    }
+}
+
+/// Asks every question of `questions` over the range with and without rollups.
+async fn answers_agree(service: &KpiService, (from, to): (&str, &str), mid: (&str, &str)) {
+    let local = Principal::local();
+    let regions = ask(
+        service,
+        &local,
+        &json!({"metrics": ["loan_balance"], "dimensions": ["region"], "time": {"from": from, "to": to}}),
+    )
+    .await;
+    let region = first_region(&regions);
+    for (q, expected) in questions((from, to), mid, (mid.0, mid.0), &region) {
+        same_both_ways(service, &local, q, &expected, 1e-9).await;
+    }
+}
+
+/// Rewrites a Parquet file, with `column` (Float64) multiplied by `factor` if given: a corrected
+/// month, or the same rows written again.
+fn rewrite_parquet(path: &std::path::Path, scale: Option<(&str, f64)>) {
+    use datafusion::arrow::array::{ArrayRef, AsArray, Float64Array};
+    use datafusion::arrow::datatypes::Float64Type;
+    use datafusion::arrow::record_batch::RecordBatch;
+    use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<RecordBatch> = reader
+        .map(|b| {
+            let b = b.unwrap();
+            let Some((column, factor)) = scale else {
+                return b;
+            };
+            let i = b.schema().index_of(column).unwrap();
+            let mut columns = b.columns().to_vec();
+            let scaled: Float64Array = columns[i]
+                .as_primitive::<Float64Type>()
+                .unary(|v| v * factor);
+            columns[i] = std::sync::Arc::new(scaled) as ArrayRef;
+            RecordBatch::try_new(b.schema(), columns).unwrap()
+        })
+        .collect();
+    let mut writer = ArrowWriter::try_new(
+        std::fs::File::create(path).unwrap(),
+        batches[0].schema(),
+        None,
+    )
+    .unwrap();
+    for b in &batches {
+        writer.write(b).unwrap();
+    }
+    writer.close().unwrap();
+}
+
+/// Stored rollups: a start with nothing stored builds them all; the next loads them; a new
+/// month's files update only that month where the model's rows are tied to their files' dates
+/// (and rebuild funnels and cohorts); a corrected old month updates that month; a change to a
+/// table not tied to dates (the customer master) rebuilds what reads it; an edit to one rollup's
+/// definition rebuilds that one only. After each step the answers are the models'.
+#[tokio::test]
+async fn stored_rollups_load_update_and_rebuild_as_their_inputs_change() {
+    let (data, mut settings) = demo_settings();
+    let store = tempfile::tempdir().unwrap();
+    settings.rollup_store = Some(store.path().to_path_buf());
+    settings.no_rollup_store = false;
+    let held = tempfile::tempdir().unwrap();
+    let last_month = |table: &str| data.path().join(table).join("2025-12-00000.parquet");
+    for table in ["loan_month", "customer_month"] {
+        std::fs::rename(last_month(table), held.path().join(table)).unwrap();
+    }
+    let every: Vec<String> = refreshes(&KpiService::open(&settings).await.unwrap())
+        .into_iter()
+        .map(|(name, (how, _))| {
+            assert_eq!(how, "built", "{name} with an empty store");
+            name
+        })
+        .collect();
+    assert_eq!(every.len(), 10);
+
+    let loaded = KpiService::open(&settings).await.unwrap();
+    assert_refreshed(&loaded, &[], "a second start");
+    answers_agree(
+        &loaded,
+        ("2024-01-01", "2025-11-30"),
+        ("2025-03-15", "2025-06-10"),
+    )
+    .await;
+
+    for table in ["loan_month", "customer_month"] {
+        std::fs::rename(held.path().join(table), last_month(table)).unwrap();
+    }
+    let december: &[&str] = &["2025-12-31..2025-12-31"];
+    let appended = KpiService::open(&settings).await.unwrap();
+    assert_refreshed(
+        &appended,
+        &[
+            ("customer_churn_by_rm", "updated", december),
+            ("customer_month_by_rm", "updated", december),
+            ("customer_products_by_rm", "updated", december),
+            ("loan_month_by_rm", "updated", december),
+            ("customer_retention_by_branch", "built", &[]),
+        ],
+        "a month appended",
+    );
+    answers_agree(
+        &appended,
+        ("2024-01-01", "2025-12-31"),
+        ("2025-11-15", "2025-12-31"),
+    )
+    .await;
+
+    rewrite_parquet(
+        &data.path().join("loan_month/2024-06-00000.parquet"),
+        Some(("balance", 1.5)),
+    );
+    let june: &[&str] = &["2024-06-30..2024-06-30"];
+    let corrected = KpiService::open(&settings).await.unwrap();
+    assert_refreshed(
+        &corrected,
+        &[
+            ("customer_products_by_rm", "updated", june),
+            ("loan_month_by_rm", "updated", june),
+        ],
+        "an old month corrected",
+    );
+    answers_agree(
+        &corrected,
+        ("2024-01-01", "2025-12-31"),
+        ("2024-05-15", "2024-07-10"),
+    )
+    .await;
+
+    // The same customers, written again: where the master is joined in for the org, any date
+    // may change, so what reads it is built again; new customers are counted by the master's
+    // own opening dates, so that rollup is updated over them.
+    let customers = data.path().join("customers/part-00000.parquet");
+    rewrite_parquet(&customers, None);
+    let master = KpiService::open(&settings).await.unwrap();
+    for (name, (how, dates)) in refreshes(&master) {
+        let rollup = &master.catalog().rollups[&name];
+        let reads = master.catalog().models[&rollup.base]
+            .reads
+            .contains("customers");
+        let expected = match name.as_str() {
+            "new_customers_by_rm" => "updated",
+            _ if reads => "built",
+            _ => "loaded",
+        };
+        assert_eq!(how, expected, "{name}: {:?}", rollup.refresh.reason);
+        if how == "updated" {
+            assert_eq!(dates.len(), 1, "{name}: the master's opening dates");
+        }
+    }
+    answers_agree(
+        &master,
+        ("2024-01-01", "2025-12-31"),
+        ("2025-03-15", "2025-06-10"),
+    )
+    .await;
+
+    // One rollup's definition edited (a measure less), another's description: only the first
+    // is built again.
+    let project = tempfile::tempdir().unwrap();
+    for dir in ["metrics", "sql", "dashboards"] {
+        super::copy_dir(&super::repo_dir().join(dir), &project.path().join(dir));
+    }
+    let rollups = std::fs::read_to_string(project.path().join("metrics/rollups.yaml")).unwrap();
+    let edited = rollups
+        .replacen("description:", "description: (edited)", 1)
+        .replace(
+            "measures: [tickets, sla_breaches, first_response_hours]",
+            "measures: [tickets, sla_breaches]",
+        );
+    std::fs::write(project.path().join("metrics/rollups.yaml"), edited).unwrap();
+    settings.project_dir = project.path().to_path_buf();
+    let edited = KpiService::open(&settings).await.unwrap();
+    assert_refreshed(
+        &edited,
+        &[("tickets_by_rm", "built", &[])],
+        "definitions edited",
+    );
+    assert_eq!(
+        edited.catalog().rollups["tickets_by_rm"]
+            .refresh
+            .reason
+            .as_deref(),
+        Some("its definition, or a definition or SQL model it reads, changed")
+    );
+}

@@ -270,8 +270,8 @@ pub(super) async fn from_rollup(
 }
 
 /// The columns of a churn rollup holding its pair of snapshot dates.
-pub(super) const PAIR_START: &str = "__pair_start";
-pub(super) const PAIR_END: &str = "__pair_end";
+pub const PAIR_START: &str = "__pair_start";
+pub const PAIR_END: &str = "__pair_end";
 
 /// Entities at the start snapshot (`__e`, `__a0`, dims, and `PERIOD` when `by_period`) left
 /// joined to their activity at the end (`__e1`, `__a1`, `__p1`), counted by (period?, dims).
@@ -402,7 +402,10 @@ async fn period_ends(
                     .aggregate(vec![], vec![min(ident("__s")).alias(PREV_END)])
                     .map_err(df_err)?,
             };
+            // No snapshot in the range (or none before it): no pair, so no counts, as
+            // `needed_pairs` says; not every customer at the start counted as churned.
             end.join(start, JoinType::Inner, &[], &[], None)
+                .and_then(|p| p.filter(ident(END).is_not_null().and(ident(PREV_END).is_not_null())))
                 .map_err(df_err)?
         }
     };

@@ -10,7 +10,7 @@
 //!   query only filters and counts.
 
 use chrono::NaiveDate;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
@@ -29,7 +29,105 @@ use crate::semantic::validate::{ValidatedQuery, days_since_epoch};
 use crate::spec::Aggregation;
 use crate::text::first_line;
 
-const ROLLUP_TIME: &str = "__rollup_time";
+/// A measure rollup's time key column.
+pub const ROLLUP_TIME: &str = "__rollup_time";
+/// The model's time as it is, beside the key while a window restricts the rows.
+const RAW_TIME: &str = "__rollup_raw_time";
+
+/// Spans of local dates (inclusive, in the calendar's time zone) that a refresh recomputes: the
+/// model's rows whose time falls on them, and the rollup's rows keyed on them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DateWindow(pub Vec<(NaiveDate, NaiveDate)>);
+
+impl DateWindow {
+    /// Adds a span, merging it with those it overlaps or touches.
+    pub fn add(&mut self, from: NaiveDate, to: NaiveDate) {
+        self.0.push((from.min(to), from.max(to)));
+        self.0.sort();
+        let mut merged: Vec<(NaiveDate, NaiveDate)> = Vec::new();
+        for (f, t) in self.0.drain(..) {
+            match merged.last_mut() {
+                Some(last) if f <= last.1.succ_opt().unwrap_or(last.1) => last.1 = last.1.max(t),
+                _ => merged.push((f, t)),
+            }
+        }
+        self.0 = merged;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn contains(&self, d: NaiveDate) -> bool {
+        self.0.iter().any(|(f, t)| *f <= d && d <= *t)
+    }
+
+    /// `time` (a model's time column of `data_type`) on one of the window's local dates.
+    pub fn filter(&self, time: Expr, data_type: &DataType, calendar: &CalendarConfig) -> Expr {
+        self.0
+            .iter()
+            .map(|(from, to)| {
+                let next = to.succ_opt().unwrap_or(*to);
+                match data_type {
+                    DataType::Timestamp(unit, zone) => {
+                        let bound = |d: NaiveDate| {
+                            timestamp_literal(
+                                *unit,
+                                zone.clone(),
+                                local_midnight(d, zone, calendar),
+                            )
+                        };
+                        time.clone()
+                            .gt_eq(bound(*from))
+                            .and(time.clone().lt(bound(next)))
+                    }
+                    _ => {
+                        let day = |d: NaiveDate| {
+                            cast(
+                                lit(ScalarValue::Date32(Some(days_since_epoch(d)))),
+                                data_type.clone(),
+                            )
+                        };
+                        time.clone()
+                            .gt_eq(day(*from))
+                            .and(time.clone().lt_eq(day(*to)))
+                    }
+                }
+            })
+            .reduce(Expr::or)
+            .unwrap_or(lit(false))
+    }
+}
+
+/// Nanoseconds since the epoch of `d`'s first instant: local midnight in the calendar's zone for
+/// a zoned timestamp, the naive midnight for one without a zone (already local).
+fn local_midnight(
+    d: NaiveDate,
+    zone: &Option<std::sync::Arc<str>>,
+    calendar: &CalendarConfig,
+) -> i64 {
+    use chrono::TimeZone;
+    let midnight = d.and_hms_opt(0, 0, 0).expect("midnight");
+    let utc = match zone {
+        Some(_) => calendar
+            .time_zone
+            .from_local_datetime(&midnight)
+            .earliest()
+            .map(|t| t.naive_utc())
+            .unwrap_or(midnight),
+        None => midnight,
+    };
+    utc.and_utc().timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
+fn timestamp_literal(unit: TimeUnit, zone: Option<std::sync::Arc<str>>, nanos: i64) -> Expr {
+    lit(match unit {
+        TimeUnit::Second => ScalarValue::TimestampSecond(Some(nanos / 1_000_000_000), zone),
+        TimeUnit::Millisecond => ScalarValue::TimestampMillisecond(Some(nanos / 1_000_000), zone),
+        TimeUnit::Microsecond => ScalarValue::TimestampMicrosecond(Some(nanos / 1_000), zone),
+        TimeUnit::Nanosecond => ScalarValue::TimestampNanosecond(Some(nanos), zone),
+    })
+}
 
 /// The column holding an average's partial count.
 fn partial_count_column(name: &str) -> String {
@@ -75,6 +173,7 @@ async fn keyed_rows(
     catalog: &Catalog,
     def: &RollupDefinition,
     calendar: &CalendarConfig,
+    window: Option<&DateWindow>,
 ) -> Result<(DataFrame, Vec<String>), String> {
     let base = &catalog.models[&def.spec.model];
     let measures = measures_of(catalog, def);
@@ -88,6 +187,9 @@ async fn keyed_rows(
             false => ident(&t.column),
         };
         select.push(time.alias(ROLLUP_TIME));
+        if window.is_some() {
+            select.push(ident(&t.column).alias(RAW_TIME));
+        }
     }
     for d in &def.spec.dimensions {
         let data_type = catalog.dimensions[d].data_type.clone();
@@ -100,10 +202,15 @@ async fn keyed_rows(
                 .alias(input_column(m)),
         );
     }
-    Ok((
-        df.select(select).map_err(df_error)?,
-        key_columns(catalog, def),
-    ))
+    let mut rows = df.select(select).map_err(df_error)?;
+    if let (Some(window), Some(t)) = (window, &base.time) {
+        // On the raw time, so that the scan prunes by it; whole local days, so that a local-day
+        // key is in the window exactly when its rows are.
+        rows = rows
+            .filter(window.filter(ident(RAW_TIME), &t.data_type, calendar))
+            .map_err(df_error)?;
+    }
+    Ok((rows, key_columns(catalog, def)))
 }
 
 /// Whether a measure rollup keeps the model's timestamps as local dates: when they are
@@ -125,8 +232,9 @@ pub async fn plan(
     catalog: &Catalog,
     def: &RollupDefinition,
     calendar: &CalendarConfig,
+    window: Option<&DateWindow>,
 ) -> Result<LogicalPlan, String> {
-    let (rows, keys) = keyed_rows(catalog, def, calendar).await?;
+    let (rows, keys) = keyed_rows(catalog, def, calendar, window).await?;
     let mut aggs = Vec::new();
     for m in measures_of(catalog, def) {
         let value = ident(input_column(m));
@@ -157,8 +265,9 @@ pub async fn distinct_part(
     def: &RollupDefinition,
     measure: &str,
     calendar: &CalendarConfig,
+    window: Option<&DateWindow>,
 ) -> Result<LogicalPlan, String> {
-    let (rows, keys) = keyed_rows(catalog, def, calendar).await?;
+    let (rows, keys) = keyed_rows(catalog, def, calendar, window).await?;
     let value = ident(input_column(&catalog.measures[measure]));
     let key_exprs = || keys.iter().map(ident).collect::<Vec<Expr>>();
     let mut distinct_keys = key_exprs();
@@ -217,9 +326,14 @@ pub fn partial_column(name: &str) -> String {
 /// counted over the model (per snapshot date for a semi-additive measure, else overall). The
 /// groups' partial counts add up to it exactly when each entity is counted in one group (at a
 /// snapshot), so that summing groups counts it once.
+///
+/// With a window, the checks of distinct counts per snapshot date cover the window's dates only
+/// (the others were checked before); a distinct count over the whole history is checked over it.
 pub fn distinct_checks(
     catalog: &Catalog,
     def: &RollupDefinition,
+    window: Option<&DateWindow>,
+    calendar: &CalendarConfig,
 ) -> Result<Vec<(String, LogicalPlan)>, String> {
     let base = &catalog.models[&def.spec.model];
     let mut out = Vec::new();
@@ -227,7 +341,12 @@ pub fn distinct_checks(
         if m.agg != Aggregation::CountDistinct {
             continue;
         }
-        let rows = catalog.scan(base).map_err(df_error)?;
+        let mut rows = catalog.scan(base).map_err(df_error)?;
+        if let (Some(window), Some(_), Some(t)) = (window, m.snapshot, &base.time) {
+            rows = rows
+                .filter(window.filter(ident(&t.column), &t.data_type, calendar))
+                .map_err(df_error)?;
+        }
         let input = measure_input(m, rows.schema()).map_err(plan_error)?;
         let mut keys = vec![input.clone().alias("__entity")];
         if let (Some(_), Some(t)) = (m.snapshot, &base.time) {
@@ -330,20 +449,30 @@ fn rollup_of(
         form,
         rows: 0,
         build_ms: 0.0,
+        refresh: Default::default(),
     }
 }
 
 /// The plan listing a model's distinct snapshot dates (a churn rollup's periods come from them).
-pub fn snapshot_dates(catalog: &Catalog, def: &RollupDefinition) -> Result<LogicalPlan, String> {
+pub fn snapshot_dates(
+    catalog: &Catalog,
+    def: &RollupDefinition,
+    window: Option<&DateWindow>,
+    calendar: &CalendarConfig,
+) -> Result<LogicalPlan, String> {
     let base = &catalog.models[&def.spec.model];
     let t = base
         .time
         .as_ref()
         .expect("validated: churn models have time");
+    let within = match window {
+        Some(w) => w.filter(ident(&t.column), &t.data_type, calendar),
+        None => lit(true),
+    };
     let df = catalog
         .scan(base)
         .and_then(|s| {
-            s.filter(ident(&t.column).is_not_null())?
+            s.filter(ident(&t.column).is_not_null().and(within))?
                 .aggregate(vec![ident(&t.column).alias("__snapshot")], vec![])
         })
         .map_err(df_error)?;
@@ -659,4 +788,61 @@ fn pick_answering<'a, T>(
         .filter(|r| needed.iter().all(|d| r.dimensions.contains(*d)))
         .filter_map(|r| answers(r).map(|found| (r, found)))
         .min_by_key(|(r, _)| r.rows)
+}
+
+pub use super::churn::{PAIR_END, PAIR_START};
+
+/// The rollup's model reduced to its time column (column 0), for a measure or churn rollup:
+/// what a refresh traces back to the tables, to tell which of their rows land on which dates.
+pub fn time_plan(catalog: &Catalog, def: &RollupDefinition) -> Result<Option<LogicalPlan>, String> {
+    if !matches!(
+        def.form,
+        DefinitionForm::Measures | DefinitionForm::Churn { .. }
+    ) {
+        return Ok(None);
+    }
+    let base = &catalog.models[&def.spec.model];
+    let Some(t) = &base.time else {
+        return Ok(None);
+    };
+    let df = catalog
+        .scan(base)
+        .and_then(|s| s.select(vec![ident(&t.column)]))
+        .map_err(df_error)?;
+    Ok(Some(df.into_unoptimized_plan()))
+}
+
+/// Every plan a rollup's rows and checks come from: a stored copy is reused only while these,
+/// with the SQL models they read inlined, are what they were (so an edit elsewhere in the
+/// definitions keeps it).
+pub async fn definition_plans(
+    catalog: &Catalog,
+    def: &RollupDefinition,
+    calendar: &CalendarConfig,
+) -> Result<Vec<LogicalPlan>, String> {
+    let mut plans = Vec::new();
+    match &def.form {
+        DefinitionForm::Measures => {
+            plans.push(plan(catalog, def, calendar, None).await?);
+            plans.extend(
+                distinct_checks(catalog, def, None, calendar)?
+                    .into_iter()
+                    .map(|(_, p)| p),
+            );
+        }
+        DefinitionForm::Churn { .. } => {
+            plans.push(snapshot_dates(catalog, def, None, calendar)?);
+            plans.push(churn_pair_plan(catalog, def, Default::default()).await?);
+        }
+        DefinitionForm::Funnel { .. } => {
+            plans.push(entity_dimension_check(catalog, def).await?);
+            plans.push(funnel_first_steps(catalog, def).await?);
+            plans.push(funnel_plan(catalog, def).await?);
+        }
+        DefinitionForm::Cohort { .. } => {
+            plans.push(entity_dimension_check(catalog, def).await?);
+            plans.push(cohort_plan(catalog, def, calendar).await?);
+        }
+    }
+    Ok(plans)
 }

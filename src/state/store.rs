@@ -1,0 +1,337 @@
+//! Rollups kept on disk between runs: one folder per rollup under the store's directory, with
+//! its rows as Parquet and a manifest naming what they were computed from (a fingerprint of the
+//! definitions, and each file of each table read, with its size, modification time and the
+//! dates its rows cover). A start or a data change loads a rollup whose manifest still matches,
+//! recomputes only the dates changed files cover where it can, and rebuilds it otherwise.
+//!
+//! A copy that cannot be read (deleted, truncated, from another version) is rebuilt, never an
+//! error; writes go to a new file and the manifest is replaced by a rename, so a reader sees the
+//! old copy or the new one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::datatypes::{DataType, Date32Type, Date64Type, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchReader};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{FileFormat, FileSignature, TableSource};
+
+/// Bumped whenever what a manifest or its rows mean changes: older copies are rebuilt.
+const FORMAT: u32 = 1;
+
+pub struct RollupStore {
+    dir: Option<PathBuf>,
+}
+
+/// What a stored rollup was computed from, and what its build found.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub fingerprint: String,
+    /// Every table the rollup reads.
+    pub tables: BTreeMap<String, StoredTable>,
+    pub rows_file: String,
+    pub rows: usize,
+    /// Distinct counts the build refused (not in the rows), each with its key and reason.
+    pub refused: BTreeMap<String, (String, String)>,
+    /// A churn rollup's snapshot dates.
+    pub snapshots: Vec<NaiveDate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredTable {
+    /// The table's column that the model's time is, row for row (none: any change rebuilds).
+    pub aligned: Option<String>,
+    pub files: Vec<StoredFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredFile {
+    pub signature: FileSignature,
+    pub dates: FileDates,
+}
+
+/// The local dates a file's rows cover on the aligned column, from its Parquet statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileDates {
+    /// Not aligned, not Parquet, no statistics or null times: a change to it rebuilds.
+    Unknown,
+    NoRows,
+    Span(NaiveDate, NaiveDate),
+}
+
+impl RollupStore {
+    /// A store in `dir` (created when first written), or none (every rollup is built).
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        Self { dir }
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.dir.is_some()
+    }
+
+    fn folder(&self, rollup: &str) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join(rollup))
+    }
+
+    /// The stored manifest of a rollup, if any that this version reads.
+    pub fn manifest(&self, rollup: &str) -> Option<Manifest> {
+        let path = self.folder(rollup)?.join("manifest.json");
+        let text = std::fs::read(path).ok()?;
+        serde_json::from_slice::<Manifest>(&text)
+            .ok()
+            .filter(|m| m.format == FORMAT)
+    }
+
+    /// A stored rollup's rows.
+    pub fn rows(
+        &self,
+        rollup: &str,
+        manifest: &Manifest,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>), String> {
+        let folder = self.folder(rollup).ok_or("no rollup store")?;
+        let file = File::open(folder.join(&manifest.rows_file))
+            .map_err(|e| format!("{}: {e}", manifest.rows_file))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.with_batch_size(64 * 1024).build())
+            .map_err(|e| format!("{}: {e}", manifest.rows_file))?;
+        let schema = reader.schema();
+        let batches = reader
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{}: {e}", manifest.rows_file))?;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        if rows != manifest.rows {
+            return Err(format!(
+                "{} holds {rows} rows, the manifest says {}",
+                manifest.rows_file, manifest.rows
+            ));
+        }
+        Ok((schema, batches))
+    }
+
+    /// Stores a rollup's rows and manifest (its `rows_file` and `rows` are set here), replacing
+    /// the copy before.
+    pub fn save(
+        &self,
+        rollup: &str,
+        mut manifest: Manifest,
+        schema: &SchemaRef,
+        batches: &[RecordBatch],
+    ) -> Result<(), String> {
+        let Some(folder) = self.folder(rollup) else {
+            return Ok(());
+        };
+        std::fs::create_dir_all(&folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+        let previous = self.manifest(rollup).map(|m| m.rows_file);
+        let stamp = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        manifest.format = FORMAT;
+        manifest.rows_file = format!("rows-{stamp:x}-{}.parquet", std::process::id());
+        manifest.rows = batches.iter().map(|b| b.num_rows()).sum();
+        let rows_path = folder.join(&manifest.rows_file);
+        let write = || -> Result<(), Box<dyn std::error::Error>> {
+            let mut writer = ArrowWriter::try_new(File::create(&rows_path)?, schema.clone(), None)?;
+            for b in batches {
+                writer.write(b)?;
+            }
+            writer.close()?;
+            let temp = folder.join(format!("manifest.json.{stamp:x}"));
+            std::fs::write(&temp, serde_json::to_vec_pretty(&manifest)?)?;
+            std::fs::rename(&temp, folder.join("manifest.json"))?;
+            Ok(())
+        };
+        write().map_err(|e| format!("storing rollup '{rollup}' in {}: {e}", folder.display()))?;
+        if let Some(old) = previous.filter(|old| *old != manifest.rows_file) {
+            let _ = std::fs::remove_file(folder.join(old));
+        }
+        Ok(())
+    }
+
+    /// Deletes the stored copy of every rollup not in `keep` (a rollup removed from the YAML).
+    pub fn prune(&self, keep: &BTreeSet<String>) {
+        let Some(dir) = &self.dir else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if entry.path().is_dir() && !keep.contains(&name) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+/// A table's files as stored now: dates read from Parquet statistics of `aligned`, reused from
+/// `before` for a file whose signature has not changed.
+pub fn stored_table(
+    source: &TableSource,
+    aligned: Option<&str>,
+    before: Option<&StoredTable>,
+    time_zone: chrono_tz::Tz,
+) -> StoredTable {
+    let files = source
+        .signatures
+        .iter()
+        .zip(&source.files)
+        .map(|(signature, path)| {
+            let known = before
+                .filter(|b| b.aligned.as_deref() == aligned)
+                .and_then(|b| b.files.iter().find(|f| f.signature == *signature));
+            let dates = match (known, aligned) {
+                (Some(f), _) => f.dates,
+                (None, Some(column)) if source.format == FileFormat::Parquet => {
+                    parquet_dates(path, column, time_zone).unwrap_or(FileDates::Unknown)
+                }
+                _ => FileDates::Unknown,
+            };
+            StoredFile {
+                signature: signature.clone(),
+                dates,
+            }
+        })
+        .collect();
+    StoredTable {
+        aligned: aligned.map(str::to_string),
+        files,
+    }
+}
+
+/// The local dates a Parquet file's `column` spans, from its row-group statistics.
+fn parquet_dates(path: &Path, column: &str, time_zone: chrono_tz::Tz) -> Option<FileDates> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path).ok()?).ok()?;
+    let metadata = builder.metadata();
+    if metadata.file_metadata().num_rows() == 0 {
+        return Some(FileDates::NoRows);
+    }
+    let schema: &Schema = builder.schema();
+    let converter =
+        StatisticsConverter::try_new(column, schema, metadata.file_metadata().schema_descr())
+            .ok()?;
+    let groups = metadata.row_groups();
+    let nulls = converter.row_group_null_counts(groups.iter()).ok()?;
+    if nulls.null_count() > 0 || nulls.values().iter().any(|n| *n > 0) {
+        return None; // rows without a time, or unknown: cannot be placed on a date
+    }
+    let mins = converter.row_group_mins(groups.iter()).ok()?;
+    let maxes = converter.row_group_maxes(groups.iter()).ok()?;
+    let mut span: Option<(NaiveDate, NaiveDate)> = None;
+    for (i, group) in groups.iter().enumerate() {
+        if group.num_rows() == 0 {
+            continue;
+        }
+        let lo = local_date(&mins, i, time_zone)?;
+        let hi = local_date(&maxes, i, time_zone)?;
+        span = Some(match span {
+            None => (lo, hi),
+            Some((a, b)) => (a.min(lo), b.max(hi)),
+        });
+    }
+    Some(match span {
+        Some((lo, hi)) => FileDates::Span(lo, hi),
+        None => FileDates::NoRows,
+    })
+}
+
+/// Value `i` of a date or timestamp array as a local date: a zoned timestamp in `time_zone`, a
+/// naive one as it is (already local), as the planner buckets them.
+pub fn local_date(array: &ArrayRef, i: usize, time_zone: chrono_tz::Tz) -> Option<NaiveDate> {
+    if array.is_null(i) {
+        return None;
+    }
+    let instant = |value: i64, unit: &TimeUnit| {
+        let nanos = match unit {
+            TimeUnit::Second => value.checked_mul(1_000_000_000)?,
+            TimeUnit::Millisecond => value.checked_mul(1_000_000)?,
+            TimeUnit::Microsecond => value.checked_mul(1_000)?,
+            TimeUnit::Nanosecond => value,
+        };
+        Some(chrono::DateTime::from_timestamp_nanos(nanos))
+    };
+    match array.data_type() {
+        DataType::Date32 => array.as_primitive::<Date32Type>().value_as_date(i),
+        DataType::Date64 => array.as_primitive::<Date64Type>().value_as_date(i),
+        DataType::Timestamp(unit, zone) => {
+            use datafusion::arrow::datatypes::*;
+            let value = match unit {
+                TimeUnit::Second => array.as_primitive::<TimestampSecondType>().value(i),
+                TimeUnit::Millisecond => array.as_primitive::<TimestampMillisecondType>().value(i),
+                TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().value(i),
+                TimeUnit::Nanosecond => array.as_primitive::<TimestampNanosecondType>().value(i),
+            };
+            let at = instant(value, unit)?;
+            Some(match zone {
+                Some(_) => at.with_timezone(&time_zone).date_naive(),
+                None => at.naive_utc().date(),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The dates a refresh must recompute for one table: those of every file added, removed or
+/// changed, before and after. `Err` names the first file whose dates are unknown.
+pub fn changed_dates(
+    before: &StoredTable,
+    now: &StoredTable,
+) -> Result<Vec<(NaiveDate, NaiveDate)>, String> {
+    let mut spans = Vec::new();
+    let mut take = |f: &StoredFile| match f.dates {
+        FileDates::Span(a, b) => {
+            spans.push((a, b));
+            Ok(())
+        }
+        FileDates::NoRows => Ok(()),
+        FileDates::Unknown => Err(if f.signature.file.is_empty() {
+            "the file".to_string()
+        } else {
+            f.signature.file.clone()
+        }),
+    };
+    for f in &before.files {
+        if !now.files.contains(f) {
+            take(f)?;
+        }
+    }
+    for f in &now.files {
+        if !before.files.contains(f) {
+            take(f)?;
+        }
+    }
+    Ok(spans)
+}
+
+/// Batches of one schema, `schema`'s fields nullable wherever a batch's are (a refresh's rows
+/// may differ from the stored ones in nullability only).
+pub fn unify(
+    schema: &SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<(SchemaRef, Vec<RecordBatch>), String> {
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let nullable = f.is_nullable()
+                || batches
+                    .iter()
+                    .any(|b| b.schema().fields().get(i).is_none_or(|f| f.is_nullable()));
+            f.as_ref().clone().with_nullable(nullable)
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let batches = batches
+        .into_iter()
+        .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the refreshed rows do not fit the stored ones: {e}"))?;
+    Ok((schema, batches))
+}
