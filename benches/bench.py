@@ -290,6 +290,7 @@ def main():
     print(f"kpilens listening after {startup_ms:,.0f} ms", file=sys.stderr, flush=True)
     status, _ = http(base, "/api/v1/catalog/status")
     rollups = status.get("rollups", [])
+    not_built = status.get("rollups_not_built", [])
 
     con = duckdb.connect()
     # Bounded so that DuckDB spills rather than exhausting the machine the server shares (at
@@ -416,6 +417,8 @@ def main():
     fmt = lambda x: "—" if x is None else (f"{x:,.0f}" if x >= 100 else f"{x:.1f}" if x >= 1 else f"{x:.2f}")  # noqa: E731
     print(f"\n{loan_rows:,} loan_month rows; kpilens peak RSS {fmt(rss)} MiB (main run); start-up (listening, rollups {'loaded from the store' if append else 'built'}) {fmt(startup_ms)} ms; times in ms, read in MiB")
     print("rollups: " + ("; ".join(f"{r['name']} {r['rows']:,} rows {r['refresh']['how']} in {fmt(r['build_ms'])} ms" for r in rollups) or "none") + "\n")
+    for e in not_built:
+        print(f"not built: {e['key']}: {e['reason'][:300]}")
     if append:
         print(f"store phases: start-up with an empty store (all but {append['month']}) {fmt(append['built_ms'])} ms, rollups built in {fmt(append['full_build_ms'])} ms; "
               f"{append['month']} appended: every rollup current after {fmt(append['current_ms'])} ms "

@@ -22,3 +22,19 @@ pub fn hex_prefix(bytes: &[u8], chars: usize) -> String {
 pub fn first_line(e: &impl std::fmt::Display) -> String {
     e.to_string().lines().next().unwrap_or_default().to_string()
 }
+
+/// An error on one line (its lines joined by "; "), at most `max` characters: for a reason shown
+/// in a status list, where the lines after the first say why (a memory error's top consumers).
+pub fn one_line(e: &impl std::fmt::Display, max: usize) -> String {
+    let joined = e
+        .to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    match joined.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &joined[..i]),
+        None => joined,
+    }
+}

@@ -93,7 +93,7 @@ impl KpiService {
             time_zone: settings.time_zone,
             week_start: settings.week_start,
         };
-        let rollup_store = RollupStore::new(settings.rollup_store());
+        let rollup_store = RollupStore::new(settings.rollup_store(), settings.memory_mb as u64);
         let state = DataState::build(
             Arc::new(sources),
             &settings.data_dir,

@@ -43,6 +43,8 @@ struct Rows {
 }
 
 enum Plan {
+    /// The last build over the same data and definitions failed, for this reason.
+    Failed(String),
     Load(Manifest),
     Update(Manifest, DateWindow),
     Build(String),
@@ -101,10 +103,30 @@ pub(super) async fn refresh_rollup(
         (Some(_), false) => {
             Plan::Build("its definition, or a definition or SQL model it reads, changed".into())
         }
+        (Some(m), true) if m.failed.is_some() => match store.same_failure(&m) {
+            Some(reason) if m.tables == now => Plan::Failed(reason.to_string()),
+            _ => Plan::Build("its last build failed; the data or the memory pool changed".into()),
+        },
         (Some(m), true) => context.plan(m, &now),
+    };
+    let manifest = |refused, snapshots| Manifest {
+        format: 0,
+        fingerprint: fingerprint.clone(),
+        tables: now.clone(),
+        rows_file: String::new(),
+        rows: 0,
+        refused,
+        snapshots,
+        failed: None,
     };
     let mut refresh = RollupRefresh::default();
     let rows = match plan {
+        Plan::Failed(reason) => {
+            return Err(format!(
+                "{reason} (at its last build, over the same data and definitions and with this \
+                 memory pool; built again when one of them changes)"
+            ));
+        }
         Plan::Load(manifest) => match store.rows(&def.name, &manifest) {
             Ok((schema, batches)) => {
                 refresh.how = "loaded";
@@ -141,19 +163,20 @@ pub(super) async fn refresh_rollup(
         Some(rows) => rows,
         None => {
             refresh.how = "built";
-            context.build().await?
+            match context.build().await {
+                Ok(rows) => rows,
+                Err(reason) => {
+                    let failed = manifest(BTreeMap::new(), Vec::new());
+                    if let Err(e) = store.save_failure(&def.name, failed, &reason) {
+                        tracing::warn!(rollup = %def.name, error = %e, "rollup failure not stored");
+                    }
+                    return Err(reason);
+                }
+            }
         }
     };
     if refresh.how != "loaded" {
-        let manifest = Manifest {
-            format: 0,
-            fingerprint,
-            tables: now,
-            rows_file: String::new(),
-            rows: 0,
-            refused: rows.refused.clone(),
-            snapshots: rows.snapshots.clone(),
-        };
+        let manifest = manifest(rows.refused.clone(), rows.snapshots.clone());
         if let Err(e) = store.save(&def.name, manifest, &rows.schema, &rows.batches) {
             tracing::warn!(rollup = %def.name, error = %e, "rollup not stored; it is built again at the next start");
             refresh.store_error = Some(e);
@@ -201,7 +224,7 @@ impl Context<'_> {
         self.tables.execute(plan).await.map_err(|e| {
             format!(
                 "building the rollup failed: {}",
-                crate::text::first_line(&e)
+                crate::text::one_line(&e, 600)
             )
         })
     }

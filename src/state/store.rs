@@ -29,6 +29,8 @@ const FORMAT: u32 = 1;
 
 pub struct RollupStore {
     dir: Option<PathBuf>,
+    /// The engine's memory pool: a build that failed is tried again under another.
+    memory_mb: u64,
 }
 
 /// What a stored rollup was computed from, and what its build found.
@@ -44,6 +46,16 @@ pub struct Manifest {
     pub refused: BTreeMap<String, (String, String)>,
     /// A churn rollup's snapshot dates.
     pub snapshots: Vec<NaiveDate>,
+    /// Set when the build failed (no rows stored): not tried again while the definitions, the
+    /// files and the memory pool are what they were.
+    #[serde(default)]
+    pub failed: Option<Failure>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Failure {
+    pub reason: String,
+    pub memory_mb: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,9 +82,19 @@ pub enum FileDates {
 }
 
 impl RollupStore {
-    /// A store in `dir` (created when first written), or none (every rollup is built).
-    pub fn new(dir: Option<PathBuf>) -> Self {
-        Self { dir }
+    /// A store in `dir` (created when first written), or none (every rollup is built), for an
+    /// engine with a pool of `memory_mb`.
+    pub fn new(dir: Option<PathBuf>, memory_mb: u64) -> Self {
+        Self { dir, memory_mb }
+    }
+
+    /// The failure recorded in `manifest`, if it happened under this store's memory pool.
+    pub fn same_failure<'a>(&self, manifest: &'a Manifest) -> Option<&'a str> {
+        manifest
+            .failed
+            .as_ref()
+            .filter(|f| f.memory_mb == self.memory_mb)
+            .map(|f| f.reason.as_str())
     }
 
     pub fn is_on(&self) -> bool {
@@ -116,6 +138,20 @@ impl RollupStore {
             ));
         }
         Ok((schema, batches))
+    }
+
+    /// Records that a rollup's build failed over what `manifest` names (its rows are dropped).
+    pub fn save_failure(
+        &self,
+        rollup: &str,
+        mut manifest: Manifest,
+        reason: &str,
+    ) -> Result<(), String> {
+        manifest.failed = Some(Failure {
+            reason: reason.to_string(),
+            memory_mb: self.memory_mb,
+        });
+        self.save(rollup, manifest, &Arc::new(Schema::empty()), &[])
     }
 
     /// Stores a rollup's rows and manifest (its `rows_file` and `rows` are set here), replacing

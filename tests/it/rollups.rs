@@ -705,6 +705,10 @@ async fn stored_rollups_load_update_and_rebuild_as_their_inputs_change() {
             "measures: [tickets, sla_breaches, first_response_hours]",
             "measures: [tickets, sla_breaches]",
         );
+    // And one that cannot be built: a customer's status changes between months.
+    let edited = format!(
+        "{edited}\n  retention_by_status:\n    model: customer_month\n    cohort: customer_retention\n    dimensions: [status]\n"
+    );
     std::fs::write(project.path().join("metrics/rollups.yaml"), edited).unwrap();
     settings.project_dir = project.path().to_path_buf();
     let edited = KpiService::open(&settings).await.unwrap();
@@ -719,5 +723,21 @@ async fn stored_rollups_load_update_and_rebuild_as_their_inputs_change() {
             .reason
             .as_deref(),
         Some("its definition, or a definition or SQL model it reads, changed")
+    );
+    let failure = |service: &KpiService| {
+        let catalog = service.catalog();
+        let failed: Vec<_> = catalog.rollups_not_built.iter().collect();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert_eq!(failed[0].key, "rollups.retention_by_status");
+        failed[0].reason.clone()
+    };
+    assert!(failure(&edited).contains("the dimensions change between an entity's rows"));
+    // Not tried again over the same data and definitions, and says so.
+    let again = KpiService::open(&settings).await.unwrap();
+    assert_refreshed(&again, &[], "a start after a failed build");
+    let reason = failure(&again);
+    assert!(
+        reason.contains("the dimensions change") && reason.contains("at its last build"),
+        "{reason}"
     );
 }

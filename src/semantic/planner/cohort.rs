@@ -11,13 +11,13 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::functions::expr_fn::{date_part, nullif};
-use datafusion::functions_aggregate::expr_fn::{count_distinct, max, min, sum};
+use datafusion::functions_aggregate::expr_fn::{max, min, sum};
 use datafusion::logical_expr::{Expr, JoinType, cast};
 use datafusion::prelude::{ident, lit};
 
 use super::{
-    ColumnRole, OutputColumn, PlannedQuery, df_err, entity_snapshot, filtered_rows, period_expr,
-    range_expr, sort_and_limit,
+    ColumnRole, OutputColumn, PlannedQuery, count_distinct_by, df_err, entity_snapshot,
+    filtered_rows, period_expr, range_expr, sort_and_limit,
 };
 use crate::catalog::{Catalog, CohortDefinition};
 use crate::protocol::Grain;
@@ -154,21 +154,13 @@ pub(super) async fn triangle(
 
     let mut keys: Vec<Expr> = vec![ident(COHORT)];
     keys.extend(dims.iter().map(ident));
-    let sizes = cohorts
-        .clone()
-        .aggregate(
-            keys.clone(),
-            vec![count_distinct(ident("__e")).alias("__size")],
-        )
-        .map_err(df_err)?;
+    let sizes = count_distinct_by(cohorts.clone(), keys.clone(), ident("__e"), "__size")?;
 
     // Members active at each later period end.
     let active = at_end
         .filter(ident("__act").eq(lit(1i64)))
         .and_then(|a| a.select(vec![ident("__e").alias("__e2"), ident("__p").alias("__p2")]))
         .map_err(df_err)?;
-    let mut with_period = keys.clone();
-    with_period.push(ident("__p2").alias("__p"));
     let counts = cohorts
         .join_on(
             active,
@@ -178,20 +170,19 @@ pub(super) async fn triangle(
                 ident("__p2").gt_eq(ident(COHORT)),
             ],
         )
+        .map_err(df_err)
         .and_then(|j| {
-            j.aggregate(
-                keys.iter().cloned().chain([ident("__p2")]).collect(),
-                vec![count_distinct(ident("__e")).alias("__active")],
-            )
-        })
-        .and_then(|a| {
+            let by = keys.iter().cloned().chain([ident("__p2")]).collect();
+            count_distinct_by(j, by, ident("__e"), "__active")
+        })?
+        .select({
             let mut s = keys.clone();
             s.extend([
                 ident("__p2").alias("__p"),
                 cast(lit(ScalarValue::Null), DataType::Int64).alias("__size"),
                 ident("__active"),
             ]);
-            a.select(s)
+            s
         })
         .map_err(df_err)?;
 

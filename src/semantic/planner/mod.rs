@@ -506,6 +506,27 @@ pub(super) fn entity_snapshot(
     Ok(select)
 }
 
+/// The distinct non-null `value`s per group of `keys`, as the column `alias`: the distinct
+/// (keys, value) pairs, then a count of them per group. Two plain group-bys, which spill when
+/// memory is short, where `count(DISTINCT)` keeps a hash set per group inside the pool.
+fn count_distinct_by(
+    rows: DataFrame,
+    keys: Vec<Expr>,
+    value: Expr,
+    alias: &str,
+) -> Result<DataFrame, QueryError> {
+    let names: Vec<Expr> = keys
+        .iter()
+        .map(|k| ident(k.schema_name().to_string()))
+        .collect();
+    let mut pairs = keys;
+    pairs.push(value.clone().alias("__distinct_value"));
+    rows.filter(value.is_not_null())
+        .and_then(|r| r.aggregate(pairs, vec![]))
+        .and_then(|r| r.aggregate(names, vec![count(lit(1i64)).alias(alias)]))
+        .map_err(df_err)
+}
+
 /// 1 where `predicate` holds, else 0: an entity's activity in a snapshot row.
 fn flag(predicate: &Expr) -> Result<Expr, QueryError> {
     when(predicate.clone(), lit(1i64))
