@@ -423,7 +423,9 @@ def main():
         print(f"store phases: start-up with an empty store (all but {append['month']}) {fmt(append['built_ms'])} ms, rollups built in {fmt(append['full_build_ms'])} ms; "
               f"{append['month']} appended: every rollup current after {fmt(append['current_ms'])} ms "
               f"({fmt(append['current_ms'] / append['full_build_ms'] * 100)}% of the full build)")
-        print("  " + "; ".join(f"{r['name']} {r['refresh']['how']} in {fmt(r['build_ms'])} ms" for r in append["rollups"]) + "\n")
+        print("  " + "; ".join(f"{r['name']} {r['refresh']['how']} in {fmt(r['build_ms'])} ms"
+                               + (f" ({r['refresh']['reason']})" if r['refresh']['how'] == 'built' else "")
+                               for r in append["rollups"]) + "\n")
     print("| query | kpilens cold (server / HTTP) | rollup used | cold from the models | read (rollup / models) | cached p50 / p99 (server) | cached p50 HTTP | DuckDB first / median | Polars first / median | kpilens cold ÷ DuckDB | ÷ Polars | same numbers |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     mismatches = 0

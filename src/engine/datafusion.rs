@@ -24,6 +24,7 @@ use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::future::BoxFuture;
 
+use super::lookups::{DropUnusedLookups, UniqueKeys};
 use super::{EngineError, EngineTables, Explanation, QueryEngine};
 use crate::catalog::{FileFormat, TableRegistry, TableSource, canonical_type};
 use crate::text::first_line;
@@ -50,9 +51,15 @@ impl DataFusionEngine {
 
 impl QueryEngine for DataFusionEngine {
     fn new_tables(&self) -> Arc<dyn EngineTables> {
+        let ctx = SessionContext::new_with_config_rt(self.config.clone(), self.runtime.clone());
+        let unique = UniqueKeys::default();
+        ctx.add_optimizer_rule(Arc::new(DropUnusedLookups {
+            unique: unique.clone(),
+        }));
         Arc::new(DataFusionTables {
-            ctx: SessionContext::new_with_config_rt(self.config.clone(), self.runtime.clone()),
+            ctx,
             providers: RwLock::new(HashMap::new()),
+            unique,
         })
     }
 }
@@ -62,6 +69,8 @@ struct DataFusionTables {
     ctx: SessionContext,
     /// What a scan by reference resolves to (the session holds the same providers).
     providers: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
+    /// Columns checked to hold no value twice (lookups the optimiser may drop when unread).
+    unique: UniqueKeys,
 }
 
 impl DataFusionTables {
@@ -237,6 +246,13 @@ impl EngineTables for DataFusionTables {
             let df = self.ctx.sql_with_options(&sql, read_only()).await?;
             Ok(df.collect().await?)
         })
+    }
+
+    fn declare_unique(&self, table: &str, column: &str) {
+        self.unique
+            .write()
+            .expect("unique keys")
+            .insert((table.to_string(), column.to_string()));
     }
 
     fn resolved(&self, plan: LogicalPlan) -> Result<LogicalPlan, EngineError> {

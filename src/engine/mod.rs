@@ -7,6 +7,7 @@
 mod datafusion;
 mod error;
 mod files;
+mod lookups;
 
 use ::datafusion::arrow::datatypes::SchemaRef;
 use ::datafusion::arrow::record_batch::RecordBatch;
@@ -47,6 +48,10 @@ pub trait EngineTables: TableRegistry {
 
     /// The plan as the engine would run it, and as SQL (for reading, never executed).
     fn explain(&self, plan: &LogicalPlan) -> Result<Explanation, EngineError>;
+
+    /// `column` of `table` holds no value twice over this state's files (checked by the caller):
+    /// a left join to it that nothing reads may be dropped.
+    fn declare_unique(&self, table: &str, column: &str);
 
     /// The plan with every scan bound to this state's tables and SQL models inlined, before
     /// optimisation: what a stored rollup fingerprints and traces its time column through.

@@ -39,6 +39,59 @@ impl Deref for DataState {
     }
 }
 
+/// Checks each primary key declared on a file-backed model over the files this state reads (no
+/// value twice; the check is stored with the files' signatures) and tells the engine which hold,
+/// so that it may drop joins to them that nothing reads. A key that does not hold is logged.
+async fn declare_unique_keys(catalog: &Catalog, tables: &dyn EngineTables, store: &RollupStore) {
+    use datafusion::functions_aggregate::expr_fn::count;
+    use datafusion::prelude::{ident, lit};
+    let mut checked = BTreeSet::new();
+    for model in catalog.models.values() {
+        let (Some(pk), Some(source)) = (&model.primary_key, catalog.tables.get(&model.table))
+        else {
+            continue;
+        };
+        if !checked.insert((model.table.clone(), pk.clone())) {
+            continue;
+        }
+        let unique = match store.known_unique(&model.table, pk, &source.signatures) {
+            Some(known) => known,
+            None => {
+                let repeated = catalog
+                    .plans
+                    .scan(&model.table, model.schema.clone())
+                    .and_then(|s| s.aggregate(vec![ident(pk)], vec![count(lit(1i64)).alias("__n")]))
+                    .and_then(|s| s.filter(ident("__n").gt(lit(1i64))))
+                    .and_then(|s| s.aggregate(vec![], vec![count(lit(1i64)).alias("__repeated")]));
+                let found = match repeated {
+                    Ok(plan) => tables.execute(plan.into_unoptimized_plan()).await.ok(),
+                    Err(_) => None,
+                };
+                let Some(batches) = found else {
+                    continue; // not checked (memory): joins to it stay
+                };
+                let unique = first_i64(&batches) == Some(0);
+                store.save_unique(&model.table, pk, &source.signatures, unique);
+                unique
+            }
+        };
+        if unique {
+            tables.declare_unique(&model.table, pk);
+        } else {
+            tracing::warn!(model = %model.name, key = %pk, "the primary key repeats in the data");
+        }
+    }
+}
+
+fn first_i64(batches: &[RecordBatch]) -> Option<i64> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+    let b = batches.iter().find(|b| b.num_rows() > 0)?;
+    b.column(0)
+        .as_primitive_opt::<Int64Type>()
+        .map(|c| c.value(0))
+}
+
 impl DataState {
     /// Validates the definitions over the data as it is now, registering the tables in a fresh
     /// set of the engine's, then makes the rollups current: loaded from the store where their
@@ -54,6 +107,7 @@ impl DataState {
     ) -> Result<Self, CatalogErrors> {
         let tables = engine.new_tables();
         let mut catalog = Catalog::build(sources, data_dir, tables.as_ref()).await?;
+        declare_unique_keys(&catalog, tables.as_ref(), store).await;
         let definitions = std::mem::take(&mut catalog.rollup_definitions);
         store.prune(
             &definitions

@@ -64,6 +64,7 @@ pub(super) async fn refresh_rollup(
         tables,
         def,
         calendar,
+        out_of_memory: Default::default(),
     };
     let (fingerprint, reads) = context.fingerprint().await?;
     let mut lineage = match rollup::time_plan(catalog, def)? {
@@ -103,8 +104,17 @@ pub(super) async fn refresh_rollup(
         (Some(_), false) => {
             Plan::Build("its definition, or a definition or SQL model it reads, changed".into())
         }
+        // More data needs more memory: a build refused for memory waits for another pool
+        // or definition; one refused by a check is tried again over new data.
         (Some(m), true) if m.failed.is_some() => match store.same_failure(&m) {
-            Some(reason) if m.tables == now => Plan::Failed(reason.to_string()),
+            Some((reason, true)) => Plan::Failed(format!(
+                "{reason} (at its last build, with this memory pool; tried again when its \
+                 definition or --memory-mb changes)"
+            )),
+            Some((reason, false)) if m.tables == now => Plan::Failed(format!(
+                "{reason} (at its last build, over the same data and definitions; tried again \
+                 when one of them changes)"
+            )),
             _ => Plan::Build("its last build failed; the data or the memory pool changed".into()),
         },
         (Some(m), true) => context.plan(m, &now),
@@ -121,12 +131,7 @@ pub(super) async fn refresh_rollup(
     };
     let mut refresh = RollupRefresh::default();
     let rows = match plan {
-        Plan::Failed(reason) => {
-            return Err(format!(
-                "{reason} (at its last build, over the same data and definitions and with this \
-                 memory pool; built again when one of them changes)"
-            ));
-        }
+        Plan::Failed(reason) => return Err(reason),
         Plan::Load(manifest) => match store.rows(&def.name, &manifest) {
             Ok((schema, batches)) => {
                 refresh.how = "loaded";
@@ -167,7 +172,10 @@ pub(super) async fn refresh_rollup(
                 Ok(rows) => rows,
                 Err(reason) => {
                     let failed = manifest(BTreeMap::new(), Vec::new());
-                    if let Err(e) = store.save_failure(&def.name, failed, &reason) {
+                    let memory = context
+                        .out_of_memory
+                        .load(std::sync::atomic::Ordering::Relaxed);
+                    if let Err(e) = store.save_failure(&def.name, failed, &reason, memory) {
                         tracing::warn!(rollup = %def.name, error = %e, "rollup failure not stored");
                     }
                     return Err(reason);
@@ -191,7 +199,7 @@ pub(super) async fn refresh_rollup(
     let mut built = context.register(rows)?;
     built.rows = row_count;
     built.build_ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;
-    tracing::info!(rollup = %def.name, model = %def.spec.model, rows = row_count, how = refresh.how, ms = built.build_ms, "rollup current");
+    tracing::info!(rollup = %def.name, model = %def.spec.model, rows = row_count, how = refresh.how, reason = refresh.reason.as_deref().unwrap_or(""), ms = built.build_ms, "rollup current");
     built.refresh = refresh;
     Ok((built, refusals))
 }
@@ -211,6 +219,8 @@ struct Context<'a> {
     tables: &'a dyn EngineTables,
     def: &'a RollupDefinition,
     calendar: &'a CalendarConfig,
+    /// Set when a plan ran out of the memory pool.
+    out_of_memory: std::sync::atomic::AtomicBool,
 }
 
 impl Context<'_> {
@@ -222,6 +232,10 @@ impl Context<'_> {
 
     async fn run(&self, plan: LogicalPlan) -> Result<Vec<RecordBatch>, String> {
         self.tables.execute(plan).await.map_err(|e| {
+            if matches!(e, crate::engine::EngineError::MemoryExhausted(_)) {
+                self.out_of_memory
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             format!(
                 "building the rollup failed: {}",
                 crate::text::one_line(&e, 600)

@@ -27,6 +27,16 @@ use crate::catalog::{FileFormat, FileSignature, TableSource};
 /// Bumped whenever what a manifest or its rows mean changes: older copies are rebuilt.
 const FORMAT: u32 = 1;
 
+/// Beside the rollups' folders: which declared primary keys hold over which files.
+const UNIQUE_KEYS: &str = "unique_keys.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct UniqueKey {
+    column: String,
+    files: Vec<FileSignature>,
+    unique: bool,
+}
+
 pub struct RollupStore {
     dir: Option<PathBuf>,
     /// The engine's memory pool: a build that failed is tried again under another.
@@ -56,6 +66,9 @@ pub struct Manifest {
 pub struct Failure {
     pub reason: String,
     pub memory_mb: u64,
+    /// Refused for memory (not by a check over the data).
+    #[serde(default)]
+    pub out_of_memory: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,13 +101,14 @@ impl RollupStore {
         Self { dir, memory_mb }
     }
 
-    /// The failure recorded in `manifest`, if it happened under this store's memory pool.
-    pub fn same_failure<'a>(&self, manifest: &'a Manifest) -> Option<&'a str> {
+    /// The failure recorded in `manifest` (and whether it was for memory), if it happened under
+    /// this store's memory pool.
+    pub fn same_failure<'a>(&self, manifest: &'a Manifest) -> Option<(&'a str, bool)> {
         manifest
             .failed
             .as_ref()
             .filter(|f| f.memory_mb == self.memory_mb)
-            .map(|f| f.reason.as_str())
+            .map(|f| (f.reason.as_str(), f.out_of_memory))
     }
 
     pub fn is_on(&self) -> bool {
@@ -146,10 +160,12 @@ impl RollupStore {
         rollup: &str,
         mut manifest: Manifest,
         reason: &str,
+        out_of_memory: bool,
     ) -> Result<(), String> {
         manifest.failed = Some(Failure {
             reason: reason.to_string(),
             memory_mb: self.memory_mb,
+            out_of_memory,
         });
         self.save(rollup, manifest, &Arc::new(Schema::empty()), &[])
     }
@@ -189,6 +205,41 @@ impl RollupStore {
             let _ = std::fs::remove_file(folder.join(old));
         }
         Ok(())
+    }
+
+    /// Whether `column` of a table was found unique over exactly these files.
+    pub fn known_unique(&self, table: &str, column: &str, files: &[FileSignature]) -> Option<bool> {
+        let path = self.dir.as_ref()?.join(UNIQUE_KEYS);
+        let keys: BTreeMap<String, UniqueKey> =
+            serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        keys.get(table)
+            .filter(|k| k.column == column && k.files == files)
+            .map(|k| k.unique)
+    }
+
+    /// Records whether `column` of a table is unique over these files.
+    pub fn save_unique(&self, table: &str, column: &str, files: &[FileSignature], unique: bool) {
+        let Some(dir) = &self.dir else { return };
+        let path = dir.join(UNIQUE_KEYS);
+        let mut keys: BTreeMap<String, UniqueKey> = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        keys.insert(
+            table.to_string(),
+            UniqueKey {
+                column: column.to_string(),
+                files: files.to_vec(),
+                unique,
+            },
+        );
+        let temp = dir.join(format!("{UNIQUE_KEYS}.{}", std::process::id()));
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|_| std::fs::write(&temp, serde_json::to_vec(&keys).unwrap_or_default()))
+            .and_then(|_| std::fs::rename(&temp, &path));
+        if let Err(e) = written {
+            tracing::warn!(table, error = %e, "key check not stored; it runs again at the next start");
+        }
     }
 
     /// Deletes the stored copy of every rollup not in `keep` (a rollup removed from the YAML).

@@ -338,3 +338,74 @@ async fn members_and_drill_through_pages() {
         .unwrap();
     assert_eq!((p.total, p.rows[0][2].clone()), (1, json!("consumer")));
 }
+
+/// A left join to a lookup that nothing reads is dropped only where the lookup's key is unique
+/// over the data: with one customer listed twice in the master, the customer month view's join
+/// repeats that customer's rows (as SQL says), so the bank's AUM grows by that customer's AUM;
+/// with the master as it is, the join is gone from the plan and the numbers are the same.
+#[tokio::test]
+async fn unread_lookups_are_dropped_only_where_their_key_is_unique() {
+    let month = json!({"metrics": ["aum"], "time": {"from": "2024-03-01", "to": "2024-03-31"}, "rollups": false});
+    let total = |r: &kpilens::service::QueryResponse| records(r)[0]["aum"].clone();
+    let (_data, service) = bank(|s| s).await;
+    let plan = service
+        .explain(
+            &kpilens::security::Principal::local(),
+            &request(month.clone()),
+        )
+        .await
+        .unwrap();
+    assert!(
+        !plan.optimized_plan.contains("TableScan: customers"),
+        "the unread join to the customer master stays:\n{}",
+        plan.optimized_plan
+    );
+    let unique = total(&run(&service, month.clone()).await);
+    let one = run(
+        &service,
+        json!({"metrics": ["aum"], "time": {"from": "2024-03-01", "to": "2024-03-31"},
+               "filters": [{"dimension": "customer", "op": "eq", "value": 1}], "rollups": false}),
+    )
+    .await;
+    let customer_one = total(&one);
+
+    let fixture = tempfile::tempdir().unwrap();
+    super::copy_dir(&repo_dir().join("tests/fixtures/bank"), fixture.path());
+    let customers = fixture.path().join("customers.csv");
+    let mut text = std::fs::read_to_string(&customers).unwrap();
+    let first = text.lines().nth(1).unwrap().to_string();
+    text.push_str(&format!("{first}\n"));
+    std::fs::write(&customers, text).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let sources = kpilens::catalog::ProjectSources::read(&repo_dir()).unwrap();
+    kpilens::metric_tests::materialize_fixture(&sources, fixture.path(), data.path())
+        .await
+        .unwrap();
+    let (_, settings) = bank_settings().await;
+    let doubled = KpiService::open(&Settings {
+        data_dir: data.path().to_path_buf(),
+        ..settings
+    })
+    .await
+    .unwrap();
+    let plan = doubled
+        .explain(
+            &kpilens::security::Principal::local(),
+            &request(month.clone()),
+        )
+        .await
+        .unwrap();
+    assert!(plan.optimized_plan.contains("TableScan: customers"));
+    let repeated = total(&run(&doubled, month).await);
+    let (u, c, r) = (
+        unique.as_f64().unwrap(),
+        customer_one.as_f64().unwrap(),
+        repeated.as_f64().unwrap(),
+    );
+    assert!(c > 0.0);
+    assert_eq!(
+        r,
+        u + c,
+        "unique {u}, customer 1 {c}, with customer 1 twice {r}"
+    );
+}
