@@ -74,11 +74,6 @@ fn questions(
             loans.clone(),
         ),
         (
-            json!({"metrics": ["won_opportunities_per_rm", "rm_headcount"], "dimensions": ["region"],
-                   "time": {"grain": "month", "from": from, "to": to}}),
-            vec!["rm_headcount_by_rm", "won_opportunities_by_rm"],
-        ),
-        (
             json!({"metrics": ["npl_ratio", "loan_balance"], "dimensions": ["product"],
                    "time": {"grain": "quarter", "from": from, "to": to},
                    "filters": [{"dimension": "segment", "op": "eq", "value": "retail"}],
@@ -278,7 +273,6 @@ async fn rollups_give_the_models_numbers_on_the_demo_bank_for_every_scope() {
             "loan_month_by_rm",
             "loans_by_rm",
             "new_customers_by_rm",
-            "rm_headcount_by_rm",
             "tickets_by_rm",
             "won_opportunities_by_rm",
         ])
@@ -615,7 +609,7 @@ async fn stored_rollups_load_update_and_rebuild_as_their_inputs_change() {
             name
         })
         .collect();
-    assert_eq!(every.len(), 11);
+    assert_eq!(every.len(), 10);
 
     let loaded = KpiService::open(&settings).await.unwrap();
     assert_refreshed(&loaded, &[], "a second start");
@@ -637,7 +631,6 @@ async fn stored_rollups_load_update_and_rebuild_as_their_inputs_change() {
             ("customer_churn_by_rm", "updated", december),
             ("customer_month_by_rm", "updated", december),
             ("customer_products_by_rm", "updated", december),
-            ("rm_headcount_by_rm", "updated", december),
             ("loan_month_by_rm", "updated", december),
             ("customer_retention_by_branch", "built", &[]),
         ],
