@@ -70,7 +70,7 @@ async fn declare_unique_keys(catalog: &Catalog, tables: &dyn EngineTables, store
                 let Some(batches) = found else {
                     continue; // not checked (memory): joins to it stay
                 };
-                let unique = first_i64(&batches) == Some(0);
+                let unique = refresh::single_i64(&batches, "__repeated") == Ok(0);
                 store.save_unique(&model.table, pk, &source.signatures, unique);
                 unique
             }
@@ -81,15 +81,6 @@ async fn declare_unique_keys(catalog: &Catalog, tables: &dyn EngineTables, store
             tracing::warn!(model = %model.name, key = %pk, "the primary key repeats in the data");
         }
     }
-}
-
-fn first_i64(batches: &[RecordBatch]) -> Option<i64> {
-    use datafusion::arrow::array::AsArray;
-    use datafusion::arrow::datatypes::Int64Type;
-    let b = batches.iter().find(|b| b.num_rows() > 0)?;
-    b.column(0)
-        .as_primitive_opt::<Int64Type>()
-        .map(|c| c.value(0))
 }
 
 impl DataState {

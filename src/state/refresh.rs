@@ -616,7 +616,7 @@ fn column_sum(batches: &[RecordBatch], column: &str) -> Result<i64, String> {
 }
 
 /// The one value of an Int64 column in a one-row result.
-fn single_i64(batches: &[RecordBatch], column: &str) -> Result<i64, String> {
+pub(super) fn single_i64(batches: &[RecordBatch], column: &str) -> Result<i64, String> {
     use datafusion::arrow::array::{Array, AsArray};
     use datafusion::arrow::datatypes::Int64Type;
     batches
