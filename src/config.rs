@@ -51,6 +51,14 @@ pub struct Settings {
     /// Rotated audit files kept (audit.log.1 ... .N).
     #[arg(long, env = "KPILENS_AUDIT_KEEP", default_value_t = 5)]
     pub audit_keep: usize,
+    /// Refusals without a valid token that get their own audit line per second (ten times that
+    /// at once); the rest are counted in one summary line, so they cannot flush genuine lines.
+    #[arg(
+        long,
+        env = "KPILENS_AUDIT_UNAUTHENTICATED_PER_SECOND",
+        default_value_t = 5.0
+    )]
+    pub audit_unauthenticated_per_second: f64,
     /// Data requests served at once; others queue.
     #[arg(long, env = "KPILENS_MAX_CONCURRENT", default_value_t = 8)]
     pub max_concurrent: usize,
@@ -128,6 +136,7 @@ impl Default for Settings {
             audit_log: PathBuf::from("logs/audit.log"),
             audit_max_mb: 64,
             audit_keep: 5,
+            audit_unauthenticated_per_second: 5.0,
             max_concurrent: 8,
             queue_wait_ms: 2000,
             rate_per_second: 50.0,

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use crate::alerts::clock::{Clock, ShiftedClock, SystemClock};
 use crate::alerts::{AlertEngine, AlertOptions};
 use crate::api;
-use crate::api::guard::{AuthMode, Gate};
+use crate::api::guard::{AuthMode, Gate, UnauthenticatedBudget};
 use crate::config::Settings;
 use crate::security::Principal;
 use crate::security::audit::AuditLog;
@@ -89,6 +89,10 @@ pub fn app(
             settings.audit_max_mb * 1024 * 1024,
             settings.audit_keep,
         )?,
+        unauthenticated: UnauthenticatedBudget::new(
+            settings.audit_unauthenticated_per_second,
+            settings.audit_unauthenticated_per_second * 10.0,
+        ),
     });
     let web = Arc::new(api::web::WebAssets::load(&settings.project_dir.join("web")));
     let clock: Arc<dyn Clock> = match settings.alerts_clock_start {

@@ -3,6 +3,7 @@
 //! the audit line before the response leaves. Refusals become responses in `api::error`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::extract::{Request, State};
@@ -14,7 +15,7 @@ use super::ApiError;
 use super::error::ErrorCode;
 use crate::security::audit::{AuditDetails, AuditLog, AuditRecord};
 use crate::security::auth::Authenticator;
-use crate::security::limits::Admission;
+use crate::security::limits::{Admission, RateLimiter};
 use crate::security::{Principal, Scope};
 
 /// How requests are authenticated.
@@ -28,6 +29,25 @@ pub struct Gate {
     pub auth: AuthMode,
     pub admission: Admission,
     pub audit: AuditLog,
+    /// Refusals without a valid token are logged up to this rate; the rest are counted and
+    /// logged as one summary line, so that nobody without a token can rotate genuine lines away.
+    pub unauthenticated: UnauthenticatedBudget,
+}
+
+/// How many refusals without a valid token get their own audit line, and how many did not.
+pub struct UnauthenticatedBudget {
+    lines: RateLimiter,
+    unlogged: AtomicU64,
+}
+
+impl UnauthenticatedBudget {
+    /// `per_second` lines, `burst` at once.
+    pub fn new(per_second: f64, burst: f64) -> Self {
+        Self {
+            lines: RateLimiter::new(per_second, burst),
+            unlogged: AtomicU64::new(0),
+        }
+    }
 }
 
 pub async fn guard(State(gate): State<Arc<Gate>>, mut req: Request, next: Next) -> Response {
@@ -49,6 +69,11 @@ pub async fn guard(State(gate): State<Arc<Gate>>, mut req: Request, next: Next) 
         Ok(p) => p,
         Err(e) => {
             let response = ApiError::from(e).into_response();
+            let budget = &gate.unauthenticated;
+            if budget.lines.take("", Instant::now()).is_err() {
+                budget.unlogged.fetch_add(1, Ordering::Relaxed);
+                return response;
+            }
             return audited(&gate, &anonymous(""), &method, &route, started, response);
         }
     };
@@ -85,6 +110,25 @@ fn audited(
     started: Instant,
     response: Response,
 ) -> Response {
+    let unlogged = gate.unauthenticated.unlogged.swap(0, Ordering::Relaxed);
+    if unlogged > 0 {
+        // The refusals past the budget since the last line, as one line before this one.
+        let summary = AuditRecord {
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            principal: "anonymous".into(),
+            method: "*".into(),
+            route: "(refused without a valid token, not logged one by one)".into(),
+            status: 401,
+            rows: Some(unlogged),
+            error: Some("unauthenticated".into()),
+            ..AuditRecord::default()
+        };
+        if gate.audit.append(&summary).is_err() {
+            gate.unauthenticated
+                .unlogged
+                .fetch_add(unlogged, Ordering::Relaxed);
+        }
+    }
     let details = response
         .extensions()
         .get::<AuditDetails>()
@@ -96,8 +140,9 @@ fn audited(
         principal: principal.name.clone(),
         role: principal.role.clone(),
         scope: principal.scope.key(),
-        method: method.to_string(),
-        route: route.to_string(),
+        method: crate::text::clip(method),
+        // Clipped: a path is the client's to choose, and a line must not grow with it.
+        route: crate::text::clip(route),
         status: status.as_u16(),
         elapsed_ms: (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
         metrics: details.metrics,

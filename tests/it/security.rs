@@ -1292,3 +1292,46 @@ async fn a_dropped_file_is_seen_by_the_next_query_and_cached_answers_read_no_fil
         "the change was read from disk"
     );
 }
+
+/// Nobody without a token can flush the audit trail: refusals without a valid token get their
+/// own line only up to a rate (the rest are counted in one summary line before the next line),
+/// and every line's route is clipped, however long the path. Genuine lines stay.
+#[tokio::test]
+async fn refusals_without_a_token_cannot_flush_the_audit_trail() {
+    let (_data, settings) = bank_settings().await;
+    let s = start(settings).await;
+    s.query(json!({ "metrics": ["loan_balance"] })).await;
+    let long = format!("/api/v1/dashboards/{}", "a".repeat(60_000));
+    let sent = 300u64;
+    for _ in 0..sent {
+        let (status, _) = s.json_as("", "GET", &long, "").await;
+        assert_eq!(status, 401);
+    }
+    s.query(json!({ "metrics": ["overdue_ratio"] })).await;
+
+    let text = std::fs::read_to_string(s.dir.path().join("audit.log")).unwrap();
+    let records: Vec<AuditRecord> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        text.len() < 100_000,
+        "{} bytes for {sent} refusals",
+        text.len()
+    );
+    assert!(records.iter().all(|r| r.route.chars().count() <= 81));
+    assert_eq!(records.first().unwrap().metrics, ["loan_balance"]);
+    assert_eq!(records.last().unwrap().metrics, ["overdue_ratio"]);
+    let one_by_one = records
+        .iter()
+        .filter(|r| r.status == 401 && r.method == "GET")
+        .count() as u64;
+    let summarised: u64 = records
+        .iter()
+        .filter(|r| r.method == "*")
+        .map(|r| r.rows.unwrap())
+        .sum();
+    // A burst of 50 at the default 5 per second, in well under the seconds this takes.
+    assert!(one_by_one <= 60, "{one_by_one} refusals logged one by one");
+    assert_eq!(one_by_one + summarised, sent, "every refusal is counted");
+}
