@@ -104,12 +104,12 @@ pub(super) async fn refresh_rollup(
         (Some(_), false) => {
             Plan::Build("its definition, or a definition or SQL model it reads, changed".into())
         }
-        // More data needs more memory: a build refused for memory waits for another pool
-        // or definition; one refused by a check is tried again over new data.
+        // More data needs more memory: a build refused for memory waits for another pool,
+        // definition or start; one refused by a check is tried again over new data.
         (Some(m), true) if m.failed.is_some() => match store.same_failure(&m) {
             Some((reason, true)) => Plan::Failed(format!(
-                "{reason} (at its last build, with this memory pool; tried again when its \
-                 definition or --memory-mb changes)"
+                "{reason} (at its last build, with this memory pool; tried again at the next \
+                 start, or when its definition or --memory-mb changes)"
             )),
             Some((reason, false)) if m.tables == now => Plan::Failed(format!(
                 "{reason} (at its last build, over the same data and definitions; tried again \

@@ -69,6 +69,10 @@ pub struct Failure {
     /// Refused for memory (not by a check over the data).
     #[serde(default)]
     pub out_of_memory: bool,
+    /// The process that recorded it: a refusal for memory holds for that process only (how
+    /// much memory a build needs at the margin varies from run to run; a new start tries again).
+    #[serde(default)]
+    pub process: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,13 +105,14 @@ impl RollupStore {
         Self { dir, memory_mb }
     }
 
-    /// The failure recorded in `manifest` (and whether it was for memory), if it happened under
-    /// this store's memory pool.
+    /// The failure recorded in `manifest`, if it happened under this store's memory pool, and
+    /// whether it holds whatever the data (a refusal for memory, in the process that recorded it).
     pub fn same_failure<'a>(&self, manifest: &'a Manifest) -> Option<(&'a str, bool)> {
         manifest
             .failed
             .as_ref()
             .filter(|f| f.memory_mb == self.memory_mb)
+            .filter(|f| !f.out_of_memory || f.process == std::process::id())
             .map(|f| (f.reason.as_str(), f.out_of_memory))
     }
 
@@ -166,6 +171,7 @@ impl RollupStore {
             reason: reason.to_string(),
             memory_mb: self.memory_mb,
             out_of_memory,
+            process: std::process::id(),
         });
         self.save(rollup, manifest, &Arc::new(Schema::empty()), &[])
     }
