@@ -28,6 +28,9 @@ use crate::text::clip;
 /// Most members one listing returns.
 pub const MAX_MEMBERS: usize = 10_000;
 pub const MAX_PAGE_SIZE: usize = 1_000;
+/// The furthest a drill-through page may start: past any table a bank has, and far from overflow
+/// in the engine's offset arithmetic.
+pub const MAX_OFFSET: usize = 1_000_000_000_000;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Members {
@@ -229,6 +232,16 @@ pub async fn drill_through(
     if req.page == 0 {
         return Err(QueryError::invalid("page is 1-based").at("page"));
     }
+    // Checked: the page and its size are the client's, and their product is the scan's offset.
+    let offset = (req.page - 1)
+        .checked_mul(req.page_size)
+        .filter(|o| *o <= MAX_OFFSET)
+        .ok_or_else(|| {
+            QueryError::invalid(format!(
+                "page is past any table: (page - 1) × page_size must be at most {MAX_OFFSET}"
+            ))
+            .at("page")
+        })?;
     if req.page_size == 0 || req.page_size > MAX_PAGE_SIZE {
         return Err(QueryError::invalid(format!(
             "page_size must be between 1 and {MAX_PAGE_SIZE}"
@@ -321,7 +334,7 @@ pub async fn drill_through(
     };
     let page = df
         .sort(order)
-        .and_then(|d| d.limit((req.page - 1) * req.page_size, Some(req.page_size)))
+        .and_then(|d| d.limit(offset, Some(req.page_size)))
         .map_err(df_err)?;
     Ok((page, total, names))
 }

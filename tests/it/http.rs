@@ -675,6 +675,29 @@ async fn drill_members_and_drill_through_routes() {
         (status, body["error"]["field"].as_str()),
         (422, Some("page_size"))
     );
+    // A page whose first row lies past any table (the fuzzer's: its offset overflowed to a 500).
+    for page in [196_568_773_145_943_808u64, u64::MAX] {
+        let (status, body) = s
+            .post(
+                "/api/v1/drill_through",
+                json!({ "model": "loans", "page": page }).to_string(),
+            )
+            .await;
+        assert_eq!(
+            (status, body["error"]["field"].as_str()),
+            (422, Some("page")),
+            "{body}"
+        );
+    }
+    // The last page a table could have still answers (empty here).
+    let (status, body) = s
+        .post(
+            "/api/v1/drill_through",
+            json!({ "model": "loans", "page": 20_000_000_000u64, "page_size": 50 }).to_string(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rows"], json!([]));
 }
 
 #[tokio::test]
