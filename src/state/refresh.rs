@@ -82,16 +82,13 @@ pub(super) async fn refresh_rollup(
         }
     }
     let stored = store.manifest(&def.name);
-    let matching = stored
-        .as_ref()
-        .filter(|m| m.fingerprint == fingerprint)
-        .cloned();
-    let matching = matching.as_ref();
+    let had_copy = stored.is_some();
+    let matching = stored.filter(|m| m.fingerprint == fingerprint);
     let now: BTreeMap<String, StoredTable> = reads
         .iter()
         .map(|t| {
             let aligned = lineage.aligned.get(t).map(String::as_str);
-            let before = matching.and_then(|m| m.tables.get(t));
+            let before = matching.as_ref().and_then(|m| m.tables.get(t));
             let source = &catalog.tables[t];
             (
                 t.clone(),
@@ -99,14 +96,14 @@ pub(super) async fn refresh_rollup(
             )
         })
         .collect();
-    let plan = match (stored, matching.is_some()) {
-        (None, _) => Plan::Build("no stored copy".into()),
-        (Some(_), false) => {
+    let plan = match matching {
+        None if !had_copy => Plan::Build("no stored copy".into()),
+        None => {
             Plan::Build("its definition, or a definition or SQL model it reads, changed".into())
         }
         // More data needs more memory: a build refused for memory waits for another pool,
         // definition or start; one refused by a check is tried again over new data.
-        (Some(m), true) if m.failed.is_some() => match store.same_failure(&m) {
+        Some(m) if m.failed.is_some() => match store.same_failure(&m) {
             Some((reason, true)) => Plan::Failed(format!(
                 "{reason} (at its last build, with this memory pool; tried again at the next \
                  start, or when its definition or --memory-mb changes)"
@@ -117,7 +114,7 @@ pub(super) async fn refresh_rollup(
             )),
             _ => Plan::Build("its last build failed; the data or the memory pool changed".into()),
         },
-        (Some(m), true) => context.plan(m, &now),
+        Some(m) => context.plan(m, &now),
     };
     let manifest = |refused, snapshots| Manifest {
         format: 0,

@@ -509,7 +509,7 @@ pub(super) fn entity_snapshot(
 /// The distinct non-null `value`s per group of `keys`, as the column `alias`: the distinct
 /// (keys, value) pairs, then a count of them per group. Two plain group-bys, which spill when
 /// memory is short, where `count(DISTINCT)` keeps a hash set per group inside the pool.
-fn count_distinct_by(
+pub(super) fn count_distinct_by(
     rows: DataFrame,
     keys: Vec<Expr>,
     value: Expr,

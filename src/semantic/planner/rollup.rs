@@ -269,19 +269,9 @@ pub async fn distinct_part(
 ) -> Result<LogicalPlan, String> {
     let (rows, keys) = keyed_rows(catalog, def, calendar, window).await?;
     let value = ident(input_column(&catalog.measures[measure]));
-    let key_exprs = || keys.iter().map(ident).collect::<Vec<Expr>>();
-    let mut distinct_keys = key_exprs();
-    distinct_keys.push(value.clone());
-    let part = rows
-        .filter(value.is_not_null())
-        .and_then(|r| r.aggregate(distinct_keys, vec![]))
-        .and_then(|r| {
-            r.aggregate(
-                key_exprs(),
-                vec![count(lit(1i64)).alias(partial_column(measure))],
-            )
-        })
-        .map_err(df_error)?;
+    let keys = keys.iter().map(ident).collect();
+    let part = super::count_distinct_by(rows, keys, value, &partial_column(measure))
+        .map_err(plan_error)?;
     Ok(part.into_unoptimized_plan())
 }
 
