@@ -35,6 +35,11 @@ pub struct Settings {
     /// First day of a week: monday ... sunday.
     #[arg(long, env = "KPILENS_WEEK_START", default_value = "monday", value_parser = parse_weekday)]
     pub week_start: chrono::Weekday,
+    /// The years a request may name (time ranges, as-of dates): a date outside them is a 422.
+    #[arg(long, env = "KPILENS_MIN_YEAR", default_value_t = 1900)]
+    pub min_year: i32,
+    #[arg(long, env = "KPILENS_MAX_YEAR", default_value_t = 2200)]
+    pub max_year: i32,
     /// The auth config (roles, JWT keys, API keys). Without it the server refuses to start,
     /// unless --no-auth is given.
     #[arg(long = "auth", env = "KPILENS_AUTH")]
@@ -59,10 +64,15 @@ pub struct Settings {
         default_value_t = 5.0
     )]
     pub audit_unauthenticated_per_second: f64,
-    /// Data requests served at once; others queue.
+    /// Computations that reach the engine at once (a request holds one however many queries it
+    /// runs; cached answers take none); others queue.
     #[arg(long, env = "KPILENS_MAX_CONCURRENT", default_value_t = 8)]
     pub max_concurrent: usize,
-    /// How long a request queues for a slot before a 503 with Retry-After.
+    /// Of those, the most one principal holds at once, so one user cannot starve the others
+    /// (past it: 429 with Retry-After).
+    #[arg(long, env = "KPILENS_MAX_CONCURRENT_PER_PRINCIPAL", default_value_t = 3)]
+    pub max_concurrent_per_principal: usize,
+    /// How long a request queues for a slot before a 503 (or 429) with Retry-After.
     #[arg(long, env = "KPILENS_QUEUE_WAIT_MS", default_value_t = 2000)]
     pub queue_wait_ms: u64,
     /// Requests per second per principal (a token bucket), and its burst.
@@ -70,6 +80,21 @@ pub struct Settings {
     pub rate_per_second: f64,
     #[arg(long, env = "KPILENS_RATE_BURST", default_value_t = 200.0)]
     pub rate_burst: f64,
+    /// Open connections at most; past it new ones wait in the kernel's backlog, so the server
+    /// never runs out of file handles.
+    #[arg(long, env = "KPILENS_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// A request's head must arrive within this; it is also how long an idle keep-alive
+    /// connection stays open.
+    #[arg(long, env = "KPILENS_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// A request's body must arrive within this (408 past it). Bodies are read before a request
+    /// may take a compute slot.
+    #[arg(long, env = "KPILENS_BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub body_timeout_ms: u64,
+    /// On shutdown, how long in-flight requests get to finish before their connections close.
+    #[arg(long, env = "KPILENS_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
     /// How often the server checks metrics/, sql/, dashboards/ and the data for changes (0: off).
     #[arg(long, env = "KPILENS_RELOAD_MS", default_value_t = 1000)]
     pub reload_ms: u64,
@@ -131,6 +156,8 @@ impl Default for Settings {
             max_body_kb: 256,
             time_zone: chrono_tz::Asia::Shanghai,
             week_start: chrono::Weekday::Mon,
+            min_year: 1900,
+            max_year: 2200,
             auth_file: None,
             no_auth: false,
             audit_log: PathBuf::from("logs/audit.log"),
@@ -138,6 +165,11 @@ impl Default for Settings {
             audit_keep: 5,
             audit_unauthenticated_per_second: 5.0,
             max_concurrent: 8,
+            max_concurrent_per_principal: 3,
+            max_connections: 1024,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
+            shutdown_grace_ms: 10_000,
             queue_wait_ms: 2000,
             rate_per_second: 50.0,
             rate_burst: 200.0,

@@ -314,7 +314,7 @@ async fn serve_demo(addr: SocketAddr, mut settings: Settings) -> Result<(), Stri
         // last day, so the record rules (SLAs, maturities, first contacts) see a live bank.
         let catalog = service.catalog();
         let last = service
-            .latest_date(&catalog, "tickets", &Default::default())
+            .latest_date(&catalog, "tickets", &kpilens::service::RequestContext::named("kpilens"))
             .await
             .map_err(|e| e.to_string())?;
         if let Some(day) = last {

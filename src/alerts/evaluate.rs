@@ -13,7 +13,7 @@ use crate::security::{Principal, Scope};
 use crate::semantic::calendar::period_start;
 use crate::semantic::records::RecordListing;
 use crate::semantic::{QueryError, QueryRequest};
-use crate::service::{KpiService, VersionMemo};
+use crate::service::{KpiService, RequestContext};
 
 /// Rules run as this principal: the whole bank; what a reader sees is scoped when listed.
 fn evaluator() -> Principal {
@@ -42,7 +42,7 @@ pub async fn kpi(
     };
     let catalog = service.catalog();
     // One data state for the as-of date and the query: each table's files listed once.
-    let seen = VersionMemo::default();
+    let seen = RequestContext::for_principal(&evaluator());
     let calendar = service.calendar();
     let today = now.with_timezone(&calendar.time_zone).date_naive();
     // The period holding the latest data: the demo's data ends before today's clock.
@@ -152,7 +152,9 @@ pub async fn records(
         today: service.local_date(now),
         limit,
     };
-    let (rows, complete) = service.records(&listing).await?;
+    let (rows, complete) = service
+        .records(&listing, &RequestContext::for_principal(&evaluator()))
+        .await?;
     Ok((
         rows.into_iter()
             .map(|r| {

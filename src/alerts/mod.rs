@@ -121,6 +121,9 @@ pub struct AlertEngine {
     store: AlertStore,
     clock: Arc<dyn Clock>,
     changes: broadcast::Sender<AlertEvent>,
+    /// Set when the server shuts down: every subscriber's stream ends, so that an open alert
+    /// stream does not hold the shutdown.
+    closing: tokio::sync::watch::Sender<bool>,
     webhook: Option<(WebhookConfig, HttpClient)>,
     /// One evaluation at a time (scheduler ticks and explicit runs): sequence numbers and
     /// state transitions stay in order.
@@ -145,6 +148,7 @@ impl AlertEngine {
             store,
             clock,
             changes,
+            closing: tokio::sync::watch::Sender::new(false),
             webhook: options.webhook.map(|w| (w, webhook::client())),
             evaluating: tokio::sync::Mutex::new(()),
             deliveries: Mutex::new(Vec::new()),
@@ -159,8 +163,19 @@ impl AlertEngine {
         self.service.catalog().alerts.keys().cloned().collect()
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<AlertEvent> {
-        self.changes.subscribe()
+    /// The changes as they happen, and a receiver that turns true when streams must end.
+    pub fn subscribe(
+        &self,
+    ) -> (
+        broadcast::Receiver<AlertEvent>,
+        tokio::sync::watch::Receiver<bool>,
+    ) {
+        (self.changes.subscribe(), self.closing.subscribe())
+    }
+
+    /// Ends every subscriber's stream (the server is shutting down).
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
     }
 
     /// Evaluates every rule whose interval has passed since its last run (by the clock); returns

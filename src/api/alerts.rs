@@ -139,25 +139,30 @@ async fn stream(
     State(engine): State<Arc<AlertEngine>>,
     Extension(principal): Extension<Principal>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let receiver = engine.subscribe();
+    let (receiver, closing) = engine.subscribe();
     let events = futures::stream::unfold(
-        (receiver, principal),
-        |(mut receiver, principal)| async move {
+        (receiver, closing, principal),
+        |(mut receiver, mut closing, principal)| async move {
             loop {
-                match receiver.recv().await {
+                let received = tokio::select! {
+                    r = receiver.recv() => r,
+                    // The server is shutting down: end the stream, so the shutdown is not held.
+                    _ = closing.wait_for(|closing| *closing) => return None,
+                };
+                match received {
                     Ok(e) if visible(&principal.scope, &e.path) => {
                         let event = Event::default()
                             .event(e.kind())
                             .id(e.seq.to_string())
                             .json_data(&e)
                             .unwrap_or_else(|_| Event::default().comment("unserialisable"));
-                        return Some((Ok(event), (receiver, principal)));
+                        return Some((Ok(event), (receiver, closing, principal)));
                     }
                     Ok(_) => continue,
                     // A slow reader missed some changes: say so, keep streaming.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         let event = Event::default().event("lagged").data(n.to_string());
-                        return Some((Ok(event), (receiver, principal)));
+                        return Some((Ok(event), (receiver, closing, principal)));
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 }

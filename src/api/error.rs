@@ -20,10 +20,6 @@ pub enum ApiError {
     /// No valid credentials: 401 with the challenge.
     #[error(transparent)]
     Unauthenticated(#[from] AuthError),
-    /// Admission refused: 429 (this principal's rate) or 503 (every slot busy), both with
-    /// `Retry-After`.
-    #[error("{0:?}")]
-    Refused(Refusal),
     /// The audit trail cannot be written, so nothing is served.
     #[error("the audit log cannot be written")]
     AuditUnavailable,
@@ -40,7 +36,7 @@ impl From<AlertError> for ApiError {
 
 impl From<Refusal> for ApiError {
     fn from(r: Refusal) -> Self {
-        ApiError::Refused(r)
+        ApiError::Query(r.into())
     }
 }
 
@@ -54,6 +50,9 @@ fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::Exhausted => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::SlowClient => StatusCode::REQUEST_TIMEOUT,
+        ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::Saturated => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -74,34 +73,21 @@ fn plain(status: StatusCode, code: &'static str, message: &str) -> Response {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
-            ApiError::Query(e) => body(status_of(e.kind), e.code, e.client_view()),
+            ApiError::Query(e) => {
+                let mut response = body(status_of(e.kind), e.code, e.client_view());
+                if let Some(retry) = e.retry_after_secs {
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(retry));
+                }
+                response
+            }
             ApiError::Unauthenticated(e) => {
                 let mut response = plain(StatusCode::UNAUTHORIZED, e.code, &e.message);
                 response.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"kpilens\""),
                 );
-                response
-            }
-            ApiError::Refused(refusal) => {
-                let (status, code, message, retry) = match refusal {
-                    Refusal::RateLimited { retry_after_secs } => (
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "rate_limited",
-                        "too many requests from this principal",
-                        retry_after_secs,
-                    ),
-                    Refusal::Saturated { retry_after_secs } => (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "saturated",
-                        "every query slot stayed busy; retry shortly",
-                        retry_after_secs,
-                    ),
-                };
-                let mut response = plain(status, code, message);
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(retry));
                 response
             }
             ApiError::AuditUnavailable => plain(

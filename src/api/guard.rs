@@ -1,11 +1,14 @@
-//! The gate in front of every data route: authenticate (401), admit (429 per principal, 503
-//! when saturated), run the handler with the principal in the request's extensions, then append
-//! the audit line before the response leaves. Refusals become responses in `api::error`.
+//! The gate in front of every data route: authenticate (401), check the principal's request
+//! rate (429), read the body whole within its time limit (408; so that a slow upload holds no
+//! compute slot, which the service takes only when a request reaches the engine), run the
+//! handler with the principal in the request's extensions, then append the audit line before
+//! the response leaves. Refusals become responses in `api::error`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
@@ -15,7 +18,8 @@ use super::ApiError;
 use super::error::ErrorCode;
 use crate::security::audit::{AuditDetails, AuditLog, AuditRecord};
 use crate::security::auth::Authenticator;
-use crate::security::limits::{Admission, RateLimiter};
+use crate::security::limits::RateLimiter;
+use crate::semantic::{ErrorKind, QueryError};
 use crate::security::{Principal, Scope};
 
 /// How requests are authenticated.
@@ -27,7 +31,11 @@ pub enum AuthMode {
 
 pub struct Gate {
     pub auth: AuthMode,
-    pub admission: Admission,
+    /// Requests per principal.
+    pub rate: RateLimiter,
+    /// The largest body read, and how long reading it may take.
+    pub max_body_bytes: usize,
+    pub body_timeout: Duration,
     pub audit: AuditLog,
     /// Refusals without a valid token are logged up to this rate; the rest are counted and
     /// logged as one summary line, so that nobody without a token can rotate genuine lines away.
@@ -50,7 +58,7 @@ impl UnauthenticatedBudget {
     }
 }
 
-pub async fn guard(State(gate): State<Arc<Gate>>, mut req: Request, next: Next) -> Response {
+pub async fn guard(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().to_string();
     let route = req.uri().path().to_string();
@@ -77,17 +85,49 @@ pub async fn guard(State(gate): State<Arc<Gate>>, mut req: Request, next: Next) 
             return audited(&gate, &anonymous(""), &method, &route, started, response);
         }
     };
-    let permit = match gate.admission.admit(&principal.name).await {
-        Ok(permit) => permit,
-        Err(refusal) => {
-            let response = ApiError::from(refusal).into_response();
+    if let Err(refusal) = gate.rate.take(&principal.name, Instant::now()) {
+        let response = ApiError::from(refusal).into_response();
+        return audited(&gate, &principal, &method, &route, started, response);
+    }
+    let mut req = match read_body(&gate, req).await {
+        Ok(req) => req,
+        Err(e) => {
+            let response = ApiError::from(e).into_response();
             return audited(&gate, &principal, &method, &route, started, response);
         }
     };
     req.extensions_mut().insert(principal.clone());
     let response = next.run(req).await;
-    drop(permit);
     audited(&gate, &principal, &method, &route, started, response)
+}
+
+/// The request with its body read whole (at most the limit, within the time limit).
+async fn read_body(gate: &Gate, req: Request) -> Result<Request, QueryError> {
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    let limited = http_body_util::Limited::new(body, gate.max_body_bytes);
+    let bytes = match tokio::time::timeout(gate.body_timeout, limited.collect()).await {
+        Err(_) => {
+            return Err(QueryError::new(
+                ErrorKind::SlowClient,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {} ms",
+                    gate.body_timeout.as_millis()
+                ),
+            ));
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(super::body_too_large());
+        }
+        Ok(Err(e)) => {
+            return Err(QueryError::malformed(format!(
+                "cannot read the request body: {e}"
+            )));
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
 /// Who a request is without a token: under `--no-auth` the whole bank (masked), and in the

@@ -271,15 +271,19 @@ async fn not_found() -> ApiError {
     ApiError::NoRoute
 }
 
+fn body_too_large() -> QueryError {
+    QueryError::new(
+        ErrorKind::TooLarge,
+        "body_too_large",
+        "the request body exceeds the configured limit",
+    )
+}
+
 /// JSON body -> DTO, with the path of the offending field in the error (`filters[0].op`).
 fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, QueryError> {
     let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            QueryError::new(
-                ErrorKind::TooLarge,
-                "body_too_large",
-                "the request body exceeds the configured limit",
-            )
+            body_too_large()
         } else {
             QueryError::malformed(format!("cannot read the request body: {rejection}"))
         }

@@ -24,7 +24,7 @@ use crate::semantic::{
     Comparison, DrillRequest, ErrorKind, FilterOp, FilterRequest, OrderRequest, QueryError,
     QueryRequest, QueryResult, TimeRequest,
 };
-use crate::service::{KpiService, VersionMemo};
+use crate::service::{KpiService, RequestContext};
 use crate::spec::dashboard::{PanelKind, PanelRange};
 use crate::spec::{Grain, Label};
 use crate::state::DataState;
@@ -49,6 +49,7 @@ impl DashboardParams {
         dashboard: &Dashboard,
         catalog: &Catalog,
         params: &BTreeMap<String, String>,
+        calendar: &CalendarConfig,
     ) -> Result<Self, QueryError> {
         let mut out = DashboardParams::default();
         for (key, raw) in params {
@@ -60,7 +61,7 @@ impl DashboardParams {
                     ))
                     .at("as_of")
                 })?;
-                out.as_of = Some(d);
+                out.as_of = Some(calendar.check_date(d, "as_of")?);
             } else if key == "periods" {
                 let n = raw.parse().ok().filter(|n| (1..=MAX_PERIODS).contains(n));
                 out.periods = Some(n.ok_or_else(|| {
@@ -265,8 +266,8 @@ pub struct DashboardMeta {
 /// The dashboard, its reader's parameters and the as-of date they resolve to.
 struct Resolved {
     principal: Principal,
-    /// The data versions this request has seen: every panel reads the same state.
-    seen: VersionMemo,
+    /// What this request shares: every panel reads the same data state, in one compute slot.
+    seen: RequestContext,
     catalog: Arc<DataState>,
     dashboard: Dashboard,
     params: DashboardParams,
@@ -299,9 +300,9 @@ async fn resolve(
             )
         })?
         .clone();
-    let params = DashboardParams::parse(&dashboard, &catalog, raw)?;
     let calendar = service.calendar();
-    let seen = VersionMemo::default();
+    let params = DashboardParams::parse(&dashboard, &catalog, raw, calendar)?;
+    let seen = RequestContext::for_principal(principal);
     let as_of = match params.as_of {
         Some(d) => d,
         // The latest data, not the wall clock: a bank's data lands a day or a month behind.

@@ -25,7 +25,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::future::BoxFuture;
 
 use super::lookups::{DropUnusedLookups, UniqueKeys};
-use super::{EngineError, EngineTables, Explanation, QueryEngine};
+use super::{EngineError, EngineTables, Explanation, MemoryHold, QueryEngine};
 use crate::catalog::{FileFormat, TableRegistry, TableSource, canonical_type};
 use crate::text::first_line;
 
@@ -61,6 +61,15 @@ impl QueryEngine for DataFusionEngine {
             providers: RwLock::new(HashMap::new()),
             unique,
         })
+    }
+}
+
+/// Memory of the session's pool held for work outside a plan.
+struct PoolHold(datafusion::execution::memory_pool::MemoryReservation);
+
+impl MemoryHold for PoolHold {
+    fn try_grow(&mut self, bytes: usize) -> Result<(), EngineError> {
+        Ok(self.0.try_grow(bytes)?)
     }
 }
 
@@ -257,6 +266,13 @@ impl EngineTables for DataFusionTables {
 
     fn resolved(&self, plan: LogicalPlan) -> Result<LogicalPlan, EngineError> {
         Ok(self.resolve(plan)?)
+    }
+
+    fn reserve(&self, what: &str) -> Box<dyn MemoryHold> {
+        use datafusion::execution::memory_pool::MemoryConsumer;
+        Box::new(PoolHold(
+            MemoryConsumer::new(what).register(&self.ctx.runtime_env().memory_pool),
+        ))
     }
 
     fn explain(&self, plan: &LogicalPlan) -> Result<Explanation, EngineError> {

@@ -56,6 +56,16 @@ pub trait EngineTables: TableRegistry {
     /// The plan with every scan bound to this state's tables and SQL models inlined, before
     /// optimisation: what a stored rollup fingerprints and traces its time column through.
     fn resolved(&self, plan: LogicalPlan) -> Result<LogicalPlan, EngineError>;
+
+    /// A claim on the engine's memory pool for work done outside a plan (composing an answer:
+    /// gap filling, comparisons), grown as that work needs and given back when dropped.
+    fn reserve(&self, what: &str) -> Box<dyn MemoryHold>;
+}
+
+/// Memory taken from the engine's pool (see [`EngineTables::reserve`]), given back on drop.
+pub trait MemoryHold: Send {
+    /// Takes `bytes` more, or refuses as a query that needs more than the pool grants.
+    fn try_grow(&mut self, bytes: usize) -> Result<(), EngineError>;
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

@@ -12,14 +12,19 @@ pub use crate::protocol::Comparison;
 use chrono::{Datelike, Days, Months, NaiveDate, Weekday};
 use serde::Serialize;
 
+use crate::semantic::QueryError;
 use crate::spec::Grain;
 
-/// How the bank's calendar is configured: the time zone timestamps are bucketed in and the first
-/// day of a week. Dates (not timestamps) are already local and are never shifted.
+/// How the bank's calendar is configured: the time zone timestamps are bucketed in, the first
+/// day of a week, and the years a request may name. Dates (not timestamps) are already local and
+/// are never shifted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CalendarConfig {
     pub time_zone: chrono_tz::Tz,
     pub week_start: Weekday,
+    /// A date a client gives outside these years is refused (422) before any arithmetic: the
+    /// calendar then never nears chrono's limits, and a day-grain series stays bounded.
+    pub years: std::ops::RangeInclusive<i32>,
 }
 
 impl Default for CalendarConfig {
@@ -27,11 +32,26 @@ impl Default for CalendarConfig {
         Self {
             time_zone: chrono_tz::Asia::Shanghai,
             week_start: Weekday::Mon,
+            years: 1900..=2200,
         }
     }
 }
 
 impl CalendarConfig {
+    /// A client's date, refused with the field's name when outside the configured years.
+    pub fn check_date(&self, d: NaiveDate, field: &str) -> Result<NaiveDate, QueryError> {
+        if self.years.contains(&d.year()) {
+            Ok(d)
+        } else {
+            Err(QueryError::invalid(format!(
+                "{d} is outside the years this server answers for ({} to {})",
+                self.years.start(),
+                self.years.end()
+            ))
+            .at(field))
+        }
+    }
+
     pub fn week_start_name(&self) -> &'static str {
         match self.week_start {
             Weekday::Mon => "monday",

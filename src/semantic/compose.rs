@@ -11,7 +11,8 @@ use super::calendar::ComparisonWindow;
 use super::planner::{ColumnRole, OutputColumn, PlannedQuery};
 use super::result::{PartialPeriod, QueryResult, ResultNotes, json_value, rows_of, schema_fields};
 use super::validate::{Drill, ValidatedQuery};
-use super::{compare, drill, series};
+use super::series::CellBudget;
+use super::{ErrorKind, QueryError, compare, drill, series};
 use crate::catalog::Catalog;
 
 /// The sub-queries a validated query needs besides itself.
@@ -62,7 +63,10 @@ pub fn answer(
     }
 }
 
-/// The answer to the query from its sub-queries' answers.
+/// The answer to the query from its sub-queries' answers, within the cell budget: gap filling
+/// that would not fit leaves the gaps (the meta says so); an answer whose comparison or drill
+/// columns would not fit is refused, naming what to narrow.
+#[allow(clippy::too_many_arguments)]
 pub fn compose(
     catalog: &Catalog,
     q: &ValidatedQuery,
@@ -71,20 +75,38 @@ pub fn compose(
     parent: Option<QueryResult>,
     mut compared: Vec<(ComparisonWindow, QueryResult)>,
     drilled_members: &[Value],
-) -> QueryResult {
+    budget: &mut CellBudget,
+) -> Result<QueryResult, QueryError> {
+    let held: usize = std::iter::once(&result)
+        .chain(parent.iter())
+        .chain(compared.iter().map(|(_, r)| r))
+        .map(cells_of)
+        .sum();
+    if !budget.take(held) {
+        return Err(too_large(held));
+    }
     for other in parent.iter().chain(compared.iter().map(|(_, r)| r)) {
         result
             .notes
             .rollups
             .extend(other.notes.rollups.iter().cloned());
     }
-    result.notes.gaps_filled = series::fill_gaps(&mut result, q, catalog, drilled_members);
+    result.notes.gaps_filled =
+        series::fill_gaps(&mut result, q, catalog, drilled_members, budget);
+    // Columns a drill or a comparison adds to each row: at most three per metric.
+    let added = |r: &QueryResult| (r.rows.len() + 1) * 3 * q.metrics.len();
     if let (Some(mut parent), Some(pq)) = (parent, &subs.parent) {
-        series::fill_gaps(&mut parent, pq, catalog, &[]);
+        series::fill_gaps(&mut parent, pq, catalog, &[], budget);
+        if !budget.take(added(&result)) {
+            return Err(too_large(cells_of(&result) + added(&result)));
+        }
         drill::merge(&mut result, q, catalog, &parent);
     }
     for ((window, other), (_, cq)) in compared.iter_mut().zip(&subs.comparisons) {
-        series::fill_gaps(other, cq, catalog, &[]);
+        series::fill_gaps(other, cq, catalog, &[], budget);
+        if !budget.take(added(&result)) {
+            return Err(too_large(cells_of(&result) + added(&result)));
+        }
         compare::merge(&mut result, q, window, other);
         result.notes.comparisons.push(window.clone());
     }
@@ -100,7 +122,21 @@ pub fn compose(
             days: (to - start).num_days() + 1,
         });
     }
-    result
+    Ok(result)
+}
+
+fn cells_of(r: &QueryResult) -> usize {
+    (r.rows.len() + 1) * r.schema.len().max(1)
+}
+
+fn too_large(cells: usize) -> QueryError {
+    QueryError::new(
+        ErrorKind::Invalid,
+        "answer_too_large",
+        format!(
+            "the answer would hold about {cells} values, more than one answer may: ask for fewer metrics, comparisons or rows (limit), or a shorter range"
+        ),
+    )
 }
 
 /// The `member` column of a members listing.

@@ -1,3 +1,5 @@
+use crate::security::limits::Refusal;
+
 /// What went wrong, in terms a client can act on. The API maps each kind to an HTTP status in
 /// exactly one place (`api::error`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -20,6 +22,12 @@ pub enum ErrorKind {
     Forbidden,
     /// A bug or an environment failure; details go to the log only.
     Internal,
+    /// The client sent its request body too slowly.
+    SlowClient,
+    /// The principal spent its request rate or its share of the compute slots.
+    RateLimited,
+    /// Every compute slot stayed busy.
+    Saturated,
 }
 
 /// The query layer's one error type: the planner's, the validator's and (converted) the engine's.
@@ -32,6 +40,8 @@ pub struct QueryError {
     pub message: String,
     /// The request field at fault, e.g. `filters[1].values`.
     pub field: Option<String>,
+    /// When to retry (a refusal for load: rate limited, saturated).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl QueryError {
@@ -41,6 +51,7 @@ impl QueryError {
             code,
             message: message.into(),
             field: None,
+            retry_after_secs: None,
         }
     }
 
@@ -73,5 +84,36 @@ impl QueryError {
 
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, "internal", detail)
+    }
+}
+
+impl From<Refusal> for QueryError {
+    fn from(refusal: Refusal) -> Self {
+        let (kind, code, message, retry) = match refusal {
+            Refusal::RateLimited { retry_after_secs } => (
+                ErrorKind::RateLimited,
+                "rate_limited",
+                "too many requests from this principal".to_string(),
+                retry_after_secs,
+            ),
+            Refusal::PrincipalBusy {
+                retry_after_secs,
+                share,
+            } => (
+                ErrorKind::RateLimited,
+                "principal_busy",
+                format!("this principal already runs {share} computations at once, its share"),
+                retry_after_secs,
+            ),
+            Refusal::Saturated { retry_after_secs } => (
+                ErrorKind::Saturated,
+                "saturated",
+                "every query slot stayed busy; retry shortly".to_string(),
+                retry_after_secs,
+            ),
+        };
+        let mut e = QueryError::new(kind, code, message);
+        e.retry_after_secs = Some(retry);
+        e
     }
 }

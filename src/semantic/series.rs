@@ -14,18 +14,51 @@ use super::validate::{PERIOD, ValidatedQuery};
 use crate::catalog::Catalog;
 use crate::spec::{EmptyPeriod, Grain};
 
+/// What composing one answer may still hold, in cells (one value of one row): the engine's rows,
+/// the rows gap filling adds and the columns comparisons add, across the main query, the drill
+/// parent and every comparison. Each cell taken is also taken from the engine's memory pool
+/// (`grant`, in bytes, about [`CELL_BYTES`] a cell), so composing counts against the same bound
+/// as the plans.
+pub struct CellBudget<'a> {
+    left: usize,
+    grant: &'a mut dyn FnMut(usize) -> bool,
+}
+
+/// What one JSON cell costs, about: the value, a short string's allocation, the row's share.
+pub const CELL_BYTES: usize = 64;
+
+impl<'a> CellBudget<'a> {
+    pub fn new(cells: usize, grant: &'a mut dyn FnMut(usize) -> bool) -> Self {
+        Self { left: cells, grant }
+    }
+
+    /// Takes `cells` if both the budget and the pool allow.
+    pub fn take(&mut self, cells: usize) -> bool {
+        if cells > self.left || !(self.grant)(cells.saturating_mul(CELL_BYTES)) {
+            return false;
+        }
+        self.left -= cells;
+        true
+    }
+
+    pub fn left(&self) -> usize {
+        self.left
+    }
+}
+
 /// Adds the missing (period x member combination) rows of a time series. The periods run over
 /// the query's range (or, without one, from the first to the last period returned); the member
 /// combinations are those the result holds. Each metric fills as it declares: zero, null, or the
 /// last earlier value of the same series. `members` adds the members of a drilled level that
 /// have no rows at all (used when the level is the only dimension). Returns false when it could
-/// not fill (no grain, a funnel/cohort shape, or a truncated result, whose missing rows might lie
-/// past the limit).
+/// not fill (no grain, a funnel/cohort shape, a truncated result, whose missing rows might lie
+/// past the limit, or more rows than the budget holds).
 pub fn fill_gaps(
     result: &mut QueryResult,
     q: &ValidatedQuery,
     catalog: &Catalog,
     members: &[Value],
+    budget: &mut CellBudget,
 ) -> bool {
     let Some(grain) = q.grain else {
         return false;
@@ -64,13 +97,14 @@ pub fn fill_gaps(
     ) else {
         return true; // nothing to fill: no range and no rows
     };
-    // Counted before listing: a day grain over millennia is refused without building it.
+    let width = result.schema.len().max(1);
+    // Counted before listing: a day grain over centuries is refused without building it.
     if first
         .max(last)
         .signed_duration_since(first.min(last))
         .num_days()
         / min_period_days(grain)
-        > MAX_FILLED_ROWS as i64
+        > (budget.left() / width) as i64
     {
         return false;
     }
@@ -99,13 +133,13 @@ pub fn fill_gaps(
     if combos.is_empty() && dim_ix.is_empty() {
         combos.push(Vec::new());
     }
-    // A range of many periods over many members would fill more rows than any answer may hold:
-    // leave the gaps (the meta says so) rather than build it.
-    if all_periods.len().saturating_mul(combos.len().max(1)) > MAX_FILLED_ROWS {
+    // A range of many periods over many members would fill more rows than the answer may hold:
+    // leave the gaps (the meta says so) rather than build it. The rows held are counted already.
+    let filled = all_periods.len().saturating_mul(combos.len().max(1));
+    if !budget.take(filled.saturating_sub(by_key.len()).saturating_mul(width)) {
         result.rows.extend(by_key.into_values());
         return false;
     }
-    let width = result.schema.len();
     for combo in &combos {
         let mut last_seen: BTreeMap<usize, Value> = BTreeMap::new();
         for p in &all_periods {
@@ -139,9 +173,6 @@ pub fn fill_gaps(
     result.rows.extend(by_key.into_values());
     true
 }
-
-/// Most rows gap filling builds (periods x member combinations).
-const MAX_FILLED_ROWS: usize = 200_000;
 
 fn min_period_days(grain: Grain) -> i64 {
     match grain {

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::KpiService;
 use crate::catalog::ProjectSources;
 use crate::semantic::QueryError;
-use crate::state::{DataState, VersionMemo, current_versions};
+use crate::state::{DataState, current_versions};
 
 /// `GET /api/v1/catalog/status`: the catalog serving now and the last change that failed.
 #[derive(Debug, Clone, Serialize)]
@@ -53,7 +53,7 @@ impl KpiService {
         let data = self.data_versions(
             &catalog,
             &catalog.tables_read_by(models),
-            &VersionMemo::default(),
+            &super::RequestContext::named("kpilens"),
         )?;
         Ok(self.catalog_over(&catalog, &data).await)
     }

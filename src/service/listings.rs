@@ -10,13 +10,13 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::dataframe::DataFrame;
 use serde_json::Value;
 
-use super::KpiService;
+use super::{KpiService, RequestContext};
 use crate::cache::CacheKey;
 use crate::security::{Principal, Scope};
 use crate::semantic::compose::member_values;
 use crate::semantic::records::{self, RecordListing};
 use crate::semantic::{self, ColumnRole, ErrorKind, QueryError, QueryResult};
-use crate::state::{DataState, VersionMemo};
+use crate::state::DataState;
 
 impl KpiService {
     /// A one-column listing (`member`) cached like a query result: keyed by catalog version,
@@ -29,16 +29,16 @@ impl KpiService {
         scope: &Scope,
         tables: &BTreeSet<String>,
         df: impl Future<Output = Result<DataFrame, QueryError>>,
-        seen: &VersionMemo,
+        request: &RequestContext,
     ) -> Result<Vec<Value>, QueryError> {
         let key = CacheKey {
             catalog_version: catalog.version.clone(),
             query: name,
-            data: seen.versions(&self.watch, catalog, tables)?,
+            data: self.data_versions(catalog, tables, request)?,
             scope: scope.key(),
         };
         let compute = async {
-            let batches = self.run_listing(catalog, df.await?).await?;
+            let batches = self.run_listing(catalog, df.await?, request).await?;
             Ok(Arc::new(QueryResult {
                 schema: Vec::new(),
                 rows: member_values(&batches)
@@ -63,7 +63,7 @@ impl KpiService {
         dimension: &str,
         models: &BTreeSet<String>,
         scope: &Scope,
-        seen: &VersionMemo,
+        request: &RequestContext,
     ) -> Result<Vec<Value>, QueryError> {
         let tables = catalog.tables_read_by(models.iter());
         let df = semantic::listing::dimension_members(catalog, dimension, models, scope);
@@ -73,7 +73,7 @@ impl KpiService {
             scope,
             &tables,
             df,
-            seen,
+            request,
         )
         .await
     }
@@ -83,7 +83,7 @@ impl KpiService {
         &self,
         catalog: &DataState,
         model: &str,
-        seen: &VersionMemo,
+        request: &RequestContext,
     ) -> Result<Option<NaiveDate>, QueryError> {
         let reads = catalog
             .models
@@ -97,7 +97,7 @@ impl KpiService {
                 &Scope::all(),
                 &reads,
                 async { records::latest_date(catalog, model) },
-                seen,
+                request,
             )
             .await?;
         Ok(values
@@ -112,12 +112,13 @@ impl KpiService {
     pub async fn records(
         &self,
         listing: &RecordListing<'_>,
+        request: &RequestContext,
     ) -> Result<(Vec<Vec<Value>>, bool), QueryError> {
         let catalog = self
             .catalog_for(&BTreeSet::from([listing.model.to_string()]))
             .await?;
         let (df, columns) = records::record_rows(&catalog, listing).await?;
-        let batches = self.run_listing(&catalog, df).await?;
+        let batches = self.run_listing(&catalog, df, request).await?;
         let mut rows = semantic::rows_of(&batches, &columns);
         let complete = rows.len() <= listing.limit;
         rows.truncate(listing.limit);
@@ -146,7 +147,8 @@ impl KpiService {
             .collect();
         let df =
             semantic::listing::members(&catalog, hierarchy, level, &path, &principal.scope).await?;
-        let mut members = member_values(&self.run_listing(&catalog, df).await?);
+        let request = RequestContext::for_principal(principal);
+        let mut members = member_values(&self.run_listing(&catalog, df, &request).await?);
         let truncated = members.len() > semantic::listing::MAX_MEMBERS;
         members.truncate(semantic::listing::MAX_MEMBERS);
         Ok(semantic::listing::Members {
@@ -173,9 +175,10 @@ impl KpiService {
         )
         .await?;
         let columns_meta = semantic::listing::column_types(page.schema(), &names);
+        let request = RequestContext::for_principal(principal);
         let (rows, total) = tokio::try_join!(
-            self.run_listing(&catalog, page),
-            self.run_listing(&catalog, total)
+            self.run_listing(&catalog, page, &request),
+            self.run_listing(&catalog, total, &request)
         )?;
         let columns: Vec<semantic::OutputColumn> = names
             .iter()
@@ -199,12 +202,14 @@ impl KpiService {
         })
     }
 
-    /// Runs a listing plan under the query time budget.
+    /// Runs a listing plan under the query time budget, in the request's compute slot.
     pub(super) async fn run_listing(
         &self,
         catalog: &DataState,
         df: DataFrame,
+        request: &RequestContext,
     ) -> Result<Vec<RecordBatch>, QueryError> {
+        self.hold_slot(request).await?;
         tokio::time::timeout(self.timeout, catalog.execute(df.into_unoptimized_plan()))
             .await
             .map_err(|_| {

@@ -17,10 +17,12 @@ use crate::engine::{DataFusionEngine, Explanation, QueryEngine};
 use crate::security::{Principal, Scope};
 use crate::semantic::calendar::CalendarConfig;
 use crate::semantic::compose::{self, member_values};
+use crate::semantic::series::CellBudget;
 use crate::semantic::{
     self, ErrorKind, QueryError, QueryLimits, QueryRequest, QueryResult, ValidatedQuery,
 };
-pub use crate::state::VersionMemo;
+use crate::security::limits::{ComputeLease, ComputeSlots};
+use crate::state::VersionMemo;
 use crate::state::{DataState, DataWatch, RollupStore, combined_version};
 
 mod lifecycle;
@@ -28,6 +30,28 @@ mod listings;
 
 use lifecycle::now_rfc3339;
 pub use lifecycle::{FailedRefresh, ReloadError, ReloadStatus};
+
+/// What one client request shares across everything it computes (a dashboard's panels, an
+/// alert's run): the data versions it has seen, so every part answers from one data state, and
+/// the compute slot it takes the first time one of them needs the engine.
+pub struct RequestContext {
+    versions: VersionMemo,
+    lease: ComputeLease,
+}
+
+impl RequestContext {
+    pub fn for_principal(principal: &Principal) -> Self {
+        Self::named(&principal.name)
+    }
+
+    /// A request of the server's own (warm-up, alerts, a data refresh), under its own share.
+    pub fn named(who: &str) -> Self {
+        Self {
+            versions: VersionMemo::default(),
+            lease: ComputeLease::for_principal(who),
+        }
+    }
+}
 
 pub struct KpiService {
     /// The data state answering now; swapped whole on a definition or data change.
@@ -38,6 +62,8 @@ pub struct KpiService {
     /// Where rollups are kept between data states and runs.
     rollup_store: RollupStore,
     cache: ResultCache,
+    /// What may reach the engine at once (cached answers take none).
+    slots: ComputeSlots,
     limits: QueryLimits,
     calendar: CalendarConfig,
     timeout: Duration,
@@ -92,6 +118,7 @@ impl KpiService {
         let calendar = CalendarConfig {
             time_zone: settings.time_zone,
             week_start: settings.week_start,
+            years: settings.min_year..=settings.max_year,
         };
         let rollup_store = RollupStore::new(settings.rollup_store(), settings.memory_mb as u64);
         let state = DataState::build(
@@ -111,6 +138,11 @@ impl KpiService {
             engine,
             rollup_store,
             cache: ResultCache::new(settings.cache_mb * 1024 * 1024),
+            slots: ComputeSlots::new(
+                settings.max_concurrent,
+                settings.max_concurrent_per_principal,
+                Duration::from_millis(settings.queue_wait_ms),
+            ),
             limits: QueryLimits {
                 max_rows: settings.max_rows,
                 ..QueryLimits::default()
@@ -160,9 +192,14 @@ impl KpiService {
         &self,
         catalog: &DataState,
         tables: &BTreeSet<String>,
-        seen: &VersionMemo,
+        request: &RequestContext,
     ) -> Result<Vec<(String, String)>, QueryError> {
-        seen.versions(&self.watch, catalog, tables)
+        request.versions.versions(&self.watch, catalog, tables)
+    }
+
+    /// Holds a compute slot for the request (once; its other computations share it).
+    async fn hold_slot(&self, request: &RequestContext) -> Result<(), QueryError> {
+        request.lease.hold(&self.slots).await.map_err(QueryError::from)
     }
 
     /// Today in the configured time zone at an instant.
@@ -188,20 +225,20 @@ impl KpiService {
         principal: &Principal,
         req: &QueryRequest,
     ) -> Result<QueryResponse, QueryError> {
-        self.query_seeing(principal, req, &VersionMemo::default())
+        self.query_seeing(principal, req, &RequestContext::for_principal(principal))
             .await
     }
 
-    /// A query as part of a larger request that has already seen some data versions.
+    /// A query as part of a larger request (its data versions and compute slot shared).
     pub async fn query_seeing(
         &self,
         principal: &Principal,
         req: &QueryRequest,
-        seen: &VersionMemo,
+        request: &RequestContext,
     ) -> Result<QueryResponse, QueryError> {
         let started = Instant::now();
         let query_id = format!("q{}", self.next_query_id.fetch_add(1, Ordering::Relaxed));
-        let (catalog, vq, data) = self.prepare(req, &principal.scope, seen).await?;
+        let (catalog, vq, data) = self.prepare(req, &principal.scope, request).await?;
         let key = CacheKey {
             catalog_version: catalog.version.clone(),
             // The as-of date is part of the answer (clipping, partial periods) even when the
@@ -216,7 +253,7 @@ impl KpiService {
         };
         let (result, computed) = self
             .cache
-            .get_or_compute(key, self.compute(&catalog, &vq))
+            .get_or_compute(key, self.compute(&catalog, &vq, request))
             .await?;
         let meta = QueryMeta {
             query_id,
@@ -248,7 +285,7 @@ impl KpiService {
         req: &QueryRequest,
     ) -> Result<Explanation, QueryError> {
         let (catalog, vq, _) = self
-            .prepare(req, &principal.scope, &VersionMemo::default())
+            .prepare(req, &principal.scope, &RequestContext::for_principal(principal))
             .await?;
         let planned = semantic::plan(&catalog, &vq).await?;
         catalog.explain(&planned.rows).map_err(QueryError::from)
@@ -259,12 +296,12 @@ impl KpiService {
         &self,
         req: &QueryRequest,
         scope: &Scope,
-        seen: &VersionMemo,
+        request: &RequestContext,
     ) -> Result<(Arc<DataState>, ValidatedQuery, Vec<(String, String)>), QueryError> {
         let mut catalog = self.catalog();
         let mut vq = semantic::validate(&catalog, req, &self.limits, &self.calendar, scope)?;
         let tables = catalog.tables_read_by(&vq.models);
-        let data = seen.versions(&self.watch, &catalog, &tables)?;
+        let data = self.data_versions(&catalog, &tables, request)?;
         let fresh = self.catalog_over(&catalog, &data).await;
         if !Arc::ptr_eq(&fresh, &catalog) {
             catalog = fresh;
@@ -277,9 +314,11 @@ impl KpiService {
     /// members), run concurrently under one time budget, then composed.
     async fn compute(
         &self,
-        catalog: &DataState,
+        catalog: &Arc<DataState>,
         vq: &ValidatedQuery,
+        request: &RequestContext,
     ) -> Result<Arc<QueryResult>, QueryError> {
+        self.hold_slot(request).await?;
         self.engine_runs.fetch_add(1, Ordering::Relaxed);
         let subs = compose::sub_queries(vq);
         let run = async {
@@ -329,15 +368,28 @@ impl KpiService {
                     ),
                 )
             })??;
-        Ok(Arc::new(compose::compose(
-            catalog,
-            vq,
-            &subs,
-            result,
-            parent,
-            compared,
-            &drilled_members,
-        )))
+        // Composing (gap filling, comparisons) is CPU work on JSON rows outside any plan: on a
+        // blocking thread, so it never stalls the async ones, and within the cell budget, taken
+        // from the engine's pool.
+        let (catalog, vq, max_cells) = (catalog.clone(), vq.clone(), self.limits.max_cells);
+        let composed = tokio::task::spawn_blocking(move || {
+            let mut hold = catalog.reserve("compose");
+            let mut grant = |bytes: usize| hold.try_grow(bytes).is_ok();
+            let mut budget = CellBudget::new(max_cells, &mut grant);
+            compose::compose(
+                &catalog,
+                &vq,
+                &subs,
+                result,
+                parent,
+                compared,
+                &drilled_members,
+                &mut budget,
+            )
+        })
+        .await
+        .map_err(|e| QueryError::internal(format!("composing the answer failed: {e}")))??;
+        Ok(Arc::new(composed))
     }
 
     /// Plans and executes one validated query: rows (at most `limit`) and totals.

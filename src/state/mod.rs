@@ -22,7 +22,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::LogicalPlan;
 
 use crate::catalog::{Catalog, CatalogError, CatalogErrors, ProjectSources};
-use crate::engine::{EngineError, EngineTables, Explanation, QueryEngine};
+use crate::engine::{EngineError, EngineTables, Explanation, MemoryHold, QueryEngine};
 use crate::semantic::calendar::CalendarConfig;
 
 pub struct DataState {
@@ -144,5 +144,10 @@ impl DataState {
 
     pub fn explain(&self, plan: &LogicalPlan) -> Result<Explanation, EngineError> {
         self.tables.explain(plan)
+    }
+
+    /// A claim on the engine's pool for work outside a plan (see `EngineTables::reserve`).
+    pub fn reserve(&self, what: &str) -> Box<dyn MemoryHold> {
+        self.tables.reserve(what)
     }
 }

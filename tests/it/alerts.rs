@@ -275,7 +275,7 @@ async fn record_rules_make_one_task_per_record_and_close_it_when_the_record_stop
     assert_eq!(task.fields["channel"], json!("branch"));
     assert_eq!(task.fields["category"], json!("loan"));
     // Evaluated again: the same task, not a second one, and no new event.
-    let mut stream = engine.subscribe();
+    let (mut stream, _) = engine.subscribe();
     b.clock.advance(Duration::minutes(15));
     engine.evaluate(sla).await.unwrap();
     assert_eq!(open_tasks(&engine, sla), expected);

@@ -115,9 +115,7 @@ pub async fn start(mut settings: Settings) -> Server {
     .expect("the application starts");
     let router = app.router.clone();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app.router.clone())
-            .await
-            .expect("serve");
+        server::serve_app(listener, &app, &settings, std::future::pending()).await;
         drop(app);
     });
     Server {

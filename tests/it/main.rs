@@ -7,6 +7,7 @@ mod catalog_errors;
 mod dashboards;
 mod datagen;
 mod golden;
+mod hostile;
 mod http;
 mod layers;
 mod rollups;

@@ -597,10 +597,11 @@ async fn a_principal_over_its_rate_gets_429_and_a_saturated_server_503() {
     let statuses = futures::future::join_all((0..8).map(|i| {
         let s = &s;
         async move {
-            // Distinct cold queries, so each occupies the slot for a while.
+            // Distinct cold queries from distinct principals, so each needs the one slot.
             let q = json!({ "metrics": ["loan_balance", "overdue_ratio"], "dimensions": ["branch"],
                 "time": { "grain": "day", "from": "2024-01-01", "to": format!("2024-04-{:02}", 10 + i) } });
-            s.call("POST", "/api/v1/query", &[("Authorization", &s.auth)], &q.to_string()).await
+            let who = token(&format!("analyst{i}"), "analyst", json!({}));
+            s.call("POST", "/api/v1/query", &[("Authorization", &who)], &q.to_string()).await
         }
     }))
     .await;
@@ -865,7 +866,7 @@ async fn the_openapi_document_describes_every_route() {
 
 /// `kpilens demo` as a separate process over `data` (so its memory and signals are its own),
 /// and the address it serves on.
-fn spawn_demo(
+pub fn spawn_demo(
     data: &std::path::Path,
     args: &[&str],
 ) -> (std::process::Child, std::net::SocketAddr) {
@@ -898,13 +899,13 @@ fn spawn_demo(
 }
 
 /// The demo's people with their tokens.
-async fn demo_users(addr: std::net::SocketAddr) -> Vec<Value> {
+pub async fn demo_users(addr: std::net::SocketAddr) -> Vec<Value> {
     let raw = exchange(addr, "GET", "/api/v1/demo/users", &[], "").await;
     serde_json::from_slice(&raw.body).unwrap()
 }
 
 /// Peak resident memory of a process, from /proc (Linux), in MiB.
-fn peak_rss_mib(pid: u32) -> Option<f64> {
+pub fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: f64 = status
         .lines()

@@ -26,6 +26,9 @@ pub struct QueryLimits {
     pub max_filters: usize,
     pub max_filter_values: usize,
     pub max_rows: usize,
+    /// Values one composed answer may hold (rows x columns, comparisons and filled gaps
+    /// included); about `series::CELL_BYTES` each, taken from the engine's pool.
+    pub max_cells: usize,
 }
 
 impl Default for QueryLimits {
@@ -36,6 +39,7 @@ impl Default for QueryLimits {
             max_filters: 32,
             max_filter_values: 1000,
             max_rows: 50_000,
+            max_cells: 2_000_000,
         }
     }
 }
@@ -335,6 +339,11 @@ fn resolve_time(
     let (grain, from, to) = match &req.time {
         None => (None, None, None),
         Some(t) => {
+            for (d, field) in [(t.from, "time.from"), (t.to, "time.to"), (t.as_of, "time.as_of")] {
+                if let Some(d) = d {
+                    calendar.check_date(d, field)?;
+                }
+            }
             if let (Some(f), Some(a)) = (t.from, t.as_of)
                 && a < f
             {

@@ -1,5 +1,8 @@
-//! Binding and serving, with graceful shutdown: the gate (auth, admission, audit) is built from
-//! the settings, and the catalog watcher runs beside the server.
+//! Binding and serving, with graceful shutdown: the gate (auth, request rate, body, audit) is
+//! built from the settings, the catalog watcher runs beside the server, and the socket is
+//! served within the transport's limits (`transport`).
+
+pub mod transport;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +19,7 @@ use crate::config::Settings;
 use crate::security::Principal;
 use crate::security::audit::AuditLog;
 use crate::security::auth::Authenticator;
-use crate::security::limits::Admission;
+use crate::security::limits::RateLimiter;
 use crate::service::KpiService;
 
 /// The auth mode the settings ask for: `--auth FILE` or `--no-auth`; neither is an error
@@ -55,7 +58,15 @@ pub async fn serve(
 /// by [`serve_with`]; tests also call its router directly.
 pub struct App {
     pub router: Router,
+    alerts: Arc<AlertEngine>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl App {
+    /// The server stops taking requests: open streams end.
+    pub fn begin_shutdown(&self) {
+        self.alerts.close_streams();
+    }
 }
 
 impl Drop for App {
@@ -78,12 +89,9 @@ pub fn app(
 ) -> std::io::Result<App> {
     let gate = Arc::new(Gate {
         auth,
-        admission: Admission::new(
-            settings.max_concurrent,
-            Duration::from_millis(settings.queue_wait_ms),
-            settings.rate_per_second,
-            settings.rate_burst,
-        ),
+        rate: RateLimiter::new(settings.rate_per_second, settings.rate_burst),
+        max_body_bytes: settings.max_body_kb * 1024,
+        body_timeout: Duration::from_millis(settings.body_timeout_ms),
         audit: AuditLog::open(
             &settings.audit_log,
             settings.audit_max_mb * 1024 * 1024,
@@ -132,9 +140,13 @@ pub fn app(
         web,
         extra,
         settings.max_body_kb * 1024,
-        Some(alerts),
+        Some(alerts.clone()),
     );
-    Ok(App { router, tasks })
+    Ok(App {
+        router,
+        alerts,
+        tasks,
+    })
 }
 
 /// Serves with a given auth mode and extra routes (the demo's user list) until Ctrl-C / SIGTERM.
@@ -147,9 +159,27 @@ pub async fn serve_with(
     warm_for: Vec<Principal>,
 ) -> std::io::Result<()> {
     let app = app(settings, service, auth, extra, warm_for)?;
-    axum::serve(listener, app.router.clone())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+    serve_app(listener, &app, settings, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Serves an application on a socket within the settings' transport limits until `shutdown`.
+pub async fn serve_app(
+    listener: TcpListener,
+    app: &App,
+    settings: &Settings,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    transport::serve(
+        listener,
+        app.router.clone(),
+        transport::TransportLimits::of(settings),
+        async {
+            shutdown.await;
+            app.begin_shutdown();
+        },
+    )
+    .await
 }
 
 /// The server's background loop: reload changed definitions and data every `every` (0: never),

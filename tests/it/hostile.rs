@@ -1,0 +1,375 @@
+//! The attacks of the hostile-load review, against the real server on a loopback socket: slow
+//! uploads, half-sent headers and idle connections, one principal flooding the engine, an alert
+//! stream held open through a shutdown. Each must hold with the server up and bounded.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::bank_settings;
+use super::http::{exchange, start, token};
+use super::security::{demo_users, spawn_demo};
+
+/// Reads until the server closes the connection, or gives up after `within`: the bytes read and
+/// whether the server closed it.
+async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> (Vec<u8>, bool) {
+    let mut raw = Vec::new();
+    let closed = tokio::time::timeout(within, stream.read_to_end(&mut raw))
+        .await
+        .is_ok();
+    (raw, closed)
+}
+
+fn status_of(raw: &[u8]) -> Option<u16> {
+    std::str::from_utf8(raw)
+        .ok()?
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn open_files() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+#[tokio::test]
+async fn slow_uploads_hold_no_compute_slot_and_are_cut_off() {
+    let (_data, mut settings) = bank_settings().await;
+    // One compute slot: before the fix, one trickling upload held it and everyone got 503.
+    settings.max_concurrent = 1;
+    settings.body_timeout_ms = 1500;
+    let s = start(settings).await;
+    let auth = s.auth.clone();
+    let uploads: Vec<_> = (0..8)
+        .map(|_| {
+            let auth = auth.clone();
+            let addr = s.addr;
+            tokio::spawn(async move {
+                let mut stream = TcpStream::connect(addr).await.unwrap();
+                let head = format!(
+                    "POST /api/v1/query HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+                );
+                stream.write_all(head.as_bytes()).await.unwrap();
+                let started = Instant::now();
+                // A byte every 100 ms until the server gives up on us.
+                let mut raw = Vec::new();
+                loop {
+                    if stream.write_all(b" ").await.is_err() {
+                        break;
+                    }
+                    match tokio::time::timeout(Duration::from_millis(100), stream.read_buf(&mut raw)).await {
+                        Ok(Ok(0)) | Ok(Err(_)) => break,
+                        Ok(Ok(_)) if raw.windows(4).any(|w| w == b"\r\n\r\n") => break,
+                        _ => {}
+                    }
+                    assert!(started.elapsed() < Duration::from_secs(10), "never cut off");
+                }
+                (status_of(&raw), started.elapsed())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A cold query and a cached one while the uploads trickle: both answered at once.
+    let q = json!({ "metrics": ["loan_balance"], "dimensions": ["branch"] }).to_string();
+    for _ in 0..2 {
+        let started = Instant::now();
+        let r = exchange(s.addr, "POST", "/api/v1/query", &[("Authorization", &auth)], &q).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert!(started.elapsed() < Duration::from_millis(1200), "not held by the uploads");
+    }
+    for upload in uploads {
+        let (status, elapsed) = upload.await.unwrap();
+        assert_eq!(status, Some(408), "a body too slow is refused with 408");
+        assert!(elapsed >= Duration::from_millis(1400), "{elapsed:?}");
+    }
+    let audit = std::fs::read_to_string(s.dir.path().join("audit.log")).unwrap();
+    assert_eq!(
+        audit.matches("\"error\":\"body_timeout\"").count(),
+        8,
+        "each cut-off upload is audited"
+    );
+}
+
+#[tokio::test]
+async fn half_sent_headers_and_idle_connections_are_closed_and_connections_capped() {
+    let (_data, mut settings) = bank_settings().await;
+    settings.header_timeout_ms = 500;
+    settings.max_connections = 8;
+    let s = start(settings).await;
+    let before = open_files();
+    let mut halves = Vec::new();
+    for _ in 0..40 {
+        let mut stream = TcpStream::connect(s.addr).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: kpilens\r\nX-Slow: ")
+            .await
+            .unwrap();
+        halves.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Our 40 sockets, and at most 8 accepted by the server (the rest wait in the backlog).
+    let held = open_files().saturating_sub(before);
+    assert!(
+        held <= 40 + 8 + 4,
+        "{held} file handles for 40 half-open clients"
+    );
+    // Someone else still gets in, as the half-sent ones are cut off.
+    let started = Instant::now();
+    let r = exchange(s.addr, "GET", "/healthz", &[], "").await;
+    assert_eq!(r.status, 200);
+    assert!(started.elapsed() < Duration::from_secs(8));
+    for mut stream in halves {
+        let (_, closed) = read_until_closed(&mut stream, Duration::from_secs(8)).await;
+        assert!(closed, "a half-sent header is closed by the server");
+    }
+
+    // A keep-alive connection that goes quiet after its answer is closed too.
+    let mut stream = TcpStream::connect(s.addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: kpilens\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (raw, closed) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert_eq!(status_of(&raw), Some(200));
+    assert!(closed, "an idle keep-alive connection is closed");
+    assert!(started.elapsed() >= Duration::from_millis(400));
+}
+
+#[tokio::test]
+async fn one_principal_cannot_starve_the_others() {
+    let (_data, mut settings) = bank_settings().await;
+    settings.max_concurrent = 4;
+    settings.max_concurrent_per_principal = 1;
+    settings.queue_wait_ms = 1;
+    let s = start(settings).await;
+    let cached = json!({ "metrics": ["loan_balance"], "dimensions": ["region"] });
+    assert_eq!(s.query(cached.clone()).await.0, 200);
+    let rm = token("rm-flood", "analyst", json!({}));
+    let flood = futures::future::join_all((0..10).map(|i| {
+        let (s, rm) = (&s, &rm);
+        async move {
+            let q = json!({ "metrics": ["loan_balance", "overdue_ratio"], "dimensions": ["branch"],
+                "time": { "grain": "day", "from": "2024-01-01", "to": format!("2024-05-{:02}", 10 + i) } });
+            s.call("POST", "/api/v1/query", &[("Authorization", rm)], &q.to_string())
+                .await
+        }
+    }));
+    let head_office = async {
+        let mut served = Vec::new();
+        for _ in 0..5 {
+            let (status, body) = s.query(cached.clone()).await;
+            served.push((status, body["meta"]["served_by"].clone()));
+        }
+        served
+    };
+    let (flood, served) = tokio::join!(flood, head_office);
+    assert!(
+        served.iter().all(|(st, by)| *st == 200 && by == "cache"),
+        "a cached answer takes no slot: {served:?}"
+    );
+    let busy: Vec<_> = flood.iter().filter(|r| r.status == 429).collect();
+    assert!(flood.iter().all(|r| r.status == 200 || r.status == 429));
+    assert!(
+        !busy.is_empty(),
+        "ten at once from one principal with a share of one"
+    );
+    for r in busy {
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["error"]["code"], "principal_busy");
+        assert_eq!(r.header("retry-after"), Some("1"));
+    }
+}
+
+#[tokio::test]
+async fn compute_slots_are_shared_within_a_request_and_capped_per_principal() {
+    use kpilens::security::limits::{ComputeLease, ComputeSlots, Refusal};
+    let slots = ComputeSlots::new(3, 2, Duration::from_millis(20));
+    let a1 = slots.acquire("a").await.unwrap();
+    let _a2 = slots.acquire("a").await.unwrap();
+    assert!(matches!(
+        slots.acquire("a").await,
+        Err(Refusal::PrincipalBusy { share: 2, .. })
+    ));
+    let b1 = slots.acquire("b").await.unwrap();
+    assert!(matches!(
+        slots.acquire("c").await,
+        Err(Refusal::Saturated { .. })
+    ));
+    drop(a1);
+    let lease = ComputeLease::for_principal("c");
+    lease.hold(&slots).await.unwrap();
+    // The request's other computations share its slot: no second one is taken.
+    lease.hold(&slots).await.unwrap();
+    drop(b1);
+    let _b2 = slots.acquire("b").await.unwrap();
+    assert!(matches!(
+        slots.acquire("d").await,
+        Err(Refusal::Saturated { .. })
+    ));
+    drop(lease);
+    slots.acquire("d").await.unwrap();
+}
+
+#[tokio::test]
+async fn an_open_alert_stream_does_not_hold_the_shutdown() {
+    let (data, _) = super::demo_settings();
+    let (mut child, addr) = spawn_demo(data.path(), &["--shutdown-grace-ms", "60000"]);
+    let users = demo_users(addr).await;
+    let auth = format!("Bearer {}", users[0]["token"].as_str().unwrap());
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "GET /api/v1/alerts/stream HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = vec![0u8; 4096];
+    let n = stream.read(&mut raw).await.unwrap();
+    assert_eq!(status_of(&raw[..n]), Some(200), "the stream is open");
+    let started = Instant::now();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let (_, closed) = read_until_closed(&mut stream, Duration::from_secs(20)).await;
+    assert!(closed, "the stream ends at shutdown");
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "a clean exit: {exit}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shut down in {:?}, not after the 60 s grace",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn extreme_dates_are_refused_by_name_not_a_panic() {
+    let (_data, settings) = bank_settings().await;
+    let s = start(settings).await;
+    let cases = [
+        (
+            json!({ "metrics": ["loan_balance"], "time": { "grain": "year", "from": "+262142-01-01", "to": "+262142-12-31" } }),
+            "time.from",
+        ),
+        (
+            json!({ "metrics": ["loan_balance"], "time": { "grain": "month", "from": "-262143-06-01", "to": "2024-01-31" }, "compare": ["previous_period"] }),
+            "time.from",
+        ),
+        (
+            json!({ "metrics": ["loan_balance"], "time": { "grain": "week", "from": "2024-01-01", "to": "2024-02-01", "as_of": "-262143-01-01" } }),
+            "time.as_of",
+        ),
+        (
+            json!({ "metrics": ["loan_balance"], "time": { "grain": "day", "from": "1480-01-01", "to": "2024-01-01" } }),
+            "time.from",
+        ),
+        (
+            json!({ "metrics": ["loan_balance"], "time": { "grain": "month", "from": "2024-01-01", "to": "2201-01-01" } }),
+            "time.to",
+        ),
+    ];
+    for (q, field) in cases {
+        let (status, body) = s.query(q.clone()).await;
+        assert_eq!(status, 422, "{q}: {body}");
+        assert_eq!(body["error"]["field"], field, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("1900 to 2200"),
+            "{body}"
+        );
+    }
+    let r = s
+        .raw("/api/v1/dashboards/executive?as_of=%2B262142-12-31", &[])
+        .await;
+    let body: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(r.status, 422, "{body}");
+    assert_eq!(body["error"]["field"], "as_of");
+    // Still serving.
+    assert_eq!(s.query(json!({ "metrics": ["loan_balance"] })).await.0, 200);
+}
+
+/// Resident memory now, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
+#[tokio::test]
+async fn a_tiny_query_cannot_build_a_huge_answer_outside_the_pool() {
+    let (data, _) = super::demo_settings();
+    let (mut child, addr) = spawn_demo(data.path(), &["--memory-mb", "512"]);
+    let users = demo_users(addr).await;
+    let auth = format!("Bearer {}", users[0]["token"].as_str().unwrap());
+    let catalog = exchange(addr, "GET", "/api/v1/catalog", &[], "").await;
+    let catalog: Value = serde_json::from_slice(&catalog.body).unwrap();
+    // Twenty metrics of one model, a day grain over the whole allowed range, both comparisons:
+    // the 488-byte query of the review (there from 1480; now the range starts at 1900).
+    let model_of = |m: &Value| m["models"][0].as_str().unwrap_or("").to_string();
+    let metrics = catalog["metrics"].as_array().unwrap();
+    let model = model_of(&metrics[0]);
+    let names: Vec<&str> = metrics
+        .iter()
+        .filter(|m| model_of(m) == model)
+        .filter(|m| !["funnel", "cohort", "churn"].contains(&m["type"].as_str().unwrap_or("")))
+        .filter_map(|m| m["name"].as_str())
+        .take(20)
+        .collect();
+    let q = json!({ "metrics": names, "dimensions": ["region"],
+        "time": { "grain": "day", "from": "1900-01-01", "to": "2200-12-31" },
+        "compare": ["previous_period", "same_period_last_year"] })
+    .to_string();
+    let before = rss_mib(child.id());
+    let health = tokio::spawn(async move {
+        // /healthz keeps answering at once while the four compose.
+        let mut worst = Duration::ZERO;
+        for _ in 0..20 {
+            let t = Instant::now();
+            let r = exchange(addr, "GET", "/healthz", &[], "").await;
+            assert_eq!(r.status, 200);
+            worst = worst.max(t.elapsed());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        worst
+    });
+    let headers = [("Authorization", auth.as_str())];
+    let answers = futures::future::join_all(
+        (0..4).map(|_| exchange(addr, "POST", "/api/v1/query", &headers, &q)),
+    )
+    .await;
+    let after = super::security::peak_rss_mib(child.id()).unwrap();
+    let worst = health.await.unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    for r in &answers {
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        match r.status {
+            200 => assert_eq!(body["meta"]["gaps_filled"], false, "too many to fill"),
+            422 => assert_eq!(body["error"]["code"], "answer_too_large", "{body}"),
+            503 => assert_eq!(body["error"]["code"], "memory_limit"),
+            s => panic!("{s}: {body}"),
+
+        }
+    }
+    eprintln!(
+        "four {}-metric day-grain queries ({:?}): RSS {before:.0} -> peak {after:.0} MiB; /healthz worst {worst:?}",
+        names.len(),
+        answers.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert!(
+        after - before < 400.0,
+        "RSS grew {:.0} MiB",
+        after - before
+    );
+    assert!(worst < Duration::from_secs(2), "/healthz stalled {worst:?}");
+}
