@@ -324,6 +324,13 @@ fn record_check(
         );
         ok = false;
     }
+    if model.personal.contains_key(key.as_str()) {
+        err(
+            "key",
+            format!("column '{key}' is personal data: a task's key is shown to everyone who sees the task"),
+        );
+        ok = false;
+    }
     for (i, c) in spec.show.iter().enumerate() {
         if !column(c) {
             err(
@@ -331,9 +338,22 @@ fn record_check(
                 format!("model '{model_name}' has no column '{c}'"),
             );
             ok = false;
+        } else if model.personal.contains_key(c.as_str()) {
+            err(
+                &format!("show[{i}]"),
+                format!("column '{c}' is personal data: tasks are stored and listed unmasked, so it cannot be shown"),
+            );
+            ok = false;
         }
     }
     let condition = match catalog.plans.parse_expr(sql, &schema) {
+        Ok(e) if let Some(col) = crate::catalog::tested_column(&e, &model.personal) => {
+            err(
+                "where",
+                format!("column '{col}' is personal data: a rule may not select rows by its values (only IS NULL / IS NOT NULL)"),
+            );
+            None
+        }
         Ok(e) => match e.get_type(&schema) {
             Ok(datafusion::arrow::datatypes::DataType::Boolean) => Some(e),
             Ok(t) => {

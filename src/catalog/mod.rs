@@ -6,6 +6,7 @@ mod alerts;
 mod build;
 mod dashboards;
 mod error;
+mod personal;
 mod plan_context;
 mod rollups;
 mod sources;
@@ -24,6 +25,7 @@ use build::Builder;
 pub use alerts::{AlertCheck, AlertRule, Condition};
 pub use dashboards::{Dashboard, MAX_PERIODS, Panel};
 pub use error::{CatalogError, CatalogErrors};
+pub use personal::{PersonalColumns, tested_column};
 pub use plan_context::{PlanContext, TableRegistry};
 pub use rollups::{
     DefinitionForm, Reaggregation, Rollup, RollupDefinition, RollupForm, RollupRefresh,
@@ -85,6 +87,8 @@ pub struct Model {
     pub reads: BTreeSet<String>,
     /// Columns a drill-through may return (empty: not drillable), personal data masked.
     pub drill_through: Vec<DrillColumnSpec>,
+    /// Its personal columns (declared on its file, or inherited through its SQL model).
+    pub personal: PersonalColumns,
 }
 
 #[derive(Clone)]

@@ -15,7 +15,7 @@ use datafusion::dataframe::DataFrame;
 use datafusion::error::Result;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::session_state::SessionState;
-use datafusion::logical_expr::{Expr, LogicalPlanBuilder, LogicalTableSource};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, LogicalTableSource};
 use futures::future::BoxFuture;
 
 use super::tables::TableSource;
@@ -29,12 +29,12 @@ pub trait TableRegistry: Send + Sync {
     ) -> BoxFuture<'a, Result<SchemaRef, String>>;
 
     /// Plans a SQL model (one SELECT) over the tables registered so far and registers it as a
-    /// view named `name`; its columns.
+    /// view named `name`; its columns and its plan (what personal data is traced through).
     fn register_view<'a>(
         &'a self,
         name: &'a str,
         sql: &'a str,
-    ) -> BoxFuture<'a, Result<SchemaRef, String>>;
+    ) -> BoxFuture<'a, Result<(SchemaRef, LogicalPlan), String>>;
 }
 
 #[derive(Clone)]

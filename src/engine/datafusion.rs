@@ -205,7 +205,7 @@ impl TableRegistry for DataFusionTables {
         &'a self,
         name: &'a str,
         sql: &'a str,
-    ) -> BoxFuture<'a, Result<SchemaRef, String>> {
+    ) -> BoxFuture<'a, Result<(SchemaRef, LogicalPlan), String>> {
         Box::pin(async move {
             let df = self
                 .ctx
@@ -213,8 +213,9 @@ impl TableRegistry for DataFusionTables {
                 .await
                 .map_err(|e| first_line(&e))?;
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let plan = df.logical_plan().clone();
             self.add(name, df.into_view()).map_err(|e| first_line(&e))?;
-            Ok(schema)
+            Ok((schema, plan))
         })
     }
 }

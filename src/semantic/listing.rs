@@ -339,26 +339,49 @@ pub async fn drill_through(
     Ok((page, total, names))
 }
 
-/// Personal data as a drill-through shows it, masked inside the plan (nulls stay null).
+/// Personal data as a drill-through shows it, masked inside the plan (nulls stay null). A part
+/// is shown only where the value is long enough that more stays hidden than is shown: a short
+/// phone or ID number is all stars, a one-character name a star.
 fn masked(column: Expr, mask: Option<Mask>) -> Expr {
     use datafusion::functions::string::expr_fn::{concat, repeat};
     use datafusion::functions::unicode::expr_fn::{character_length, left, right};
+    let length = || character_length(column.clone());
+    // `shown` when the value has at least `min` characters, else `hidden`.
+    let at_least = |min: i64, shown: Expr, hidden: Expr| {
+        when(length().gt_eq(lit(min)), shown)
+            .otherwise(hidden)
+            .expect("a CASE with one branch")
+    };
     let shown = match mask {
         None => return column,
-        Some(Mask::Name) => concat(vec![
-            left(column.clone(), lit(1i64)),
-            repeat(lit("*"), character_length(column.clone()) - lit(1i64)),
-        ]),
-        Some(Mask::Phone) => concat(vec![
-            left(column.clone(), lit(3i64)),
+        Some(Mask::Name) => at_least(
+            2,
+            concat(vec![
+                left(column.clone(), lit(1i64)),
+                repeat(lit("*"), length() - lit(1i64)),
+            ]),
+            lit("*"),
+        ),
+        // 138****5678: a mobile number has 11 digits.
+        Some(Mask::Phone) => at_least(
+            11,
+            concat(vec![
+                left(column.clone(), lit(3i64)),
+                lit("****"),
+                right(column.clone(), lit(4i64)),
+            ]),
             lit("****"),
-            right(column.clone(), lit(4i64)),
-        ]),
-        Some(Mask::IdNumber) => concat(vec![
-            left(column.clone(), lit(6i64)),
+        ),
+        // 110101********1234: a resident ID has 15 or 18 characters.
+        Some(Mask::IdNumber) => at_least(
+            15,
+            concat(vec![
+                left(column.clone(), lit(6i64)),
+                lit("********"),
+                right(column.clone(), lit(4i64)),
+            ]),
             lit("********"),
-            right(column.clone(), lit(4i64)),
-        ]),
+        ),
         Some(Mask::All) => lit("***"),
     };
     when(column.is_null(), lit(ScalarValue::Utf8(None)))

@@ -123,9 +123,23 @@ impl KpiService {
         }
     }
 
-    /// The last data change that could not be loaded, while the catalog still predates it.
+    /// The last data change that could not be loaded, while the catalog still predates it: once
+    /// the files it failed on are back as the serving catalog read them (the bad file removed),
+    /// it is forgotten.
     pub async fn failed_refresh(&self) -> Option<FailedRefresh> {
-        self.refresh.lock().await.clone()
+        let mut failed = self.refresh.lock().await;
+        if let Some(f) = failed.as_ref() {
+            let current = self.catalog();
+            let tables: BTreeSet<String> = f.data.iter().map(|(t, _)| t.clone()).collect();
+            let now = self.data_versions(&current, &tables, &super::RequestContext::named("kpilens"));
+            if now.is_ok_and(|now| {
+                now.iter()
+                    .all(|(t, v)| current.tables.get(t).is_some_and(|s| s.version == *v))
+            }) {
+                *failed = None;
+            }
+        }
+        failed.clone()
     }
 
     pub fn reload_status(&self) -> ReloadStatus {

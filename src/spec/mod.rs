@@ -114,6 +114,11 @@ pub struct ModelSpec {
     /// masked: `{ column: phone, mask: phone }`.
     #[serde(default)]
     pub drill_through: Vec<DrillColumnSpec>,
+    /// Personal columns and how each is masked: `{ name: name, phone: phone, id_number:
+    /// id_number }`. Declared once, on the model over the file; every SQL model reading it
+    /// inherits them (see `catalog::personal`).
+    #[serde(default)]
+    pub personal_data: BTreeMap<String, Mask>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -147,6 +152,18 @@ pub enum Mask {
     Phone,
     IdNumber,
     All,
+}
+
+impl Mask {
+    /// As written in YAML.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mask::Name => "name",
+            Mask::Phone => "phone",
+            Mask::IdNumber => "id_number",
+            Mask::All => "all",
+        }
+    }
 }
 
 /// Where a model's rows come from: exactly one of the three. File paths are relative to the data

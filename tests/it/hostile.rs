@@ -355,7 +355,10 @@ async fn a_tiny_query_cannot_build_a_huge_answer_outside_the_pool() {
         let body: Value = serde_json::from_slice(&r.body).unwrap();
         match r.status {
             200 => assert_eq!(body["meta"]["gaps_filled"], false, "too many to fill"),
-            422 => assert_eq!(body["error"]["code"], "answer_too_large", "{body}"),
+            422 => {
+                eprintln!("{body}");
+                assert_eq!(body["error"]["code"], "answer_too_large", "{body}")
+            }
             503 => assert_eq!(body["error"]["code"], "memory_limit"),
             s => panic!("{s}: {body}"),
 
@@ -372,4 +375,214 @@ async fn a_tiny_query_cannot_build_a_huge_answer_outside_the_pool() {
         after - before
     );
     assert!(worst < Duration::from_secs(2), "/healthz stalled {worst:?}");
+}
+
+#[tokio::test]
+async fn tokens_with_extreme_times_are_judged_not_overflowed() {
+    use super::http::TEST_SECRET;
+    use kpilens::security::auth::{Claims, sign_hs256};
+    let (_data, settings) = bank_settings().await;
+    let s = start(settings).await;
+    let signed = |exp: i64, nbf: Option<i64>| {
+        let claims = Claims {
+            sub: "ana".into(),
+            role: "analyst".into(),
+            scope: Default::default(),
+            exp,
+            nbf,
+            iss: None,
+            aud: None,
+        };
+        format!("Bearer {}", sign_hs256(TEST_SECRET.as_bytes(), &claims))
+    };
+    let q = json!({ "metrics": ["loan_balance"] }).to_string();
+    let now = chrono::Utc::now().timestamp();
+    let cases = [
+        (signed(i64::MAX, None), 200),
+        // A time before 1970 is not a valid NumericDate for the JWT library: refused, clearly.
+        (signed(now + 3600, Some(i64::MIN)), 401),
+        (signed(i64::MIN, None), 401),
+        (signed(now + 3600, Some(i64::MAX)), 401),
+        (signed(i64::MAX, Some(i64::MAX)), 401),
+    ];
+    for (auth, expected) in cases {
+        let (status, body) = s.json_as(&auth, "POST", "/api/v1/query", &q).await;
+        assert_eq!(status, expected, "{body}");
+    }
+}
+
+const PEOPLE_CSV: &str = "person_id,name,phone,id_number,city\n1,王,4625588,1234567890,西安\n2,李四光,13812345678,110101198001010011,北京\n3,,,,北京\n";
+
+const PEOPLE_MODEL: &str = r#"
+models:
+  people:
+    source: { csv: people.csv }
+    primary_key: person_id
+    personal_data: { name: name, phone: phone, id_number: id_number }
+    dimensions:
+      city: { column: city }
+    drill_through:
+      - person_id
+      - { column: name, mask: name }
+      - { column: phone, mask: phone }
+      - { column: id_number, mask: id_number }
+      - city
+measures:
+  people_reached: { model: people, agg: count_distinct, expr: phone }
+  people_without_phone: { model: people, agg: count, where: "phone IS NULL" }
+"#;
+
+#[tokio::test]
+async fn personal_data_declared_once_cannot_be_shown_by_any_definition() {
+    let view = (
+        "sql/people_view.sql",
+        "SELECT person_id, phone AS tel, concat(name, city) AS label, city FROM people",
+    );
+    let leaks = r#"
+models:
+  leaky_people:
+    source: { csv: people.csv }
+    primary_key: person_id
+    personal_data: { name: name, phone: phone, id_number: id_number }
+    dimensions:
+      city: { column: city }
+      who: { column: name }
+    drill_through: [person_id, phone]
+  people_view:
+    source: { sql: people_view }
+    primary_key: person_id
+    dimensions:
+      tel: { column: tel }
+      city: { column: city }
+    drill_through: [person_id, label, city]
+"#;
+    let errors = super::catalog_errors::load_errors(&[
+        ("data/people.csv", PEOPLE_CSV),
+        ("metrics/people.yaml", PEOPLE_MODEL),
+        ("metrics/leaks.yaml", leaks),
+        view,
+    ])
+    .await;
+    let has = |key: &str, part: &str| {
+        super::catalog_errors::assert_has(&errors, "metrics/leaks.yaml", key, part)
+    };
+    has("models.leaky_people.dimensions.who.column", "personal data");
+    has(
+        "models.leaky_people.drill_through[1]",
+        "{ column: phone, mask: phone }",
+    );
+    // Inherited through the SQL model: renamed, and computed from a personal column.
+    has("models.people_view.dimensions.tel.column", "masked as phone");
+    has(
+        "models.people_view.drill_through[1]",
+        "{ column: label, mask: all }",
+    );
+    assert!(
+        !errors.iter().any(|e| e.key.contains("dimensions.city")),
+        "plain columns are fine: {errors:#?}"
+    );
+
+    let leaks = r#"
+models:
+  people_view:
+    source: { sql: people_view }
+    primary_key: person_id
+    dimensions:
+      city: { column: city }
+measures:
+  top_phone: { model: people, agg: max, expr: phone }
+  by_phone: { model: people, agg: count, where: "phone = '4625588'" }
+"#;
+    let errors = super::catalog_errors::load_errors(&[
+        ("data/people.csv", PEOPLE_CSV),
+        ("metrics/people.yaml", PEOPLE_MODEL),
+        ("metrics/leaks.yaml", leaks),
+        view,
+    ])
+    .await;
+    let has = |key: &str, part: &str| {
+        super::catalog_errors::assert_has(&errors, "metrics/leaks.yaml", key, part)
+    };
+    has("measures.top_phone.expr", "may only count it");
+    has("measures.by_phone.where", "may not filter on it");
+    assert!(
+        !errors
+            .iter()
+            .any(|e| e.key.contains("people_reached") || e.key.contains("people_without_phone")),
+        "counting, and asking whether there is one, are fine: {errors:#?}"
+    );
+
+    let leaks = r#"
+models:
+  people_view:
+    source: { sql: people_view }
+    primary_key: person_id
+    dimensions:
+      city: { column: city }
+alerts:
+  leak:
+    kind: record
+    label: { en: leak }
+    severity: info
+    model: people_view
+    key: person_id
+    owner: city
+    where: "city IS NOT NULL"
+    show: [label]
+    every: 1h
+  guess:
+    kind: record
+    label: { en: guess }
+    severity: info
+    model: people
+    key: person_id
+    owner: city
+    where: "id_number LIKE '110101%'"
+    every: 1h
+  no_phone:
+    kind: record
+    label: { en: no phone }
+    severity: info
+    model: people
+    key: person_id
+    owner: city
+    where: "phone IS NULL"
+    every: 1h
+"#;
+    let errors = super::catalog_errors::load_errors(&[
+        ("data/people.csv", PEOPLE_CSV),
+        ("metrics/people.yaml", PEOPLE_MODEL),
+        ("metrics/leaks.yaml", leaks),
+        view,
+    ])
+    .await;
+    let has = |key: &str, part: &str| {
+        super::catalog_errors::assert_has(&errors, "metrics/leaks.yaml", key, part)
+    };
+    has("alerts.leak.show[0]", "personal data");
+    has("alerts.guess.where", "IS NULL");
+    assert!(!errors.iter().any(|e| e.key.contains("no_phone")), "{errors:#?}");
+}
+
+#[tokio::test]
+async fn masks_give_nothing_away_for_short_values() {
+    let project = super::temp_project(&[
+        ("data/people.csv", PEOPLE_CSV),
+        ("metrics/people.yaml", PEOPLE_MODEL),
+    ]);
+    let s = start(super::settings_for(project.path())).await;
+    let analyst = token("ana", "analyst", json!({}));
+    let body = json!({ "model": "people", "order": [{ "by": "person_id" }] }).to_string();
+    let (status, page) = s
+        .json_as(&analyst, "POST", "/api/v1/drill_through", &body)
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        page["rows"],
+        json!([
+            [1, "*", "****", "********", "西安"],
+            [2, "李**", "138****5678", "110101********0011", "北京"],
+            [3, null, null, null, "北京"],
+        ])
+    );
 }

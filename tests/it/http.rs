@@ -605,6 +605,17 @@ async fn a_bad_file_dropped_in_keeps_the_last_good_snapshot_serving() {
     let errors = health["data_refresh_error"]["errors"].to_string();
     assert!(errors.contains("models.loan_month.source"), "{health}");
 
+    // Removing the bad file clears the error, with no query in between.
+    std::fs::remove_file(&bad).unwrap();
+    assert!(s.get("/healthz").await.1["data_refresh_error"].is_null());
+    std::fs::write(
+        &bad,
+        "loan_id,customer_id,month_end,balance,dpd\n7,1\n8,2,2024-03-31,10,0,extra\n",
+    )
+    .unwrap();
+    assert_eq!(s.query(loans.clone()).await.0, 200);
+    assert!(!s.get("/healthz").await.1["data_refresh_error"].is_null());
+
     // Fixing the data clears the error and serves the new numbers.
     std::fs::write(
         &bad,

@@ -92,6 +92,37 @@ impl Builder<'_> {
                     }
                 })
             });
+            // Personal data may be counted, never summed, averaged, picked or filtered on: each
+            // of those can give a value (or whether one exists) away.
+            let personal = |e: &Expr| {
+                e.column_refs()
+                    .into_iter()
+                    .find(|c| model.personal.contains_key(c.name()))
+                    .map(|c| c.name().to_string())
+            };
+            if let Some(input) = &input
+                && !matches!(spec.agg, Aggregation::Count | Aggregation::CountDistinct)
+                && let Some(col) = personal(input)
+            {
+                errors.push(
+                    d.file,
+                    format!("{key}.expr"),
+                    format!(
+                        "column '{col}' is personal data: a measure may only count it (count, count_distinct), agg '{}' would show it",
+                        agg_name(spec.agg)
+                    ),
+                );
+            }
+            if let Some(col) = filter
+                .as_ref()
+                .and_then(|f| crate::catalog::tested_column(f, &model.personal))
+            {
+                errors.push(
+                    d.file,
+                    format!("{key}.where"),
+                    format!("column '{col}' is personal data: a measure may not filter on its values (only IS NULL / IS NOT NULL)"),
+                );
+            }
             let snapshot = spec.semi_additive.as_ref().map(|s| s.pick);
             if snapshot.is_some() && model.time.is_none() {
                 errors.push(

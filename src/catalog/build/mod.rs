@@ -32,6 +32,8 @@ pub(super) struct Builder<'a> {
     plans: PlanContext,
     /// Columns of every registered table and view, as the engine reported them.
     schemas: BTreeMap<String, Arc<Schema>>,
+    /// The personal columns of every registered table (declared) and view (traced).
+    personal: BTreeMap<String, super::PersonalColumns>,
     models: BTreeMap<&'a str, Declared<'a, ModelSpec>>,
     measures: BTreeMap<&'a str, Declared<'a, MeasureSpec>>,
     metrics: BTreeMap<&'a str, Declared<'a, MetricSpec>>,
@@ -54,6 +56,7 @@ impl<'a> Builder<'a> {
             registry,
             plans: PlanContext::default(),
             schemas: BTreeMap::new(),
+            personal: BTreeMap::new(),
             models: BTreeMap::new(),
             measures: BTreeMap::new(),
             metrics: BTreeMap::new(),

@@ -54,6 +54,26 @@ impl Builder<'_> {
             };
             let unknown =
                 |col: &str| format!("unknown column '{col}' (columns: {})", column_list(&schema));
+            // Declared on the file (or on this model) and traced through its SQL model.
+            let mut personal = self.personal.get(&table).cloned().unwrap_or_default();
+            for (column, mask) in &spec.personal_data {
+                if column_type(column).is_none() {
+                    errors.push(
+                        d.file,
+                        format!("models.{name}.personal_data.{column}"),
+                        unknown(column),
+                    );
+                }
+                personal.insert(column.clone(), *mask);
+            }
+            let exposed = |col: &str| {
+                personal.get(col).map(|mask| {
+                    format!(
+                        "column '{col}' is personal data (masked as {}): it can only be listed masked in drill_through",
+                        mask.name()
+                    )
+                })
+            };
 
             let time = match &spec.time {
                 None => None,
@@ -81,8 +101,20 @@ impl Builder<'_> {
             {
                 errors.push(d.file, format!("models.{name}.primary_key"), unknown(pk));
             }
-            for (i, col) in spec.drill_through.iter().enumerate() {
-                let col = col.column();
+            for (i, column) in spec.drill_through.iter().enumerate() {
+                let col = column.column();
+                if column.mask().is_none()
+                    && let Some(mask) = personal.get(col)
+                {
+                    errors.push(
+                        d.file,
+                        format!("models.{name}.drill_through[{i}]"),
+                        format!(
+                            "column '{col}' is personal data: list it masked, {{ column: {col}, mask: {} }}",
+                            mask.name()
+                        ),
+                    );
+                }
                 if column_type(col).is_none() {
                     errors.push(
                         d.file,
@@ -133,6 +165,9 @@ impl Builder<'_> {
                         if column_type(col).is_none() {
                             errors.push(d.file, format!("{key}.column"), unknown(col));
                         }
+                        if let Some(why) = exposed(col) {
+                            errors.push(d.file, format!("{key}.column"), why);
+                        }
                         DimensionBinding::Column(col.clone())
                     }
                     (None, Some(via)) => {
@@ -177,6 +212,7 @@ impl Builder<'_> {
                     dimensions,
                     reads,
                     drill_through: spec.drill_through.clone(),
+                    personal,
                 },
             );
         }

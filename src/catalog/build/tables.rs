@@ -45,6 +45,17 @@ impl Builder<'_> {
             };
             match self.registry.register_file(&source).await {
                 Ok(schema) => {
+                    for column in d.spec.personal_data.keys() {
+                        if schema.field_with_name(column).is_err() {
+                            errors.push(
+                                d.file,
+                                format!("models.{name}.personal_data.{column}"),
+                                format!("unknown column '{column}'"),
+                            );
+                        }
+                    }
+                    self.personal
+                        .insert(name.to_string(), d.spec.personal_data.clone());
                     self.schemas.insert(name.to_string(), schema);
                 }
                 Err(e) => {
@@ -141,7 +152,9 @@ impl Builder<'_> {
                     }
                 }
                 match self.registry.register_view(name, text).await {
-                    Ok(schema) => {
+                    Ok((schema, plan)) => {
+                        let personal = crate::catalog::personal::view_columns(&plan, &self.personal);
+                        self.personal.insert(name.to_string(), personal);
                         self.schemas.insert(name.to_string(), schema);
                     }
                     Err(e) => errors.push(file, "", format!("SQL does not plan: {e}")),

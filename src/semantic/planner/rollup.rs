@@ -429,6 +429,8 @@ fn rollup_of(
             .collect(),
         reads: base.reads.clone(),
         drill_through: Vec::new(),
+        // Its columns are dimensions and aggregates, which the catalog keeps free of it.
+        personal: Default::default(),
     };
     Rollup {
         name: def.name.clone(),
