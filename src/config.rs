@@ -56,6 +56,10 @@ pub struct Settings {
     /// Rotated audit files kept (audit.log.1 ... .N).
     #[arg(long, env = "KPILENS_AUDIT_KEEP", default_value_t = 5)]
     pub audit_keep: usize,
+    /// Rotated audit files older than this many days are dropped at the next rotation (0: kept
+    /// by count only).
+    #[arg(long, env = "KPILENS_AUDIT_KEEP_DAYS", default_value_t = 180)]
+    pub audit_keep_days: u64,
     /// Refusals without a valid token that get their own audit line per second (ten times that
     /// at once); the rest are counted in one summary line, so they cannot flush genuine lines.
     #[arg(
@@ -163,6 +167,7 @@ impl Default for Settings {
             audit_log: PathBuf::from("logs/audit.log"),
             audit_max_mb: 64,
             audit_keep: 5,
+            audit_keep_days: 180,
             audit_unauthenticated_per_second: 5.0,
             max_concurrent: 8,
             max_concurrent_per_principal: 3,

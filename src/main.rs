@@ -73,8 +73,11 @@ enum Command {
         settings: Settings,
     },
     /// Search the audit log (and its rotations); prints matching JSON lines, oldest first.
+    /// `kpilens audit verify` checks its hash chain instead.
     Audit {
-        #[arg(long, env = "KPILENS_AUDIT_LOG", default_value = "logs/audit.log")]
+        #[command(subcommand)]
+        action: Option<AuditAction>,
+        #[arg(long, env = "KPILENS_AUDIT_LOG", default_value = "logs/audit.log", global = true)]
         file: PathBuf,
         #[arg(long)]
         principal: Option<String>,
@@ -103,6 +106,12 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Check the hash chain of the log and its rotations; names the first broken line.
+    Verify,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -224,6 +233,32 @@ async fn run(command: Command) -> Result<(), String> {
             }
         }
         Command::Audit {
+            action: Some(AuditAction::Verify),
+            file,
+            ..
+        } => match audit::verify(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))? {
+            audit::Verified::Intact {
+                lines,
+                files,
+                anchored,
+            } => {
+                println!(
+                    "intact: {lines} line(s) over {files} file(s){}",
+                    if anchored {
+                        ", from the first line ever written"
+                    } else {
+                        "; the oldest kept line follows lines rotated away"
+                    }
+                );
+                Ok(())
+            }
+            audit::Verified::Broken { file, line, reason } => Err(format!(
+                "broken at {}:{line}: {reason}",
+                file.display()
+            )),
+        },
+        Command::Audit {
+            action: None,
             file,
             principal,
             route,

@@ -194,6 +194,7 @@ fn audited(
             .extensions()
             .get::<ErrorCode>()
             .map(|c| c.0.to_string()),
+        prev: String::new(), // set by the log
     };
     match gate.audit.append(&record) {
         Ok(()) => response,

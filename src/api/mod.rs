@@ -36,9 +36,10 @@ use crate::semantic::listing::DrillThroughRequest;
 use crate::semantic::{ErrorKind, QueryError, QueryRequest};
 use crate::service::KpiService;
 
-/// The API and the cockpit's files (`web`), one router. Every route that reads data sits behind
-/// the gate (authentication, admission, audit); health, the catalog's definitions, the OpenAPI
-/// document and the static files do not touch data.
+/// The API and the cockpit's files (`web`), one router. Every route that reads data or tells of
+/// the project's files sits behind the gate (authentication, request rate, audit); health, the
+/// catalog's definitions, the OpenAPI document and the static files do not, and show no paths
+/// or column names.
 pub fn router(
     service: Arc<KpiService>,
     gate: Arc<guard::Gate>,
@@ -59,6 +60,8 @@ pub fn router(
         .route("/api/v1/dashboards", get(dashboards::list))
         .route("/api/v1/dashboards/{id}", get(dashboards::show))
         .route("/api/v1/snapshot/{id}", get(dashboards::snapshot))
+        // Errors name files, columns and paths: for signed-in analysts and IT, not the world.
+        .route("/api/v1/catalog/status", get(catalog_status))
         .merge(alert_routes)
         .layer(Extension(
             Arc::new(dashboards::RenderedSnapshots::default()),
@@ -67,7 +70,6 @@ pub fn router(
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v1/catalog", get(catalog))
-        .route("/api/v1/catalog/status", get(catalog_status))
         .route("/api/v1/openapi.json", get(openapi))
         .merge(data)
         .merge(extra)
@@ -96,7 +98,11 @@ async fn healthz(State(service): State<Arc<KpiService>>) -> Json<serde_json::Val
         "engine_runs": service.engine_runs(),
         "data_watch": { "mode": watch_mode, "scans": scans },
         "warm_ups": service.warm_ups(),
-        "data_refresh_error": service.failed_refresh().await,
+        // Which tables failed to load, not why: the reasons name paths and columns, and are at
+        // the signed-in `/api/v1/catalog/status`.
+        "data_refresh_error": service.failed_refresh().await.map(|f| json!({
+            "tables": f.data.iter().map(|(t, _)| t).collect::<Vec<_>>(),
+        })),
     }))
 }
 

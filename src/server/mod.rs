@@ -96,6 +96,8 @@ pub fn app(
             &settings.audit_log,
             settings.audit_max_mb * 1024 * 1024,
             settings.audit_keep,
+            (settings.audit_keep_days > 0)
+                .then(|| Duration::from_secs(settings.audit_keep_days * 86_400)),
         )?,
         unauthenticated: UnauthenticatedBudget::new(
             settings.audit_unauthenticated_per_second,

@@ -586,3 +586,138 @@ async fn masks_give_nothing_away_for_short_values() {
         ])
     );
 }
+
+#[tokio::test]
+async fn file_sources_stay_inside_the_data_folder() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.csv"), "a,b\n1,2\n").unwrap();
+    let project = super::temp_project(&[]);
+    std::os::unix::fs::symlink(outside.path(), project.path().join("data/linked")).unwrap();
+    let leaks = r#"
+models:
+  shells: { source: { csv: /etc/shells } }
+  upward: { source: { csv: ../metrics/fixture.yaml } }
+  linked: { source: { csv: linked/secret.csv } }
+"#;
+    std::fs::write(project.path().join("metrics/leaks.yaml"), leaks).unwrap();
+    let errors = match kpilens::service::KpiService::open(&super::settings_for(project.path())).await
+    {
+        Ok(_) => panic!("a source outside the data folder was accepted"),
+        Err(e) => e.0,
+    };
+    let has = |key: &str, part: &str| {
+        super::catalog_errors::assert_has(&errors, "metrics/leaks.yaml", key, part)
+    };
+    has("models.shells.source", "not a path inside the data folder");
+    has("models.upward.source", "without '..'");
+    has("models.linked.source", "symbolic link");
+}
+
+#[test]
+fn the_audit_trail_is_a_hash_chain_that_names_the_first_broken_line() {
+    use kpilens::security::audit::{AuditLog, AuditRecord, Verified, verify};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let record = |i: usize| AuditRecord {
+        time: format!("2026-12-01T00:00:{:02}.000Z", i % 60),
+        principal: format!("p{i}"),
+        route: "/api/v1/query".into(),
+        status: 200,
+        ..AuditRecord::default()
+    };
+    {
+        let log = AuditLog::open(&path, 2048, 3, None).unwrap();
+        for i in 0..20 {
+            log.append(&record(i)).unwrap();
+        }
+    }
+    // A restart goes on with the same chain.
+    let log = AuditLog::open(&path, 2048, 3, None).unwrap();
+    for i in 20..30 {
+        log.append(&record(i)).unwrap();
+    }
+    let rotated = |i: usize| dir.path().join(format!("audit.log.{i}"));
+    assert!(rotated(2).exists(), "rotated over several files");
+    let Verified::Intact { lines, files, .. } = verify(&path).unwrap() else {
+        panic!("an untouched trail verifies");
+    };
+    assert!(lines > 10 && files >= 3, "{lines} lines, {files} files");
+    let cli = |file: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kpilens"))
+            .args(["audit", "verify", "--file"])
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let ok = cli(&path);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("intact"));
+
+    // One status changed in the middle file: the next line names it.
+    let middle = std::fs::read_to_string(rotated(1)).unwrap();
+    let tampered = middle.replacen("\"status\":200", "\"status\":403", 1);
+    std::fs::write(rotated(1), tampered).unwrap();
+    assert_eq!(
+        verify(&path).unwrap(),
+        Verified::Broken {
+            file: rotated(1),
+            line: 2,
+            reason: "its prev is not the hash of the line before: that line, or this one, was changed, inserted or removed".into(),
+        }
+    );
+    let broken = cli(&path);
+    assert!(!broken.status.success());
+    assert!(
+        String::from_utf8_lossy(&broken.stderr).contains("audit.log.1:2"),
+        "{}",
+        String::from_utf8_lossy(&broken.stderr)
+    );
+    // A line removed breaks it too.
+    std::fs::write(rotated(1), &middle).unwrap();
+    assert!(matches!(verify(&path).unwrap(), Verified::Intact { .. }));
+    let current = std::fs::read_to_string(&path).unwrap();
+    let without_first: Vec<&str> = current.lines().skip(1).collect();
+    std::fs::write(&path, without_first.join("\n") + "\n").unwrap();
+    assert!(matches!(
+        verify(&path).unwrap(),
+        Verified::Broken { line: 1, .. }
+    ));
+}
+
+#[test]
+fn rotated_audit_files_are_also_kept_by_age() {
+    use kpilens::security::audit::{AuditLog, AuditRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = AuditLog::open(&path, 1024, 5, Some(Duration::from_secs(30 * 86_400))).unwrap();
+    let line = AuditRecord {
+        route: "x".repeat(200),
+        ..AuditRecord::default()
+    };
+    for _ in 0..12 {
+        log.append(&line).unwrap();
+    }
+    let rotated = |i: usize| dir.path().join(format!("audit.log.{i}"));
+    assert!(rotated(2).exists() && rotated(3).exists());
+    // audit.log.3 is 40 days old: gone at the next rotation; the newer ones stay.
+    let old = std::time::SystemTime::now() - Duration::from_secs(40 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(rotated(3))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    for _ in 0..4 {
+        log.append(&line).unwrap();
+    }
+    assert!(rotated(2).exists());
+    for i in 1..=5 {
+        let age = std::fs::metadata(rotated(i))
+            .and_then(|m| m.modified())
+            .map(|t| t.elapsed().unwrap_or_default());
+        assert!(
+            age.is_err() || age.unwrap() < Duration::from_secs(86_400),
+            "audit.log.{i} is the old file, kept"
+        );
+    }
+}

@@ -602,8 +602,16 @@ async fn a_bad_file_dropped_in_keeps_the_last_good_snapshot_serving() {
         assert_num(&body["rows"][0][0], Some(1430.0)); // answered from the validated files
     }
     let (_, health) = s.get("/healthz").await;
-    let errors = health["data_refresh_error"]["errors"].to_string();
-    assert!(errors.contains("models.loan_month.source"), "{health}");
+    assert_eq!(health["data_refresh_error"]["tables"], json!(["loan_month"]));
+    assert!(
+        !health.to_string().contains("part-9") && !health.to_string().contains("/tmp"),
+        "no paths without a token: {health}"
+    );
+    let (_, status) = s.get("/api/v1/catalog/status").await;
+    let errors = status["data_refresh_error"]["errors"].to_string();
+    assert!(errors.contains("models.loan_month.source"), "{status}");
+    let anonymous = s.call("GET", "/api/v1/catalog/status", &[], "").await;
+    assert_eq!(anonymous.status, 401, "the details need a token");
 
     // Removing the bad file clears the error, with no query in between.
     std::fs::remove_file(&bad).unwrap();

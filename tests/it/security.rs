@@ -531,7 +531,7 @@ async fn every_data_request_is_audited_without_personal_data() {
 fn the_audit_log_rotates_by_size_and_keeps_what_it_should() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
-    let log = AuditLog::open(&path, 2048, 2).unwrap();
+    let log = AuditLog::open(&path, 2048, 2, None).unwrap();
     for i in 0..100 {
         log.append(&AuditRecord {
             principal: format!("p{i}"),

@@ -1,6 +1,7 @@
 //! File-sourced tables and SQL models, registered through the engine in dependency order.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path, PathBuf};
 
 use datafusion::common::TableReference;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
@@ -8,6 +9,28 @@ use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use super::Builder;
 use crate::catalog::{CatalogErrors, FileFormat, TableSource, is_identifier};
 use crate::spec::Source;
+
+/// A file source's path: inside the data folder, never an arbitrary file the server can read
+/// (`csv: /etc/shells`, `../../secrets`, or a symbolic link out of the folder).
+fn inside_data_dir(data_dir: &Path, rel: &str) -> Result<PathBuf, String> {
+    let escapes = Path::new(rel)
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
+    if escapes {
+        return Err(format!(
+            "'{rel}' is not a path inside the data folder: give it relative to the data folder, without '..'"
+        ));
+    }
+    let path = data_dir.join(rel);
+    if let (Ok(root), Ok(real)) = (data_dir.canonicalize(), path.canonicalize())
+        && !real.starts_with(&root)
+    {
+        return Err(format!(
+            "'{rel}' leads outside the data folder (through a symbolic link)"
+        ));
+    }
+    Ok(path)
+}
 
 impl Builder<'_> {
     /// Registers every Parquet/CSV model as a table named after the model.
@@ -35,7 +58,13 @@ impl Builder<'_> {
                 );
                 continue;
             }
-            let path = self.data_dir.join(rel);
+            let path = match inside_data_dir(&self.data_dir, rel) {
+                Ok(path) => path,
+                Err(why) => {
+                    errors.push(d.file, &key, why);
+                    continue;
+                }
+            };
             let source = match TableSource::new(name, format, path.clone()) {
                 Ok(s) => s,
                 Err(e) => {
