@@ -25,46 +25,67 @@ pub struct ProjectSources {
     pub version: String,
 }
 
+/// The project's subfolders and the files each holds.
+const FOLDERS: [(&str, &[&str]); 3] = [
+    ("metrics", &["yaml", "yml"]),
+    ("sql", &["sql"]),
+    ("dashboards", &["yaml", "yml"]),
+];
+
+/// Every definition file's (folder, path relative to the project, text), and the hash of all
+/// their names and contents: the catalog version.
+fn read_files(project_dir: &Path, errors: &mut CatalogErrors) -> (Vec<(&'static str, String, String)>, String) {
+    let mut hasher = Sha256::new();
+    let mut files = Vec::new();
+    for (sub, extensions) in FOLDERS {
+        for (rel, text) in read_dir_files(project_dir, sub, extensions, errors) {
+            hasher.update(rel.as_bytes());
+            hasher.update(text.as_bytes());
+            files.push((sub, rel, text));
+        }
+    }
+    (files, hex_prefix(&hasher.finalize(), 12))
+}
+
 impl ProjectSources {
+    /// The catalog version of the files as they are now, read but not parsed: what the reload
+    /// watcher compares on each tick, so that an unchanged file is never parsed twice.
+    pub fn version_of(project_dir: &Path) -> String {
+        read_files(project_dir, &mut CatalogErrors::default()).1
+    }
+
     pub fn read(project_dir: &Path) -> Result<Self, CatalogErrors> {
         let mut errors = CatalogErrors::default();
-        let mut hasher = Sha256::new();
+        let (files, version) = read_files(project_dir, &mut errors);
         let mut definitions = Vec::new();
         let mut sql_models = BTreeMap::new();
-
-        for (rel, text) in read_dir_files(project_dir, "metrics", &["yaml", "yml"], &mut errors) {
-            hasher.update(rel.as_bytes());
-            hasher.update(text.as_bytes());
-            match parse_definition_file(&rel, &text) {
-                Ok(parsed) => definitions.push((rel, parsed)),
-                Err(e) => errors.0.push(e),
-            }
-        }
-        for (rel, text) in read_dir_files(project_dir, "sql", &["sql"], &mut errors) {
-            hasher.update(rel.as_bytes());
-            hasher.update(text.as_bytes());
-            sql_models.insert(file_stem(&rel), (rel, text));
-        }
         let mut dashboards = Vec::new();
-        for (rel, text) in read_dir_files(project_dir, "dashboards", &["yaml", "yml"], &mut errors)
-        {
-            hasher.update(rel.as_bytes());
-            hasher.update(text.as_bytes());
-            let id = file_stem(&rel);
-            if text.trim().is_empty() {
-                errors.push(&rel, "", "empty dashboard file");
-                continue;
-            }
-            match parse_yaml::<DashboardSpec>(&rel, &text) {
-                Ok(parsed) => dashboards.push((rel, id, parsed)),
-                Err(e) => errors.0.push(e),
+        for (sub, rel, text) in files {
+            match sub {
+                "metrics" => match parse_definition_file(&rel, &text) {
+                    Ok(parsed) => definitions.push((rel, parsed)),
+                    Err(e) => errors.0.push(e),
+                },
+                "sql" => {
+                    sql_models.insert(file_stem(&rel), (rel, text));
+                }
+                _ => {
+                    let id = file_stem(&rel);
+                    if text.trim().is_empty() {
+                        errors.push(&rel, "", "empty dashboard file");
+                        continue;
+                    }
+                    match parse_yaml::<DashboardSpec>(&rel, &text) {
+                        Ok(parsed) => dashboards.push((rel, id, parsed)),
+                        Err(e) => errors.0.push(e),
+                    }
+                }
             }
         }
         if definitions.is_empty() && errors.is_empty() {
             errors.push("metrics/", "", "no *.yaml definition files found");
         }
         errors.check()?;
-        let version = hex_prefix(&hasher.finalize(), 12);
         Ok(Self {
             project_dir: project_dir.to_path_buf(),
             definitions,
@@ -85,6 +106,14 @@ pub fn parse_definition_file(file: &str, text: &str) -> Result<DefinitionFile, C
 }
 
 fn parse_yaml<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T, CatalogError> {
+    use crate::spec::nesting::{MAX_FLOW_DEPTH, too_deep};
+    if let Some(line) = too_deep(text, MAX_FLOW_DEPTH) {
+        return Err(CatalogError::new(
+            file,
+            "",
+            format!("brackets nest more than {MAX_FLOW_DEPTH} levels deep at line {line}; not parsed"),
+        ));
+    }
     let de = serde_yaml_ng::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();

@@ -28,6 +28,9 @@ pub struct ReloadStatus {
 pub struct ReloadError {
     pub at: String,
     pub errors: Vec<crate::catalog::CatalogError>,
+    /// The files' version that failed: not parsed again until they change.
+    #[serde(skip)]
+    pub version: String,
 }
 
 pub(super) fn now_rfc3339() -> String {
@@ -159,54 +162,55 @@ impl KpiService {
 
     /// One watcher pass. Changed definitions are validated into a new catalog and swapped in
     /// atomically; a change that does not validate leaves the last good catalog serving and is
-    /// reported (status, log) with file and key. Changed data rebuilds as a query would.
+    /// reported (status, log) with file and key, and is not parsed again until the files change.
+    /// Changed data rebuilds as a query would.
     pub async fn reload_if_changed(&self) {
         let current = self.catalog();
-        let sources = ProjectSources::read(&current.sources.project_dir);
-        let outcome = match sources {
-            Ok(s) if s.version == current.sources.version => Ok(None),
-            Ok(s) => DataState::build(
-                Arc::new(s),
-                &current.data_dir,
-                self.engine.as_ref(),
-                &self.calendar,
-                &self.rollup_store,
-            )
-            .await
-            .map(Some),
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(None) => {
-                let mut status = self.reload.lock().expect("reload status");
-                if status.last_error.is_some() {
-                    // The files are back to what is serving.
-                    tracing::info!(version = %current.version, "definitions reverted to the serving catalog");
-                    status.last_error = None;
-                }
-            }
-            Ok(Some(fresh)) => {
-                let version = fresh.version.clone();
-                self.watch.watch_tables(&fresh);
-                *self.state.write().expect("catalog lock") = Arc::new(fresh);
-                let mut status = self.reload.lock().expect("reload status");
-                status.version = version.clone();
-                status.loaded_at = now_rfc3339();
-                status.reloads += 1;
+        let dir = &current.sources.project_dir;
+        let version = ProjectSources::version_of(dir);
+        let failed_before = self
+            .reload_status()
+            .last_error
+            .is_some_and(|e| e.version == version);
+        if version == current.sources.version {
+            let mut status = self.reload.lock().expect("reload status");
+            if status.last_error.is_some() {
+                // The files are back to what is serving.
+                tracing::info!(version = %current.version, "definitions reverted to the serving catalog");
                 status.last_error = None;
-                tracing::info!(%version, "definitions reloaded");
             }
-            Err(errors) => {
-                let mut status = self.reload.lock().expect("reload status");
-                let unchanged = status
-                    .last_error
-                    .as_ref()
-                    .is_some_and(|e| e.errors == errors.0);
-                if !unchanged {
+        } else if !failed_before {
+            let built = match ProjectSources::read(dir) {
+                Ok(s) => {
+                    DataState::build(
+                        Arc::new(s),
+                        &current.data_dir,
+                        self.engine.as_ref(),
+                        &self.calendar,
+                        &self.rollup_store,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            match built {
+                Ok(fresh) => {
+                    let version = fresh.version.clone();
+                    self.watch.watch_tables(&fresh);
+                    *self.state.write().expect("catalog lock") = Arc::new(fresh);
+                    let mut status = self.reload.lock().expect("reload status");
+                    status.version = version.clone();
+                    status.loaded_at = now_rfc3339();
+                    status.reloads += 1;
+                    status.last_error = None;
+                    tracing::info!(%version, "definitions reloaded");
+                }
+                Err(errors) => {
                     tracing::error!(%errors, "definitions changed but do not validate; the last good catalog keeps serving");
-                    status.last_error = Some(ReloadError {
+                    self.reload.lock().expect("reload status").last_error = Some(ReloadError {
                         at: now_rfc3339(),
                         errors: errors.0,
+                        version,
                     });
                 }
             }

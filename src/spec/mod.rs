@@ -4,6 +4,7 @@
 
 pub mod alert;
 pub mod dashboard;
+pub mod nesting;
 
 use std::collections::BTreeMap;
 

@@ -721,3 +721,42 @@ fn rotated_audit_files_are_also_kept_by_age() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_deeply_nested_yaml_is_refused_unparsed_and_not_retried_every_tick() {
+    let project = super::temp_project(&[]);
+    let mut settings = super::settings_for(project.path());
+    settings.reload_ms = 50;
+    let s = start(settings).await;
+    let started = Instant::now();
+    std::fs::write(
+        project.path().join("metrics/nest.yaml"),
+        format!("metrics: {}", "[".repeat(200_000)),
+    )
+    .unwrap();
+    let status = loop {
+        let (_, status) = s.get("/api/v1/catalog/status").await;
+        if !status["catalog"]["last_error"].is_null() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never reported");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let error = &status["catalog"]["last_error"]["errors"][0];
+    assert_eq!(error["file"], "metrics/nest.yaml");
+    assert!(
+        error["reason"].as_str().unwrap().contains("more than 64 levels"),
+        "{error}"
+    );
+    // Queries stay fast while it sits there, tick after tick.
+    let q = json!({ "metrics": ["loan_balance"] });
+    let mut worst = Duration::ZERO;
+    for _ in 0..20 {
+        let t = Instant::now();
+        assert_eq!(s.query(q.clone()).await.0, 200);
+        worst = worst.max(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(worst < Duration::from_millis(500), "a query took {worst:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
