@@ -99,6 +99,10 @@ pub struct Settings {
     /// On shutdown, how long in-flight requests get to finish before their connections close.
     #[arg(long, env = "KPILENS_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+    /// Serve `/metrics` (Prometheus) on this address instead of the main one; without it,
+    /// `/metrics` is on the main address, token-free.
+    #[arg(long, env = "KPILENS_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// How often the server checks metrics/, sql/, dashboards/ and the data for changes (0: off).
     #[arg(long, env = "KPILENS_RELOAD_MS", default_value_t = 1000)]
     pub reload_ms: u64,
@@ -175,6 +179,7 @@ impl Default for Settings {
             header_timeout_ms: 10_000,
             body_timeout_ms: 10_000,
             shutdown_grace_ms: 10_000,
+            metrics_addr: None,
             queue_wait_ms: 2000,
             rate_per_second: 50.0,
             rate_burst: 200.0,

@@ -23,4 +23,5 @@ pub mod server;
 pub mod service;
 pub mod spec;
 pub mod state;
+pub mod telemetry;
 pub mod text;

@@ -173,6 +173,15 @@ impl AlertEngine {
         (self.changes.subscribe(), self.closing.subscribe())
     }
 
+    /// Alert instances firing now (for `/metrics`).
+    pub fn firing(&self) -> usize {
+        self.store.alerts().map_or(0, |all| {
+            all.iter()
+                .filter(|a| a.state == state::AlertState::Firing)
+                .count()
+        })
+    }
+
     /// Ends every subscriber's stream (the server is shutting down).
     pub fn close_streams(&self) {
         self.closing.send_replace(true);

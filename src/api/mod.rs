@@ -7,6 +7,7 @@ mod dashboards;
 pub mod encoding;
 mod error;
 pub mod guard;
+mod metrics;
 pub mod web;
 
 use std::sync::Arc;
@@ -47,10 +48,16 @@ pub fn router(
     extra: Router<Arc<KpiService>>,
     max_body_bytes: usize,
     alert_engine: Option<Arc<crate::alerts::AlertEngine>>,
+    // `/metrics` here (token-free), or on a separate listener (`metrics_router`).
+    metrics_here: bool,
 ) -> Router {
-    let alert_routes = match alert_engine {
-        Some(engine) => alerts::routes(engine),
+    let alert_routes = match &alert_engine {
+        Some(engine) => alerts::routes(engine.clone()),
         None => Router::new(),
+    };
+    let metrics = match metrics_here {
+        true => metrics_router(service.clone(), alert_engine),
+        false => Router::new(),
     };
     let data = Router::new()
         .route("/api/v1/query", post(query))
@@ -73,11 +80,27 @@ pub fn router(
         .route("/api/v1/openapi.json", get(openapi))
         .merge(data)
         .merge(extra)
+        .route_layer(axum::middleware::from_fn_with_state(
+            service.clone(),
+            metrics::track,
+        ))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TraceLayer::new_for_http())
         .with_state(service)
         .merge(web::routes(web))
+        .merge(metrics)
+}
+
+/// `GET /metrics` alone: what a separate metrics listener serves.
+pub fn metrics_router(
+    service: Arc<KpiService>,
+    alert_engine: Option<Arc<crate::alerts::AlertEngine>>,
+) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || metrics::scrape(service.clone(), alert_engine.clone())),
+    )
 }
 
 /// The audit details of a response, attached for the gate.

@@ -22,6 +22,9 @@ pub struct CacheKey {
 
 pub struct ResultCache {
     inner: Cache<CacheKey, Arc<QueryResult>>,
+    /// Lookups answered from the cache, and those that computed (for `/metrics`).
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
 }
 
 impl ResultCache {
@@ -33,7 +36,19 @@ impl ResultCache {
             })
             .support_invalidation_closures()
             .build();
-        Self { inner }
+        Self {
+            inner,
+            hits: Default::default(),
+            misses: Default::default(),
+        }
+    }
+
+    /// (hits, misses) since start.
+    pub fn lookups(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
     }
 
     /// Returns the cached result or computes it. Concurrent callers with the same key share one
@@ -55,7 +70,9 @@ impl ResultCache {
             })
             .await
             .map_err(|e: Arc<QueryError>| (*e).clone())?;
-        Ok((result, ran.load(Ordering::Relaxed)))
+        let ran = ran.load(Ordering::Relaxed);
+        if ran { &self.misses } else { &self.hits }.fetch_add(1, Ordering::Relaxed);
+        Ok((result, ran))
     }
 
     /// Evicts every entry that read `table` at a version other than `current`.

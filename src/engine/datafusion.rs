@@ -50,6 +50,10 @@ impl DataFusionEngine {
 }
 
 impl QueryEngine for DataFusionEngine {
+    fn memory_reserved(&self) -> usize {
+        self.runtime.memory_pool.reserved()
+    }
+
     fn new_tables(&self) -> Arc<dyn EngineTables> {
         let ctx = SessionContext::new_with_config_rt(self.config.clone(), self.runtime.clone());
         let unique = UniqueKeys::default();

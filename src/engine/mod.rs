@@ -24,6 +24,9 @@ pub trait QueryEngine: Send + Sync {
     /// An empty set of tables for one data state (a catalog over one snapshot of the data),
     /// sharing the engine's memory pool with every other.
     fn new_tables(&self) -> Arc<dyn EngineTables>;
+
+    /// Bytes of the memory pool held by running work now.
+    fn memory_reserved(&self) -> usize;
 }
 
 /// One data state's tables in an engine: registered through [`TableRegistry`] while the catalog

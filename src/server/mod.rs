@@ -143,6 +143,7 @@ pub fn app(
         extra,
         settings.max_body_kb * 1024,
         Some(alerts.clone()),
+        settings.metrics_addr.is_none(),
     );
     Ok(App {
         router,
@@ -160,8 +161,26 @@ pub async fn serve_with(
     extra: Router<Arc<KpiService>>,
     warm_for: Vec<Principal>,
 ) -> std::io::Result<()> {
-    let app = app(settings, service, auth, extra, warm_for)?;
+    let app = app(settings, service.clone(), auth, extra, warm_for)?;
+    let metrics = match settings.metrics_addr {
+        Some(addr) => {
+            let listener = bind(addr).await?;
+            tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
+            let router = api::metrics_router(service, Some(app.alerts.clone()));
+            let limits = transport::TransportLimits::of(settings);
+            Some(tokio::spawn(transport::serve(
+                listener,
+                router,
+                limits,
+                std::future::pending(),
+            )))
+        }
+        None => None,
+    };
     serve_app(listener, &app, settings, shutdown_signal()).await;
+    if let Some(m) = metrics {
+        m.abort();
+    }
     Ok(())
 }
 

@@ -71,6 +71,8 @@ pub struct KpiService {
     /// rebuild failed (with why) so that it is not retried on every query.
     refresh: tokio::sync::Mutex<Option<FailedRefresh>>,
     engine_runs: AtomicU64,
+    /// The server's own metrics (`/metrics`).
+    telemetry: crate::telemetry::Telemetry,
     /// Completed dashboard warm-ups (see `dashboard::warm_up`).
     warm_ups: AtomicU64,
     next_query_id: AtomicU64,
@@ -151,6 +153,7 @@ impl KpiService {
             timeout: settings.query_timeout(),
             refresh: tokio::sync::Mutex::new(None),
             engine_runs: AtomicU64::new(0),
+            telemetry: crate::telemetry::Telemetry::new(),
             warm_ups: AtomicU64::new(0),
             next_query_id: AtomicU64::new(1),
             reload: std::sync::Mutex::new(ReloadStatus {
@@ -180,6 +183,15 @@ impl KpiService {
 
     pub fn cache(&self) -> &ResultCache {
         &self.cache
+    }
+
+    pub fn telemetry(&self) -> &crate::telemetry::Telemetry {
+        &self.telemetry
+    }
+
+    /// Bytes of the engine's memory pool held now.
+    pub fn engine_memory(&self) -> usize {
+        self.engine.memory_reserved()
     }
 
     pub fn calendar(&self) -> &CalendarConfig {
@@ -267,6 +279,10 @@ impl KpiService {
             as_of: vq.as_of,
             notes: result.notes.clone(),
         };
+        self.telemetry
+            .query_duration
+            .with_label_values(&[meta.served_by])
+            .observe(started.elapsed().as_secs_f64());
         tracing::info!(
             query_id = %meta.query_id,
             metrics = ?req.metrics,

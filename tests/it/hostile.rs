@@ -760,3 +760,72 @@ async fn a_deeply_nested_yaml_is_refused_unparsed_and_not_retried_every_tick() {
     assert!(worst < Duration::from_millis(500), "a query took {worst:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn the_servers_own_metrics_are_prometheus_text_with_bounded_labels() {
+    let (_data, settings) = bank_settings().await;
+    let s = start(settings).await;
+    let q = json!({ "metrics": ["loan_balance"], "dimensions": ["region"] });
+    assert_eq!(s.query(q.clone()).await.0, 200);
+    assert_eq!(s.query(q).await.0, 200);
+    // Paths a client chooses never become labels.
+    for i in 0..5 {
+        let path = format!("/api/v1/no-such-route-{i}");
+        assert_eq!(s.call("GET", &path, &[], "").await.status, 404);
+    }
+    assert_eq!(
+        s.call("GET", "/api/v1/dashboards/nope", &[("Authorization", &s.auth)], "")
+            .await
+            .status,
+        404
+    );
+    let r = s.call("GET", "/metrics", &[], "").await;
+    assert_eq!(r.status, 200, "token-free");
+    assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+    let text = String::from_utf8(r.body).unwrap();
+    for expected in [
+        "kpilens_http_requests_total{method=\"POST\",route=\"/api/v1/query\",status=\"200\"} 2",
+        "kpilens_http_requests_total{method=\"GET\",route=\"/api/v1/dashboards/{id}\",status=\"404\"} 1",
+        "kpilens_http_request_duration_seconds_bucket{route=\"/api/v1/query\",le=\"+Inf\"} 2",
+        "kpilens_query_duration_seconds_count{served_by=\"cache\"} 1",
+        "kpilens_query_duration_seconds_count{served_by=\"engine\"} 1",
+        "kpilens_cache_hits_total 1",
+        "kpilens_cache_misses_total 1",
+        "kpilens_engine_memory_bytes ",
+        "kpilens_cache_bytes ",
+        "kpilens_alerts_firing 0",
+        "kpilens_data_refresh_failed 0",
+    ] {
+        assert!(text.contains(expected), "no '{expected}' in\n{text}");
+    }
+    assert!(!text.contains("no-such-route"), "{text}");
+    // Valid for Prometheus itself (Debian's promtool; CI installs it and requires it).
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    match promtool {
+        Ok(mut child) => {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "promtool: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(_) if std::env::var_os("KPILENS_REQUIRE_PROMTOOL").is_none() => {
+            eprintln!("promtool is not installed here: the format check is left to CI");
+        }
+        Err(e) => panic!("promtool is required here: {e}"),
+    }
+}

@@ -9,7 +9,7 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     // Depend on nothing in the crate: the request protocol, settings, text and network helpers,
     // the demo bank's generator.
-    &["protocol", "config", "text", "net", "datagen"],
+    &["protocol", "config", "text", "net", "datagen", "telemetry"],
     &["spec"],                                        // YAML types
     &["security"], // who asks, what they may see: principals, scopes, tokens, audit, limits
     &["catalog"],  // validated definitions

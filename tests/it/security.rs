@@ -843,6 +843,7 @@ async fn the_openapi_document_describes_every_route() {
         "/api/v1/alerts/stream",
         "/api/v1/alerts/evaluate",
         "/api/v1/tasks",
+        "/metrics",
     ];
     let mut paths = paths.clone();
     paths.sort();
