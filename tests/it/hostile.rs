@@ -829,3 +829,129 @@ async fn the_servers_own_metrics_are_prometheus_text_with_bounded_labels() {
         Err(e) => panic!("promtool is required here: {e}"),
     }
 }
+
+/// `kill -9`: no clean-up, no flush, no shutdown hooks.
+fn kill_hard(child: &mut std::process::Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+async fn get_json(addr: std::net::SocketAddr, auth: &str, path: &str) -> Value {
+    let r = exchange(addr, "GET", path, &[("Authorization", auth)], "").await;
+    assert_eq!(r.status, 200, "{path}: {}", String::from_utf8_lossy(&r.body));
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+#[tokio::test]
+async fn a_kill_during_rollup_writes_and_alert_runs_loses_and_duplicates_nothing() {
+    let (data, _) = super::demo_settings();
+    let store = data.path().join(".kpilens/rollups");
+    // 1. Killed while the rollups are being written: as soon as the first one is stored.
+    let (mut child, _) = {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kpilens"))
+            .args(["demo", "--addr", "127.0.0.1:0", "--project"])
+            .arg(super::repo_dir())
+            .arg("--data")
+            .arg(data.path())
+            .arg("--audit-log")
+            .arg(data.path().join("audit.log"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        loop {
+            let stored = std::fs::read_dir(&store)
+                .map(|d| d.flatten().any(|e| e.path().join("manifest.json").exists()))
+                .unwrap_or(false);
+            if stored {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(120), "no rollup stored");
+            assert!(child.try_wait().unwrap().is_none(), "the server exited");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (child, ())
+    };
+    kill_hard(&mut child);
+
+    // 2. Restarted: everything stored loads or is rebuilt; then alerts run, and it is killed
+    // again while they do (the scheduler runs every second from the start).
+    let (mut child, addr) = spawn_demo(data.path(), &[]);
+    let users = demo_users(addr).await;
+    let auth = format!("Bearer {}", users[0]["token"].as_str().unwrap());
+    let status = get_json(addr, &auth, "/api/v1/catalog/status").await;
+    for r in status["rollups"].as_array().unwrap() {
+        assert!(r["refresh"]["store_error"].is_null(), "{r}");
+    }
+    let started = Instant::now();
+    let before = loop {
+        let tasks = get_json(addr, &auth, "/api/v1/tasks").await;
+        if !tasks["tasks"].as_array().unwrap().is_empty() {
+            break tasks;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no task opened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    kill_hard(&mut child);
+
+    // 3. Restarted once more: every task from before is there, none twice; the answers are
+    // those of a server that never stored anything.
+    let (mut child, addr) = spawn_demo(data.path(), &[]);
+    let users = demo_users(addr).await;
+    let auth = format!("Bearer {}", users[0]["token"].as_str().unwrap());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = get_json(addr, &auth, "/api/v1/tasks").await;
+    let ids = |v: &Value| -> Vec<String> {
+        v["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (before_ids, after_ids) = (ids(&before), ids(&after));
+    let unique: std::collections::BTreeSet<_> = after_ids.iter().collect();
+    assert_eq!(unique.len(), after_ids.len(), "a task listed twice");
+    for id in &before_ids {
+        assert!(after_ids.contains(id), "task {id} was lost");
+    }
+    let alerts = get_json(addr, &auth, "/api/v1/alerts").await;
+    let instances: Vec<String> = alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| format!("{}|{}", a["rule"], a["path"]))
+        .collect();
+    let unique: std::collections::BTreeSet<_> = instances.iter().collect();
+    assert_eq!(unique.len(), instances.len(), "an alert instance twice");
+    let q = json!({ "metrics": ["customer_churn_rate", "customer_count", "loan_balance"], "dimensions": ["region"],
+        "time": { "grain": "month", "from": "2024-01-01", "to": "2025-12-31" } })
+    .to_string();
+    let headers = [("Authorization", auth.as_str())];
+    let stored = exchange(addr, "POST", "/api/v1/query", &headers, &q).await;
+    kill_hard(&mut child);
+    let (mut fresh, fresh_addr) = spawn_demo(data.path(), &["--no-rollup-store"]);
+    let users = demo_users(fresh_addr).await;
+    let auth = format!("Bearer {}", users[0]["token"].as_str().unwrap());
+    let headers = [("Authorization", auth.as_str())];
+    let computed = exchange(fresh_addr, "POST", "/api/v1/query", &headers, &q).await;
+    kill_hard(&mut fresh);
+    let (stored, computed): (Value, Value) = (
+        serde_json::from_slice(&stored.body).unwrap(),
+        serde_json::from_slice(&computed.body).unwrap(),
+    );
+    // The same numbers (to float rounding: a rollup sums in another order than the models).
+    let (stored, computed) = (
+        stored["rows"].as_array().unwrap(),
+        computed["rows"].as_array().unwrap(),
+    );
+    assert!(!stored.is_empty());
+    assert_eq!(stored.len(), computed.len());
+    for (a, b) in stored.iter().zip(computed) {
+        for (x, y) in a.as_array().unwrap().iter().zip(b.as_array().unwrap()) {
+            assert!(super::close(x, y, 1e-9), "{a} vs {b}");
+        }
+    }
+}
