@@ -74,7 +74,11 @@ pub struct Settings {
     pub max_concurrent: usize,
     /// Of those, the most one principal holds at once, so one user cannot starve the others
     /// (past it: 429 with Retry-After).
-    #[arg(long, env = "KPILENS_MAX_CONCURRENT_PER_PRINCIPAL", default_value_t = 3)]
+    #[arg(
+        long,
+        env = "KPILENS_MAX_CONCURRENT_PER_PRINCIPAL",
+        default_value_t = 3
+    )]
     pub max_concurrent_per_principal: usize,
     /// How long a request queues for a slot before a 503 (or 429) with Retry-After.
     #[arg(long, env = "KPILENS_QUEUE_WAIT_MS", default_value_t = 2000)]

@@ -77,7 +77,12 @@ enum Command {
     Audit {
         #[command(subcommand)]
         action: Option<AuditAction>,
-        #[arg(long, env = "KPILENS_AUDIT_LOG", default_value = "logs/audit.log", global = true)]
+        #[arg(
+            long,
+            env = "KPILENS_AUDIT_LOG",
+            default_value = "logs/audit.log",
+            global = true
+        )]
         file: PathBuf,
         #[arg(long)]
         principal: Option<String>,
@@ -236,7 +241,9 @@ async fn run(command: Command) -> Result<(), String> {
             action: Some(AuditAction::Verify),
             file,
             ..
-        } => match audit::verify(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))? {
+        } => match audit::verify(&file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+        {
             audit::Verified::Intact {
                 lines,
                 files,
@@ -252,10 +259,9 @@ async fn run(command: Command) -> Result<(), String> {
                 );
                 Ok(())
             }
-            audit::Verified::Broken { file, line, reason } => Err(format!(
-                "broken at {}:{line}: {reason}",
-                file.display()
-            )),
+            audit::Verified::Broken { file, line, reason } => {
+                Err(format!("broken at {}:{line}: {reason}", file.display()))
+            }
         },
         Command::Audit {
             action: None,
@@ -349,7 +355,11 @@ async fn serve_demo(addr: SocketAddr, mut settings: Settings) -> Result<(), Stri
         // last day, so the record rules (SLAs, maturities, first contacts) see a live bank.
         let catalog = service.catalog();
         let last = service
-            .latest_date(&catalog, "tickets", &kpilens::service::RequestContext::named("kpilens"))
+            .latest_date(
+                &catalog,
+                "tickets",
+                &kpilens::service::RequestContext::named("kpilens"),
+            )
             .await
             .map_err(|e| e.to_string())?;
         if let Some(day) = last {

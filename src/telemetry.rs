@@ -4,8 +4,8 @@
 //! the router's templates (`/api/v1/dashboards/{id}`), never the paths clients send.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Telemetry {
@@ -57,7 +57,10 @@ impl Telemetry {
             http_requests: add(
                 &registry,
                 IntCounterVec::new(
-                    Opts::new("kpilens_http_requests_total", "HTTP requests by route, method and status"),
+                    Opts::new(
+                        "kpilens_http_requests_total",
+                        "HTTP requests by route, method and status",
+                    ),
                     &["route", "method", "status"],
                 )
                 .expect("valid counter"),
@@ -80,11 +83,17 @@ impl Telemetry {
             ),
             cache_hits: add(
                 &registry,
-                counter("kpilens_cache_hits_total", "Answers served from the result cache"),
+                counter(
+                    "kpilens_cache_hits_total",
+                    "Answers served from the result cache",
+                ),
             ),
             cache_misses: add(
                 &registry,
-                counter("kpilens_cache_misses_total", "Answers computed (not in the cache)"),
+                counter(
+                    "kpilens_cache_misses_total",
+                    "Answers computed (not in the cache)",
+                ),
             ),
             cache_bytes: add(
                 &registry,
@@ -104,7 +113,10 @@ impl Telemetry {
             rollup_rows: add(
                 &registry,
                 IntGaugeVec::new(
-                    Opts::new("kpilens_rollup_rows", "Rows of each built rollup, by how it was last refreshed"),
+                    Opts::new(
+                        "kpilens_rollup_rows",
+                        "Rows of each built rollup, by how it was last refreshed",
+                    ),
                     &["rollup", "refresh"],
                 )
                 .expect("valid gauge"),

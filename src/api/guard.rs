@@ -19,8 +19,8 @@ use super::error::ErrorCode;
 use crate::security::audit::{AuditDetails, AuditLog, AuditRecord};
 use crate::security::auth::Authenticator;
 use crate::security::limits::RateLimiter;
-use crate::semantic::{ErrorKind, QueryError};
 use crate::security::{Principal, Scope};
+use crate::semantic::{ErrorKind, QueryError};
 
 /// How requests are authenticated.
 pub enum AuthMode {

@@ -327,7 +327,9 @@ fn record_check(
     if model.personal.contains_key(key.as_str()) {
         err(
             "key",
-            format!("column '{key}' is personal data: a task's key is shown to everyone who sees the task"),
+            format!(
+                "column '{key}' is personal data: a task's key is shown to everyone who sees the task"
+            ),
         );
         ok = false;
     }
@@ -341,7 +343,9 @@ fn record_check(
         } else if model.personal.contains_key(c.as_str()) {
             err(
                 &format!("show[{i}]"),
-                format!("column '{c}' is personal data: tasks are stored and listed unmasked, so it cannot be shown"),
+                format!(
+                    "column '{c}' is personal data: tasks are stored and listed unmasked, so it cannot be shown"
+                ),
             );
             ok = false;
         }
@@ -350,7 +354,9 @@ fn record_check(
         Ok(e) if let Some(col) = crate::catalog::tested_column(&e, &model.personal) => {
             err(
                 "where",
-                format!("column '{col}' is personal data: a rule may not select rows by its values (only IS NULL / IS NOT NULL)"),
+                format!(
+                    "column '{col}' is personal data: a rule may not select rows by its values (only IS NULL / IS NOT NULL)"
+                ),
             );
             None
         }

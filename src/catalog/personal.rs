@@ -82,7 +82,11 @@ fn sources(plan: &LogicalPlan, index: usize, direct: bool) -> Vec<(String, Strin
     match plan {
         LogicalPlan::TableScan(scan) => {
             let field = scan.projected_schema.field(index);
-            vec![(scan.table_name.table().to_string(), field.name().clone(), direct)]
+            vec![(
+                scan.table_name.table().to_string(),
+                field.name().clone(),
+                direct,
+            )]
         }
         LogicalPlan::Projection(p) => match p.expr.get(index) {
             Some(e) => from_expr(&p.input, e, direct),

@@ -34,7 +34,10 @@ const FOLDERS: [(&str, &[&str]); 3] = [
 
 /// Every definition file's (folder, path relative to the project, text), and the hash of all
 /// their names and contents: the catalog version.
-fn read_files(project_dir: &Path, errors: &mut CatalogErrors) -> (Vec<(&'static str, String, String)>, String) {
+fn read_files(
+    project_dir: &Path,
+    errors: &mut CatalogErrors,
+) -> (Vec<(&'static str, String, String)>, String) {
     let mut hasher = Sha256::new();
     let mut files = Vec::new();
     for (sub, extensions) in FOLDERS {
@@ -111,7 +114,9 @@ fn parse_yaml<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<
         return Err(CatalogError::new(
             file,
             "",
-            format!("brackets nest more than {MAX_FLOW_DEPTH} levels deep at line {line}; not parsed"),
+            format!(
+                "brackets nest more than {MAX_FLOW_DEPTH} levels deep at line {line}; not parsed"
+            ),
         ));
     }
     let de = serde_yaml_ng::Deserializer::from_str(text);

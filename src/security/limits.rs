@@ -20,10 +20,7 @@ pub enum Refusal {
     /// The principal spent its bucket.
     RateLimited { retry_after_secs: u64 },
     /// The principal's own requests held its whole share of the slots for the queue wait.
-    PrincipalBusy {
-        retry_after_secs: u64,
-        share: usize,
-    },
+    PrincipalBusy { retry_after_secs: u64, share: usize },
 }
 
 /// The engine's slots: `total` computations at once, at most `per_principal` of them for one

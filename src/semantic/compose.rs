@@ -10,8 +10,8 @@ use serde_json::Value;
 use super::calendar::ComparisonWindow;
 use super::planner::{ColumnRole, OutputColumn, PlannedQuery};
 use super::result::{PartialPeriod, QueryResult, ResultNotes, json_value, rows_of, schema_fields};
-use super::validate::{Drill, ValidatedQuery};
 use super::series::CellBudget;
+use super::validate::{Drill, ValidatedQuery};
 use super::{ErrorKind, QueryError, compare, drill, series};
 use crate::catalog::Catalog;
 
@@ -91,8 +91,7 @@ pub fn compose(
             .rollups
             .extend(other.notes.rollups.iter().cloned());
     }
-    result.notes.gaps_filled =
-        series::fill_gaps(&mut result, q, catalog, drilled_members, budget);
+    result.notes.gaps_filled = series::fill_gaps(&mut result, q, catalog, drilled_members, budget);
     // Columns a drill or a comparison adds to each row: at most three per metric.
     let added = |r: &QueryResult| (r.rows.len() + 1) * 3 * q.metrics.len();
     if let (Some(mut parent), Some(pq)) = (parent, &subs.parent) {

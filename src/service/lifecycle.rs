@@ -134,7 +134,8 @@ impl KpiService {
         if let Some(f) = failed.as_ref() {
             let current = self.catalog();
             let tables: BTreeSet<String> = f.data.iter().map(|(t, _)| t.clone()).collect();
-            let now = self.data_versions(&current, &tables, &super::RequestContext::named("kpilens"));
+            let now =
+                self.data_versions(&current, &tables, &super::RequestContext::named("kpilens"));
             if now.is_ok_and(|now| {
                 now.iter()
                     .all(|(t, v)| current.tables.get(t).is_some_and(|s| s.version == *v))

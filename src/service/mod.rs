@@ -14,6 +14,7 @@ use crate::cache::{CacheKey, ResultCache};
 use crate::catalog::{CatalogErrors, ProjectSources};
 use crate::config::Settings;
 use crate::engine::{DataFusionEngine, Explanation, QueryEngine};
+use crate::security::limits::{ComputeLease, ComputeSlots};
 use crate::security::{Principal, Scope};
 use crate::semantic::calendar::CalendarConfig;
 use crate::semantic::compose::{self, member_values};
@@ -21,7 +22,6 @@ use crate::semantic::series::CellBudget;
 use crate::semantic::{
     self, ErrorKind, QueryError, QueryLimits, QueryRequest, QueryResult, ValidatedQuery,
 };
-use crate::security::limits::{ComputeLease, ComputeSlots};
 use crate::state::VersionMemo;
 use crate::state::{DataState, DataWatch, RollupStore, combined_version};
 
@@ -211,7 +211,11 @@ impl KpiService {
 
     /// Holds a compute slot for the request (once; its other computations share it).
     async fn hold_slot(&self, request: &RequestContext) -> Result<(), QueryError> {
-        request.lease.hold(&self.slots).await.map_err(QueryError::from)
+        request
+            .lease
+            .hold(&self.slots)
+            .await
+            .map_err(QueryError::from)
     }
 
     /// Today in the configured time zone at an instant.
@@ -301,7 +305,11 @@ impl KpiService {
         req: &QueryRequest,
     ) -> Result<Explanation, QueryError> {
         let (catalog, vq, _) = self
-            .prepare(req, &principal.scope, &RequestContext::for_principal(principal))
+            .prepare(
+                req,
+                &principal.scope,
+                &RequestContext::for_principal(principal),
+            )
             .await?;
         let planned = semantic::plan(&catalog, &vq).await?;
         catalog.explain(&planned.rows).map_err(QueryError::from)

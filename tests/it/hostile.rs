@@ -76,9 +76,19 @@ async fn slow_uploads_hold_no_compute_slot_and_are_cut_off() {
     let q = json!({ "metrics": ["loan_balance"], "dimensions": ["branch"] }).to_string();
     for _ in 0..2 {
         let started = Instant::now();
-        let r = exchange(s.addr, "POST", "/api/v1/query", &[("Authorization", &auth)], &q).await;
+        let r = exchange(
+            s.addr,
+            "POST",
+            "/api/v1/query",
+            &[("Authorization", &auth)],
+            &q,
+        )
+        .await;
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        assert!(started.elapsed() < Duration::from_millis(1200), "not held by the uploads");
+        assert!(
+            started.elapsed() < Duration::from_millis(1200),
+            "not held by the uploads"
+        );
     }
     for upload in uploads {
         let (status, elapsed) = upload.await.unwrap();
@@ -361,7 +371,6 @@ async fn a_tiny_query_cannot_build_a_huge_answer_outside_the_pool() {
             }
             503 => assert_eq!(body["error"]["code"], "memory_limit"),
             s => panic!("{s}: {body}"),
-
         }
     }
     eprintln!(
@@ -369,11 +378,7 @@ async fn a_tiny_query_cannot_build_a_huge_answer_outside_the_pool() {
         names.len(),
         answers.iter().map(|r| r.status).collect::<Vec<_>>()
     );
-    assert!(
-        after - before < 400.0,
-        "RSS grew {:.0} MiB",
-        after - before
-    );
+    assert!(after - before < 400.0, "RSS grew {:.0} MiB", after - before);
     assert!(worst < Duration::from_secs(2), "/healthz stalled {worst:?}");
 }
 
@@ -472,7 +477,10 @@ models:
         "{ column: phone, mask: phone }",
     );
     // Inherited through the SQL model: renamed, and computed from a personal column.
-    has("models.people_view.dimensions.tel.column", "masked as phone");
+    has(
+        "models.people_view.dimensions.tel.column",
+        "masked as phone",
+    );
     has(
         "models.people_view.drill_through[1]",
         "{ column: label, mask: all }",
@@ -561,7 +569,10 @@ alerts:
     };
     has("alerts.leak.show[0]", "personal data");
     has("alerts.guess.where", "IS NULL");
-    assert!(!errors.iter().any(|e| e.key.contains("no_phone")), "{errors:#?}");
+    assert!(
+        !errors.iter().any(|e| e.key.contains("no_phone")),
+        "{errors:#?}"
+    );
 }
 
 #[tokio::test]
@@ -600,11 +611,11 @@ models:
   linked: { source: { csv: linked/secret.csv } }
 "#;
     std::fs::write(project.path().join("metrics/leaks.yaml"), leaks).unwrap();
-    let errors = match kpilens::service::KpiService::open(&super::settings_for(project.path())).await
-    {
-        Ok(_) => panic!("a source outside the data folder was accepted"),
-        Err(e) => e.0,
-    };
+    let errors =
+        match kpilens::service::KpiService::open(&super::settings_for(project.path())).await {
+            Ok(_) => panic!("a source outside the data folder was accepted"),
+            Err(e) => e.0,
+        };
     let has = |key: &str, part: &str| {
         super::catalog_errors::assert_has(&errors, "metrics/leaks.yaml", key, part)
     };
@@ -650,7 +661,11 @@ fn the_audit_trail_is_a_hash_chain_that_names_the_first_broken_line() {
             .unwrap()
     };
     let ok = cli(&path);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert!(String::from_utf8_lossy(&ok.stdout).starts_with("intact"));
 
     // One status changed in the middle file: the next line names it.
@@ -739,13 +754,19 @@ async fn a_deeply_nested_yaml_is_refused_unparsed_and_not_retried_every_tick() {
         if !status["catalog"]["last_error"].is_null() {
             break status;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "never reported");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never reported"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let error = &status["catalog"]["last_error"]["errors"][0];
     assert_eq!(error["file"], "metrics/nest.yaml");
     assert!(
-        error["reason"].as_str().unwrap().contains("more than 64 levels"),
+        error["reason"]
+            .as_str()
+            .unwrap()
+            .contains("more than 64 levels"),
         "{error}"
     );
     // Queries stay fast while it sits there, tick after tick.
@@ -774,9 +795,14 @@ async fn the_servers_own_metrics_are_prometheus_text_with_bounded_labels() {
         assert_eq!(s.call("GET", &path, &[], "").await.status, 404);
     }
     assert_eq!(
-        s.call("GET", "/api/v1/dashboards/nope", &[("Authorization", &s.auth)], "")
-            .await
-            .status,
+        s.call(
+            "GET",
+            "/api/v1/dashboards/nope",
+            &[("Authorization", &s.auth)],
+            ""
+        )
+        .await
+        .status,
         404
     );
     let r = s.call("GET", "/metrics", &[], "").await;
@@ -838,7 +864,12 @@ fn kill_hard(child: &mut std::process::Child) {
 
 async fn get_json(addr: std::net::SocketAddr, auth: &str, path: &str) -> Value {
     let r = exchange(addr, "GET", path, &[("Authorization", auth)], "").await;
-    assert_eq!(r.status, 200, "{path}: {}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        200,
+        "{path}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
     serde_json::from_slice(&r.body).unwrap()
 }
 
@@ -867,7 +898,10 @@ async fn a_kill_during_rollup_writes_and_alert_runs_loses_and_duplicates_nothing
             if stored {
                 break;
             }
-            assert!(started.elapsed() < Duration::from_secs(120), "no rollup stored");
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "no rollup stored"
+            );
             assert!(child.try_wait().unwrap().is_none(), "the server exited");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -890,7 +924,10 @@ async fn a_kill_during_rollup_writes_and_alert_runs_loses_and_duplicates_nothing
         if !tasks["tasks"].as_array().unwrap().is_empty() {
             break tasks;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "no task opened");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no task opened"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     tokio::time::sleep(Duration::from_millis(1100)).await;

@@ -602,7 +602,10 @@ async fn a_bad_file_dropped_in_keeps_the_last_good_snapshot_serving() {
         assert_num(&body["rows"][0][0], Some(1430.0)); // answered from the validated files
     }
     let (_, health) = s.get("/healthz").await;
-    assert_eq!(health["data_refresh_error"]["tables"], json!(["loan_month"]));
+    assert_eq!(
+        health["data_refresh_error"]["tables"],
+        json!(["loan_month"])
+    );
     assert!(
         !health.to_string().contains("part-9") && !health.to_string().contains("/tmp"),
         "no paths without a token: {health}"

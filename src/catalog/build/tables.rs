@@ -182,7 +182,8 @@ impl Builder<'_> {
                 }
                 match self.registry.register_view(name, text).await {
                     Ok((schema, plan)) => {
-                        let personal = crate::catalog::personal::view_columns(&plan, &self.personal);
+                        let personal =
+                            crate::catalog::personal::view_columns(&plan, &self.personal);
                         self.personal.insert(name.to_string(), personal);
                         self.schemas.insert(name.to_string(), schema);
                     }

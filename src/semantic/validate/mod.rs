@@ -339,7 +339,11 @@ fn resolve_time(
     let (grain, from, to) = match &req.time {
         None => (None, None, None),
         Some(t) => {
-            for (d, field) in [(t.from, "time.from"), (t.to, "time.to"), (t.as_of, "time.as_of")] {
+            for (d, field) in [
+                (t.from, "time.from"),
+                (t.to, "time.to"),
+                (t.as_of, "time.as_of"),
+            ] {
                 if let Some(d) = d {
                     calendar.check_date(d, field)?;
                 }

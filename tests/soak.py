@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""A bounded soak under hostile load (standard library only), run by .ci/run.
+
+Starts `kpilens demo` on loopback and, for KPILENS_SOAK_SECONDS (default 45), runs every attack of
+the hostile-load review at once:
+  - slow uploads: POST /api/v1/query headers with Content-Length 100000, then a byte a second;
+  - half-sent headers and idle connections, more than the server's connection cap;
+  - one principal flooding the engine with distinct cold queries;
+  - day-grain, 20-metric queries over the whole allowed range with both comparisons;
+  - requests without a token with 60 KB paths (the audit trail's flood);
+while the head office and an analyst keep asking cached and cold questions. It fails unless
+every question of theirs is answered (200), /healthz stays fast, the server stays within its
+memory bound, the audit chain verifies, and the server exits cleanly on SIGTERM.
+"""
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+BIN = os.environ.get("KPILENS_BIN") or os.path.join(
+    os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/kpilens-target")),
+    "debug",
+    "kpilens",
+)
+SECONDS = float(os.environ.get("KPILENS_SOAK_SECONDS", "45"))
+MEMORY_MB, CACHE_MB, ALLOWANCE_MB = 512, 64, 512
+
+
+def rss_mib(pid, field="VmHWM"):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def request(port, method, path, token=None, body=None, timeout=30):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="kpilens-soak-")
+    subprocess.run([BIN, "generate", "--out", f"{tmp}/demo"], check=True, stdout=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [BIN, "demo", "--addr", "127.0.0.1:0", "--project", ".", "--data", f"{tmp}/demo",
+         "--audit-log", f"{tmp}/audit.log", "--memory-mb", str(MEMORY_MB), "--cache-mb", str(CACHE_MB),
+         "--max-connections", "256", "--header-timeout-ms", "2000", "--body-timeout-ms", "3000"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    port = None
+    for line in server.stdout:
+        m = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+        if m and "serving" in line:
+            port = int(m.group(1))
+            break
+    assert port, "the server did not start"
+    threading.Thread(target=lambda: [None for _ in server.stdout], daemon=True).start()
+    users = json.loads(request(port, "GET", "/api/v1/demo/users")[1])
+    by_role = {u["role"]: u["token"] for u in users}
+    head, analyst, rm = by_role["head_office"], by_role["analyst"], by_role["rm"]
+    catalog = json.loads(request(port, "GET", "/api/v1/catalog")[1])
+    plain = [m["name"] for m in catalog["metrics"]
+             if m["type"] not in ("funnel", "cohort", "churn") and "region" in m["dimensions"]][:20]
+
+    stop = time.monotonic() + SECONDS
+    failures, latencies, health = [], [], []
+    lock = threading.Lock()
+
+    def attacker(fn):
+        def run():
+            while time.monotonic() < stop:
+                try:
+                    fn()
+                except OSError:
+                    time.sleep(0.05)
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        return t
+
+    def slow_upload():
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall((f"POST /api/v1/query HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {rm}\r\n"
+                   "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n").encode())
+        try:
+            while time.monotonic() < stop:
+                s.sendall(b" ")
+                time.sleep(1)
+        finally:
+            s.close()
+
+    def half_headers():
+        socks = []
+        for _ in range(100):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            socks.append(s)
+        time.sleep(3)
+        for s in socks:
+            s.close()
+
+    counter = [0]
+
+    def flood():
+        with lock:
+            counter[0] += 1
+            n = counter[0]
+        day = 1 + n % 28
+        request(port, "POST", "/api/v1/query", rm, {
+            "metrics": ["loan_balance", "overdue_ratio"], "dimensions": ["branch"],
+            "time": {"grain": "day", "from": "2024-01-01", "to": f"2025-{1 + n % 12:02d}-{day:02d}"}})
+
+    def huge():
+        request(port, "POST", "/api/v1/query", analyst, {
+            "metrics": plain, "dimensions": ["region"],
+            "time": {"grain": "day", "from": "1900-01-01", "to": "2200-12-31"},
+            "compare": ["previous_period", "same_period_last_year"]}, timeout=60)
+
+    def audit_flood():
+        request(port, "GET", "/api/v1/query/" + "x" * 60_000)
+
+    threads = [attacker(slow_upload) for _ in range(8)]
+    threads += [attacker(half_headers) for _ in range(3)]
+    threads += [attacker(flood) for _ in range(4)]
+    threads += [attacker(huge) for _ in range(2)]
+    threads += [attacker(audit_flood)]
+
+    questions = [
+        (head, {"metrics": ["loan_balance", "overdue_ratio"], "dimensions": ["region"]}),
+        (head, {"metrics": ["customer_churn_rate"], "dimensions": ["region"],
+                "time": {"grain": "month", "from": "2025-01-01", "to": "2025-12-31"}}),
+        (analyst, {"metrics": ["aum"], "dimensions": ["branch"]}),
+    ]
+    i = 0
+    while time.monotonic() < stop:
+        token, q = questions[i % len(questions)]
+        i += 1
+        t = time.monotonic()
+        try:
+            status, body = request(port, "POST", "/api/v1/query", token, q)
+        except OSError as e:
+            status, body = 0, str(e).encode()
+        latencies.append(time.monotonic() - t)
+        if status != 200:
+            failures.append((status, body[:200]))
+        t = time.monotonic()
+        status, _ = request(port, "GET", "/healthz")
+        health.append(time.monotonic() - t)
+        if status != 200:
+            failures.append((status, b"/healthz"))
+        time.sleep(0.2)
+
+    peak = rss_mib(server.pid)
+    server.send_signal(signal.SIGTERM)
+    try:
+        code = server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        code = "hung"
+    verify = subprocess.run([BIN, "audit", "verify", "--file", f"{tmp}/audit.log"],
+                            capture_output=True, text=True)
+    latencies.sort()
+    health.sort()
+    bound = MEMORY_MB + CACHE_MB + ALLOWANCE_MB
+    print(f"soak {SECONDS:.0f} s: {len(latencies)} questions, {len(failures)} failed; "
+          f"p50 {latencies[len(latencies) // 2] * 1e3:.0f} ms, max {latencies[-1] * 1e3:.0f} ms; "
+          f"/healthz max {health[-1] * 1e3:.0f} ms; peak RSS {peak:.0f} MiB (bound {bound}); "
+          f"exit {code}; audit: {verify.stdout.strip() or verify.stderr.strip()}")
+    problems = []
+    if failures:
+        problems.append(f"failed questions: {failures[:5]}")
+    if health[-1] > 2.0:
+        problems.append(f"/healthz took {health[-1]:.1f} s")
+    if peak > bound:
+        problems.append(f"peak RSS {peak:.0f} MiB over {bound}")
+    if code != 0:
+        problems.append(f"exit {code} on SIGTERM")
+    if verify.returncode != 0:
+        problems.append("the audit chain does not verify")
+    if problems:
+        print("FAILED: " + "; ".join(problems), file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
