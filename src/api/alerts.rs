@@ -21,6 +21,7 @@ use crate::alerts::{AlertEngine, TaskStatus, visible};
 use crate::security::Principal;
 use crate::security::audit::AuditDetails;
 use crate::semantic::QueryError;
+use crate::text::clip;
 
 pub fn routes<S: Clone + Send + Sync + 'static>(engine: Arc<AlertEngine>) -> Router<S> {
     Router::new()
@@ -38,10 +39,11 @@ fn params<'a>(
 ) -> Result<impl Fn(&str) -> Option<&'a str>, QueryError> {
     if let Some(unknown) = raw.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(QueryError::invalid(format!(
-            "unknown parameter '{unknown}' (parameters: {})",
+            "unknown parameter '{}' (parameters: {})",
+            clip(unknown),
             allowed.join(", ")
         ))
-        .at(unknown.clone()));
+        .at(clip(unknown)));
     }
     Ok(move |k: &str| raw.get(k).map(String::as_str))
 }
@@ -52,7 +54,7 @@ fn parse_enum<T: serde::de::DeserializeOwned>(
 ) -> Result<Option<T>, QueryError> {
     v.map(|s| {
         serde_json::from_value(json!(s)).map_err(|_| {
-            QueryError::invalid(format!("'{s}' is not a valid {name}")).at(name.to_string())
+            QueryError::invalid(format!("'{}' is not a valid {name}", clip(s))).at(name.to_string())
         })
     })
     .transpose()
@@ -120,7 +122,7 @@ async fn evaluate(
             QueryError::new(
                 crate::semantic::ErrorKind::NotFound,
                 "unknown_rule",
-                format!("no alert rule '{name}'"),
+                format!("no alert rule '{}'", clip(&name)),
             )
             .at("rule")
         })?;

@@ -124,7 +124,10 @@ async fn healthz(State(service): State<Arc<KpiService>>) -> Json<serde_json::Val
         // Which tables failed to load, not why: the reasons name paths and columns, and are at
         // the signed-in `/api/v1/catalog/status`.
         "data_refresh_error": service.failed_refresh().await.map(|f| json!({
-            "tables": f.data.iter().map(|(t, _)| t).collect::<Vec<_>>(),
+            "tables": f.data.iter()
+                .filter(|(t, v)| catalog.tables.get(t).is_none_or(|s| s.version != *v))
+                .map(|(t, _)| t)
+                .collect::<Vec<_>>(),
         })),
     }))
 }

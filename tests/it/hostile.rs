@@ -437,12 +437,23 @@ measures:
   people_without_phone: { model: people, agg: count, where: "phone IS NULL" }
 "#;
 
+/// The load errors of the people fixture with `leaks` as `metrics/leaks.yaml`, beside a SQL model
+/// that renames one personal column and computes from another.
+async fn people_errors(leaks: &str) -> Vec<kpilens::catalog::CatalogError> {
+    super::catalog_errors::load_errors(&[
+        ("data/people.csv", PEOPLE_CSV),
+        ("metrics/people.yaml", PEOPLE_MODEL),
+        ("metrics/leaks.yaml", leaks),
+        (
+            "sql/people_view.sql",
+            "SELECT person_id, phone AS tel, concat(name, city) AS label, city FROM people",
+        ),
+    ])
+    .await
+}
+
 #[tokio::test]
 async fn personal_data_declared_once_cannot_be_shown_by_any_definition() {
-    let view = (
-        "sql/people_view.sql",
-        "SELECT person_id, phone AS tel, concat(name, city) AS label, city FROM people",
-    );
     let leaks = r#"
 models:
   leaky_people:
@@ -461,13 +472,7 @@ models:
       city: { column: city }
     drill_through: [person_id, label, city]
 "#;
-    let errors = super::catalog_errors::load_errors(&[
-        ("data/people.csv", PEOPLE_CSV),
-        ("metrics/people.yaml", PEOPLE_MODEL),
-        ("metrics/leaks.yaml", leaks),
-        view,
-    ])
-    .await;
+    let errors = people_errors(leaks).await;
     let has = |key: &str, part: &str| {
         super::catalog_errors::assert_has(&errors, "metrics/leaks.yaml", key, part)
     };
@@ -501,13 +506,7 @@ measures:
   top_phone: { model: people, agg: max, expr: phone }
   by_phone: { model: people, agg: count, where: "phone = '4625588'" }
 "#;
-    let errors = super::catalog_errors::load_errors(&[
-        ("data/people.csv", PEOPLE_CSV),
-        ("metrics/people.yaml", PEOPLE_MODEL),
-        ("metrics/leaks.yaml", leaks),
-        view,
-    ])
-    .await;
+    let errors = people_errors(leaks).await;
     let has = |key: &str, part: &str| {
         super::catalog_errors::assert_has(&errors, "metrics/leaks.yaml", key, part)
     };
@@ -557,13 +556,7 @@ alerts:
     where: "phone IS NULL"
     every: 1h
 "#;
-    let errors = super::catalog_errors::load_errors(&[
-        ("data/people.csv", PEOPLE_CSV),
-        ("metrics/people.yaml", PEOPLE_MODEL),
-        ("metrics/leaks.yaml", leaks),
-        view,
-    ])
-    .await;
+    let errors = people_errors(leaks).await;
     let has = |key: &str, part: &str| {
         super::catalog_errors::assert_has(&errors, "metrics/leaks.yaml", key, part)
     };

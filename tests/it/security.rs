@@ -178,10 +178,16 @@ async fn tokens_are_checked_and_refusals_say_why() {
     );
     let (status, _) = ask(s.auth.clone()).await;
     assert_eq!(status, 200);
-    // What touches no data needs no token.
-    for path in ["/healthz", "/api/v1/catalog", "/api/v1/catalog/status", "/"] {
+    // What touches no data needs no token; the catalog's status names files and columns.
+    for path in ["/healthz", "/api/v1/catalog", "/metrics", "/"] {
         assert_eq!(s.call("GET", path, &[], "").await.status, 200, "{path}");
     }
+    assert_eq!(
+        s.call("GET", "/api/v1/catalog/status", &[], "")
+            .await
+            .status,
+        401
+    );
 }
 
 /// Each Authorization header gets a 401 with its code.
