@@ -308,6 +308,12 @@ async fn open(settings: &Settings) -> Result<KpiService, String> {
         .map_err(|errors| format!("the project does not validate:\n{errors}"))
 }
 
+async fn open_for_serving(settings: &Settings) -> Result<KpiService, String> {
+    KpiService::open_for_serving(settings)
+        .await
+        .map_err(|errors| format!("the project does not validate:\n{errors}"))
+}
+
 /// The cockpit's one front-end dependency (Apache ECharts) comes from npm, pinned by
 /// `web/package-lock.json`; the demo installs it on a fresh machine. Without it the API still
 /// serves and the page says what is missing.
@@ -333,7 +339,7 @@ fn install_cockpit(web: &std::path::Path) {
 }
 
 async fn serve(addr: SocketAddr, settings: Settings) -> Result<(), String> {
-    let service = Arc::new(open(&settings).await?);
+    let service = Arc::new(open_for_serving(&settings).await?);
     let listener = server::bind(addr)
         .await
         .map_err(|e| format!("cannot bind {addr}: {e}"))?;
@@ -349,7 +355,7 @@ async fn serve(addr: SocketAddr, settings: Settings) -> Result<(), String> {
 
 /// The demo: named users with printed tokens, and a route the cockpit lists them from.
 async fn serve_demo(addr: SocketAddr, mut settings: Settings) -> Result<(), String> {
-    let service = Arc::new(open(&settings).await?);
+    let service = Arc::new(open_for_serving(&settings).await?);
     if settings.alerts_clock_start.is_none() {
         // The demo bank's history ends before today: the alert clock starts at 18:00 on its
         // last day, so the record rules (SLAs, maturities, first contacts) see a live bank.

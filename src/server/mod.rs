@@ -206,6 +206,9 @@ pub async fn serve_app(
 /// The server's background loop: reload changed definitions and data every `every` (0: never),
 /// and warm the dashboards at start and whenever what answers depend on has changed.
 async fn watch(service: Arc<KpiService>, every: Duration, warm_for: Option<Vec<Principal>>) {
+    // What the start left for later (rollups an earlier run could not build for memory), now
+    // that the server listens.
+    service.retry_deferred_rollups().await;
     let mut warmed: Option<String> = None;
     loop {
         if let Some(principals) = &warm_for {

@@ -89,31 +89,10 @@ impl KpiService {
         {
             return current;
         }
-        match DataState::build(
-            current.sources.clone(),
-            &current.data_dir,
-            self.engine.as_ref(),
-            &self.calendar,
-            &self.rollup_store,
-        )
-        .await
-        {
+        match self.rebuild(&current).await {
             Ok(fresh) => {
-                for (table, source) in &fresh.tables {
-                    if current
-                        .tables
-                        .get(table)
-                        .is_none_or(|old| old.version != source.version)
-                    {
-                        tracing::info!(table, version = %source.version, "data refreshed");
-                        self.cache.invalidate_table(table, &source.version);
-                    }
-                }
                 *failed = None;
-                let fresh = Arc::new(fresh);
-                self.watch.watch_tables(&fresh);
-                *self.state.write().expect("catalog lock") = fresh.clone();
-                fresh
+                self.swap_in(&current, fresh)
             }
             Err(errors) => {
                 tracing::error!(%errors, "data changed but the catalog does not validate over it; serving the last good catalog");
@@ -122,6 +101,65 @@ impl KpiService {
                     errors: errors.0.iter().map(|e| e.to_string()).collect(),
                 });
                 current
+            }
+        }
+    }
+
+    /// A new data state over the same definitions and the data as it is now.
+    async fn rebuild(
+        &self,
+        current: &DataState,
+    ) -> Result<DataState, crate::catalog::CatalogErrors> {
+        DataState::build(
+            current.sources.clone(),
+            &current.data_dir,
+            self.engine.as_ref(),
+            &self.calendar,
+            &self.rollup_store,
+        )
+        .await
+    }
+
+    /// Serves `fresh` from now on, dropping the cached answers of tables whose data changed.
+    fn swap_in(&self, current: &DataState, fresh: DataState) -> Arc<DataState> {
+        for (table, source) in &fresh.tables {
+            if current
+                .tables
+                .get(table)
+                .is_none_or(|old| old.version != source.version)
+            {
+                tracing::info!(table, version = %source.version, "data refreshed");
+                self.cache.invalidate_table(table, &source.version);
+            }
+        }
+        let fresh = Arc::new(fresh);
+        self.watch.watch_tables(&fresh);
+        *self.state.write().expect("catalog lock") = fresh.clone();
+        fresh
+    }
+
+    /// Builds, now that the server is listening, the rollups an earlier run could not build for
+    /// memory (deferred by [`KpiService::open_for_serving`]); the others load from the store.
+    /// Until it is done their queries read the models, with the same numbers.
+    pub async fn retry_deferred_rollups(&self) {
+        if !self.rollup_store.stop_deferring() {
+            return;
+        }
+        let _serialised = self.refresh.lock().await;
+        let current = self.catalog();
+        let started = std::time::Instant::now();
+        match self.rebuild(&current).await {
+            Ok(fresh) => {
+                let built = fresh.rollups.len().saturating_sub(current.rollups.len());
+                self.swap_in(&current, fresh);
+                tracing::info!(
+                    built,
+                    ms = started.elapsed().as_millis() as u64,
+                    "deferred rollups retried"
+                );
+            }
+            Err(errors) => {
+                tracing::warn!(%errors, "retrying the deferred rollups failed; the catalog serving stays");
             }
         }
     }

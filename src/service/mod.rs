@@ -106,7 +106,19 @@ pub struct QueryMeta {
 }
 
 impl KpiService {
+    /// The service a server answers with: as [`open`](Self::open), except that rollups an
+    /// earlier run could not build for memory are not tried before the server listens (they
+    /// are tried by [`retry_deferred_rollups`](Self::retry_deferred_rollups), in the
+    /// background; until then their queries read the models).
+    pub async fn open_for_serving(settings: &Settings) -> Result<Self, CatalogErrors> {
+        Self::open_with(settings, true).await
+    }
+
     pub async fn open(settings: &Settings) -> Result<Self, CatalogErrors> {
+        Self::open_with(settings, false).await
+    }
+
+    async fn open_with(settings: &Settings, serving: bool) -> Result<Self, CatalogErrors> {
         let engine: Arc<dyn QueryEngine> = Arc::new(
             DataFusionEngine::new(settings.memory_mb * 1024 * 1024).map_err(|e| {
                 CatalogErrors::from(crate::catalog::CatalogError::new(
@@ -123,6 +135,9 @@ impl KpiService {
             years: settings.min_year..=settings.max_year,
         };
         let rollup_store = RollupStore::new(settings.rollup_store(), settings.memory_mb as u64);
+        if serving {
+            rollup_store.defer_memory_retries();
+        }
         let state = DataState::build(
             Arc::new(sources),
             &settings.data_dir,

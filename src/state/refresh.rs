@@ -112,6 +112,11 @@ pub(super) async fn refresh_rollup(
                 "{reason} (at its last build, over the same data and definitions; tried again \
                  when one of them changes)"
             )),
+            _ if store.defers(&m) => Plan::Failed(format!(
+                "{} (in an earlier run, with this memory pool; tried again in the background once \
+                 the server is listening)",
+                m.failed.as_ref().map_or("", |f| f.reason.as_str())
+            )),
             _ => Plan::Build("its last build failed; the data or the memory pool changed".into()),
         },
         Some(m) => context.plan(m, &now),

@@ -41,6 +41,11 @@ pub struct RollupStore {
     dir: Option<PathBuf>,
     /// The engine's memory pool: a build that failed is tried again under another.
     memory_mb: u64,
+    /// While set (a server starting), a build an earlier run refused for memory is not tried
+    /// before the server listens: it waits for [`RollupStore::stop_deferring`].
+    deferring: std::sync::atomic::AtomicBool,
+    /// How many were deferred so.
+    deferred: std::sync::atomic::AtomicUsize,
 }
 
 /// What a stored rollup was computed from, and what its build found.
@@ -102,7 +107,41 @@ impl RollupStore {
     /// A store in `dir` (created when first written), or none (every rollup is built), for an
     /// engine with a pool of `memory_mb`.
     pub fn new(dir: Option<PathBuf>, memory_mb: u64) -> Self {
-        Self { dir, memory_mb }
+        Self {
+            dir,
+            memory_mb,
+            deferring: Default::default(),
+            deferred: Default::default(),
+        }
+    }
+
+    /// From now until [`stop_deferring`](Self::stop_deferring), builds that an earlier run
+    /// refused for memory wait (a start that would otherwise spend minutes retrying them).
+    pub fn defer_memory_retries(&self) {
+        self.deferring
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Ends the deferral; whether any build was deferred (and is worth a rebuild now).
+    pub fn stop_deferring(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.deferring.store(false, Relaxed);
+        self.deferred.swap(0, Relaxed) > 0
+    }
+
+    /// Whether this stored failure is a refusal for memory, by an earlier run under this pool,
+    /// to be retried later rather than now (counted).
+    pub fn defers(&self, manifest: &Manifest) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let defer = self.deferring.load(Relaxed)
+            && manifest
+                .failed
+                .as_ref()
+                .is_some_and(|f| f.out_of_memory && f.memory_mb == self.memory_mb);
+        if defer {
+            self.deferred.fetch_add(1, Relaxed);
+        }
+        defer
     }
 
     /// The failure recorded in `manifest`, if it happened under this store's memory pool, and

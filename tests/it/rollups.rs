@@ -741,3 +741,65 @@ async fn stored_rollups_load_update_and_rebuild_as_their_inputs_change() {
         "{reason}"
     );
 }
+
+#[tokio::test]
+async fn a_rollup_refused_for_memory_in_an_earlier_run_is_retried_once_the_server_listens() {
+    let (_data, mut settings) = demo_settings();
+    let store = tempfile::tempdir().unwrap();
+    settings.rollup_store = Some(store.path().to_path_buf());
+    settings.no_rollup_store = false;
+    drop(KpiService::open(&settings).await.unwrap());
+    // As an earlier run under this pool records a build the pool refused.
+    let name = "loan_month_by_rm";
+    let manifest_path = store.path().join(name).join("manifest.json");
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    manifest["failed"] = json!({ "reason": "building the rollup failed: resources exhausted",
+        "memory_mb": settings.memory_mb, "out_of_memory": true, "process": 1 });
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+
+    // A server does not spend its start on it: it starts without it, saying when it is retried.
+    let service = KpiService::open_for_serving(&settings).await.unwrap();
+    let catalog = service.catalog();
+    assert!(!catalog.rollups.contains_key(name));
+    let deferred = catalog
+        .rollups_not_built
+        .iter()
+        .find(|e| e.reason.contains("background"))
+        .expect("the deferral is reported");
+    assert!(
+        deferred.key.contains(name) || deferred.reason.contains("earlier run"),
+        "{deferred:?}"
+    );
+    let q = json!({ "metrics": ["loan_balance"], "dimensions": ["region"],
+        "time": { "grain": "month", "from": "2025-01-01", "to": "2025-06-30" } });
+    let before = super::run(&service, q.clone()).await;
+    assert!(!before.meta.notes.rollups.contains(name));
+
+    // Once it listens, it builds it; answers now come from it, with the models' numbers.
+    service.retry_deferred_rollups().await;
+    let catalog = service.catalog();
+    assert_eq!(catalog.rollups[name].refresh.how, "built");
+    assert!(
+        catalog.rollups_not_built.is_empty(),
+        "{:?}",
+        catalog.rollups_not_built
+    );
+    let q = json!({ "metrics": ["loan_balance"], "dimensions": ["branch"],
+        "time": { "grain": "month", "from": "2025-01-01", "to": "2025-06-30" } });
+    let after = super::run(&service, q.clone()).await;
+    assert!(after.meta.notes.rollups.contains(name));
+    let mut from_models = q;
+    from_models["rollups"] = json!(false);
+    let from_models = super::run(&service, from_models).await;
+    assert!(super::close(
+        &json!(after.result.rows),
+        &json!(from_models.result.rows),
+        1e-9
+    ));
+    // A command that is not a server (validate, query) retries it at once, as before.
+    drop(service);
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    let cli = KpiService::open(&settings).await.unwrap();
+    assert_eq!(cli.catalog().rollups[name].refresh.how, "built");
+}
