@@ -248,7 +248,14 @@ impl Context<'_> {
     /// A hash of every plan the rollup comes from, SQL models inlined, and the tables they read.
     async fn fingerprint(&self) -> Result<(String, BTreeSet<String>), String> {
         let mut hasher = Sha256::new();
-        hasher.update(format!("{:?}|{:?}", self.def.spec.grains, self.calendar));
+        // What the rows depend on: the grains and how dates fall into periods (not, say, the
+        // years a request may name).
+        hasher.update(format!(
+            "{:?}|{}|{:?}",
+            self.def.spec.grains,
+            self.calendar.time_zone.name(),
+            self.calendar.week_start
+        ));
         let mut reads = BTreeSet::new();
         for plan in rollup::definition_plans(self.catalog, self.def, self.calendar).await? {
             let resolved = self.resolved(plan)?;
