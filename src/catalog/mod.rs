@@ -281,6 +281,24 @@ impl Catalog {
         }
     }
 
+    /// A measure under `metric` that is not taken at a snapshot (a flow: summed over time), or
+    /// the metric's own name for a churn, funnel or cohort: what makes it no balance.
+    pub fn flow_measure_of(&self, metric: &str) -> Option<String> {
+        let shaped = self.metrics_under(metric).into_iter().find(|m| {
+            matches!(
+                self.metrics[m].definition,
+                MetricDefinition::Churn { .. }
+                    | MetricDefinition::Funnel(_)
+                    | MetricDefinition::Cohort(_)
+            )
+        });
+        shaped.or_else(|| {
+            self.measures_of(metric)
+                .into_iter()
+                .find(|m| self.measures[m].snapshot.is_none())
+        })
+    }
+
     /// The models a metric reads, through derived metrics.
     pub fn models_of(&self, metric: &str) -> BTreeSet<String> {
         let mut out: BTreeSet<String> = self

@@ -137,6 +137,10 @@ impl Grain {
 pub enum Comparison {
     PreviousPeriod,
     SamePeriodLastYear,
+    /// 较年初: a balance against its value at the end of the previous year (the last snapshot
+    /// of that year), for every period of the year.
+    #[serde(alias = "previous_year_end")]
+    YearStart,
 }
 
 impl Comparison {
@@ -144,6 +148,7 @@ impl Comparison {
         match self {
             Comparison::PreviousPeriod => "previous_period",
             Comparison::SamePeriodLastYear => "same_period_last_year",
+            Comparison::YearStart => "year_start",
         }
     }
 }

@@ -181,6 +181,27 @@ impl ComparisonWindow {
     pub fn back(&self, d: NaiveDate) -> NaiveDate {
         shift(d, self.step.0, -self.step.1)
     }
+
+    /// The period of the comparison's answer that a period of the query (its start `p`; the
+    /// query's last day `to`) is compared with; none without a grain (one row each side).
+    /// Year start compares every period with the year before the one its last day is in (a week
+    /// from Dec 30 to Jan 5 compares with the year just ended); the others step back.
+    pub fn matching_period(
+        &self,
+        p: NaiveDate,
+        grain: Option<Grain>,
+        to: NaiveDate,
+        week_start: Weekday,
+    ) -> Option<NaiveDate> {
+        let g = grain?;
+        Some(match self.compare {
+            Comparison::YearStart => {
+                let end = period_end(p, g, week_start).min(to);
+                NaiveDate::from_ymd_opt(end.year() - 1, 1, 1).expect("checked years")
+            }
+            _ => period_start(self.back(p), g, week_start),
+        })
+    }
 }
 
 /// A query's time range after clipping to the as-of date. A period that has started but not
@@ -230,8 +251,22 @@ pub fn comparison_window(
     w: &QueryWindow,
     week_start: Weekday,
 ) -> ComparisonWindow {
+    if compare == Comparison::YearStart {
+        // Every year the range ends in, a year back: the comparison runs by year, and a balance's
+        // value for a year is its last snapshot in it (Dec 30 if that is the last).
+        let year = |d: NaiveDate, month, day| {
+            NaiveDate::from_ymd_opt(d.year() - 1, month, day).expect("checked years")
+        };
+        return ComparisonWindow {
+            compare,
+            from: year(w.from, 1, 1),
+            to: year(w.to, 12, 31),
+            step: (Grain::Year, 1),
+            partial_days: None,
+        };
+    }
     let step = match (compare, grain) {
-        (Comparison::SamePeriodLastYear, _) => (Grain::Year, 1),
+        (Comparison::SamePeriodLastYear, _) | (Comparison::YearStart, _) => (Grain::Year, 1),
         (Comparison::PreviousPeriod, Some(g)) => (g, 1),
         // The whole range is one period: a calendar unit steps back by that unit, any other
         // range by its own length in days.

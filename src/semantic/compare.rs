@@ -1,17 +1,19 @@
-//! Comparisons (previous period, same period last year). Each comparison is the same query over
-//! the comparison range, computed like any query (so a ratio compares as a ratio of sums and a
-//! balance as the snapshot at the comparison period's end); its rows are matched to the query's
-//! by (period moved back, dimensions).
+//! Comparisons (previous period, same period last year, year start). Each comparison is the same
+//! query over the comparison range, computed like any query (so a ratio compares as a ratio of
+//! sums and a balance as the snapshot at the comparison period's end); its rows are matched to
+//! the query's by (the matching period, dimensions). Year start (较年初) runs by year over the
+//! years before the range's, so each period meets the previous year-end's balance.
 
 use std::collections::HashMap;
 
 use chrono::NaiveDate;
 use serde_json::Value;
 
-use super::calendar::{ComparisonWindow, comparison_window, period_start, query_window};
+use super::calendar::{Comparison, ComparisonWindow, comparison_window, query_window};
 use super::planner::ColumnRole;
 use super::result::{QueryResult, SchemaField};
 use super::validate::{PERIOD, ValidatedQuery};
+use crate::spec::Grain;
 use crate::spec::{FormatSpec, FormatStyle, Label};
 
 /// The comparison windows of a query and the query each one runs.
@@ -35,6 +37,9 @@ pub fn comparison_queries(q: &ValidatedQuery) -> Vec<(ComparisonWindow, Validate
             cq.to = Some(w.to);
             cq.requested_to = Some(w.to);
             cq.partial_start = None;
+            if *c == Comparison::YearStart {
+                cq.grain = q.grain.map(|_| Grain::Year);
+            }
             cq.compare = Vec::new();
             cq.order = Vec::new();
             (w, cq)
@@ -70,14 +75,12 @@ pub fn merge(
             .collect();
         lookup.insert((p, k), row);
     }
+    let to = q.to.unwrap_or(q.as_of);
     let back = |p: &str| -> Option<String> {
         let d = NaiveDate::parse_from_str(p, "%Y-%m-%d").ok()?;
-        let g = q.grain?;
-        Some(
-            period_start(window.back(d), g, q.calendar.week_start)
-                .format("%Y-%m-%d")
-                .to_string(),
-        )
+        window
+            .matching_period(d, q.grain, to, q.calendar.week_start)
+            .map(|m| m.format("%Y-%m-%d").to_string())
     };
 
     let values = |mine: &[Value], theirs: Option<&Vec<Value>>| -> Vec<Value> {
@@ -106,6 +109,7 @@ pub fn merge(
     let (zh, en) = match window.compare {
         super::calendar::Comparison::PreviousPeriod => ("上期", "previous period"),
         super::calendar::Comparison::SamePeriodLastYear => ("去年同期", "same period last year"),
+        super::calendar::Comparison::YearStart => ("年初", "at the end of last year"),
     };
     let mut fields = Vec::new();
     for i in &metric_ix {

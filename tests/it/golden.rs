@@ -450,3 +450,109 @@ async fn explained_sql_computes_the_same_numbers() {
         explained.optimized_plan
     );
 }
+
+/// 较年初 over years of snapshots (this test's own loan_month, checked by hand):
+///   2022-12-31: L1 c1 40
+///   2023-11-30: L1 50 | 2023-12-30: L1 60, L2 c2 200    (the year's last snapshot is Dec 30)
+///   2024-01-31: L1 100, L2 300 | 2024-02-29: L1 90, L2 300, L3 c3 1000   (leap day)
+///   2024-12-31: L1 70, L3 900 | 2025-01-31: L1 75, L3 950
+/// Year ends: 2022 40 (North); 2023 260 (North); 2024 970 (North 70, South 900).
+#[tokio::test]
+async fn year_start_compares_every_period_with_the_last_snapshot_of_the_year_before() {
+    let loans = "loan_id,customer_id,month_end,balance,dpd\n\
+        1,1,2022-12-31,40,0\n1,1,2023-11-30,50,0\n1,1,2023-12-30,60,0\n2,2,2023-12-30,200,0\n\
+        1,1,2024-01-31,100,0\n2,2,2024-01-31,300,0\n1,1,2024-02-29,90,0\n2,2,2024-02-29,300,0\n\
+        3,3,2024-02-29,1000,0\n1,1,2024-12-31,70,0\n3,3,2024-12-31,900,0\n\
+        1,1,2025-01-31,75,0\n3,3,2025-01-31,950,0\n";
+    let project = super::temp_project(&[("data/loan_month/part-0.csv", loans)]);
+    let s = kpilens::service::KpiService::open(&super::settings_for(project.path()))
+        .await
+        .unwrap();
+
+    // By month within a year: every month against 2023's year end (Dec 30), 260.
+    let r = run(
+        &s,
+        json!({ "metrics": ["loan_balance"], "compare": ["year_start"], "totals": true,
+                "time": { "grain": "month", "from": "2024-01-01", "to": "2024-02-29" } }),
+    )
+    .await;
+    let rows = records(&r);
+    assert_eq!(rows.len(), 2);
+    for (row, (now, delta)) in rows.iter().zip([(400.0, 140.0), (1390.0, 1130.0)]) {
+        assert_num(&row["loan_balance"], Some(now));
+        assert_num(&row["loan_balance.year_start"], Some(260.0));
+        assert_num(&row["loan_balance.year_start.delta"], Some(delta));
+        assert_num(
+            &row["loan_balance.year_start.delta_pct"],
+            Some(delta / 260.0),
+        );
+    }
+    let t = totals(&r);
+    assert_num(&t["loan_balance"], Some(1390.0));
+    assert_num(&t["loan_balance.year_start"], Some(260.0));
+
+    // Across a year boundary, by region: December 2024 meets 2023's end, January 2025 2024's.
+    // South had no loans at the end of 2023: no comparison value, no delta.
+    let r = run(
+        &s,
+        json!({ "metrics": ["loan_balance"], "dimensions": ["region"], "compare": ["previous_year_end"],
+                "time": { "grain": "month", "from": "2024-12-01", "to": "2025-01-31" } }),
+    )
+    .await;
+    let got: Vec<(String, String, Option<f64>, Option<f64>, Option<f64>)> = records(&r)
+        .iter()
+        .map(|row| {
+            (
+                row["period"].as_str().unwrap().to_string(),
+                row["region"].as_str().unwrap_or("").to_string(),
+                row["loan_balance"].as_f64(),
+                row["loan_balance.year_start"].as_f64(),
+                row["loan_balance.year_start.delta"].as_f64(),
+            )
+        })
+        .collect();
+    let expect = |p: &str, region: &str, now, then: Option<f64>| {
+        (
+            p.to_string(),
+            region.to_string(),
+            Some(now),
+            then,
+            then.map(|t| now - t),
+        )
+    };
+    assert_eq!(
+        got,
+        vec![
+            expect("2024-12-01", "North", 70.0, Some(260.0)),
+            expect("2024-12-01", "South", 900.0, None),
+            expect("2025-01-01", "North", 75.0, Some(70.0)),
+            expect("2025-01-01", "South", 950.0, Some(900.0)),
+        ]
+    );
+
+    // Without a grain, the range's end against the year before it; an as-of date in January.
+    let r = run(
+        &s,
+        json!({ "metrics": ["loan_balance"], "compare": ["year_start"],
+                "time": { "from": "2024-06-01", "to": "2025-03-31", "as_of": "2025-01-31" } }),
+    )
+    .await;
+    let t = &records(&r)[0];
+    assert_num(&t["loan_balance"], Some(1025.0));
+    assert_num(&t["loan_balance.year_start"], Some(970.0));
+    assert_num(&t["loan_balance.year_start.delta"], Some(55.0));
+
+    // A flow has no year-start value: refused, naming the comparison and what to use instead.
+    let err = s
+        .query(
+            &kpilens::security::Principal::local(),
+            &super::request(
+                json!({ "metrics": ["balance_flow"], "compare": ["year_start"],
+                "time": { "grain": "month", "from": "2024-01-01", "to": "2024-02-29" } }),
+            ),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("compare[0]"));
+    assert!(err.message.contains("same_period_last_year"), "{err}");
+}

@@ -120,6 +120,16 @@ pub fn validate(
     }
     let time = resolve_time(catalog, req, &models, calendar)?;
     check_comparisons(req, &time)?;
+    if let Some(i) = req.compare.iter().position(|c| *c == Comparison::YearStart) {
+        for metric in &req.metrics {
+            if let Some(flow) = catalog.flow_measure_of(metric) {
+                return Err(QueryError::invalid(format!(
+                    "year_start (较年初) compares a balance with its value at the end of last year; '{metric}' reads '{flow}', a flow summed over time, for which that means nothing: compare it with same_period_last_year"
+                ))
+                .at(format!("compare[{i}]")));
+            }
+        }
+    }
     filters.extend(typed_filters(
         catalog,
         &req.filters,
