@@ -499,7 +499,9 @@ async fn year_start_compares_every_period_with_the_last_snapshot_of_the_year_bef
                 "time": { "grain": "month", "from": "2024-12-01", "to": "2025-01-31" } }),
     )
     .await;
-    let got: Vec<(String, String, Option<f64>, Option<f64>, Option<f64>)> = records(&r)
+    /// (period, region, value, year-start value, delta)
+    type Row = (String, String, Option<f64>, Option<f64>, Option<f64>);
+    let got: Vec<Row> = records(&r)
         .iter()
         .map(|row| {
             (
