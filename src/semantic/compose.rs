@@ -58,9 +58,28 @@ pub fn answer(
         drill: None,
         notes: ResultNotes {
             rollups: planned.rollups.clone(),
+            averages: averages(catalog, q),
             ..Default::default()
         },
     }
+}
+
+/// The query's average-balance metrics, if any.
+fn averages(catalog: &Catalog, q: &ValidatedQuery) -> Option<super::result::Averages> {
+    let metrics: Vec<String> =
+        q.metrics
+            .iter()
+            .filter(|m| {
+                catalog.measures_of(m).iter().any(|x| {
+                    catalog.measures[x].snapshot == Some(crate::spec::SnapshotPick::Average)
+                })
+            })
+            .cloned()
+            .collect();
+    (!metrics.is_empty()).then_some(super::result::Averages {
+        metrics,
+        over: "the snapshot dates present in each period",
+    })
 }
 
 /// The answer to the query from its sub-queries' answers, within the cell budget: gap filling

@@ -50,6 +50,18 @@ pub struct ResultNotes {
     /// comparisons).
     #[serde(skip_serializing_if = "std::collections::BTreeSet::is_empty")]
     pub rollups: std::collections::BTreeSet<String>,
+    /// Metrics that are average balances, and what they average over.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub averages: Option<Averages>,
+}
+
+/// How the answer's average balances are taken (日均): the metrics, and the rule.
+#[derive(Debug, Clone, Serialize)]
+pub struct Averages {
+    pub metrics: Vec<String>,
+    /// The mean of the per-date totals over the snapshot dates present in each period (a date
+    /// without any snapshot, a holiday without a file, is not one of them).
+    pub over: &'static str,
 }
 
 /// The last period of the range had not ended on the as-of date: it holds `days` days, and its

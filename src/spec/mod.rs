@@ -275,6 +275,11 @@ pub enum SnapshotPick {
     Last,
     /// The period's first snapshot date (opening balances).
     First,
+    /// The mean over the period's snapshot dates of the per-date totals (日均 with daily
+    /// snapshots; the average of month ends with monthly ones), never a mean of rows: a date a
+    /// group has no rows on counts as 0 for it; a date without any snapshot (a holiday without a
+    /// file) is not a date of the period.
+    Average,
 }
 
 /// A metric as an analyst declares it. One flat struct rather than a tagged enum so that a

@@ -558,3 +558,126 @@ async fn year_start_compares_every_period_with_the_last_snapshot_of_the_year_bef
     assert_eq!(err.field.as_deref(), Some("compare[0]"));
     assert!(err.message.contains("same_period_last_year"), "{err}");
 }
+
+/// 日均: average balances over daily snapshots (this test's own deposit_day, checked by hand).
+///   Jan 29: c1 100, c2 50 | Jan 30: c1 100, c2 50, c3 30 | Jan 31: c1 130
+///   Feb 1: c1 100, c3 60 | Feb 2: c1 100, c3 60 | (Feb 3: no file) | Feb 4: c1 100, c2 80, c3 60
+/// Per-date totals: Jan 150, 180, 130 (mean 460/3); Feb 160, 160, 240 (mean 560/3: the mean over
+/// the three dates present). North (c1, c2): Jan 150, 150, 130; Feb 100, 100, 180. South (c3):
+/// Jan 0, 30, 0 (a date without its rows counts as 0); Feb 60, 60, 60.
+#[tokio::test]
+async fn average_balances_are_means_of_per_date_totals_over_the_dates_present() {
+    let days = "customer_id,day,balance\n\
+        1,2024-01-29,100\n2,2024-01-29,50\n1,2024-01-30,100\n2,2024-01-30,50\n3,2024-01-30,30\n\
+        1,2024-01-31,130\n1,2024-02-01,100\n3,2024-02-01,60\n1,2024-02-02,100\n3,2024-02-02,60\n\
+        1,2024-02-04,100\n2,2024-02-04,80\n3,2024-02-04,60\n";
+    let defs = r#"
+models:
+  deposit_day:
+    source: { csv: deposit_day.csv }
+    time: day
+    joins:
+      customer: { model: customer, on: customer_id }
+    dimensions:
+      region: { via: customer.region }
+      branch: { via: customer.branch }
+measures:
+  deposit_avg: { model: deposit_day, agg: sum, expr: balance, semi_additive: { over: time, pick: average } }
+  c1_deposit_avg: { model: deposit_day, agg: sum, expr: balance, where: "customer_id = 1", semi_additive: { over: time, pick: average } }
+metrics:
+  deposit_avg: { type: simple, measure: deposit_avg }
+  c1_share: { type: ratio, numerator: c1_deposit_avg, denominator: deposit_avg }
+"#;
+    let project =
+        super::temp_project(&[("data/deposit_day.csv", days), ("metrics/daily.yaml", defs)]);
+    let s = kpilens::service::KpiService::open(&super::settings_for(project.path()))
+        .await
+        .unwrap();
+    let by_month = run(
+        &s,
+        json!({ "metrics": ["deposit_avg", "c1_share"], "totals": true,
+                "time": { "grain": "month", "from": "2024-01-01", "to": "2024-02-29" } }),
+    )
+    .await;
+    let rows = records(&by_month);
+    assert_num(&rows[0]["deposit_avg"], Some(460.0 / 3.0));
+    assert_num(&rows[1]["deposit_avg"], Some(560.0 / 3.0));
+    // A ratio of two averages over the same dates: the ratio of the sums (c1: 330 and 300).
+    assert_num(&rows[0]["c1_share"], Some(330.0 / 460.0));
+    assert_num(&rows[1]["c1_share"], Some(300.0 / 560.0));
+    // The whole range: six dates.
+    assert_num(&totals(&by_month)["deposit_avg"], Some(1020.0 / 6.0));
+    let averages = by_month
+        .meta
+        .notes
+        .averages
+        .as_ref()
+        .expect("stated in meta");
+    assert_eq!(averages.metrics, ["deposit_avg", "c1_share"]);
+
+    // By region, and the parent (the bank) is the mean of its own per-date totals.
+    let r = run(
+        &s,
+        json!({ "metrics": ["deposit_avg"], "dimensions": ["region"], "totals": true,
+                "time": { "grain": "month", "from": "2024-01-01", "to": "2024-02-29" } }),
+    )
+    .await;
+    let got: Vec<(String, String, f64)> = records(&r)
+        .iter()
+        .map(|row| {
+            (
+                row["period"].as_str().unwrap().to_string(),
+                row["region"].as_str().unwrap().to_string(),
+                row["deposit_avg"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let want = [
+        ("2024-01-01", "North", 430.0 / 3.0),
+        ("2024-01-01", "South", 10.0),
+        ("2024-02-01", "North", 380.0 / 3.0),
+        ("2024-02-01", "South", 60.0),
+    ];
+    assert_eq!(got.len(), want.len());
+    for ((p, region, v), (wp, wr, wv)) in got.iter().zip(want) {
+        assert_eq!((p.as_str(), region.as_str()), (wp, wr));
+        assert!((v - wv).abs() < 1e-9, "{p} {region}: {v} vs {wv}");
+    }
+
+    // A partial month: as of Jan 30, the mean over Jan 29 and 30.
+    let r = run(
+        &s,
+        json!({ "metrics": ["deposit_avg"],
+                "time": { "grain": "month", "from": "2024-01-01", "to": "2024-01-31", "as_of": "2024-01-30" } }),
+    )
+    .await;
+    assert_num(&records(&r)[0]["deposit_avg"], Some(165.0));
+    // A drill from the bank to regions: children and the parent's subtotal.
+    let r = run(
+        &s,
+        json!({ "metrics": ["deposit_avg"], "drill": { "hierarchy": "org", "path": {} },
+                "time": { "from": "2024-02-01", "to": "2024-02-29" } }),
+    )
+    .await;
+    let rows = records(&r);
+    let north = rows.iter().find(|r| r["region"] == "North").unwrap();
+    assert_num(&north["deposit_avg"], Some(380.0 / 3.0));
+    // Averaging a max makes no sense: refused by name.
+    let errors = super::catalog_errors::load_errors(&[
+        ("data/deposit_day.csv", days),
+        (
+            "metrics/daily.yaml",
+            &defs.replace(
+                "agg: sum, expr: balance, semi_additive",
+                "agg: max, expr: balance, semi_additive",
+            ),
+        ),
+    ])
+    .await;
+    super::catalog_errors::assert_has(
+        &errors,
+        "metrics/daily.yaml",
+        "measures.deposit_avg.semi_additive.pick",
+        "agg must be sum or count",
+    );
+}

@@ -134,6 +134,18 @@ impl Builder<'_> {
                     ),
                 );
             }
+            if snapshot == Some(crate::spec::SnapshotPick::Average)
+                && !matches!(spec.agg, Aggregation::Sum | Aggregation::Count)
+            {
+                errors.push(
+                    d.file,
+                    format!("{key}.semi_additive.pick"),
+                    format!(
+                        "an average averages the per-date totals: agg must be sum or count, not '{}'",
+                        agg_name(spec.agg)
+                    ),
+                );
+            }
             if let Some(input) = input {
                 out.insert(
                     name.to_string(),

@@ -16,7 +16,7 @@ use crate::catalog::{
 };
 use crate::spec::{
     Aggregation, ChurnValue, EmptyPeriod, FormatSpec, FormatStyle, Grain, Label, MetricKind,
-    MetricSpec,
+    MetricSpec, SnapshotPick,
 };
 use crate::text::first_line;
 
@@ -403,6 +403,8 @@ impl MetricCheck<'_, '_> {
             (MetricDefinition::Simple { measure }, None) => {
                 let m = &measures[measure];
                 match (m.snapshot, m.agg) {
+                    // A period without snapshot dates has no average to carry.
+                    (Some(SnapshotPick::Average), _) => EmptyPeriod::Null,
                     (Some(_), _) => EmptyPeriod::Carry,
                     (None, Aggregation::Sum | Aggregation::Count | Aggregation::CountDistinct) => {
                         EmptyPeriod::Zero

@@ -340,8 +340,9 @@ async fn group_frame(
     }
     df = df.select(select).map_err(df_err)?;
 
-    if let Some(pick) = snapshot {
-        df = keep_snapshot_rows(catalog, q, model, pick, grain, df).await?;
+    match snapshot {
+        Some(SnapshotPick::Average) | None => {}
+        Some(pick) => df = keep_snapshot_rows(catalog, q, model, pick, grain, df).await?,
     }
 
     let mut keys: Vec<Expr> = Vec::new();
@@ -370,7 +371,74 @@ async fn group_frame(
             value.alias(measure_column(&m.name))
         })
         .collect();
-    df.aggregate(keys, aggs).map_err(df_err)
+    let df = df.aggregate(keys, aggs).map_err(df_err)?;
+    match snapshot {
+        Some(SnapshotPick::Average) => {
+            averaged_over_dates(catalog, q, model, measures, dims, grain, df).await
+        }
+        _ => Ok(df),
+    }
+}
+
+/// Average balances: each measure's sum over the period's rows (the sum of its per-date totals)
+/// over the number of snapshot dates the period has. The dates come from the whole model within
+/// the time range, not from the group's rows, so a branch with no rows on a date has 0 for it.
+async fn averaged_over_dates(
+    catalog: &Catalog,
+    q: &ValidatedQuery,
+    model: &Model,
+    measures: &[&Measure],
+    dims: &[String],
+    grain: Option<Grain>,
+    df: DataFrame,
+) -> Result<DataFrame, QueryError> {
+    const DATES: &str = "__snapshot_dates";
+    const ONE: &str = "__one";
+    let t = model
+        .time
+        .as_ref()
+        .expect("validated: semi-additive models have a time column");
+    let mut snaps = catalog.scan(model).map_err(df_err)?;
+    if let Some(range) = time_range(model, q)? {
+        snaps = snaps.filter(range).map_err(df_err)?;
+    }
+    // Joined on the period, or on a constant without one (the range is one period).
+    let (group, on) = match grain {
+        Some(g) => (
+            period_expr(g, ident(&t.column), &t.data_type, &q.calendar).alias(SNAP_PERIOD),
+            ident(PERIOD).eq(ident(SNAP_PERIOD)),
+        ),
+        None => (
+            lit(1i64).alias(SNAP_PERIOD),
+            ident(ONE).eq(ident(SNAP_PERIOD)),
+        ),
+    };
+    let dates = snaps
+        .aggregate(
+            vec![group],
+            vec![count_distinct(ident(&t.column)).alias(DATES)],
+        )
+        .and_then(|s| s.alias("snapshot_dates"))
+        .map_err(df_err)?;
+    let df = match grain {
+        Some(_) => df,
+        None => df.with_column(ONE, lit(1i64)).map_err(df_err)?,
+    };
+    let mut out: Vec<Expr> = Vec::new();
+    if grain.is_some() {
+        out.push(ident(PERIOD));
+    }
+    out.extend(dims.iter().map(ident));
+    for m in measures {
+        let column = measure_column(&m.name);
+        out.push(
+            (cast(ident(&column), DataType::Float64) / cast(ident(DATES), DataType::Float64))
+                .alias(column),
+        );
+    }
+    df.join_on(dates, JoinType::Inner, vec![on])
+        .and_then(|d| d.select(out))
+        .map_err(df_err)
 }
 
 /// What a measure aggregates, row by row, with its `where` applied.
@@ -423,6 +491,7 @@ async fn keep_snapshot_rows(
     let edge = match pick {
         SnapshotPick::Last => max(ident(&t.column)),
         SnapshotPick::First => min(ident(&t.column)),
+        SnapshotPick::Average => unreachable!("averages keep every snapshot's rows"),
     };
     let mut group = Vec::new();
     let mut on = vec![ident(TIME).eq(ident(SNAP_TIME))];
