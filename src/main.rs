@@ -110,6 +110,9 @@ enum Command {
         scale: f64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Days of daily deposit balances at the end of the history (0: an empty deposit_day).
+        #[arg(long, default_value_t = datagen::DAILY_DAYS)]
+        daily_days: u32,
     },
 }
 
@@ -145,8 +148,8 @@ async fn run(command: Command) -> Result<(), String> {
             scale,
             settings,
         } => {
-            // `contacts` is the generator's newest table: older demo data is generated again.
-            if !settings.data_dir.join("contacts").exists() {
+            // `deposit_day` is the generator's newest table: older demo data is generated again.
+            if !settings.data_dir.join("deposit_day").exists() {
                 println!(
                     "generating the demo bank (scale {scale}) into {} ...",
                     settings.data_dir.display()
@@ -155,6 +158,7 @@ async fn run(command: Command) -> Result<(), String> {
                     out: settings.data_dir.clone(),
                     scale,
                     seed: 42,
+                    daily_days: datagen::DAILY_DAYS,
                 })
                 .map_err(|e| format!("generate: {e}"))?;
                 println!("{report}");
@@ -293,9 +297,19 @@ async fn run(command: Command) -> Result<(), String> {
             );
             Ok(())
         }
-        Command::Generate { out, scale, seed } => {
-            let report = datagen::generate(&GenerateOptions { out, scale, seed })
-                .map_err(|e| format!("generate: {e}"))?;
+        Command::Generate {
+            out,
+            scale,
+            seed,
+            daily_days,
+        } => {
+            let report = datagen::generate(&GenerateOptions {
+                out,
+                scale,
+                seed,
+                daily_days,
+            })
+            .map_err(|e| format!("generate: {e}"))?;
             println!("{report}");
             Ok(())
         }

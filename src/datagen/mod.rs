@@ -36,7 +36,13 @@ pub struct GenerateOptions {
     /// 1.0 = 10,000 customers (about 100,000 loan_month rows).
     pub scale: f64,
     pub seed: u64,
+    /// Days of daily deposit balances (`deposit_day`) at the end of the history; 0 writes the
+    /// table empty (at bench scale a quarter of days would be a billion rows).
+    pub daily_days: u32,
 }
+
+/// The demo's daily balances: the last quarter of the history (Oct-Dec 2025).
+pub const DAILY_DAYS: u32 = 92;
 
 #[derive(Debug)]
 pub struct Report {
@@ -98,6 +104,9 @@ struct Tables {
     customer_month: MonthPartitionedWriter,
     loans: TableWriter,
     loan_month: MonthPartitionedWriter,
+    deposit_day: MonthPartitionedWriter,
+    /// How many days `deposit_day` covers, ending with the history.
+    daily_days: u32,
     opportunity_events: TableWriter,
     tickets: TableWriter,
     contacts: TableWriter,
@@ -172,6 +181,17 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Report> {
             ],
             "month_end",
         )?,
+        deposit_day: MonthPartitionedWriter::create(
+            out,
+            "deposit_day",
+            vec![
+                f("customer_id", Int64, false),
+                f("day", Date32, false),
+                f("balance", Float64, false),
+            ],
+            "day",
+        )?,
+        daily_days: opts.daily_days,
         opportunity_events: TableWriter::create(
             out,
             "opportunity_events",
@@ -255,6 +275,7 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Report> {
         ("customer_month", t.customer_month.finish()?),
         ("loans", t.loans.finish()?),
         ("loan_month", t.loan_month.finish()?),
+        ("deposit_day", t.deposit_day.finish()?),
         ("opportunity_events", t.opportunity_events.finish()?),
         ("tickets", t.tickets.finish()?),
         ("contacts", t.contacts.finish()?),

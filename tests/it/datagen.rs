@@ -36,6 +36,7 @@ fn same_seed_same_bank_other_seed_other_bank() {
         out: out.to_path_buf(),
         scale: 0.05,
         seed,
+        daily_days: kpilens::datagen::DAILY_DAYS,
     };
     let ra = generate(&opts(a.path(), 7)).unwrap();
     generate(&opts(b.path(), 7)).unwrap();

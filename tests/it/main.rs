@@ -82,6 +82,7 @@ pub fn demo_settings() -> (tempfile::TempDir, Settings) {
         out: data.path().to_path_buf(),
         scale: 1.0,
         seed: 42,
+        daily_days: kpilens::datagen::DAILY_DAYS,
     })
     .expect("the demo bank generates");
     let settings = repo_project_over(data.path());
