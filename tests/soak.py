@@ -32,6 +32,7 @@ BIN = os.environ.get("KPILENS_BIN") or os.path.join(
 )
 SECONDS = float(os.environ.get("KPILENS_SOAK_SECONDS", "45"))
 MEMORY_MB, CACHE_MB, ALLOWANCE_MB = 512, 64, 512
+SERVERS = []
 
 
 def rss_mib(pid, field="VmHWM"):
@@ -64,6 +65,7 @@ def main():
          "--max-connections", "256", "--header-timeout-ms", "2000", "--body-timeout-ms", "3000"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
+    SERVERS.append(server)
     port = None
     for line in server.stdout:
         m = re.search(r"http://127\.0\.0\.1:(\d+)", line)
@@ -199,4 +201,10 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        # A failure above must not leave the server running.
+        for child in SERVERS:
+            if child.poll() is None:
+                child.kill()
