@@ -219,6 +219,18 @@ fn kpi_check(
         }
         Some(w) => condition(w, err)?,
     };
+    if let Condition::UpPct { vs, .. } | Condition::DownPct { vs, .. } = &condition
+        && *vs == Comparison::YearStart
+        && let Some(flow) = catalog.flow_measure_of(metric_name)
+    {
+        err(
+            "when.vs",
+            format!(
+                "year_start compares a balance with the end of last year; '{metric_name}' reads '{flow}', a flow: use same_period_last_year"
+            ),
+        );
+        return None;
+    }
     let pending_secs = match &spec.pending {
         None => 0,
         Some(p) => seconds(p, true).or_else(|| {

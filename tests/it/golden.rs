@@ -557,6 +557,15 @@ async fn year_start_compares_every_period_with_the_last_snapshot_of_the_year_bef
         .unwrap_err();
     assert_eq!(err.field.as_deref(), Some("compare[0]"));
     assert!(err.message.contains("same_period_last_year"), "{err}");
+    // And an alert rule that would compare a flow so is refused when it is loaded.
+    let rule = "alerts:\n  flow_up:\n    kind: kpi\n    label: { en: up }\n    severity: info\n    metric: balance_flow\n    grain: month\n    when: { up_pct: 10, vs: year_start }\n    every: 1h\n";
+    let errors = super::catalog_errors::load_errors(&[("metrics/rule.yaml", rule)]).await;
+    super::catalog_errors::assert_has(
+        &errors,
+        "metrics/rule.yaml",
+        "alerts.flow_up.when.vs",
+        "a flow",
+    );
 }
 
 /// 日均: average balances over daily snapshots (this test's own deposit_day, checked by hand).
