@@ -418,6 +418,15 @@ async fn tokens_with_extreme_times_are_judged_not_overflowed() {
 
 const PEOPLE_CSV: &str = "person_id,name,phone,id_number,city\n1,王,4625588,1234567890,西安\n2,李四光,13812345678,110101198001010011,北京\n3,,,,北京\n";
 
+/// A SQL model over `people` that passes only plain columns on (beside `people_errors`' view).
+const PEOPLE_VIEW: &str = "models:
+  people_view:
+    source: { sql: people_view }
+    primary_key: person_id
+    dimensions:
+      city: { column: city }
+";
+
 const PEOPLE_MODEL: &str = r#"
 models:
   people:
@@ -495,17 +504,14 @@ models:
         "plain columns are fine: {errors:#?}"
     );
 
-    let leaks = r#"
-models:
-  people_view:
-    source: { sql: people_view }
-    primary_key: person_id
-    dimensions:
-      city: { column: city }
+    let leaks = &format!(
+        "{PEOPLE_VIEW}{}",
+        r#"
 measures:
   top_phone: { model: people, agg: max, expr: phone }
   by_phone: { model: people, agg: count, where: "phone = '4625588'" }
-"#;
+"#
+    );
     let errors = people_errors(leaks).await;
     let has = |key: &str, part: &str| {
         super::catalog_errors::assert_has(&errors, "metrics/leaks.yaml", key, part)
@@ -519,13 +525,9 @@ measures:
         "counting, and asking whether there is one, are fine: {errors:#?}"
     );
 
-    let leaks = r#"
-models:
-  people_view:
-    source: { sql: people_view }
-    primary_key: person_id
-    dimensions:
-      city: { column: city }
+    let leaks = &format!(
+        "{PEOPLE_VIEW}{}",
+        r#"
 alerts:
   leak:
     kind: record
@@ -555,7 +557,8 @@ alerts:
     owner: city
     where: "phone IS NULL"
     every: 1h
-"#;
+"#
+    );
     let errors = people_errors(leaks).await;
     let has = |key: &str, part: &str| {
         super::catalog_errors::assert_has(&errors, "metrics/leaks.yaml", key, part)

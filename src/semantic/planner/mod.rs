@@ -380,6 +380,24 @@ async fn group_frame(
     }
 }
 
+/// A semi-additive model's time column and its rows within the query's range, unfiltered: the
+/// snapshot dates come from the whole model, not from a group's rows.
+fn snapshot_scan<'m>(
+    catalog: &Catalog,
+    q: &ValidatedQuery,
+    model: &'m Model,
+) -> Result<(&'m crate::catalog::TimeColumn, DataFrame), QueryError> {
+    let t = model
+        .time
+        .as_ref()
+        .expect("validated: semi-additive models have a time column");
+    let mut snaps = catalog.scan(model).map_err(df_err)?;
+    if let Some(range) = time_range(model, q)? {
+        snaps = snaps.filter(range).map_err(df_err)?;
+    }
+    Ok((t, snaps))
+}
+
 /// Average balances: each measure's sum over the period's rows (the sum of its per-date totals)
 /// over the number of snapshot dates the period has. The dates come from the whole model within
 /// the time range, not from the group's rows, so a branch with no rows on a date has 0 for it.
@@ -394,14 +412,7 @@ async fn averaged_over_dates(
 ) -> Result<DataFrame, QueryError> {
     const DATES: &str = "__snapshot_dates";
     const ONE: &str = "__one";
-    let t = model
-        .time
-        .as_ref()
-        .expect("validated: semi-additive models have a time column");
-    let mut snaps = catalog.scan(model).map_err(df_err)?;
-    if let Some(range) = time_range(model, q)? {
-        snaps = snaps.filter(range).map_err(df_err)?;
-    }
+    let (t, snaps) = snapshot_scan(catalog, q, model)?;
     // Joined on the period, or on a constant without one (the range is one period).
     let (group, on) = match grain {
         Some(g) => (
@@ -480,14 +491,7 @@ async fn keep_snapshot_rows(
     grain: Option<Grain>,
     df: DataFrame,
 ) -> Result<DataFrame, QueryError> {
-    let t = model
-        .time
-        .as_ref()
-        .expect("validated: semi-additive models have a time column");
-    let mut snaps = catalog.scan(model).map_err(df_err)?;
-    if let Some(range) = time_range(model, q)? {
-        snaps = snaps.filter(range).map_err(df_err)?;
-    }
+    let (t, snaps) = snapshot_scan(catalog, q, model)?;
     let edge = match pick {
         SnapshotPick::Last => max(ident(&t.column)),
         SnapshotPick::First => min(ident(&t.column)),
