@@ -42,9 +42,10 @@ export const api = {
   /** The demo's people and their tokens; 404 outside the demo. */
   demoUsers: () => request('/api/v1/demo/users'),
   dashboards: () => request('/api/v1/dashboards'),
-  dashboard: (id, params) => {
+  /** `options.signal` aborts it (a newer load replaced it). */
+  dashboard: (id, params, options = {}) => {
     const qs = new URLSearchParams(params).toString();
-    return request(`/api/v1/dashboards/${encodeURIComponent(id)}${qs ? `?${qs}` : ''}`);
+    return request(`/api/v1/dashboards/${encodeURIComponent(id)}${qs ? `?${qs}` : ''}`, options);
   },
   query: (q) => request('/api/v1/query', { method: 'POST', body: JSON.stringify(q) }),
   drillThrough: (q) => request('/api/v1/drill_through', { method: 'POST', body: JSON.stringify(q) }),

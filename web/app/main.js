@@ -22,6 +22,8 @@ const state = {
   // panel id -> { layout, result, path, leaf: {page, data} | null }
   panels: new Map(),
   charts: new Map(),
+  // The dashboard load in flight: a newer one aborts it, and only the newest renders.
+  loading: { generation: 0, controller: null },
 };
 
 // Test and diagnostics hook: charts by panel, and each dashboard render's time.
@@ -116,13 +118,20 @@ async function switchTo(id) {
 
 async function load() {
   const started = performance.now();
+  // A quick second filter change must not be overwritten by the first one's slower answer.
+  state.loading.controller?.abort();
+  const controller = new AbortController();
+  const generation = ++state.loading.generation;
+  state.loading.controller = controller;
+  const current = () => generation === state.loading.generation;
   document.body.dataset.ready = '';
   setLoading(true);
   clearError();
   // Alongside the dashboard, never in its way.
   renderAlerts($('#alerts'), state.lang);
   try {
-    const view = await api.dashboard(state.id, state.params);
+    const view = await api.dashboard(state.id, state.params, { signal: controller.signal });
+    if (!current()) return;
     state.view = view;
     state.panels = new Map(view.panels.map((p) => [p.id, {
       layout: p, result: p.result ?? null, error: p.error ?? null, tile: p.tile ?? null, path: {}, leaf: null,
@@ -136,10 +145,11 @@ async function load() {
     });
     document.body.dataset.ready = state.id;
   } catch (e) {
+    if (!current()) return; // replaced by a newer load (aborted or not): not this one's to show
     $('#content').replaceChildren();
     showError(e.message, () => load());
   } finally {
-    setLoading(false);
+    if (current()) setLoading(false);
   }
 }
 

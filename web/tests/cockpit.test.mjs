@@ -242,6 +242,31 @@ describe('the cockpit', () => {
     await page.close();
   });
 
+  it('renders the newest filter choice when an older answer arrives late', async () => {
+    const page = await openPage(DESKTOP);
+    await timeToFirstRender(page, 'executive');
+    // The 3-period view is held back until after the 6-period one has rendered.
+    let releaseSlow;
+    const slowHeld = new Promise((ok) => { releaseSlow = ok; });
+    const threePeriods = (url) => url.pathname.endsWith('/api/v1/dashboards/executive')
+      && url.searchParams.get('periods') === '3';
+    await page.route(threePeriods, async (route) => {
+      await slowHeld;
+      await route.continue().catch(() => {}); // aborted by the cockpit meanwhile: fine
+    });
+    await page.locator('select[data-filter="periods"]').selectOption('3');
+    await page.locator('select[data-filter="periods"]').selectOption('6');
+    await page.waitForSelector('body[data-ready="executive"]');
+    releaseSlow();
+    await page.waitForTimeout(500);
+    const view = await api('/api/v1/dashboards/executive?periods=6');
+    const area = view.panels.find((p) => p.id === 'aum_trend');
+    assert.equal(area.result.rows.length, 6);
+    assert.deepEqual(seriesValues((await chartOption(page, area.id)).series[0].data), values(area.result, 'aum'));
+    assert.equal(await page.locator('select[data-filter="periods"]').inputValue(), '6');
+    await page.close();
+  });
+
   it('viewed as a branch head, shows only that branch', async () => {
     const page = await openPage(DESKTOP);
     await timeToFirstRender(page, 'executive');
