@@ -10,12 +10,18 @@ import { el } from './dom.js';
 const SHOWN = 5;
 
 
-/** The deepest member of an org path: `{region, branch}` -> the branch. */
+/** The catalog's hierarchies (their levels, top first), fetched once: an alert's path is a
+ * member of one of them, whatever the bank calls its levels. */
+let hierarchies = null;
+
+/** The deepest member of a path (`{region, branch}` -> the branch), by the levels of the
+ * hierarchy holding every level of the path. */
 function member(path) {
-  for (const level of ['customer', 'rm', 'team', 'branch', 'region']) {
-    if (path?.[level] !== undefined) return String(path[level]);
-  }
-  return '';
+  const keys = Object.keys(path ?? {});
+  if (keys.length === 0) return '';
+  const levels = (hierarchies ?? []).find((h) => keys.every((k) => h.levels.includes(k)))?.levels;
+  const deepest = levels ? [...levels].reverse().find((l) => keys.includes(l)) : keys[keys.length - 1];
+  return String(path[deepest]);
 }
 
 function list(kind, items, lang, render) {
@@ -45,7 +51,10 @@ function taskItem(task, lang) {
 /** Fills `node` with the viewer's firing alerts and open tasks. */
 export async function renderAlerts(node, lang) {
   try {
-    const [alerts, tasks] = await Promise.all([api.firingAlerts(), api.openTasks()]);
+    const [alerts, tasks, catalog] = await Promise.all([
+      api.firingAlerts(), api.openTasks(), hierarchies ? null : api.catalog(),
+    ]);
+    hierarchies ??= catalog?.hierarchies ?? [];
     node.replaceChildren(
       list('alerts', alerts.alerts, lang, (a) => alertItem(a, lang)),
       list('tasks', tasks.tasks, lang, (task) => taskItem(task, lang)),

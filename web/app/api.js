@@ -42,6 +42,8 @@ export const api = {
   /** The demo's people and their tokens; 404 outside the demo. */
   demoUsers: () => request('/api/v1/demo/users'),
   dashboards: () => request('/api/v1/dashboards'),
+  /** Definitions only (metrics, dimensions, hierarchies); no token needed. */
+  catalog: () => request('/api/v1/catalog'),
   /** `options.signal` aborts it (a newer load replaced it). */
   dashboard: (id, params, options = {}) => {
     const qs = new URLSearchParams(params).toString();

@@ -304,6 +304,14 @@ describe('the cockpit', () => {
       const rules = await page.locator('.alert-box.alerts li[data-rule]')
         .evaluateAll((nodes) => nodes.map((n) => n.dataset.rule));
       assert.deepEqual(rules, firing.slice(0, 5).map((a) => a.rule));
+      // Each names its deepest member, by the catalog's hierarchy (not levels known to the page).
+      const levels = (await api('/api/v1/catalog')).hierarchies.find((h) => h.name === 'org').levels;
+      const members = await page.locator('.alert-box.alerts li[data-rule]')
+        .evaluateAll((nodes) => nodes.map((n) => n.dataset.member));
+      assert.deepEqual(members, firing.slice(0, 5).map((a) => {
+        const deepest = [...levels].reverse().find((l) => a.path[l] !== undefined);
+        return deepest ? String(a.path[deepest]) : '';
+      }));
       if (firing.length > 0) {
         const first = firing[0];
         const text = await page.locator('.alert-box.alerts li[data-rule] .value').first().textContent();
