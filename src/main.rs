@@ -317,15 +317,18 @@ async fn run(command: Command) -> Result<(), String> {
 }
 
 async fn open(settings: &Settings) -> Result<KpiService, String> {
-    KpiService::open(settings)
-        .await
-        .map_err(|errors| format!("the project does not validate:\n{errors}"))
+    KpiService::open(settings).await.map_err(not_valid)
 }
 
+/// As a server opens it: builds refused for memory in an earlier run wait until it listens.
 async fn open_for_serving(settings: &Settings) -> Result<KpiService, String> {
     KpiService::open_for_serving(settings)
         .await
-        .map_err(|errors| format!("the project does not validate:\n{errors}"))
+        .map_err(not_valid)
+}
+
+fn not_valid(errors: kpilens::catalog::CatalogErrors) -> String {
+    format!("the project does not validate:\n{errors}")
 }
 
 /// The cockpit's one front-end dependency (Apache ECharts) comes from npm, pinned by

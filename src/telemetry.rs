@@ -147,14 +147,6 @@ impl Telemetry {
         }
     }
 
-    /// Brings a counter kept elsewhere (as a running total) up to `total`.
-    pub fn catch_up(counter: &IntCounter, total: u64) {
-        let seen = counter.get();
-        if total > seen {
-            counter.inc_by(total - seen);
-        }
-    }
-
     /// The text exposition format (version 0.0.4), and its content type.
     pub fn render(&self) -> (String, String) {
         let encoder = TextEncoder::new();

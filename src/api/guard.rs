@@ -163,7 +163,7 @@ fn audited(
             error: Some("unauthenticated".into()),
             ..AuditRecord::default()
         };
-        if gate.audit.append(&summary).is_err() {
+        if gate.audit.append(summary).is_err() {
             gate.unauthenticated
                 .unlogged
                 .fetch_add(unlogged, Ordering::Relaxed);
@@ -196,7 +196,7 @@ fn audited(
             .map(|c| c.0.to_string()),
         prev: String::new(), // set by the log
     };
-    match gate.audit.append(&record) {
+    match gate.audit.append(record) {
         Ok(()) => response,
         Err(e) => {
             tracing::error!(error = %e, path = %gate.audit.path().display(), "audit log write failed; refusing the response");

@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 
 use crate::alerts::AlertEngine;
 use crate::service::KpiService;
-use crate::telemetry::Telemetry;
 
 /// Counts the request by its route template, method and status, and times it.
 pub async fn track(State(service): State<Arc<KpiService>>, req: Request, next: Next) -> Response {
@@ -49,9 +48,6 @@ pub async fn scrape(service: Arc<KpiService>, alerts: Option<Arc<AlertEngine>>) 
     let t = service.telemetry();
     let cache = service.cache();
     cache.settle().await;
-    let (hits, misses) = cache.lookups();
-    Telemetry::catch_up(&t.cache_hits, hits);
-    Telemetry::catch_up(&t.cache_misses, misses);
     t.cache_bytes.set(cache.weighted_size() as i64);
     t.cache_entries.set(cache.entry_count() as i64);
     t.engine_memory.set(service.engine_memory() as i64);

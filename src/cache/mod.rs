@@ -22,13 +22,17 @@ pub struct CacheKey {
 
 pub struct ResultCache {
     inner: Cache<CacheKey, Arc<QueryResult>>,
-    /// Lookups answered from the cache, and those that computed (for `/metrics`).
-    hits: std::sync::atomic::AtomicU64,
-    misses: std::sync::atomic::AtomicU64,
+    /// Lookups answered from the cache, and those that computed (the `/metrics` counters).
+    hits: prometheus::IntCounter,
+    misses: prometheus::IntCounter,
 }
 
 impl ResultCache {
-    pub fn new(max_bytes: u64) -> Self {
+    pub fn new(
+        max_bytes: u64,
+        hits: prometheus::IntCounter,
+        misses: prometheus::IntCounter,
+    ) -> Self {
         let inner = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|k: &CacheKey, v: &Arc<QueryResult>| {
@@ -38,17 +42,9 @@ impl ResultCache {
             .build();
         Self {
             inner,
-            hits: Default::default(),
-            misses: Default::default(),
+            hits,
+            misses,
         }
-    }
-
-    /// (hits, misses) since start.
-    pub fn lookups(&self) -> (u64, u64) {
-        (
-            self.hits.load(Ordering::Relaxed),
-            self.misses.load(Ordering::Relaxed),
-        )
     }
 
     /// Returns the cached result or computes it. Concurrent callers with the same key share one
@@ -71,7 +67,7 @@ impl ResultCache {
             .await
             .map_err(|e: Arc<QueryError>| (*e).clone())?;
         let ran = ran.load(Ordering::Relaxed);
-        if ran { &self.misses } else { &self.hits }.fetch_add(1, Ordering::Relaxed);
+        if ran { &self.misses } else { &self.hits }.inc();
         Ok((result, ran))
     }
 

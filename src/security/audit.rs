@@ -134,15 +134,12 @@ impl AuditLog {
     }
 
     /// Appends one line, chained to the one before, and flushes it to the OS before returning.
-    pub fn append(&self, record: &AuditRecord) -> std::io::Result<()> {
+    pub fn append(&self, mut record: AuditRecord) -> std::io::Result<()> {
         let mut guard = self
             .file
             .lock()
             .map_err(|_| std::io::Error::other("audit lock poisoned"))?;
-        let record = AuditRecord {
-            prev: guard.head.clone(),
-            ..record.clone()
-        };
+        record.prev = guard.head.clone();
         let mut line = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
         let hash = line_hash(&line);
         line.push(b'\n');

@@ -134,6 +134,7 @@ impl KpiService {
             week_start: settings.week_start,
             years: settings.min_year..=settings.max_year,
         };
+        let telemetry = crate::telemetry::Telemetry::new();
         let rollup_store = RollupStore::new(settings.rollup_store(), settings.memory_mb as u64);
         if serving {
             rollup_store.defer_memory_retries();
@@ -154,7 +155,11 @@ impl KpiService {
             watch,
             engine,
             rollup_store,
-            cache: ResultCache::new(settings.cache_mb * 1024 * 1024),
+            cache: ResultCache::new(
+                settings.cache_mb * 1024 * 1024,
+                telemetry.cache_hits.clone(),
+                telemetry.cache_misses.clone(),
+            ),
             slots: ComputeSlots::new(
                 settings.max_concurrent,
                 settings.max_concurrent_per_principal,
@@ -168,7 +173,7 @@ impl KpiService {
             timeout: settings.query_timeout(),
             refresh: tokio::sync::Mutex::new(None),
             engine_runs: AtomicU64::new(0),
-            telemetry: crate::telemetry::Telemetry::new(),
+            telemetry,
             warm_ups: AtomicU64::new(0),
             next_query_id: AtomicU64::new(1),
             reload: std::sync::Mutex::new(ReloadStatus {

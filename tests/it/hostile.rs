@@ -468,7 +468,7 @@ models:
   leaky_people:
     source: { csv: people.csv }
     primary_key: person_id
-    personal_data: { name: name, phone: phone, id_number: id_number }
+    personal_data: { name: name, phone: phone, id_number: id_number, email: all }
     dimensions:
       city: { column: city }
       who: { column: name }
@@ -486,6 +486,18 @@ models:
         super::catalog_errors::assert_has(&errors, "metrics/leaks.yaml", key, part)
     };
     has("models.leaky_people.dimensions.who.column", "personal data");
+    has(
+        "models.leaky_people.personal_data.email",
+        "unknown column 'email'",
+    );
+    assert_eq!(
+        errors
+            .iter()
+            .filter(|e| e.key.ends_with("personal_data.email"))
+            .count(),
+        1,
+        "said once"
+    );
     has(
         "models.leaky_people.drill_through[1]",
         "{ column: phone, mask: phone }",
@@ -635,13 +647,13 @@ fn the_audit_trail_is_a_hash_chain_that_names_the_first_broken_line() {
     {
         let log = AuditLog::open(&path, 2048, 3, None).unwrap();
         for i in 0..20 {
-            log.append(&record(i)).unwrap();
+            log.append(record(i)).unwrap();
         }
     }
     // A restart goes on with the same chain.
     let log = AuditLog::open(&path, 2048, 3, None).unwrap();
     for i in 20..30 {
-        log.append(&record(i)).unwrap();
+        log.append(record(i)).unwrap();
     }
     let rotated = |i: usize| dir.path().join(format!("audit.log.{i}"));
     assert!(rotated(2).exists(), "rotated over several files");
@@ -706,7 +718,7 @@ fn rotated_audit_files_are_also_kept_by_age() {
         ..AuditRecord::default()
     };
     for _ in 0..12 {
-        log.append(&line).unwrap();
+        log.append(line.clone()).unwrap();
     }
     let rotated = |i: usize| dir.path().join(format!("audit.log.{i}"));
     assert!(rotated(2).exists() && rotated(3).exists());
@@ -719,7 +731,7 @@ fn rotated_audit_files_are_also_kept_by_age() {
         .set_modified(old)
         .unwrap();
     for _ in 0..4 {
-        log.append(&line).unwrap();
+        log.append(line.clone()).unwrap();
     }
     assert!(rotated(2).exists());
     for i in 1..=5 {

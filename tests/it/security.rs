@@ -539,7 +539,7 @@ fn the_audit_log_rotates_by_size_and_keeps_what_it_should() {
     let path = dir.path().join("audit.log");
     let log = AuditLog::open(&path, 2048, 2, None).unwrap();
     for i in 0..100 {
-        log.append(&AuditRecord {
+        log.append(AuditRecord {
             principal: format!("p{i}"),
             route: "/api/v1/query".into(),
             status: 200,

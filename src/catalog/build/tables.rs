@@ -74,15 +74,7 @@ impl Builder<'_> {
             };
             match self.registry.register_file(&source).await {
                 Ok(schema) => {
-                    for column in d.spec.personal_data.keys() {
-                        if schema.field_with_name(column).is_err() {
-                            errors.push(
-                                d.file,
-                                format!("models.{name}.personal_data.{column}"),
-                                format!("unknown column '{column}'"),
-                            );
-                        }
-                    }
+                    // Its columns are checked with the model's (`build_models`).
                     self.personal
                         .insert(name.to_string(), d.spec.personal_data.clone());
                     self.schemas.insert(name.to_string(), schema);
