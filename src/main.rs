@@ -59,6 +59,9 @@ enum Command {
     /// Show the logical plan (raw and optimised) and the equivalent SQL of a query.
     Explain {
         query_json: String,
+        /// Also run the query and print its physical plan with each operator's metrics.
+        #[arg(long)]
+        analyze: bool,
         #[command(flatten)]
         settings: Settings,
     },
@@ -188,9 +191,22 @@ async fn run(command: Command) -> Result<(), String> {
         }
         Command::Explain {
             query_json,
+            analyze,
             settings,
         } => {
             let (service, req) = open_for(&settings, &query_json).await?;
+            if analyze {
+                let started = std::time::Instant::now();
+                let profile = service
+                    .analyze(&Principal::local(), &req)
+                    .await
+                    .map_err(|e| format!("explain --analyze failed: {e}"))?;
+                println!(
+                    "-- physical plan with metrics ({} ms)\n{profile}",
+                    started.elapsed().as_millis()
+                );
+                return Ok(());
+            }
             let e = service
                 .explain(&Principal::local(), &req)
                 .await

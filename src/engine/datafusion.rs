@@ -43,8 +43,22 @@ impl DataFusionEngine {
             .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
             .build_arc()?;
         // DataFusion's defaults (one partition per core), tunable by its own environment
-        // variables (`DATAFUSION_EXECUTION_BATCH_SIZE=16384`, ...) without a rebuild.
-        let config = SessionConfig::from_env()?.with_information_schema(false);
+        // variables (`DATAFUSION_EXECUTION_BATCH_SIZE=16384`, ...) without a rebuild, except
+        // where a measured default of ours differs (below) and the variable is not set.
+        let mut config = SessionConfig::from_env()?.with_information_schema(false);
+        let optimizer = &mut config.options_mut().optimizer;
+        // Build a hash join's smaller side whole instead of hash-partitioning both sides: on two
+        // cores, repartitioning 100M probe rows costs more than building an 11M-row customer
+        // table in one piece (the memory is the same). Measured at 101M `loan_month` rows:
+        // 5.8 -> 4.5 s for the overdue ratio by region x month from the models.
+        if std::env::var_os("DATAFUSION_OPTIMIZER_HASH_JOIN_SINGLE_PARTITION_THRESHOLD").is_none() {
+            optimizer.hash_join_single_partition_threshold = 1 << 30;
+        }
+        if std::env::var_os("DATAFUSION_OPTIMIZER_HASH_JOIN_SINGLE_PARTITION_THRESHOLD_ROWS")
+            .is_none()
+        {
+            optimizer.hash_join_single_partition_threshold_rows = 50_000_000;
+        }
         Ok(Self { runtime, config })
     }
 }
@@ -55,7 +69,13 @@ impl QueryEngine for DataFusionEngine {
     }
 
     fn new_tables(&self) -> Arc<dyn EngineTables> {
-        let ctx = SessionContext::new_with_config_rt(self.config.clone(), self.runtime.clone());
+        let state = datafusion::execution::SessionStateBuilder::new()
+            .with_config(self.config.clone())
+            .with_runtime_env(self.runtime.clone())
+            .with_default_features()
+            .with_query_planner(Arc::new(super::sequential::KpilensQueryPlanner))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         let unique = UniqueKeys::default();
         ctx.add_optimizer_rule(Arc::new(DropUnusedLookups {
             unique: unique.clone(),
@@ -278,6 +298,19 @@ impl EngineTables for DataFusionTables {
         Box::new(PoolHold(
             MemoryConsumer::new(what).register(&self.ctx.runtime_env().memory_pool),
         ))
+    }
+
+    fn analyze(&self, plan: LogicalPlan) -> BoxFuture<'static, Result<String, EngineError>> {
+        use datafusion::physical_plan::{collect, display::DisplayableExecutionPlan};
+        let resolved = self.resolve(plan);
+        let state = self.ctx.state();
+        Box::pin(async move {
+            let physical = state.create_physical_plan(&resolved?).await?;
+            collect(physical.clone(), state.task_ctx()).await?;
+            Ok(DisplayableExecutionPlan::with_metrics(physical.as_ref())
+                .indent(true)
+                .to_string())
+        })
     }
 
     fn explain(&self, plan: &LogicalPlan) -> Result<Explanation, EngineError> {

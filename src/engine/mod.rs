@@ -8,6 +8,7 @@ mod datafusion;
 mod error;
 mod files;
 mod lookups;
+mod sequential;
 
 use ::datafusion::arrow::datatypes::SchemaRef;
 use ::datafusion::arrow::record_batch::RecordBatch;
@@ -51,6 +52,10 @@ pub trait EngineTables: TableRegistry {
 
     /// The plan as the engine would run it, and as SQL (for reading, never executed).
     fn explain(&self, plan: &LogicalPlan) -> Result<Explanation, EngineError>;
+
+    /// Runs the plan and returns its physical plan with each operator's metrics (rows, time,
+    /// memory, spills): the profile that says where a slow query spends.
+    fn analyze(&self, plan: LogicalPlan) -> BoxFuture<'static, Result<String, EngineError>>;
 
     /// `column` of `table` holds no value twice over this state's files (checked by the caller):
     /// a left join to it that nothing reads may be dropped.

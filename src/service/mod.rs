@@ -335,6 +335,28 @@ impl KpiService {
         catalog.explain(&planned.rows).map_err(QueryError::from)
     }
 
+    /// Runs the query's main plan and returns the physical plan with each operator's metrics
+    /// (`kpilens explain --analyze`: a profiling aid, not served over HTTP, where it would run a
+    /// computation outside the compute slots).
+    pub async fn analyze(
+        &self,
+        principal: &Principal,
+        req: &QueryRequest,
+    ) -> Result<String, QueryError> {
+        let (catalog, vq, _) = self
+            .prepare(
+                req,
+                &principal.scope,
+                &RequestContext::for_principal(principal),
+            )
+            .await?;
+        let planned = semantic::plan(&catalog, &vq).await?;
+        catalog
+            .analyze(planned.rows)
+            .await
+            .map_err(QueryError::from)
+    }
+
     /// Validates against the current catalog, rebuilding it first if an input table changed.
     async fn prepare(
         &self,

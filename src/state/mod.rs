@@ -146,6 +146,11 @@ impl DataState {
         self.tables.explain(plan)
     }
 
+    /// Runs a plan and returns its physical plan with metrics (see `EngineTables::analyze`).
+    pub async fn analyze(&self, plan: LogicalPlan) -> Result<String, EngineError> {
+        self.tables.analyze(plan).await
+    }
+
     /// A claim on the engine's pool for work outside a plan (see `EngineTables::reserve`).
     pub fn reserve(&self, what: &str) -> Box<dyn MemoryHold> {
         self.tables.reserve(what)

@@ -20,7 +20,7 @@ use datafusion::functions_aggregate::expr_fn::{max, min, sum};
 use datafusion::logical_expr::{Expr, JoinType, when};
 use datafusion::prelude::{ident, lit};
 
-use super::{PERIOD, df_err, entity_snapshot, filtered_rows, flag, period_expr, range_expr};
+use super::{PERIOD, df_err, entity_snapshot, filtered_rows, period_expr, range_expr};
 use crate::catalog::{Catalog, ChurnBase};
 use crate::protocol::Grain;
 use crate::semantic::calendar::{period_start, shift};
@@ -60,7 +60,11 @@ fn churn_model(
     (base, model, t)
 }
 
-/// (period?, dims..., start, churned, returned) for one churn base.
+/// (period?, dims..., start, churned, returned) for one churn base. With a grain, each period
+/// is planned on its own and the periods run one after another ([`sequential`]): a period's
+/// pair reads two snapshots (the literal date bounds prune every other file), so memory holds
+/// one pair's entities at a time, not every period's at once (at 218M snapshot rows the single
+/// plan needed more than 8 GiB).
 pub(super) async fn frame(
     catalog: &Catalog,
     q: &ValidatedQuery,
@@ -68,26 +72,79 @@ pub(super) async fn frame(
     dims: &[String],
     grain: Option<Grain>,
 ) -> Result<DataFrame, QueryError> {
+    let Some(periods) = grain.and_then(|g| each_period(q, g)) else {
+        return pairs_frame(catalog, q, base_index, dims, grain).await;
+    };
+    let mut frames = Vec::with_capacity(periods.len());
+    for (from, to) in periods {
+        let mut one = q.clone();
+        (one.from, one.to) = (Some(from), Some(to));
+        frames.push(pairs_frame(catalog, &one, base_index, dims, grain).await?);
+    }
+    sequential(frames)
+}
+
+/// The most periods a churn query is split into; past it (a day grain over years) one plan.
+const MOST_PERIODS_PLANNED_APART: usize = 120;
+
+/// The query's periods as (from, to) ranges, the first and last clipped to the query's range.
+fn each_period(q: &ValidatedQuery, g: Grain) -> Option<Vec<(NaiveDate, NaiveDate)>> {
+    let (from, to) = (q.from?, q.to?);
+    let mut periods = Vec::new();
+    let mut start = period_start(from, g, q.calendar.week_start);
+    while start <= to {
+        let next = shift(start, g, 1);
+        let last = next.pred_opt()?.min(to);
+        periods.push((start.max(from), last));
+        if periods.len() > MOST_PERIODS_PLANNED_APART {
+            return None;
+        }
+        start = next;
+    }
+    (periods.len() > 1).then_some(periods)
+}
+
+/// One plan for every pair of the query's range.
+async fn pairs_frame(
+    catalog: &Catalog,
+    q: &ValidatedQuery,
+    base_index: usize,
+    dims: &[String],
+    grain: Option<Grain>,
+) -> Result<DataFrame, QueryError> {
     let (base, model, t) = churn_model(catalog, base_index);
+    let until = q.to.and_then(|d| d.succ_opt());
+    let within = |from: Option<NaiveDate>, column: &str| {
+        range_expr(ident(column), &t.data_type, from, until, &q.calendar)
+    };
+    // A pair starts at most one period before `from` (without a grain, at any earlier snapshot)
+    // and ends within the range: bounds the scans prune files by.
+    let start_from = match (grain, q.from) {
+        (Some(g), Some(f)) => Some(shift(period_start(f, g, q.calendar.week_start), g, -1)),
+        _ => None,
+    };
     // The rows at the previous period end: entity, activity, dimensions, after filters.
-    let rows = start_rows(catalog, base, dims, &q.filters).await?;
-    let at_start = rows
-        .join_on(
-            period_ends(catalog, q, model, grain, "cur").await?,
-            JoinType::Inner,
-            vec![ident("__t").eq(ident(PREV_END))],
-        )
+    let mut rows = start_rows(catalog, base, dims, &q.filters).await?;
+    if let Some(r) = within(start_from, "__t")? {
+        rows = rows.filter(r).map_err(df_err)?;
+    }
+    let at_start = period_ends(catalog, q, model, grain, "cur")
+        .await?
+        .join_on(rows, JoinType::Inner, vec![ident(PREV_END).eq(ident("__t"))])
         .map_err(df_err)?;
 
-    // Activity at this period's end, unfiltered: leaving the filtered slice is not churn.
-    let now = catalog
-        .scan(model)
-        .map_err(df_err)?
-        .select(vec![
-            ident(&base.entity).alias("__e1"),
-            ident(&t.column).alias("__t1"),
-            flag(&base.active)?.alias("__a1"),
-        ])
+    // Who is active at this period's end, unfiltered: leaving the filtered slice is not churn.
+    let mut now = catalog.scan(model).map_err(df_err)?;
+    let end_from = match grain {
+        Some(_) => q.from.map(|f| period_start(f, grain.expect("a grain"), q.calendar.week_start)),
+        None => q.from,
+    };
+    if let Some(r) = within(end_from, &t.column)? {
+        now = now.filter(r).map_err(df_err)?;
+    }
+    let now = now
+        .filter(base.active.clone())
+        .and_then(|n| n.select(vec![ident(&base.entity).alias("__e1"), ident(&t.column).alias("__t1")]))
         .map_err(df_err)?;
     let ends = period_ends(catalog, q, model, grain, "now")
         .await?
@@ -99,24 +156,31 @@ pub(super) async fn frame(
                 .collect::<Vec<Expr>>(),
         )
         .map_err(df_err)?;
-    let now = now
-        .join_on(
-            ends,
-            JoinType::Inner,
-            vec![ident("__t1").eq(ident("__end1"))],
-        )
-        .map_err(df_err)?
-        .aggregate(
-            grain
-                .map(|_| ident("__p1"))
-                .into_iter()
-                .chain([ident("__e1")])
-                .collect(),
-            vec![max(ident("__a1")).alias("__a1")],
-        )
+    let active_at_end = ends
+        .join_on(now, JoinType::Inner, vec![ident("__end1").eq(ident("__t1"))])
         .map_err(df_err)?;
 
-    counts(at_start, now, base_index, dims, grain.is_some())
+    counts(at_start, active_at_end, base_index, dims, grain.is_some())
+}
+
+/// Plans that run one after another, their rows in order: what keeps a plan split by period
+/// within the memory of one period (a union runs its inputs at once).
+fn sequential(mut frames: Vec<DataFrame>) -> Result<DataFrame, QueryError> {
+    if frames.len() == 1 {
+        return Ok(frames.pop().expect("one frame"));
+    }
+    let state = frames[0].clone().into_parts().0;
+    let plans = frames
+        .into_iter()
+        .map(|f| f.into_unoptimized_plan())
+        .collect();
+    let node = super::sequential::Sequential::new(plans).map_err(df_err)?;
+    Ok(DataFrame::new(
+        state,
+        datafusion::logical_expr::LogicalPlan::Extension(datafusion::logical_expr::Extension {
+            node: std::sync::Arc::new(node),
+        }),
+    ))
 }
 
 /// Every snapshot row as a possible start: entity (`__e`), date (`__t`), activity (`__a0`) and
@@ -159,12 +223,10 @@ pub(super) async fn pair_frame(
         .await?
         .filter(ident("__t").eq(lit(start.clone())))
         .map_err(df_err)?;
-    let active_now = flag(&base.active)?.alias("__a1");
     let now = catalog
         .scan(model)
-        .and_then(|s| s.filter(ident(&t.column).eq(lit(end.clone()))))
-        .and_then(|s| s.select(vec![ident(&base.entity).alias("__e1"), active_now]))
-        .and_then(|s| s.aggregate(vec![ident("__e1")], vec![max(ident("__a1")).alias("__a1")]))
+        .and_then(|s| s.filter(ident(&t.column).eq(lit(end.clone())).and(base.active.clone())))
+        .and_then(|s| s.select(vec![ident(&base.entity).alias("__e1")]))
         .map_err(df_err)?;
     let counted = counts(at_start, now, base_index, dims, false)?;
     let mut select = vec![lit(start).alias(PAIR_START), lit(end).alias(PAIR_END)];
@@ -273,11 +335,13 @@ pub(super) async fn from_rollup(
 pub const PAIR_START: &str = "__pair_start";
 pub const PAIR_END: &str = "__pair_end";
 
-/// Entities at the start snapshot (`__e`, `__a0`, dims, and `PERIOD` when `by_period`) left
-/// joined to their activity at the end (`__e1`, `__a1`, `__p1`), counted by (period?, dims).
+/// Entities at the start snapshot (`__e`, `__a0`, dims, and `PERIOD` when `by_period`), each
+/// marked by whether it is active at the end (a row of `active_at_end`: `__e1`, and `__p1` when
+/// `by_period`), counted by (period?, dims). A mark join: an entity with two active rows at the
+/// end is still counted once, without grouping the end's rows by entity first.
 fn counts(
     at_start: DataFrame,
-    now: DataFrame,
+    active_at_end: DataFrame,
     base_index: usize,
     dims: &[String],
     by_period: bool,
@@ -286,23 +350,17 @@ fn counts(
     if by_period {
         on.push(ident(PERIOD).eq(ident("__p1")));
     }
-    let joined = at_start.join_on(now, JoinType::Left, on).map_err(df_err)?;
+    let joined = at_start
+        .join_on(active_at_end.alias("__end").map_err(df_err)?, JoinType::LeftMark, on)
+        .map_err(df_err)?;
 
-    let active_now = datafusion::functions::expr_fn::coalesce(vec![ident("__a1"), lit(0i64)]);
-    let churned = when(
-        ident("__a0")
-            .eq(lit(1i64))
-            .and(active_now.clone().eq(lit(0i64))),
-        lit(1i64),
-    )
-    .otherwise(lit(0i64))
-    .map_err(df_err)?;
-    let returned = when(
-        ident("__a0").eq(lit(0i64)).and(active_now.eq(lit(1i64))),
-        lit(1i64),
-    )
-    .otherwise(lit(0i64))
-    .map_err(df_err)?;
+    let active_now = ident("mark");
+    let churned = when(ident("__a0").eq(lit(1i64)).and(active_now.clone().is_false()), lit(1i64))
+        .otherwise(lit(0i64))
+        .map_err(df_err)?;
+    let returned = when(ident("__a0").eq(lit(0i64)).and(active_now), lit(1i64))
+        .otherwise(lit(0i64))
+        .map_err(df_err)?;
     let mut keys: Vec<Expr> = Vec::new();
     if by_period {
         keys.push(ident(PERIOD));

@@ -18,6 +18,7 @@ mod churn;
 mod cohort;
 mod funnel;
 pub mod rollup;
+pub mod sequential;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -322,13 +323,14 @@ async fn group_frame(
         df = df.filter(range).map_err(df_err)?;
     }
 
-    // Project to exactly what the aggregation needs, under internal names.
+    // Project to exactly what the aggregation needs, under internal names. A semi-additive
+    // model's period comes from its snapshot dates (below), computed once per date.
     let mut select: Vec<Expr> = Vec::new();
     let time = model.time.as_ref();
     if let Some(t) = time {
         select.push(ident(&t.column).alias(TIME));
     }
-    if let (Some(g), Some(t)) = (grain, time) {
+    if let (Some(g), Some(t), None) = (grain, time, snapshot) {
         select.push(period_expr(g, ident(&t.column), &t.data_type, &q.calendar).alias(PERIOD));
     }
     select.extend(dimension_columns(catalog, dims, &dim_exprs));
@@ -339,11 +341,14 @@ async fn group_frame(
         }
     }
     df = df.select(select).map_err(df_err)?;
-
-    match snapshot {
-        Some(SnapshotPick::Average) | None => {}
-        Some(pick) => df = keep_snapshot_rows(catalog, q, model, pick, grain, df).await?,
-    }
+    let dates = match snapshot {
+        Some(pick) => {
+            let dates = snapshot_dates(catalog, q, model, grain)?;
+            df = on_snapshot_dates(pick, grain, &dates, df)?;
+            Some(dates)
+        }
+        None => None,
+    };
 
     let mut keys: Vec<Expr> = Vec::new();
     if grain.is_some() {
@@ -372,69 +377,113 @@ async fn group_frame(
         })
         .collect();
     let df = df.aggregate(keys, aggs).map_err(df_err)?;
-    match snapshot {
-        Some(SnapshotPick::Average) => {
-            averaged_over_dates(catalog, q, model, measures, dims, grain, df).await
+    match (snapshot, dates) {
+        (Some(SnapshotPick::Average), Some(dates)) => {
+            averaged_over_dates(measures, dims, grain, dates, df)
         }
         _ => Ok(df),
     }
 }
 
-/// A semi-additive model's time column and its rows within the query's range, unfiltered: the
-/// snapshot dates come from the whole model, not from a group's rows.
-fn snapshot_scan<'m>(
+/// A semi-additive model's distinct snapshot dates within the query's range (`__snap_t`), each
+/// with its period (`__snap_period`; a constant without a grain). The dates come from the whole
+/// model, unfiltered, not from a group's rows. One row per date: periods are computed once per
+/// date instead of once per row, and the joins to it are built on this side.
+fn snapshot_dates(
     catalog: &Catalog,
     q: &ValidatedQuery,
-    model: &'m Model,
-) -> Result<(&'m crate::catalog::TimeColumn, DataFrame), QueryError> {
+    model: &Model,
+    grain: Option<Grain>,
+) -> Result<DataFrame, QueryError> {
     let t = model
         .time
         .as_ref()
         .expect("validated: semi-additive models have a time column");
-    let mut snaps = catalog.scan(model).map_err(df_err)?;
+    let mut scan = catalog.scan(model).map_err(df_err)?;
     if let Some(range) = time_range(model, q)? {
-        snaps = snaps.filter(range).map_err(df_err)?;
+        scan = scan.filter(range).map_err(df_err)?;
     }
-    Ok((t, snaps))
+    let period = match grain {
+        Some(g) => period_expr(g, ident(SNAP_TIME), &t.data_type, &q.calendar),
+        None => lit(1i64),
+    };
+    scan.aggregate(vec![ident(&t.column).alias(SNAP_TIME)], vec![])
+        .and_then(|d| d.filter(ident(SNAP_TIME).is_not_null()))
+        .and_then(|d| d.select(vec![ident(SNAP_TIME), period.alias(SNAP_PERIOD)]))
+        .map_err(df_err)
+}
+
+/// The rows a semi-additive pick reads, with their period: for `last` / `first` only the rows
+/// at the period's last (first) snapshot date — so a branch whose loans all ended in February
+/// does not report February balances as March's — and for `average` the rows of every date.
+/// The dates side is on the left, where DataFusion builds a hash join: a handful of rows, not
+/// the model's millions.
+fn on_snapshot_dates(
+    pick: SnapshotPick,
+    grain: Option<Grain>,
+    dates: &DataFrame,
+    rows: DataFrame,
+) -> Result<DataFrame, QueryError> {
+    let snaps = match pick {
+        SnapshotPick::Average => dates.clone(),
+        SnapshotPick::Last | SnapshotPick::First => {
+            let edge = if pick == SnapshotPick::Last {
+                max(ident(SNAP_TIME))
+            } else {
+                min(ident(SNAP_TIME))
+            };
+            dates
+                .clone()
+                .aggregate(vec![ident(SNAP_PERIOD)], vec![edge.alias(SNAP_TIME)])
+                .map_err(df_err)?
+        }
+    };
+    let mut keep: Vec<Expr> = Vec::new();
+    if grain.is_some() {
+        keep.push(ident(SNAP_PERIOD).alias(PERIOD));
+    }
+    keep.extend(rows.schema().columns().into_iter().map(Expr::Column));
+    // An inner join: the dates side has each date once, so rows cannot multiply.
+    snaps
+        .alias("snapshots")
+        .and_then(|s| {
+            s.join_on(
+                rows,
+                JoinType::Inner,
+                vec![ident(SNAP_TIME).eq(ident(TIME))],
+            )
+        })
+        .and_then(|j| j.select(keep))
+        .map_err(df_err)
 }
 
 /// Average balances: each measure's sum over the period's rows (the sum of its per-date totals)
 /// over the number of snapshot dates the period has. The dates come from the whole model within
 /// the time range, not from the group's rows, so a branch with no rows on a date has 0 for it.
-async fn averaged_over_dates(
-    catalog: &Catalog,
-    q: &ValidatedQuery,
-    model: &Model,
+fn averaged_over_dates(
     measures: &[&Measure],
     dims: &[String],
     grain: Option<Grain>,
+    dates: DataFrame,
     df: DataFrame,
 ) -> Result<DataFrame, QueryError> {
     const DATES: &str = "__snapshot_dates";
     const ONE: &str = "__one";
-    let (t, snaps) = snapshot_scan(catalog, q, model)?;
-    // Joined on the period, or on a constant without one (the range is one period).
-    let (group, on) = match grain {
-        Some(g) => (
-            period_expr(g, ident(&t.column), &t.data_type, &q.calendar).alias(SNAP_PERIOD),
-            ident(PERIOD).eq(ident(SNAP_PERIOD)),
-        ),
+    // Joined on the period, or on the constant period without a grain (the range is one).
+    let (df, on) = match grain {
+        Some(_) => (df, ident(PERIOD).eq(ident(SNAP_PERIOD))),
         None => (
-            lit(1i64).alias(SNAP_PERIOD),
+            df.with_column(ONE, lit(1i64)).map_err(df_err)?,
             ident(ONE).eq(ident(SNAP_PERIOD)),
         ),
     };
-    let dates = snaps
+    let counts = dates
         .aggregate(
-            vec![group],
-            vec![count_distinct(ident(&t.column)).alias(DATES)],
+            vec![ident(SNAP_PERIOD)],
+            vec![count(ident(SNAP_TIME)).alias(DATES)],
         )
         .and_then(|s| s.alias("snapshot_dates"))
         .map_err(df_err)?;
-    let df = match grain {
-        Some(_) => df,
-        None => df.with_column(ONE, lit(1i64)).map_err(df_err)?,
-    };
     let mut out: Vec<Expr> = Vec::new();
     if grain.is_some() {
         out.push(ident(PERIOD));
@@ -447,7 +496,7 @@ async fn averaged_over_dates(
                 .alias(column),
         );
     }
-    df.join_on(dates, JoinType::Inner, vec![on])
+    df.join_on(counts, JoinType::Inner, vec![on])
         .and_then(|d| d.select(out))
         .map_err(df_err)
 }
@@ -478,47 +527,6 @@ fn aggregate(agg: Aggregation, input: Expr) -> Expr {
         Aggregation::Min => min(input),
         Aggregation::Max => max(input),
     }
-}
-
-/// Semi-additive measures: keep only rows at the period's last (or first) snapshot date. The
-/// snapshot date comes from the whole model within the time range, not from the filtered rows, so
-/// a branch whose loans all ended in February does not report February balances as March's.
-async fn keep_snapshot_rows(
-    catalog: &Catalog,
-    q: &ValidatedQuery,
-    model: &Model,
-    pick: SnapshotPick,
-    grain: Option<Grain>,
-    df: DataFrame,
-) -> Result<DataFrame, QueryError> {
-    let (t, snaps) = snapshot_scan(catalog, q, model)?;
-    let edge = match pick {
-        SnapshotPick::Last => max(ident(&t.column)),
-        SnapshotPick::First => min(ident(&t.column)),
-        SnapshotPick::Average => unreachable!("averages keep every snapshot's rows"),
-    };
-    let mut group = Vec::new();
-    let mut on = vec![ident(TIME).eq(ident(SNAP_TIME))];
-    if let Some(g) = grain {
-        group.push(period_expr(g, ident(&t.column), &t.data_type, &q.calendar).alias(SNAP_PERIOD));
-        on.push(ident(PERIOD).eq(ident(SNAP_PERIOD)));
-    }
-    let snaps = snaps
-        .aggregate(group, vec![edge.alias(SNAP_TIME)])
-        .and_then(|s| s.alias("snapshots"))
-        .map_err(df_err)?;
-    // An inner join rather than a semi join: the snapshot side has one row per period, so rows
-    // cannot multiply, and DataFusion's unparser renders it faithfully for `explain`.
-    let keep: Vec<Expr> = df
-        .schema()
-        .columns()
-        .into_iter()
-        .map(Expr::Column)
-        .collect();
-    df.join_on(snaps, JoinType::Inner, on)
-        .map_err(df_err)?
-        .select(keep)
-        .map_err(df_err)
 }
 
 /// The model's rows with `dims` reachable (joined as needed) and `filters` applied, and the
