@@ -409,3 +409,85 @@ async fn unread_lookups_are_dropped_only_where_their_key_is_unique() {
         "unique {u}, customer 1 {c}, with customer 1 twice {r}"
     );
 }
+
+/// Churn from the models (not the rollup) gives the hand-checked numbers of
+/// `metrics/bank_tests.yaml` — a customer who churns and returns, one who churns for good — and
+/// with a grain runs one plan per period, one after another (memory for one pair of snapshots).
+#[tokio::test]
+async fn churn_from_the_models_runs_a_period_at_a_time_with_the_same_numbers() {
+    let (_data, service) = bank(|s| s).await;
+    let metrics = json!([
+        "customer_churn_rate",
+        "customers_active_at_start",
+        "customers_churned",
+        "customers_returned"
+    ]);
+    let by_month = json!({"metrics": metrics, "rollups": false, "fill_gaps": false,
+        "time": {"grain": "month", "from": "2024-01-01", "to": "2024-04-30"}});
+    let r = run(&service, by_month.clone()).await;
+    assert!(r.meta.notes.rollups.is_empty(), "read the models");
+    let got: Vec<_> = records(&r)
+        .iter()
+        .map(|row| {
+            (
+                row["period"].clone(),
+                row["customers_active_at_start"].clone(),
+                row["customers_churned"].clone(),
+                row["customers_returned"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (json!("2024-02-01"), json!(5), json!(1), json!(0)),
+            (json!("2024-03-01"), json!(4), json!(2), json!(1)),
+            (json!("2024-04-01"), json!(4), json!(0), json!(1)),
+        ]
+    );
+    let local = kpilens::security::Principal::local();
+    let plan = service
+        .explain(&local, &request(by_month.clone()))
+        .await
+        .unwrap();
+    assert!(
+        plan.optimized_plan.contains("Sequential: 4 inputs"),
+        "{}",
+        plan.optimized_plan
+    );
+    let profile = service.analyze(&local, &request(by_month)).await.unwrap();
+    assert!(profile.contains("SequentialExec: 4 inputs"), "{profile}");
+
+    // A quarter: Q1's end to Q2's (April 30th, the last snapshot); a range without a grain is one
+    // pair, January's end to April's, planned whole.
+    let quarter = run(
+        &service,
+        json!({"metrics": metrics, "rollups": false, "fill_gaps": false,
+            "time": {"grain": "quarter", "from": "2024-01-01", "to": "2024-06-30"}}),
+    )
+    .await;
+    let q2 = &records(&quarter)[0];
+    assert_eq!(
+        (
+            &q2["period"],
+            &q2["customers_active_at_start"],
+            &q2["customers_churned"],
+            &q2["customers_returned"]
+        ),
+        (&json!("2024-04-01"), &json!(4), &json!(0), &json!(1))
+    );
+    let range = run(
+        &service,
+        json!({"metrics": metrics, "rollups": false,
+            "time": {"from": "2024-02-01", "to": "2024-04-30"}}),
+    )
+    .await;
+    let whole = &records(&range)[0];
+    assert_eq!(
+        (
+            &whole["customers_active_at_start"],
+            &whole["customers_churned"]
+        ),
+        (&json!(5), &json!(1))
+    );
+}

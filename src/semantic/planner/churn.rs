@@ -114,37 +114,48 @@ async fn pairs_frame(
 ) -> Result<DataFrame, QueryError> {
     let (base, model, t) = churn_model(catalog, base_index);
     let until = q.to.and_then(|d| d.succ_opt());
-    let within = |from: Option<NaiveDate>, column: &str| {
+    let within = |column: &str, from: Option<NaiveDate>, until: Option<NaiveDate>| {
         range_expr(ident(column), &t.data_type, from, until, &q.calendar)
     };
-    // A pair starts at most one period before `from` (without a grain, at any earlier snapshot)
-    // and ends within the range: bounds the scans prune files by.
-    let start_from = match (grain, q.from) {
-        (Some(g), Some(f)) => Some(shift(period_start(f, g, q.calendar.week_start), g, -1)),
-        _ => None,
+    // Bounds the scans prune files by. A pair starts in the period before its end's (without a
+    // grain: at the last snapshot before `from`), so before the last period begins, and at most
+    // one period before the first; it ends within the range.
+    let week_start = q.calendar.week_start;
+    let (start_from, start_until, end_from) = match grain {
+        Some(g) => (
+            q.from.map(|f| shift(period_start(f, g, week_start), g, -1)),
+            q.to.map(|d| period_start(d, g, week_start)),
+            q.from.map(|f| period_start(f, g, week_start)),
+        ),
+        None => (None, q.from.or(until), q.from),
     };
     // The rows at the previous period end: entity, activity, dimensions, after filters.
     let mut rows = start_rows(catalog, base, dims, &q.filters).await?;
-    if let Some(r) = within(start_from, "__t")? {
+    if let Some(r) = within("__t", start_from, start_until)? {
         rows = rows.filter(r).map_err(df_err)?;
     }
     let at_start = period_ends(catalog, q, model, grain, "cur")
         .await?
-        .join_on(rows, JoinType::Inner, vec![ident(PREV_END).eq(ident("__t"))])
+        .join_on(
+            rows,
+            JoinType::Inner,
+            vec![ident(PREV_END).eq(ident("__t"))],
+        )
         .map_err(df_err)?;
 
     // Who is active at this period's end, unfiltered: leaving the filtered slice is not churn.
     let mut now = catalog.scan(model).map_err(df_err)?;
-    let end_from = match grain {
-        Some(_) => q.from.map(|f| period_start(f, grain.expect("a grain"), q.calendar.week_start)),
-        None => q.from,
-    };
-    if let Some(r) = within(end_from, &t.column)? {
+    if let Some(r) = within(&t.column, end_from, until)? {
         now = now.filter(r).map_err(df_err)?;
     }
     let now = now
         .filter(base.active.clone())
-        .and_then(|n| n.select(vec![ident(&base.entity).alias("__e1"), ident(&t.column).alias("__t1")]))
+        .and_then(|n| {
+            n.select(vec![
+                ident(&base.entity).alias("__e1"),
+                ident(&t.column).alias("__t1"),
+            ])
+        })
         .map_err(df_err)?;
     let ends = period_ends(catalog, q, model, grain, "now")
         .await?
@@ -157,7 +168,11 @@ async fn pairs_frame(
         )
         .map_err(df_err)?;
     let active_at_end = ends
-        .join_on(now, JoinType::Inner, vec![ident("__end1").eq(ident("__t1"))])
+        .join_on(
+            now,
+            JoinType::Inner,
+            vec![ident("__end1").eq(ident("__t1"))],
+        )
         .map_err(df_err)?;
 
     counts(at_start, active_at_end, base_index, dims, grain.is_some())
@@ -225,7 +240,13 @@ pub(super) async fn pair_frame(
         .map_err(df_err)?;
     let now = catalog
         .scan(model)
-        .and_then(|s| s.filter(ident(&t.column).eq(lit(end.clone())).and(base.active.clone())))
+        .and_then(|s| {
+            s.filter(
+                ident(&t.column)
+                    .eq(lit(end.clone()))
+                    .and(base.active.clone()),
+            )
+        })
         .and_then(|s| s.select(vec![ident(&base.entity).alias("__e1")]))
         .map_err(df_err)?;
     let counted = counts(at_start, now, base_index, dims, false)?;
@@ -351,13 +372,22 @@ fn counts(
         on.push(ident(PERIOD).eq(ident("__p1")));
     }
     let joined = at_start
-        .join_on(active_at_end.alias("__end").map_err(df_err)?, JoinType::LeftMark, on)
+        .join_on(
+            active_at_end.alias("__end").map_err(df_err)?,
+            JoinType::LeftMark,
+            on,
+        )
         .map_err(df_err)?;
 
     let active_now = ident("mark");
-    let churned = when(ident("__a0").eq(lit(1i64)).and(active_now.clone().is_false()), lit(1i64))
-        .otherwise(lit(0i64))
-        .map_err(df_err)?;
+    let churned = when(
+        ident("__a0")
+            .eq(lit(1i64))
+            .and(active_now.clone().is_false()),
+        lit(1i64),
+    )
+    .otherwise(lit(0i64))
+    .map_err(df_err)?;
     let returned = when(ident("__a0").eq(lit(0i64)).and(active_now), lit(1i64))
         .otherwise(lit(0i64))
         .map_err(df_err)?;
@@ -404,11 +434,15 @@ async fn period_ends(
             if let Some(r) = range_expr(ident("__s"), &t.data_type, from, until, &q.calendar)? {
                 s = s.filter(r).map_err(df_err)?;
             }
+            // The distinct dates first: periods computed once per date, not once per row.
             let ends = s
-                .aggregate(
-                    vec![period_expr(g, ident("__s"), &t.data_type, &q.calendar).alias(PERIOD)],
-                    vec![max(ident("__s")).alias(END)],
-                )
+                .aggregate(vec![ident("__s")], vec![])
+                .and_then(|d| {
+                    d.aggregate(
+                        vec![period_expr(g, ident("__s"), &t.data_type, &q.calendar).alias(PERIOD)],
+                        vec![max(ident("__s")).alias(END)],
+                    )
+                })
                 .map_err(df_err)?;
             let prev = ends
                 .clone()
@@ -428,12 +462,14 @@ async fn period_ends(
                 .join_on(prev, JoinType::Inner, vec![ident("__pp").eq(prev_period)])
                 .map_err(df_err)?;
             if let Some(f) = q.from {
+                // On the period's end date, not its period: a filter on the period would be
+                // pushed below the grouping as a per-row date_trunc.
                 let first = period_start(f, g, q.calendar.week_start);
-                cur = cur
-                    .filter(ident(PERIOD).gt_eq(lit(ScalarValue::Date32(Some(
-                        crate::semantic::validate::days_since_epoch(first),
-                    )))))
-                    .map_err(df_err)?;
+                if let Some(r) =
+                    range_expr(ident(END), &t.data_type, Some(first), None, &q.calendar)?
+                {
+                    cur = cur.filter(r).map_err(df_err)?;
+                }
             }
             cur.select(vec![ident(PERIOD), ident(END), ident(PREV_END)])
                 .map_err(df_err)?

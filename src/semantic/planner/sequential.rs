@@ -77,7 +77,11 @@ impl UserDefinedLogicalNodeCore for Sequential {
     }
 
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "Sequential: {} inputs, one after another", self.inputs.len())
+        write!(
+            f,
+            "Sequential: {} inputs, one after another",
+            self.inputs.len()
+        )
     }
 
     fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, inputs: Vec<LogicalPlan>) -> Result<Self> {
