@@ -200,6 +200,25 @@ pub enum MetricDefinition {
     },
     Funnel(FunnelDefinition),
     Cohort(CohortDefinition),
+    Cumulative(CumulativeDefinition),
+}
+
+/// A running total of a flow measure (`type: cumulative`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CumulativeDefinition {
+    pub measure: String,
+    pub span: CumulativeSpan,
+    /// With `LastPeriods`: the mean of the window's periods rather than their sum.
+    pub average: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CumulativeSpan {
+    /// From the start of the reset period holding the period's last day (YTD, QTD, MTD), or from
+    /// the first row (`Reset::Never`), through the period's last day.
+    SinceReset(crate::spec::Reset),
+    /// The period and the ones before it, this many in all (a rolling 12 months).
+    LastPeriods(u32),
 }
 
 impl MetricDefinition {
@@ -211,6 +230,7 @@ impl MetricDefinition {
             MetricDefinition::Churn { .. } => MetricKind::Churn,
             MetricDefinition::Funnel(_) => MetricKind::Funnel,
             MetricDefinition::Cohort(_) => MetricKind::Cohort,
+            MetricDefinition::Cumulative(_) => MetricKind::Cumulative,
         }
     }
 
@@ -275,6 +295,7 @@ impl Catalog {
                     self.collect_measures(dep, out);
                 }
             }
+            MetricDefinition::Cumulative(c) => push(&c.measure),
             MetricDefinition::Churn { .. }
             | MetricDefinition::Funnel(_)
             | MetricDefinition::Cohort(_) => {}
@@ -397,5 +418,6 @@ pub fn kind_name(k: MetricKind) -> &'static str {
         MetricKind::Churn => "churn",
         MetricKind::Funnel => "funnel",
         MetricKind::Cohort => "cohort",
+        MetricKind::Cumulative => "cumulative",
     }
 }

@@ -56,6 +56,8 @@ fn is_additive(catalog: &Catalog, metric: &str) -> bool {
             Aggregation::Sum | Aggregation::Count | Aggregation::CountDistinct
         ),
         MetricDefinition::Churn { value, .. } => *value != ChurnValue::Rate,
+        // Running totals of sums and counts (validated), and their means over a fixed window.
+        MetricDefinition::Cumulative(_) => true,
         _ => false,
     }
 }

@@ -308,8 +308,14 @@ pub struct MetricSpec {
     pub step: Option<String>,
     #[serde(default)]
     pub steps: Vec<String>,
-    /// `funnel`: how long after its first step an entity may take to reach the others, e.g. `90d`.
-    pub window: Option<String>,
+    /// `funnel`: how long after its first step an entity may take to reach the others, e.g.
+    /// `90d`; `cumulative`: how many periods a rolling total spans, e.g. `12`.
+    pub window: Option<Window>,
+    /// `cumulative`: where the running total starts again (`year` for YTD, `quarter`, `month`,
+    /// `never` for a running total).
+    pub reset: Option<Reset>,
+    /// `cumulative` with a `window`: the mean of the window's periods instead of their sum.
+    pub average: Option<bool>,
     /// `cohort`: the grain of cohorts and of the periods after them.
     pub period: Option<Grain>,
     /// `cohort`: a date dimension defining the cohort (e.g. the opening date); by default the
@@ -333,6 +339,34 @@ pub enum MetricKind {
     Churn,
     Funnel,
     Cohort,
+    Cumulative,
+}
+
+/// A metric's `window`: a span of time (funnels) or a number of periods (rolling totals).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Window {
+    Periods(u32),
+    Span(String),
+}
+
+impl std::fmt::Display for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Window::Periods(n) => write!(f, "{n}"),
+            Window::Span(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Where a cumulative total starts again.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Reset {
+    Year,
+    Quarter,
+    Month,
+    Never,
 }
 
 /// The numbers a churn metric can show. They come from one computation.

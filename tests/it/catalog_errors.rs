@@ -282,6 +282,14 @@ metrics:
   cohort_by_text: { type: cohort, model: customer_month, entity: customer_id, active_when: "status = 'active'", cohort_by: region }
   ratio_zero: { type: ratio, numerator: loan_balance, denominator: loan_balance, empty: zero }
   misplaced: { type: simple, measure: loan_balance, steps: [a, b] }
+  funnel_in_periods: { type: funnel, model: customer_month, entity: customer_id, step: status, steps: [active, dormant], window: 3 }
+  running_balance: { type: cumulative, measure: loan_balance, reset: year }
+  running_distinct: { type: cumulative, measure: loans_seen, reset: year }
+  running_both: { type: cumulative, measure: balance_flow, reset: year, window: 3 }
+  running_span: { type: cumulative, measure: balance_flow, window: 90d }
+  running_mean_since_reset: { type: cumulative, measure: balance_flow, reset: year, average: true }
+  running_nothing: { type: cumulative, measure: balance_flow }
+  simple_reset: { type: simple, measure: balance_flow, reset: year }
 "#,
     )])
     .await;
@@ -324,6 +332,24 @@ metrics:
         "metrics.misplaced.steps",
         "not a field of type 'simple'",
     );
+    for (key, reason) in [
+        ("metrics.funnel_in_periods.window", "not a duration"),
+        ("metrics.running_balance.measure", "is a balance"),
+        ("metrics.running_distinct.measure", "not a sum or a count"),
+        ("metrics.running_both.window", "not both"),
+        ("metrics.running_span.window", "not a number of periods"),
+        (
+            "metrics.running_mean_since_reset.average",
+            "over a `window`",
+        ),
+        (
+            "metrics.running_nothing.reset",
+            "required for type 'cumulative'",
+        ),
+        ("metrics.simple_reset.reset", "not a field of type 'simple'"),
+    ] {
+        assert_has(&errors, f, key, reason);
+    }
 
     // Each phase reports all its errors; a later phase runs once the earlier ones pass.
     let errors = load_errors(&[(

@@ -491,3 +491,135 @@ async fn churn_from_the_models_runs_a_period_at_a_time_with_the_same_numbers() {
         (&json!(5), &json!(1))
     );
 }
+
+/// Running totals read from the models give what the rollups give, at every grain (weeks read
+/// days, a year reads its months), and the hand-checked values of `tests/fixtures/bank`: loans
+/// of 120 (2023-07-01), 300 (2024-01-15), 600 (2024-02-01), 100 (2024-03-10).
+#[tokio::test]
+async fn running_totals_from_the_models_equal_the_rollups_at_every_grain() {
+    let (_data, service) = bank(|s| s).await;
+    let ask = |grain: Option<&str>, from: &str, to: &str, extra: Value| {
+        let mut q = json!({"metrics": ["disbursed_ytd", "new_customers_3p", "new_customers_3p_avg"],
+            "time": {"from": from, "to": to}});
+        if let Some(g) = grain {
+            q["time"]["grain"] = json!(g);
+        }
+        for (k, v) in extra.as_object().unwrap() {
+            q[k] = v.clone();
+        }
+        q
+    };
+    let shapes = [
+        ask(Some("month"), "2023-11-01", "2024-04-30", json!({})),
+        ask(Some("quarter"), "2023-01-01", "2024-06-30", json!({})),
+        ask(Some("year"), "2023-01-01", "2024-12-31", json!({})),
+        ask(Some("week"), "2023-12-18", "2024-02-11", json!({})),
+        ask(Some("day"), "2024-01-10", "2024-02-05", json!({})),
+        ask(
+            Some("month"),
+            "2024-01-01",
+            "2024-03-31",
+            json!({"dimensions": ["branch"]}),
+        ),
+        ask(
+            Some("month"),
+            "2024-01-01",
+            "2024-03-20",
+            json!({"compare": ["previous_period", "same_period_last_year"]}),
+        ),
+    ];
+    for q in shapes {
+        let mut models = q.clone();
+        models["rollups"] = json!(false);
+        let (a, b) = (run(&service, q.clone()).await, run(&service, models).await);
+        assert!(b.meta.notes.rollups.is_empty());
+        assert_eq!(a.result.rows, b.result.rows, "{q}");
+    }
+    let models = |q: Value| {
+        let mut q = q;
+        q["rollups"] = json!(false);
+        q
+    };
+    let by_quarter = run(
+        &service,
+        models(ask(Some("quarter"), "2023-01-01", "2024-06-30", json!({}))),
+    )
+    .await;
+    let ytd: Vec<_> = records(&by_quarter)
+        .iter()
+        .map(|r| r["disbursed_ytd"].clone())
+        .collect();
+    assert_eq!(
+        ytd,
+        [
+            json!(0),
+            json!(0),
+            json!(120),
+            json!(120),
+            json!(1000),
+            json!(1000)
+        ]
+    );
+    let by_year = run(
+        &service,
+        models(ask(Some("year"), "2023-01-01", "2024-12-31", json!({}))),
+    )
+    .await;
+    let ytd: Vec<_> = records(&by_year)
+        .iter()
+        .map(|r| r["disbursed_ytd"].clone())
+        .collect();
+    assert_eq!(ytd, [json!(120), json!(1000)]);
+    // Weeks start on Monday: the week of Jan 15th holds the 300; 2023's last week carries 120.
+    let by_week = run(
+        &service,
+        models(ask(Some("week"), "2023-12-18", "2024-01-21", json!({}))),
+    )
+    .await;
+    let ytd: Vec<_> = records(&by_week)
+        .iter()
+        .map(|r| r["disbursed_ytd"].clone())
+        .collect();
+    assert_eq!(
+        ytd,
+        [json!(120), json!(120), json!(0), json!(0), json!(300)]
+    );
+    // Without a grain: the year to date on `to`; the totals of a query by month are the same.
+    let range = run(
+        &service,
+        models(json!({"metrics": ["disbursed_ytd"], "time": {"from": "2024-02-01", "to": "2024-03-31"}})),
+    )
+    .await;
+    assert_eq!(records(&range)[0]["disbursed_ytd"], json!(1000));
+    let monthly = run(
+        &service,
+        models(ask(
+            Some("month"),
+            "2024-01-01",
+            "2024-04-30",
+            json!({"totals": true}),
+        )),
+    )
+    .await;
+    let totals = monthly.result.totals.as_ref().expect("totals");
+    // A row in the schema's order (period, then the metrics): the year to date on April 30th,
+    // and the rolling window of the last three months, February to April (2 customers).
+    assert_eq!(
+        serde_json::to_value(totals).unwrap(),
+        json!([null, 1000, 2, 2.0 / 3.0])
+    );
+
+    // A rolling window needs periods; a running total needs the day it runs through.
+    let refused = service
+        .query(
+            &kpilens::security::Principal::local(),
+            &request(json!({"metrics": ["new_customers_3p"], "time": {"from": "2024-01-01", "to": "2024-03-31"}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        refused.message.contains("time.grain"),
+        "{}",
+        refused.message
+    );
+}

@@ -11,8 +11,8 @@ use datafusion::logical_expr::{Expr, ExprSchemable};
 use super::{Builder, Declared};
 use crate::catalog::{CatalogErrors, PlanContext};
 use crate::catalog::{
-    ChurnBase, CohortDefinition, Dimension, FunnelDefinition, Measure, Metric, MetricDefinition,
-    Model, is_temporal, kind_name,
+    ChurnBase, CohortDefinition, CumulativeDefinition, CumulativeSpan, Dimension, FunnelDefinition,
+    Measure, Metric, MetricDefinition, Model, is_temporal, kind_name,
 };
 use crate::spec::{
     Aggregation, ChurnValue, EmptyPeriod, FormatSpec, FormatStyle, Grain, Label, MetricKind,
@@ -63,6 +63,7 @@ impl Builder<'_> {
                 MetricKind::Churn => check.churn(models, &mut churn_bases),
                 MetricKind::Funnel => check.funnel(models),
                 MetricKind::Cohort => check.cohort(models, dimensions),
+                MetricKind::Cumulative => check.cumulative(measures),
             };
             let Some(definition) = definition else {
                 continue;
@@ -124,6 +125,7 @@ impl MetricCheck<'_, '_> {
             MetricKind::Churn => &["model", "entity", "active_when", "value"],
             MetricKind::Funnel => &["model", "entity", "step", "steps", "window"],
             MetricKind::Cohort => &["model", "entity", "active_when", "period", "cohort_by"],
+            MetricKind::Cumulative => &["measure", "reset", "window", "average"],
         };
         let present = [
             ("measure", spec.measure.is_some()),
@@ -139,6 +141,8 @@ impl MetricCheck<'_, '_> {
             ("window", spec.window.is_some()),
             ("period", spec.period.is_some()),
             ("cohort_by", spec.cohort_by.is_some()),
+            ("reset", spec.reset.is_some()),
+            ("average", spec.average.is_some()),
         ];
         let kind = kind_name(spec.kind);
         for (field, present) in present {
@@ -146,6 +150,68 @@ impl MetricCheck<'_, '_> {
                 self.push(field, format!("not a field of type '{kind}'"));
             }
         }
+    }
+
+    /// A running total of a flow measure: since the last reset (YTD, QTD, MTD, since ever) or
+    /// over the last `window` periods, summed or averaged.
+    fn cumulative(&mut self, measures: &BTreeMap<String, Measure>) -> Option<MetricDefinition> {
+        let measure = self.measure_ref("measure", &self.spec().measure.clone(), measures)?;
+        let m = measures.get(&measure)?;
+        if m.snapshot.is_some() {
+            self.push(
+                "measure",
+                format!("'{measure}' is a balance (semi-additive over time): a running total adds periods, so its measure must be a flow"),
+            );
+            return None;
+        }
+        if !matches!(m.agg, Aggregation::Sum | Aggregation::Count) {
+            self.push(
+                "measure",
+                format!("'{measure}' is not a sum or a count: a running total adds the periods' values, which only sums and counts allow"),
+            );
+            return None;
+        }
+        let spec = self.spec();
+        let span = match (spec.reset, &spec.window) {
+            (Some(reset), None) => CumulativeSpan::SinceReset(reset),
+            (None, Some(crate::spec::Window::Periods(n))) if (1..=366).contains(n) => {
+                CumulativeSpan::LastPeriods(*n)
+            }
+            (None, Some(w)) => {
+                self.push(
+                    "window",
+                    format!("'{w}' is not a number of periods from 1 to 366"),
+                );
+                return None;
+            }
+            (Some(_), Some(_)) => {
+                self.push(
+                    "window",
+                    "either `reset` (a running total) or `window` (a rolling one), not both",
+                );
+                return None;
+            }
+            (None, None) => {
+                self.push(
+                    "reset",
+                    "required for type 'cumulative' (or `window`: a number of periods)",
+                );
+                return None;
+            }
+        };
+        let average = spec.average.unwrap_or(false);
+        if average && matches!(span, CumulativeSpan::SinceReset(_)) {
+            self.push(
+                "average",
+                "an average is over a `window` of periods; a running total since a reset is a sum",
+            );
+            return None;
+        }
+        Some(MetricDefinition::Cumulative(CumulativeDefinition {
+            measure,
+            span,
+            average,
+        }))
     }
 
     /// A required reference to a measure: present and known.
@@ -331,7 +397,10 @@ impl MetricCheck<'_, '_> {
             self.required("window");
             return None;
         };
-        let Some(window_micros) = parse_duration_micros(window) else {
+        let Some(window_micros) = (match window {
+            crate::spec::Window::Span(w) => parse_duration_micros(w),
+            crate::spec::Window::Periods(_) => None,
+        }) else {
             self.push(
                 "window",
                 format!("'{window}' is not a duration like 90d, 36h or 2w"),
@@ -344,7 +413,7 @@ impl MetricCheck<'_, '_> {
             step,
             steps: spec.steps.clone(),
             window_micros,
-            window: window.clone(),
+            window: window.to_string(),
         }))
     }
 
@@ -400,8 +469,13 @@ impl MetricCheck<'_, '_> {
                 EmptyPeriod::Null
             }
             (_, Some(e)) => e,
+            // A period whose window holds no rows adds nothing: its running total is 0.
+            (MetricDefinition::Cumulative(_), None) => EmptyPeriod::Zero,
             (MetricDefinition::Simple { measure }, None) => {
-                let m = &measures[measure];
+                // An unknown measure is already an error of this metric.
+                let Some(m) = measures.get(measure) else {
+                    return EmptyPeriod::Null;
+                };
                 match (m.snapshot, m.agg) {
                     // A period without snapshot dates has no average to carry.
                     (Some(SnapshotPick::Average), _) => EmptyPeriod::Null,

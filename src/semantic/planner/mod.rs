@@ -16,6 +16,7 @@
 
 mod churn;
 mod cohort;
+mod cumulative;
 mod funnel;
 pub mod rollup;
 pub mod sequential;
@@ -203,13 +204,29 @@ async fn metric_frame(
     grain: Option<Grain>,
     rollups: &mut BTreeSet<String>,
 ) -> Result<DataFrame, QueryError> {
+    // The measures read as they are (a cumulative metric's own measure is read per window,
+    // below), and the cumulative metrics, through derived ones.
+    let under: Vec<String> = q
+        .metrics
+        .iter()
+        .flat_map(|m| catalog.metrics_under(m))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let mut measures: Vec<&Measure> = Vec::new();
-    for metric in &q.metrics {
-        for m in catalog.measures_of(metric) {
-            let m = &catalog.measures[&m];
-            if !measures.iter().any(|x| x.name == m.name) {
-                measures.push(m);
+    let mut cumulative: Vec<(&str, &crate::catalog::CumulativeDefinition)> = Vec::new();
+    for metric in &under {
+        match &catalog.metrics[metric].definition {
+            MetricDefinition::Simple { .. } | MetricDefinition::Ratio { .. } => {
+                for m in catalog.measures_of(metric) {
+                    let m = &catalog.measures[&m];
+                    if !measures.iter().any(|x| x.name == m.name) {
+                        measures.push(m);
+                    }
+                }
             }
+            MetricDefinition::Cumulative(c) => cumulative.push((metric, c)),
+            _ => {}
         }
     }
     let mut groups: BTreeMap<(&str, Option<SnapshotPick>), Vec<&Measure>> = BTreeMap::new();
@@ -259,6 +276,10 @@ async fn metric_frame(
             }
             None => churn::frame(catalog, q, base, dims, grain).await?,
         });
+    }
+
+    for (metric, def) in cumulative {
+        parts.push(cumulative::frame(catalog, q, metric, def, dims, grain, rollups).await?);
     }
 
     let combined = union_by_keys(parts, &keys)?;
@@ -778,6 +799,14 @@ fn metric_expr(catalog: &Catalog, name: &str) -> Result<Expr, QueryError> {
                 v => c(*v),
             }
         }
+        // A row another metric's part holds, with nothing in this one's window: 0, as declared.
+        MetricDefinition::Cumulative(_) if metric.empty == EmptyPeriod::Zero => {
+            datafusion::functions::expr_fn::coalesce(vec![
+                ident(cumulative::column(name)),
+                cast(lit(0i64), DataType::Int64),
+            ])
+        }
+        MetricDefinition::Cumulative(_) => ident(cumulative::column(name)),
         MetricDefinition::Funnel(_) | MetricDefinition::Cohort(_) => {
             return Err(QueryError::invalid(format!(
                 "'{name}' is a {} metric and is queried on its own",
