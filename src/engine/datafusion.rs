@@ -43,22 +43,12 @@ impl DataFusionEngine {
             .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
             .build_arc()?;
         // DataFusion's defaults (one partition per core), tunable by its own environment
-        // variables (`DATAFUSION_EXECUTION_BATCH_SIZE=16384`, ...) without a rebuild, except
-        // where a measured default of ours differs (below) and the variable is not set.
-        let mut config = SessionConfig::from_env()?.with_information_schema(false);
-        let optimizer = &mut config.options_mut().optimizer;
-        // Build a hash join's smaller side whole instead of hash-partitioning both sides: on two
-        // cores, repartitioning 100M probe rows costs more than building an 11M-row customer
-        // table in one piece (the memory is the same). Measured at 101M `loan_month` rows:
-        // 5.8 -> 4.5 s for the overdue ratio by region x month from the models.
-        if std::env::var_os("DATAFUSION_OPTIMIZER_HASH_JOIN_SINGLE_PARTITION_THRESHOLD").is_none() {
-            optimizer.hash_join_single_partition_threshold = 1 << 30;
-        }
-        if std::env::var_os("DATAFUSION_OPTIMIZER_HASH_JOIN_SINGLE_PARTITION_THRESHOLD_ROWS")
-            .is_none()
-        {
-            optimizer.hash_join_single_partition_threshold_rows = 50_000_000;
-        }
+        // variables (`DATAFUSION_EXECUTION_BATCH_SIZE=16384`, ...) without a rebuild. Measured
+        // and not kept: building a hash join's side whole up to 1 GiB (or 128 MiB) instead of
+        // partitioning both sides took the overdue ratio by region x month from the models from
+        // 5.8 to 4.5 s at 101M rows, but let the retention triangle build its 21M-row snapshot
+        // side in one piece and run out of the pool at 10M.
+        let config = SessionConfig::from_env()?.with_information_schema(false);
         Ok(Self { runtime, config })
     }
 }
