@@ -324,15 +324,8 @@ impl KpiService {
         principal: &Principal,
         req: &QueryRequest,
     ) -> Result<Explanation, QueryError> {
-        let (catalog, vq, _) = self
-            .prepare(
-                req,
-                &principal.scope,
-                &RequestContext::for_principal(principal),
-            )
-            .await?;
-        let planned = semantic::plan(&catalog, &vq).await?;
-        catalog.explain(&planned.rows).map_err(QueryError::from)
+        let (catalog, rows) = self.main_plan(principal, req).await?;
+        catalog.explain(&rows).map_err(QueryError::from)
     }
 
     /// Runs the query's main plan and returns the physical plan with each operator's metrics
@@ -343,6 +336,16 @@ impl KpiService {
         principal: &Principal,
         req: &QueryRequest,
     ) -> Result<String, QueryError> {
+        let (catalog, rows) = self.main_plan(principal, req).await?;
+        catalog.analyze(rows).await.map_err(QueryError::from)
+    }
+
+    /// The plan of the query's rows (no comparisons, parent or totals), over the current data.
+    async fn main_plan(
+        &self,
+        principal: &Principal,
+        req: &QueryRequest,
+    ) -> Result<(Arc<DataState>, datafusion::logical_expr::LogicalPlan), QueryError> {
         let (catalog, vq, _) = self
             .prepare(
                 req,
@@ -351,10 +354,7 @@ impl KpiService {
             )
             .await?;
         let planned = semantic::plan(&catalog, &vq).await?;
-        catalog
-            .analyze(planned.rows)
-            .await
-            .map_err(QueryError::from)
+        Ok((catalog, planned.rows))
     }
 
     /// Validates against the current catalog, rebuilding it first if an input table changed.

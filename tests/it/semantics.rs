@@ -540,49 +540,29 @@ async fn running_totals_from_the_models_equal_the_rollups_at_every_grain() {
         q["rollups"] = json!(false);
         q
     };
-    let by_quarter = run(
-        &service,
-        models(ask(Some("quarter"), "2023-01-01", "2024-06-30", json!({}))),
-    )
-    .await;
-    let ytd: Vec<_> = records(&by_quarter)
-        .iter()
-        .map(|r| r["disbursed_ytd"].clone())
-        .collect();
+    let ytd = |grain: &'static str, from: &'static str, to: &'static str| {
+        let q = models(ask(Some(grain), from, to, json!({})));
+        let service = &service;
+        async move {
+            let r = run(service, q).await;
+            records(&r)
+                .iter()
+                .map(|r| r["disbursed_ytd"].clone())
+                .collect::<Vec<_>>()
+        }
+    };
     assert_eq!(
-        ytd,
-        [
-            json!(0),
-            json!(0),
-            json!(120),
-            json!(120),
-            json!(1000),
-            json!(1000)
-        ]
+        ytd("quarter", "2023-01-01", "2024-06-30").await,
+        [0, 0, 120, 120, 1000, 1000].map(|v| json!(v))
     );
-    let by_year = run(
-        &service,
-        models(ask(Some("year"), "2023-01-01", "2024-12-31", json!({}))),
-    )
-    .await;
-    let ytd: Vec<_> = records(&by_year)
-        .iter()
-        .map(|r| r["disbursed_ytd"].clone())
-        .collect();
-    assert_eq!(ytd, [json!(120), json!(1000)]);
-    // Weeks start on Monday: the week of Jan 15th holds the 300; 2023's last week carries 120.
-    let by_week = run(
-        &service,
-        models(ask(Some("week"), "2023-12-18", "2024-01-21", json!({}))),
-    )
-    .await;
-    let ytd: Vec<_> = records(&by_week)
-        .iter()
-        .map(|r| r["disbursed_ytd"].clone())
-        .collect();
     assert_eq!(
-        ytd,
-        [json!(120), json!(120), json!(0), json!(0), json!(300)]
+        ytd("year", "2023-01-01", "2024-12-31").await,
+        [json!(120), json!(1000)]
+    );
+    // Weeks start on Monday: the week of Jan 15th holds the 300; 2023's last week carries 120.
+    assert_eq!(
+        ytd("week", "2023-12-18", "2024-01-21").await,
+        [120, 120, 0, 0, 300].map(|v| json!(v))
     );
     // Without a grain: the year to date on `to`; the totals of a query by month are the same.
     let range = run(
