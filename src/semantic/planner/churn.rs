@@ -20,7 +20,9 @@ use datafusion::functions_aggregate::expr_fn::{max, min, sum};
 use datafusion::logical_expr::{Expr, JoinType, when};
 use datafusion::prelude::{ident, lit};
 
-use super::{PERIOD, df_err, entity_snapshot, filtered_rows, period_expr, range_expr};
+use super::{
+    PERIOD, df_err, distinct_dates, entity_snapshot, filtered_rows, period_expr, range_expr,
+};
 use crate::catalog::{Catalog, ChurnBase};
 use crate::protocol::Grain;
 use crate::semantic::calendar::{period_start, shift};
@@ -430,13 +432,10 @@ async fn period_ends(
             let from = q
                 .from
                 .map(|f| shift(period_start(f, g, q.calendar.week_start), g, -1));
-            let mut s = snaps;
-            if let Some(r) = range_expr(ident("__s"), &t.data_type, from, until, &q.calendar)? {
-                s = s.filter(r).map_err(df_err)?;
-            }
+            let within = range_expr(ident(&t.column), &t.data_type, from, until, &q.calendar)?
+                .unwrap_or(lit(true));
             // The distinct dates first: periods computed once per date, not once per row.
-            let ends = s
-                .aggregate(vec![ident("__s")], vec![])
+            let ends = distinct_dates(catalog, model, within, "__s")
                 .and_then(|d| {
                     d.aggregate(
                         vec![period_expr(g, ident("__s"), &t.data_type, &q.calendar).alias(PERIOD)],

@@ -20,7 +20,7 @@ use datafusion::functions_aggregate::expr_fn::sum;
 use datafusion::logical_expr::{Expr, JoinType, LogicalPlanBuilder, cast};
 use datafusion::prelude::{ident, lit};
 
-use super::{PERIOD, df_err, group_frame, measure_column, period_expr, rollup};
+use super::{PERIOD, df_err, measure_column, measures_frame, period_expr};
 use crate::catalog::{Catalog, CumulativeDefinition, CumulativeSpan};
 use crate::protocol::Grain;
 use crate::semantic::calendar::{period_start, shift};
@@ -111,26 +111,17 @@ pub(super) async fn frame(
     let mut widened = q.clone();
     widened.from = periods.iter().map(|(_, from, _)| *from).min().flatten();
     widened.grain = base_grain;
-    let base = match rollup::pick(catalog, &widened, &measure.model, &[measure], dims) {
-        Some((r, rolled)) => {
-            rollups.insert(r.name.clone());
-            let rolled = &rolled[&measure.name];
-            group_frame(
-                catalog,
-                &widened,
-                &r.model,
-                None,
-                &[rolled],
-                dims,
-                base_grain,
-            )
-            .await?
-        }
-        None => {
-            let model = &catalog.models[&measure.model];
-            group_frame(catalog, &widened, model, None, &[measure], dims, base_grain).await?
-        }
-    };
+    let base = measures_frame(
+        catalog,
+        &widened,
+        &measure.model,
+        None,
+        &[measure],
+        dims,
+        base_grain,
+        rollups,
+    )
+    .await?;
     let value = ident(measure_column(&measure.name));
     let finish = |total: Expr| match def.span {
         CumulativeSpan::LastPeriods(n) if def.average => {

@@ -245,18 +245,8 @@ async fn metric_frame(
 
     let mut parts = Vec::new();
     for ((model, snapshot), group) in &groups {
-        let part = match rollup::pick(catalog, q, model, group, dims) {
-            Some((r, rolled)) => {
-                rollups.insert(r.name.clone());
-                let rolled: Vec<&Measure> = group.iter().map(|m| &rolled[&m.name]).collect();
-                group_frame(catalog, q, &r.model, *snapshot, &rolled, dims, grain).await?
-            }
-            None => {
-                let model = &catalog.models[*model];
-                group_frame(catalog, q, model, *snapshot, group, dims, grain).await?
-            }
-        };
-        parts.push(part);
+        parts
+            .push(measures_frame(catalog, q, model, *snapshot, group, dims, grain, rollups).await?);
     }
     let mut churn_bases: Vec<usize> = Vec::new();
     for metric in &q.metrics {
@@ -329,6 +319,32 @@ fn union_by_keys(mut parts: Vec<DataFrame>, keys: &[String]) -> Result<DataFrame
         .map_err(df_err)
 }
 
+/// One model's measures sharing a snapshot rule, aggregated by (period, dims): from the
+/// smallest rollup holding them (named in `rollups`), else from the model.
+#[allow(clippy::too_many_arguments)]
+async fn measures_frame(
+    catalog: &Catalog,
+    q: &ValidatedQuery,
+    model: &str,
+    snapshot: Option<SnapshotPick>,
+    group: &[&Measure],
+    dims: &[String],
+    grain: Option<Grain>,
+    rollups: &mut BTreeSet<String>,
+) -> Result<DataFrame, QueryError> {
+    match rollup::pick(catalog, q, model, group, dims) {
+        Some((r, rolled)) => {
+            rollups.insert(r.name.clone());
+            let rolled: Vec<&Measure> = group.iter().map(|m| &rolled[&m.name]).collect();
+            group_frame(catalog, q, &r.model, snapshot, &rolled, dims, grain).await
+        }
+        None => {
+            let model = &catalog.models[model];
+            group_frame(catalog, q, model, snapshot, group, dims, grain).await
+        }
+    }
+}
+
 /// One model's measures sharing a snapshot rule, aggregated by (period, dims).
 async fn group_frame(
     catalog: &Catalog,
@@ -388,10 +404,7 @@ async fn group_frame(
                     as_f64(sum(input))
                         / nullif(as_f64(sum(ident(format!("__n_{}", m.name)))), lit(0.0f64))
                 }
-                Some(Combine::CountOfParts) => datafusion::functions::expr_fn::coalesce(vec![
-                    sum(input),
-                    cast(lit(0i64), DataType::Int64),
-                ]),
+                Some(Combine::CountOfParts) => or_zero(sum(input)),
                 None => aggregate(m.agg, input),
             };
             value.alias(measure_column(&m.name))
@@ -420,18 +433,29 @@ fn snapshot_dates(
         .time
         .as_ref()
         .expect("validated: semi-additive models have a time column");
-    let mut scan = catalog.scan(model).map_err(df_err)?;
-    if let Some(range) = time_range(model, q)? {
-        scan = scan.filter(range).map_err(df_err)?;
-    }
+    let within = time_range(model, q)?.unwrap_or(lit(true));
     let period = match grain {
         Some(g) => period_expr(g, ident(SNAP_TIME), &t.data_type, &q.calendar),
         None => lit(1i64),
     };
-    scan.aggregate(vec![ident(&t.column).alias(SNAP_TIME)], vec![])
-        .and_then(|d| d.filter(ident(SNAP_TIME).is_not_null()))
+    distinct_dates(catalog, model, within, SNAP_TIME)
         .and_then(|d| d.select(vec![ident(SNAP_TIME), period.alias(SNAP_PERIOD)]))
         .map_err(df_err)
+}
+
+/// A model's distinct non-null time values where `within` holds, as the column `alias`: what
+/// snapshot dates, period ends and a churn rollup's pairs are computed from, a row per date.
+pub(crate) fn distinct_dates(
+    catalog: &Catalog,
+    model: &Model,
+    within: Expr,
+    alias: &str,
+) -> datafusion::error::Result<DataFrame> {
+    let t = model.time.as_ref().expect("a model with a time column");
+    catalog
+        .scan(model)?
+        .filter(ident(&t.column).is_not_null().and(within))?
+        .aggregate(vec![ident(&t.column).alias(alias)], vec![])
 }
 
 /// The rows a semi-additive pick reads, with their period: for `last` / `first` only the rows
@@ -774,11 +798,7 @@ fn metric_expr(catalog: &Catalog, name: &str) -> Result<Expr, QueryError> {
         // A metric that declares empty as zero shows 0 where its model has no rows for the group
         // (another model's metric in the same query may have some).
         MetricDefinition::Simple { measure } if metric.empty == EmptyPeriod::Zero => {
-            let column = ident(measure_column(measure));
-            datafusion::functions::expr_fn::coalesce(vec![
-                column.clone(),
-                cast(lit(0i64), DataType::Int64),
-            ])
+            or_zero(ident(measure_column(measure)))
         }
         MetricDefinition::Simple { measure } => ident(measure_column(measure)),
         // Ratio of sums; an empty or zero denominator gives null, never an error.
@@ -801,10 +821,7 @@ fn metric_expr(catalog: &Catalog, name: &str) -> Result<Expr, QueryError> {
         }
         // A row another metric's part holds, with nothing in this one's window: 0, as declared.
         MetricDefinition::Cumulative(_) if metric.empty == EmptyPeriod::Zero => {
-            datafusion::functions::expr_fn::coalesce(vec![
-                ident(cumulative::column(name)),
-                cast(lit(0i64), DataType::Int64),
-            ])
+            or_zero(ident(cumulative::column(name)))
         }
         MetricDefinition::Cumulative(_) => ident(cumulative::column(name)),
         MetricDefinition::Funnel(_) | MetricDefinition::Cohort(_) => {
@@ -826,6 +843,11 @@ fn metric_expr(catalog: &Catalog, name: &str) -> Result<Expr, QueryError> {
                 .data
         }
     })
+}
+
+/// `value`, or 0 where it is null.
+fn or_zero(value: Expr) -> Expr {
+    datafusion::functions::expr_fn::coalesce(vec![value, cast(lit(0i64), DataType::Int64)])
 }
 
 /// A plan that cannot be built over validated definitions is a bug, not the client's fault.

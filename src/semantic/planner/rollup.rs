@@ -461,13 +461,7 @@ pub fn snapshot_dates(
         Some(w) => w.filter(ident(&t.column), &t.data_type, calendar),
         None => lit(true),
     };
-    let df = catalog
-        .scan(base)
-        .and_then(|s| {
-            s.filter(ident(&t.column).is_not_null().and(within))?
-                .aggregate(vec![ident(&t.column).alias("__snapshot")], vec![])
-        })
-        .map_err(df_error)?;
+    let df = super::distinct_dates(catalog, base, within, "__snapshot").map_err(df_error)?;
     Ok(df.into_unoptimized_plan())
 }
 
