@@ -226,6 +226,7 @@ async fn catalog_status(State(service): State<Arc<KpiService>>) -> Json<serde_js
         "data_refresh_error": service.failed_refresh().await,
         "rollups": rollups,
         "rollups_not_built": catalog.rollups_not_built,
+        "materialized": catalog.materialized,
     }))
 }
 

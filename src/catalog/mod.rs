@@ -71,6 +71,24 @@ pub struct Catalog {
     pub rollups_not_built: Vec<CatalogError>,
     /// Alert rules, by name.
     pub alerts: BTreeMap<String, AlertRule>,
+    /// How each materialized SQL model came to be read over this data (filled with the rollups).
+    pub materialized: Vec<MaterializedModel>,
+}
+
+/// A materialized SQL model over one data state (`GET /api/v1/catalog/status`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MaterializedModel {
+    /// The SQL model (`sql/<view>.sql`).
+    pub view: String,
+    /// `loaded` (stored over these files before), `built`, or `inline` (computed in every
+    /// query, as if not declared: `reason` says why).
+    pub how: &'static str,
+    pub rows: usize,
+    pub ms: f64,
+    pub reason: Option<String>,
+    /// The file its rows are read from (none: inline).
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 pub struct Model {
@@ -89,6 +107,9 @@ pub struct Model {
     pub drill_through: Vec<DrillColumnSpec>,
     /// Its personal columns (declared on its file, or inherited through its SQL model).
     pub personal: PersonalColumns,
+    /// A SQL model stored once per data version, sorted by these columns (see
+    /// `state::materialize`); none: computed in every query that reads it.
+    pub materialize: Option<Vec<String>>,
 }
 
 #[derive(Clone)]

@@ -3,9 +3,11 @@
 //! resolved to this session's tables before DataFusion optimises and runs them.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, UInt64Type};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{MemTable, TableProvider};
 use datafusion::common::tree_node::Transformed;
@@ -73,6 +75,7 @@ impl QueryEngine for DataFusionEngine {
         Arc::new(DataFusionTables {
             ctx,
             providers: RwLock::new(HashMap::new()),
+            stored_views: RwLock::new(HashMap::new()),
             unique,
         })
     }
@@ -87,11 +90,22 @@ impl MemoryHold for PoolHold {
     }
 }
 
+/// How a scan of a SQL model that is also stored resolves.
+#[derive(Clone, Copy)]
+enum Views {
+    /// To its stored rows: what runs.
+    Stored,
+    /// To its view: what fingerprints and lineage read.
+    Inline,
+}
+
 /// One data state's session and its tables by name.
 struct DataFusionTables {
     ctx: SessionContext,
     /// What a scan by reference resolves to (the session holds the same providers).
     providers: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
+    /// SQL models read from their stored rows when a plan runs.
+    stored_views: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
     /// Columns checked to hold no value twice (lookups the optimiser may drop when unread).
     unique: UniqueKeys,
 }
@@ -108,13 +122,19 @@ impl DataFusionTables {
         Ok(())
     }
 
-    /// The plan with each scan by reference replaced by this session's table of that name.
-    fn resolve(&self, plan: LogicalPlan) -> Result<LogicalPlan> {
+    /// The plan with each scan by reference replaced by this session's table of that name: to
+    /// run, a stored SQL model's file; else (`Inline`) every SQL model as its view.
+    fn resolve(&self, plan: LogicalPlan, views: Views) -> Result<LogicalPlan> {
         let providers = self.providers.read().expect("providers");
+        let stored = self.stored_views.read().expect("stored views");
         plan.transform_up_with_subqueries(|node| match node {
             LogicalPlan::TableScan(scan) => {
                 let name = scan.table_name.table();
-                let provider = providers.get(name).ok_or_else(|| {
+                let provider = match views {
+                    Views::Stored => stored.get(name).or_else(|| providers.get(name)),
+                    Views::Inline => providers.get(name),
+                }
+                .ok_or_else(|| {
                     DataFusionError::Plan(format!("no table '{name}' in this data state"))
                 })?;
                 // Built as DataFusion builds a scan, so a view (a SQL model) is inlined as its
@@ -252,11 +272,70 @@ impl EngineTables for DataFusionTables {
         Ok(())
     }
 
+    fn store_view<'a>(
+        &'a self,
+        view: &'a str,
+        order_by: &'a [String],
+        path: &'a Path,
+    ) -> BoxFuture<'a, Result<usize, EngineError>> {
+        use datafusion::common::config::TableParquetOptions;
+        use datafusion::dataframe::DataFrameWriteOptions;
+        use datafusion::prelude::ident;
+        Box::pin(async move {
+            let mut rows = self.ctx.table(view).await?;
+            if !order_by.is_empty() {
+                rows = rows.sort(
+                    order_by
+                        .iter()
+                        .map(|c| ident(c).sort(true, false))
+                        .collect(),
+                )?;
+            }
+            // Small row groups: a filter on the sort columns skips all but a few of them.
+            let mut parquet = TableParquetOptions::default();
+            parquet.global.max_row_group_size = 128 * 1024;
+            let written = rows
+                .write_parquet(
+                    &path.to_string_lossy(),
+                    DataFrameWriteOptions::new().with_single_file_output(true),
+                    Some(parquet),
+                )
+                .await?;
+            Ok(written
+                .first()
+                .and_then(|b| b.column(0).as_primitive_opt::<UInt64Type>())
+                .map(|counts| counts.value(0) as usize)
+                .unwrap_or(0))
+        })
+    }
+
+    fn read_view_from(&self, view: &str, path: &Path) -> Result<(), EngineError> {
+        let schema = self
+            .providers
+            .read()
+            .expect("providers")
+            .get(view)
+            .ok_or_else(|| DataFusionError::Plan(format!("no SQL model '{view}'")))?
+            .schema();
+        // The view's own schema: the file's columns are read as the plans above expect them.
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(String::new());
+        let config = ListingTableConfig::new(ListingTableUrl::parse(path.to_string_lossy())?)
+            .with_listing_options(options)
+            .with_schema(schema);
+        let table: Arc<dyn TableProvider> = Arc::new(ListingTable::try_new(config)?);
+        self.stored_views
+            .write()
+            .expect("stored views")
+            .insert(view.to_string(), table);
+        Ok(())
+    }
+
     fn execute(
         &self,
         plan: LogicalPlan,
     ) -> BoxFuture<'static, Result<Vec<RecordBatch>, EngineError>> {
-        let resolved = self.resolve(plan);
+        let resolved = self.resolve(plan, Views::Stored);
         let state = self.ctx.state();
         Box::pin(async move {
             let df = datafusion::dataframe::DataFrame::new(state, resolved?);
@@ -280,7 +359,7 @@ impl EngineTables for DataFusionTables {
     }
 
     fn resolved(&self, plan: LogicalPlan) -> Result<LogicalPlan, EngineError> {
-        Ok(self.resolve(plan)?)
+        Ok(self.resolve(plan, Views::Inline)?)
     }
 
     fn reserve(&self, what: &str) -> Box<dyn MemoryHold> {
@@ -292,7 +371,7 @@ impl EngineTables for DataFusionTables {
 
     fn analyze(&self, plan: LogicalPlan) -> BoxFuture<'static, Result<String, EngineError>> {
         use datafusion::physical_plan::{collect, display::DisplayableExecutionPlan};
-        let resolved = self.resolve(plan);
+        let resolved = self.resolve(plan, Views::Stored);
         let state = self.ctx.state();
         Box::pin(async move {
             let physical = state.create_physical_plan(&resolved?).await?;
@@ -304,7 +383,7 @@ impl EngineTables for DataFusionTables {
     }
 
     fn explain(&self, plan: &LogicalPlan) -> Result<Explanation, EngineError> {
-        let resolved = self.resolve(plan.clone())?;
+        let resolved = self.resolve(plan.clone(), Views::Stored)?;
         let optimized = self.ctx.state().optimize(&resolved)?;
         let sql = match datafusion::sql::unparser::plan_to_sql(plan) {
             Ok(statement) => statement.to_string(),

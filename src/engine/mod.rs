@@ -14,6 +14,7 @@ use ::datafusion::arrow::datatypes::SchemaRef;
 use ::datafusion::arrow::record_batch::RecordBatch;
 use ::datafusion::logical_expr::LogicalPlan;
 use futures::future::BoxFuture;
+use std::path::Path;
 use std::sync::Arc;
 
 pub use self::datafusion::DataFusionEngine;
@@ -40,6 +41,21 @@ pub trait EngineTables: TableRegistry {
         schema: SchemaRef,
         batches: Vec<RecordBatch>,
     ) -> Result<(), EngineError>;
+
+    /// Runs the SQL model `view` and writes its rows, sorted by `order_by`, as one new Parquet
+    /// file at `path`; the number of rows written.
+    fn store_view<'a>(
+        &'a self,
+        view: &'a str,
+        order_by: &'a [String],
+        path: &'a Path,
+    ) -> BoxFuture<'a, Result<usize, EngineError>>;
+
+    /// From now on, plans run here read the SQL model `view` from `path` (its rows, as
+    /// [`store_view`](Self::store_view) wrote them over this same data) instead of computing
+    /// it. [`resolved`](Self::resolved) still inlines the view, so fingerprints and lineage see
+    /// what its rows come from.
+    fn read_view_from(&self, view: &str, path: &Path) -> Result<(), EngineError>;
 
     /// Runs a plan whose scans name tables registered here.
     fn execute(

@@ -120,6 +120,29 @@ pub struct ModelSpec {
     /// inherits them (see `catalog::personal`).
     #[serde(default)]
     pub personal_data: BTreeMap<String, Mask>,
+    /// A SQL model computed once per data version and stored beside the rollups, then read from
+    /// there by every query instead of being recomputed in each (a view joining silos):
+    /// `materialize: true`, or `{ order_by: [region, branch] }` to store the rows sorted so a
+    /// filter on those columns reads only the row groups that hold its values.
+    pub materialize: Option<MaterializeSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum MaterializeSpec {
+    On(bool),
+    Sorted { order_by: Vec<String> },
+}
+
+impl MaterializeSpec {
+    /// The columns to sort by when on (empty: stored in the order computed), none when off.
+    pub fn order_by(&self) -> Option<&[String]> {
+        match self {
+            MaterializeSpec::On(true) => Some(&[]),
+            MaterializeSpec::On(false) => None,
+            MaterializeSpec::Sorted { order_by } => Some(order_by),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 //! request in flight keeps reading the state it started on.
 
 mod lineage;
+mod materialize;
 mod refresh;
 mod store;
 mod versions;
@@ -39,16 +40,26 @@ impl Deref for DataState {
     }
 }
 
-/// Checks each primary key declared on a file-backed model over the files this state reads (no
-/// value twice; the check is stored with the files' signatures) and tells the engine which hold,
-/// so that it may drop joins to them that nothing reads. A key that does not hold is logged.
+/// Checks each primary key declared on a file-backed or stored model over the files this state
+/// reads (no value twice; the check is stored with the files' signatures) and tells the engine
+/// which hold, so that it may drop joins to them that nothing reads. A key that does not hold
+/// is logged.
 async fn declare_unique_keys(catalog: &Catalog, tables: &dyn EngineTables, store: &RollupStore) {
+    use crate::catalog::{FileFormat, TableSource};
     use datafusion::functions_aggregate::expr_fn::count;
     use datafusion::prelude::{ident, lit};
+    let stored: Vec<TableSource> = catalog
+        .materialized
+        .iter()
+        .filter_map(|m| TableSource::new(&m.view, FileFormat::Parquet, m.file.clone()?).ok())
+        .collect();
     let mut checked = BTreeSet::new();
     for model in catalog.models.values() {
-        let (Some(pk), Some(source)) = (&model.primary_key, catalog.tables.get(&model.table))
-        else {
+        let source = catalog
+            .tables
+            .get(&model.table)
+            .or_else(|| stored.iter().find(|s| s.name == model.table));
+        let (Some(pk), Some(source)) = (&model.primary_key, source) else {
             continue;
         };
         if !checked.insert((model.table.clone(), pk.clone())) {
@@ -98,6 +109,8 @@ impl DataState {
     ) -> Result<Self, CatalogErrors> {
         let tables = engine.new_tables();
         let mut catalog = Catalog::build(sources, data_dir, tables.as_ref()).await?;
+        catalog.materialized =
+            materialize::materialize_models(&catalog, tables.as_ref(), store).await;
         declare_unique_keys(&catalog, tables.as_ref(), store).await;
         let definitions = std::mem::take(&mut catalog.rollup_definitions);
         store.prune(

@@ -27,6 +27,9 @@ use crate::catalog::{FileFormat, FileSignature, TableSource};
 /// Bumped whenever what a manifest or its rows mean changes: older copies are rebuilt.
 const FORMAT: u32 = 1;
 
+/// Beside the rollups' folders: the stored rows of materialized SQL models.
+const MODELS: &str = "_models";
+
 /// Beside the rollups' folders: which declared primary keys hold over which files.
 const UNIQUE_KEYS: &str = "unique_keys.json";
 
@@ -157,6 +160,11 @@ impl RollupStore {
 
     pub fn is_on(&self) -> bool {
         self.dir.is_some()
+    }
+
+    /// Where materialized SQL models are stored (see `state::materialize`), if anywhere.
+    pub fn models_folder(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join(MODELS))
     }
 
     fn folder(&self, rollup: &str) -> Option<PathBuf> {
@@ -295,7 +303,8 @@ impl RollupStore {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
-            if entry.path().is_dir() && !keep.contains(&name) {
+            // `_models` (stored SQL models) is no rollup: rollup names start with a letter.
+            if entry.path().is_dir() && !keep.contains(&name) && name != MODELS {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }

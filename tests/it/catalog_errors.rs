@@ -375,3 +375,38 @@ metrics:
         "unknown field",
     );
 }
+
+#[tokio::test]
+async fn materialize_only_sql_models_by_their_columns_one_way() {
+    let errors = load_errors(&[(
+        "metrics/stored.yaml",
+        r#"
+models:
+  org_stored: { source: { csv: org.csv }, materialize: true }
+  customer_sorted:
+    source: { sql: customer_view }
+    primary_key: customer_id
+    materialize: { order_by: [region, regoin] }
+"#,
+    )])
+    .await;
+    let file = "metrics/stored.yaml";
+    assert_has(
+        &errors,
+        file,
+        "models.org_stored.materialize",
+        "only a SQL model",
+    );
+    assert_has(
+        &errors,
+        file,
+        "models.customer_sorted.materialize.order_by[1]",
+        "unknown column 'regoin'",
+    );
+    assert_has(
+        &errors,
+        file,
+        "models.customer_sorted.materialize",
+        "model 'customer' reads sql/customer_view.sql too",
+    );
+}

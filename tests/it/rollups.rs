@@ -547,33 +547,36 @@ async fn answers_agree(service: &KpiService, (from, to): (&str, &str), mid: (&st
     }
 }
 
-/// Rewrites a Parquet file, with `column` (Float64) multiplied by `factor` if given: a corrected
-/// month, or the same rows written again.
-fn rewrite_parquet(path: &std::path::Path, scale: Option<(&str, f64)>) {
-    use datafusion::arrow::array::{ArrayRef, AsArray, Float64Array};
-    use datafusion::arrow::datatypes::Float64Type;
-    use datafusion::arrow::record_batch::RecordBatch;
+/// Rewrites a Parquet file with some columns replaced by SQL expressions over its rows (`[]`:
+/// the same rows written again): a corrected month, a customer moved to another RM.
+async fn rewrite_parquet(path: &std::path::Path, replace: &[(&str, &str)]) {
     use datafusion::parquet::arrow::ArrowWriter;
-    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
-        .unwrap()
-        .build()
+    use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+    // Strings as the file has them (Utf8), not as views: every file of a table has one schema.
+    let ctx = SessionContext::new_with_config(SessionConfig::new().set_bool(
+        "datafusion.execution.parquet.schema_force_view_types",
+        false,
+    ));
+    ctx.register_parquet("t", path.to_string_lossy(), ParquetReadOptions::default())
+        .await
         .unwrap();
-    let batches: Vec<RecordBatch> = reader
-        .map(|b| {
-            let b = b.unwrap();
-            let Some((column, factor)) = scale else {
-                return b;
-            };
-            let i = b.schema().index_of(column).unwrap();
-            let mut columns = b.columns().to_vec();
-            let scaled: Float64Array = columns[i]
-                .as_primitive::<Float64Type>()
-                .unary(|v| v * factor);
-            columns[i] = std::sync::Arc::new(scaled) as ArrayRef;
-            RecordBatch::try_new(b.schema(), columns).unwrap()
+    let df = ctx.table("t").await.unwrap();
+    let columns: Vec<String> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| match replace.iter().find(|(c, _)| c == f.name()) {
+            Some((c, e)) => format!("{e} AS \"{c}\""),
+            None => format!("\"{}\"", f.name()),
         })
         .collect();
+    let batches = ctx
+        .sql(&format!("SELECT {} FROM t", columns.join(", ")))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
     let mut writer = ArrowWriter::try_new(
         std::fs::File::create(path).unwrap(),
         batches[0].schema(),
@@ -645,8 +648,9 @@ async fn stored_rollups_load_update_and_rebuild_as_their_inputs_change() {
 
     rewrite_parquet(
         &data.path().join("loan_month/2024-06-00000.parquet"),
-        Some(("balance", 1.5)),
-    );
+        &[("balance", "balance * 1.5")],
+    )
+    .await;
     let june: &[&str] = &["2024-06-30..2024-06-30"];
     let corrected = KpiService::open(&settings).await.unwrap();
     assert_refreshed(
@@ -668,7 +672,7 @@ async fn stored_rollups_load_update_and_rebuild_as_their_inputs_change() {
     // may change, so what reads it is built again; new customers are counted by the master's
     // own opening dates, so that rollup is updated over them.
     let customers = data.path().join("customers/part-00000.parquet");
-    rewrite_parquet(&customers, None);
+    rewrite_parquet(&customers, &[]).await;
     let master = KpiService::open(&settings).await.unwrap();
     for (name, (how, dates)) in refreshes(&master) {
         let rollup = &master.catalog().rollups[&name];
@@ -811,4 +815,141 @@ async fn a_rollup_refused_for_memory_in_an_earlier_run_is_retried_once_the_serve
         &[],
         "other limits",
     );
+}
+
+/// Every question of `questions`, with and without rollups, answered alike by both services.
+async fn same_answers(a: &KpiService, b: &KpiService) {
+    let local = Principal::local();
+    let regions = ask(
+        a,
+        &local,
+        &json!({"metrics": ["loan_balance"], "dimensions": ["region"], "time": {"from": "2024-01-01", "to": "2025-12-31"}}),
+    )
+    .await;
+    let region = first_region(&regions);
+    let asked = questions(
+        ("2024-01-01", "2025-12-31"),
+        ("2025-03-15", "2025-06-10"),
+        ("2025-03-15", "2025-03-15"),
+        &region,
+    );
+    for (q, _) in asked {
+        for rollups in [true, false] {
+            let mut q = q.clone();
+            q["rollups"] = json!(rollups);
+            let (x, y) = (ask(a, &local, &q).await, ask(b, &local, &q).await);
+            for (part, x, y) in [
+                ("rows", json!(x.result.rows), json!(y.result.rows)),
+                ("totals", json!(x.result.totals), json!(y.result.totals)),
+                ("drill", json!(x.result.drill), json!(y.result.drill)),
+            ] {
+                assert!(close(&x, &y, 1e-9), "{q} {part}\nstored {x}\ninline {y}");
+            }
+        }
+    }
+}
+
+/// The RM customer 1 is counted at in December 2025.
+async fn rm_of_customer_1(service: &KpiService) -> Value {
+    let r = ask(
+        service,
+        &Principal::local(),
+        &json!({"metrics": ["customer_count"], "dimensions": ["rm"],
+                "filters": [{"dimension": "customer", "op": "eq", "value": 1}],
+                "time": {"from": "2025-12-01", "to": "2025-12-31"}, "rollups": false}),
+    )
+    .await;
+    assert_eq!(r.result.rows.len(), 1, "{:?}", r.result.rows);
+    r.result.rows[0][r.result.column("rm").unwrap()].clone()
+}
+
+/// The customer view is materialized (`materialize` in metrics/models.yaml): stored once per
+/// data version, sorted by the org. A service reading it from its stored rows answers every
+/// question as one computing the view in each query (no store), with and without rollups; the
+/// next start loads the stored rows; a customer moved to another RM in the master is counted at
+/// the new RM after the change, with the view stored again and the copy before kept.
+#[tokio::test]
+async fn a_materialized_model_answers_as_its_view_and_follows_the_data() {
+    let (data, mut settings) = demo_settings();
+    let store = tempfile::tempdir().unwrap();
+    settings.rollup_store = Some(store.path().to_path_buf());
+    settings.no_rollup_store = false;
+    let inline_settings = kpilens::config::Settings {
+        no_rollup_store: true,
+        ..settings.clone()
+    };
+    let status = |service: &KpiService| -> Vec<(String, &'static str, usize)> {
+        service
+            .catalog()
+            .materialized
+            .iter()
+            .map(|m| (m.view.clone(), m.how, m.rows))
+            .collect()
+    };
+    let stored_files = || -> usize {
+        std::fs::read_dir(store.path().join("_models/customer_view"))
+            .unwrap()
+            .count()
+    };
+    let stored = KpiService::open(&settings).await.unwrap();
+    let customers = stored.catalog().materialized[0].rows;
+    assert_eq!(
+        status(&stored),
+        [("customer_view".to_string(), "built", customers)]
+    );
+    assert!(customers > 1000, "{customers} customers");
+    let inline = KpiService::open(&inline_settings).await.unwrap();
+    let why = &inline.catalog().materialized[0];
+    assert_eq!((why.how, why.rows), ("inline", 0));
+    assert!(
+        why.reason.as_ref().unwrap().contains("no rollup store"),
+        "{why:?}"
+    );
+
+    same_answers(&stored, &inline).await;
+
+    let again = KpiService::open(&settings).await.unwrap();
+    assert_eq!(
+        status(&again),
+        [("customer_view".to_string(), "loaded", customers)]
+    );
+    assert_eq!(stored_files(), 1);
+
+    // Customer 1 moves to another RM.
+    let before = rm_of_customer_1(&again).await;
+    let books = ask(
+        &again,
+        &Principal::local(),
+        &json!({"metrics": ["customer_count"], "dimensions": ["rm"], "time": {"from": "2025-12-01", "to": "2025-12-31"}}),
+    )
+    .await;
+    let target = books
+        .result
+        .rows
+        .iter()
+        .map(|r| r[books.result.column("rm").unwrap()].clone())
+        .find(|rm| *rm != before)
+        .unwrap();
+    let target_rm = target.as_str().unwrap();
+    rewrite_parquet(
+        &data.path().join("customers/part-00000.parquet"),
+        &[(
+            "rm_id",
+            &format!("CASE WHEN customer_id = 1 THEN '{target_rm}' ELSE rm_id END"),
+        )],
+    )
+    .await;
+    let moved = KpiService::open(&settings).await.unwrap();
+    assert_eq!(
+        status(&moved),
+        [("customer_view".to_string(), "built", customers)]
+    );
+    assert_eq!(
+        stored_files(),
+        2,
+        "the copy before is kept for requests still reading it"
+    );
+    assert_eq!(rm_of_customer_1(&moved).await, target);
+    let inline = KpiService::open(&inline_settings).await.unwrap();
+    same_answers(&moved, &inline).await;
 }

@@ -178,6 +178,7 @@ impl<'a> Builder<'a> {
             rollup_definitions: Vec::new(),
             rollups: BTreeMap::new(),
             rollups_not_built: Vec::new(),
+            materialized: Vec::new(),
             alerts: BTreeMap::new(),
         };
         catalog.dashboards = dashboards::validate_dashboards(&catalog, &sources.dashboards)?;

@@ -123,6 +123,22 @@ impl Builder<'_> {
                     );
                 }
             }
+            let materialize = spec.materialize.as_ref().and_then(|m| m.order_by());
+            if let Some(order_by) = materialize {
+                let key = format!("models.{name}.materialize");
+                if !matches!(spec.source.source(), Ok(Source::Sql(_))) {
+                    errors.push(
+                        d.file,
+                        &key,
+                        "only a SQL model is materialized (a file source is read as it is)",
+                    );
+                }
+                for (i, col) in order_by.iter().enumerate() {
+                    if column_type(col).is_none() {
+                        errors.push(d.file, format!("{key}.order_by[{i}]"), unknown(col));
+                    }
+                }
+            }
             let mut joins = BTreeMap::new();
             for (jname, j) in &spec.joins {
                 let key = format!("models.{name}.joins.{jname}");
@@ -213,8 +229,32 @@ impl Builder<'_> {
                     reads,
                     drill_through: spec.drill_through.clone(),
                     personal,
+                    materialize: materialize.map(<[String]>::to_vec),
                 },
             );
+        }
+        // A SQL model is stored once, however many models read it: one way.
+        let mut stored: BTreeMap<&str, (&str, &Option<Vec<String>>)> = BTreeMap::new();
+        for (name, model) in &models {
+            if !matches!(
+                self.models[name.as_str()].spec.source.source(),
+                Ok(Source::Sql(_))
+            ) {
+                continue;
+            }
+            match stored.get(model.table.as_str()) {
+                Some((other, how)) if **how != model.materialize => errors.push(
+                    &model.file,
+                    format!("models.{name}.materialize"),
+                    format!(
+                        "model '{other}' reads sql/{}.sql too, materialized otherwise: give both the same materialize",
+                        model.table
+                    ),
+                ),
+                _ => {
+                    stored.insert(&model.table, (name, &model.materialize));
+                }
+            }
         }
         errors.check()?;
         // Joins bring the target's data dependencies along.

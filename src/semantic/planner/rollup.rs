@@ -431,6 +431,7 @@ fn rollup_of(
         drill_through: Vec::new(),
         // Its columns are dimensions and aggregates, which the catalog keeps free of it.
         personal: Default::default(),
+        materialize: None,
     };
     Rollup {
         name: def.name.clone(),

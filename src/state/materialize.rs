@@ -1,0 +1,185 @@
+//! SQL models declared `materialize`: computed once per data version and stored as one Parquet
+//! file under the store's `_models/<view>/`, named by a fingerprint of the view's plan (nested
+//! SQL models inlined), its sort and every file of every table it reads; every plan of the data
+//! state then reads that file instead of computing the view again (a customer view joining the
+//! master to the org chart is otherwise joined in every query, over the whole master).
+//!
+//! A state over the same files loads the stored file; one over changed files computes a new one.
+//! The file of the state before is kept (a request still running on it reads it), older ones are
+//! deleted. Without a store, or when the build fails (memory), the view is computed in every
+//! query, as if not declared, and `GET /api/v1/catalog/status` says why.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::logical_expr::LogicalPlan;
+use sha2::{Digest, Sha256};
+
+use super::RollupStore;
+use crate::catalog::{Catalog, MaterializedModel};
+use crate::engine::EngineTables;
+use crate::text::hex_prefix;
+
+/// Makes every materialized SQL model of `catalog` read from its stored rows, building those
+/// not stored over these files. Returns how each came to be read.
+pub(super) async fn materialize_models(
+    catalog: &Catalog,
+    tables: &dyn EngineTables,
+    store: &RollupStore,
+) -> Vec<MaterializedModel> {
+    let mut views: Vec<(&str, &[String], &crate::catalog::Model)> = catalog
+        .models
+        .values()
+        .filter_map(|m| m.materialize.as_deref().map(|o| (m.table.as_str(), o, m)))
+        .collect();
+    views.sort_by_key(|(view, _, _)| *view);
+    views.dedup_by_key(|(view, _, _)| *view);
+    let mut done = Vec::new();
+    for (view, order_by, model) in views {
+        let started = Instant::now();
+        let outcome = materialize(catalog, tables, store, view, order_by, model).await;
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        let status = match outcome {
+            Ok((how, rows, file)) => {
+                tracing::info!(view, how, rows, ms, "materialized SQL model");
+                MaterializedModel {
+                    view: view.to_string(),
+                    how,
+                    rows,
+                    ms,
+                    reason: None,
+                    file: Some(file),
+                }
+            }
+            Err(reason) => {
+                tracing::warn!(view, %reason, "SQL model not materialized; every query computes it");
+                MaterializedModel {
+                    view: view.to_string(),
+                    how: "inline",
+                    rows: 0,
+                    ms,
+                    reason: Some(reason),
+                    file: None,
+                }
+            }
+        };
+        done.push(status);
+    }
+    done
+}
+
+/// Loads or builds one view's stored rows: (`loaded` | `built`, rows, file).
+async fn materialize(
+    catalog: &Catalog,
+    tables: &dyn EngineTables,
+    store: &RollupStore,
+    view: &str,
+    order_by: &[String],
+    model: &crate::catalog::Model,
+) -> Result<(&'static str, usize, PathBuf), String> {
+    let folder = store
+        .models_folder()
+        .ok_or("no rollup store (--no-rollup-store): nowhere to keep its rows")?
+        .join(view);
+    let fingerprint = fingerprint(catalog, tables, view, order_by, model)?;
+    let file = folder.join(format!("{fingerprint}.parquet"));
+    if let Some(rows) = stored_rows(&file) {
+        tables
+            .read_view_from(view, &file)
+            .map_err(|e| e.to_string())?;
+        keep_only(&folder, &file);
+        return Ok(("loaded", rows, file));
+    }
+    std::fs::create_dir_all(&folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+    // Written beside, then renamed: a file under the final name is always whole.
+    let partial = folder.join(format!(".{fingerprint}.{}.partial", std::process::id()));
+    let written = tables.store_view(view, order_by, &partial).await;
+    let rows = match written {
+        Ok(rows) => rows,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(format!(
+                "computing it failed: {}",
+                crate::text::one_line(&e, 600)
+            ));
+        }
+    };
+    std::fs::rename(&partial, &file).map_err(|e| format!("{}: {e}", file.display()))?;
+    tables
+        .read_view_from(view, &file)
+        .map_err(|e| e.to_string())?;
+    keep_only(&folder, &file);
+    Ok(("built", rows, file))
+}
+
+/// What the view's rows depend on: its plan with nested SQL models inlined, the sort, and each
+/// file of each table the plan reads (path, size, modification time).
+fn fingerprint(
+    catalog: &Catalog,
+    tables: &dyn EngineTables,
+    view: &str,
+    order_by: &[String],
+    model: &crate::catalog::Model,
+) -> Result<String, String> {
+    let scan = catalog
+        .plans
+        .scan(view, model.schema.clone())
+        .map_err(|e| e.to_string())?
+        .into_unoptimized_plan();
+    let resolved = tables.resolved(scan).map_err(|e| e.to_string())?;
+    let mut hasher = Sha256::new();
+    hasher.update(resolved.display_indent_schema().to_string());
+    hasher.update(format!("{order_by:?}"));
+    let mut reads = BTreeSet::new();
+    let _ = resolved.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            reads.insert(scan.table_name.table().to_string());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    for table in reads {
+        let source = catalog
+            .tables
+            .get(&table)
+            .ok_or_else(|| format!("it reads '{table}', which is no file-sourced table"))?;
+        hasher.update(format!("{table}|{:?}", source.signatures));
+    }
+    Ok(hex_prefix(&hasher.finalize(), 16))
+}
+
+/// The row count of a whole stored file (its footer reads), or none.
+fn stored_rows(file: &Path) -> Option<usize> {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(std::fs::File::open(file).ok()?).ok()?;
+    Some(reader.metadata().file_metadata().num_rows() as usize)
+}
+
+/// Deletes the folder's other files but the newest of them (the state before may still read
+/// it), and what a process that stopped mid-write left.
+fn keep_only(folder: &Path, current: &Path) {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return;
+    };
+    let ours = format!(".{}.partial", std::process::id());
+    let paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    for partial in paths
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "partial"))
+    {
+        if !partial.to_string_lossy().ends_with(&ours) {
+            let _ = std::fs::remove_file(partial);
+        }
+    }
+    let mut others: Vec<(std::time::SystemTime, PathBuf)> = paths
+        .into_iter()
+        .filter(|p| p != current && p.extension().is_some_and(|x| x == "parquet"))
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .collect();
+    others.sort();
+    others.pop();
+    for (_, old) in others {
+        let _ = std::fs::remove_file(old);
+    }
+}
