@@ -864,7 +864,7 @@ async fn rm_of_customer_1(service: &KpiService) -> Value {
 }
 
 /// The customer view is materialized (`materialize` in metrics/models.yaml): stored once per
-/// data version, sorted by the org. A service reading it from its stored rows answers every
+/// data version. A service reading it from its stored rows answers every
 /// question as one computing the view in each query (no store), with and without rollups; the
 /// next start loads the stored rows; a customer moved to another RM in the master is counted at
 /// the new RM after the change, with the view stored again and the copy before kept.
