@@ -222,6 +222,35 @@ pub enum MetricDefinition {
     Funnel(FunnelDefinition),
     Cohort(CohortDefinition),
     Cumulative(CumulativeDefinition),
+    /// Targets set per member of an org level and period (a measure over a targets model),
+    /// read over whole periods; null where none is set or the query's grouping cannot be
+    /// answered from them (below `level`, above it unless `additive`, by another dimension).
+    Target {
+        measure: String,
+        level: String,
+        additive: bool,
+    },
+    /// `actual / target` (任务完成率), or `target / actual` when lower is better.
+    Attainment {
+        actual: String,
+        target: String,
+        lower_is_better: bool,
+    },
+    /// The share of each period gone by the query's end (时间进度).
+    TimeProgress,
+}
+
+impl MetricDefinition {
+    /// The other metrics this one is computed from (a derived metric's, an attainment's).
+    pub fn metrics_read(&self) -> Vec<String> {
+        match self {
+            MetricDefinition::Derived { depends_on, .. } => depends_on.clone(),
+            MetricDefinition::Attainment { actual, target, .. } => {
+                vec![actual.clone(), target.clone()]
+            }
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// A running total of a flow measure (`type: cumulative`).
@@ -252,6 +281,9 @@ impl MetricDefinition {
             MetricDefinition::Funnel(_) => MetricKind::Funnel,
             MetricDefinition::Cohort(_) => MetricKind::Cohort,
             MetricDefinition::Cumulative(_) => MetricKind::Cumulative,
+            MetricDefinition::Target { .. } => MetricKind::Target,
+            MetricDefinition::Attainment { .. } => MetricKind::Attainment,
+            MetricDefinition::TimeProgress => MetricKind::TimeProgress,
         }
     }
 
@@ -311,15 +343,17 @@ impl Catalog {
                 push(numerator);
                 push(denominator);
             }
-            MetricDefinition::Derived { depends_on, .. } => {
-                for dep in depends_on {
-                    self.collect_measures(dep, out);
+            MetricDefinition::Derived { .. } | MetricDefinition::Attainment { .. } => {
+                for dep in m.definition.metrics_read() {
+                    self.collect_measures(&dep, out);
                 }
             }
             MetricDefinition::Cumulative(c) => push(&c.measure),
+            MetricDefinition::Target { measure, .. } => push(measure),
             MetricDefinition::Churn { .. }
             | MetricDefinition::Funnel(_)
-            | MetricDefinition::Cohort(_) => {}
+            | MetricDefinition::Cohort(_)
+            | MetricDefinition::TimeProgress => {}
         }
     }
 
@@ -365,17 +399,32 @@ impl Catalog {
         out
     }
 
+    /// The models every dimension and filter of a query of `metric` must reach: those it reads
+    /// but targets' (a target is null where its model lacks a dimension, never an error).
+    pub fn models_constraining(&self, metric: &str) -> BTreeSet<String> {
+        self.metrics_under(metric)
+            .iter()
+            .filter(|m| {
+                !matches!(
+                    self.metrics[*m].definition,
+                    MetricDefinition::Target { .. }
+                        | MetricDefinition::Derived { .. }
+                        | MetricDefinition::Attainment { .. }
+                )
+            })
+            .flat_map(|m| self.models_of(m))
+            .collect()
+    }
+
     /// The metric and every metric it depends on through derived expressions.
     pub fn metrics_under(&self, metric: &str) -> Vec<String> {
         let mut out = vec![metric.to_string()];
         let mut i = 0;
         while i < out.len() {
-            if let Some(MetricDefinition::Derived { depends_on, .. }) =
-                self.metrics.get(&out[i]).map(|m| &m.definition)
-            {
-                for d in depends_on {
-                    if !out.contains(d) {
-                        out.push(d.clone());
+            if let Some(m) = self.metrics.get(&out[i]) {
+                for d in m.definition.metrics_read() {
+                    if !out.contains(&d) {
+                        out.push(d);
                     }
                 }
             }
@@ -440,5 +489,8 @@ pub fn kind_name(k: MetricKind) -> &'static str {
         MetricKind::Funnel => "funnel",
         MetricKind::Cohort => "cohort",
         MetricKind::Cumulative => "cumulative",
+        MetricKind::Target => "target",
+        MetricKind::Attainment => "attainment",
+        MetricKind::TimeProgress => "time_progress",
     }
 }

@@ -110,6 +110,83 @@ struct Tables {
     opportunity_events: TableWriter,
     tickets: TableWriter,
     contacts: TableWriter,
+    /// Per branch, what its targets are set from.
+    actuals: Vec<BranchActuals>,
+}
+
+/// A branch's month-end loan balance and loans disbursed, per month of the history.
+#[derive(Clone, Default)]
+struct BranchActuals {
+    loan_balance: [f64; MONTHS],
+    disbursed: [f64; MONTHS],
+}
+
+/// The branches' monthly targets (`targets`: region, branch, month_end, metric, target), as a
+/// head office sets them: the month-end loan balance and the loans disbursed, each the branch's
+/// outcome scaled by a factor drawn per branch and year (some branches beat their targets, some
+/// miss them), and an overdue-ratio ceiling per branch. Two branches get no disbursement target
+/// for 2025 (a target not set shows as none, not as 0).
+fn write_targets(
+    out: &std::path::Path,
+    seed: u64,
+    org: &Org,
+    cal: &Calendar,
+    actuals: &[BranchActuals],
+) -> std::io::Result<u64> {
+    use DataType::{Date32, Float64, Utf8};
+    let f = |name: &str, t: DataType| Field::new(name, t, false);
+    let mut w = TableWriter::create(
+        out,
+        "targets",
+        vec![
+            f("region", Utf8),
+            f("branch", Utf8),
+            f("month_end", Date32),
+            f("metric", Utf8),
+            f("target", Float64),
+        ],
+    )?;
+    for (b, branch) in org.branches.iter().enumerate() {
+        let mut rng = Rng::for_entity(seed, 9, b as u64);
+        let ceiling = round4(0.02 + 0.03 * rng.f64());
+        let years: Vec<(f64, f64)> = (0..MONTHS.div_ceil(12))
+            .map(|_| (0.9 + 0.25 * rng.f64(), 0.8 + 0.45 * rng.f64()))
+            .collect();
+        for (i, me) in cal.month_ends.iter().enumerate() {
+            let (balance_factor, disbursed_factor) = years[i / 12];
+            let mut row = |metric: &str, value: f64| {
+                w.row(&[
+                    V::Str(branch.region),
+                    V::Str(branch.name),
+                    V::Date(days(*me)),
+                    V::Str(metric),
+                    V::F64(value),
+                ])
+            };
+            let a = &actuals[b];
+            row(
+                "loan_balance",
+                round_to(a.loan_balance[i] / balance_factor, 10_000.0),
+            )?;
+            if !(i >= 12 && b % 9 == 4) {
+                row(
+                    "disbursed_amount",
+                    round_to(a.disbursed[i] / disbursed_factor, 10_000.0),
+                )?;
+            }
+            row("overdue_ratio", ceiling)?;
+        }
+    }
+    w.finish()
+}
+
+/// `x` to the nearest multiple of `unit` (targets are set in round numbers).
+fn round_to(x: f64, unit: f64) -> f64 {
+    (x / unit).round() * unit
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
 }
 
 pub fn generate(opts: &GenerateOptions) -> std::io::Result<Report> {
@@ -230,9 +307,11 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Report> {
                 f("channel", Utf8, false),
             ],
         )?,
+        actuals: Vec::new(),
     };
 
     let org = Org::build(opts.seed);
+    t.actuals = vec![BranchActuals::default(); org.branches.len()];
     for rm in &org.rms {
         let b = &org.branches[rm.branch_index];
         t.org.row(&[
@@ -279,6 +358,10 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Report> {
         ("opportunity_events", t.opportunity_events.finish()?),
         ("tickets", t.tickets.finish()?),
         ("contacts", t.contacts.finish()?),
+        (
+            "targets",
+            write_targets(out, opts.seed, &org, &calendar, &t.actuals)?,
+        ),
     ];
     Ok(Report {
         tables,
@@ -309,6 +392,15 @@ impl Calendar {
             })
             .collect();
         Self { month_ends }
+    }
+
+    /// Which month of the history `d` falls in.
+    fn month_index(&self, d: NaiveDate) -> Option<usize> {
+        let first = self.start();
+        if d < first || d > self.end() {
+            return None;
+        }
+        Some(((d.year() - first.year()) * 12 + d.month() as i32 - first.month() as i32) as usize)
     }
 
     fn start(&self) -> NaiveDate {

@@ -214,7 +214,7 @@ pub(super) fn simulate_customer(
         customer_id,
         segment,
         opened_on,
-        branch.rising_overdue,
+        (rm.branch_index, branch.rising_overdue),
         cal,
         rng,
         ids,
@@ -238,7 +238,7 @@ pub(super) fn simulate_loans(
     customer_id: i64,
     segment: Segment,
     opened_on: NaiveDate,
-    rising: bool,
+    (branch_index, rising): (usize, bool),
     cal: &Calendar,
     rng: &mut Rng,
     ids: &mut Ids,
@@ -285,6 +285,9 @@ pub(super) fn simulate_loans(
         let principal = round2(rng.lognormal(median, 0.5));
         ids.loan += 1;
         let loan_id = ids.loan;
+        if let Some(i) = cal.month_index(disbursed_on) {
+            t.actuals[branch_index].disbursed[i] += principal;
+        }
         t.loans.row(&[
             V::I64(loan_id),
             V::I64(customer_id),
@@ -329,6 +332,7 @@ pub(super) fn simulate_loans(
                 181..=360 => "doubtful",
                 _ => "loss",
             };
+            t.actuals[branch_index].loan_balance[i] += balance;
             t.loan_month.row(&[
                 V::I64(loan_id),
                 V::I64(customer_id),

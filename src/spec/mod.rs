@@ -344,6 +344,14 @@ pub struct MetricSpec {
     /// `cohort`: a date dimension defining the cohort (e.g. the opening date); by default the
     /// period of the entity's first active snapshot.
     pub cohort_by: Option<String>,
+    /// `target`: the org level targets are set at (a level of a hierarchy, e.g. `branch`).
+    pub level: Option<String>,
+    /// `target`: whether targets add up the hierarchy above `level` (a branch's balance
+    /// targets make its region's); without it a target is shown at its level only.
+    pub additive: Option<bool>,
+    /// `attainment`: the metric achieved, and the `target` metric it is measured against.
+    pub actual: Option<String>,
+    pub target: Option<String>,
     /// What a period without data shows: `zero`, `null` or `carry` (the last value).
     pub empty: Option<EmptyPeriod>,
     pub label: Option<Label>,
@@ -363,6 +371,9 @@ pub enum MetricKind {
     Funnel,
     Cohort,
     Cumulative,
+    Target,
+    Attainment,
+    TimeProgress,
 }
 
 /// A metric's `window`: a span of time (funnels) or a number of periods (rolling totals).

@@ -603,3 +603,69 @@ async fn running_totals_from_the_models_equal_the_rollups_at_every_grain() {
         refused.message
     );
 }
+
+/// Targets under scopes and groupings they cannot answer: a branch head sees the branch's own
+/// target; an RM (a level the targets are not set at) and a slice by segment (a dimension the
+/// targets model lacks) get the actual with a null target, never another level's target or an
+/// error; targets alone where they cannot answer, and the time gone without a grain, are
+/// refused with the reason.
+#[tokio::test]
+async fn targets_follow_scopes_and_show_only_where_they_answer() {
+    use kpilens::security::{Principal, Scope, ScopeMember};
+    use std::collections::BTreeMap;
+    let (_data, settings) = bank_settings().await;
+    let service = KpiService::open(&settings).await.unwrap();
+    let scoped = |level: &str, member: &str| Principal {
+        name: format!("{level}-head"),
+        role: "viewer".into(),
+        scope: Scope(BTreeMap::from([(
+            level.to_string(),
+            ScopeMember::Text(member.to_string()),
+        )])),
+        personal_data: false,
+    };
+    let april = json!({"metrics": ["loan_balance", "loan_balance_target", "loan_balance_attainment"],
+                       "time": {"from": "2024-04-01", "to": "2024-04-30"}});
+    let ask = |who: Principal, q: Value| {
+        let service = &service;
+        async move { service.query(&who, &request(q)).await }
+    };
+    let rows = |r: &kpilens::service::QueryResponse| json!(records(r));
+
+    let xian = ask(scoped("branch", "西安分行"), april.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&xian),
+        json!([{"loan_balance": 500, "loan_balance_target": 625.0, "loan_balance_attainment": 0.8}])
+    );
+    let r1 = ask(scoped("rm", "R1"), april.clone()).await.unwrap();
+    assert_eq!(
+        rows(&r1),
+        json!([{"loan_balance": 400, "loan_balance_target": null, "loan_balance_attainment": null}]),
+        "R1 holds loans 1 and 2 (100 + 300); targets are set per branch"
+    );
+    let mut by_segment = april.clone();
+    by_segment["dimensions"] = json!(["segment"]);
+    let r = ask(Principal::local(), by_segment).await.unwrap();
+    assert!(
+        records(&r)
+            .iter()
+            .all(|row| row["loan_balance_target"].is_null()),
+        "{:?}",
+        rows(&r)
+    );
+
+    let alone = json!({"metrics": ["loan_balance_target"], "dimensions": ["segment"],
+                       "time": {"from": "2024-04-01", "to": "2024-04-30"}});
+    let e = ask(Principal::local(), alone).await.unwrap_err();
+    assert!(e.message.contains("set per member of their level"), "{e:?}");
+    let no_grain = json!({"metrics": ["loan_balance", "time_progress"],
+                          "time": {"from": "2024-04-01", "to": "2024-04-30"}});
+    let e = ask(Principal::local(), no_grain).await.unwrap_err();
+    assert!(e.message.contains("ask with a time grain"), "{e:?}");
+    let progress_only = json!({"metrics": ["time_progress"],
+                               "time": {"grain": "month", "from": "2024-04-01", "to": "2024-04-30"}});
+    let e = ask(Principal::local(), progress_only).await.unwrap_err();
+    assert!(e.message.contains("paces other metrics"), "{e:?}");
+}

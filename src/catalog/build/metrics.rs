@@ -26,6 +26,7 @@ impl Builder<'_> {
         measures: &BTreeMap<String, Measure>,
         models: &BTreeMap<String, Model>,
         dimensions: &BTreeMap<String, Dimension>,
+        hierarchies: &BTreeMap<String, Vec<String>>,
     ) -> Result<(BTreeMap<String, Metric>, Vec<ChurnBase>), CatalogErrors> {
         let mut errors = CatalogErrors::default();
         // Derived expressions are parsed against a schema whose columns are the metric names.
@@ -64,6 +65,9 @@ impl Builder<'_> {
                 MetricKind::Funnel => check.funnel(models),
                 MetricKind::Cohort => check.cohort(models, dimensions),
                 MetricKind::Cumulative => check.cumulative(measures),
+                MetricKind::Target => check.target(measures, models, hierarchies),
+                MetricKind::Attainment => check.attainment(&self.metrics),
+                MetricKind::TimeProgress => Some(MetricDefinition::TimeProgress),
             };
             let Some(definition) = definition else {
                 continue;
@@ -126,6 +130,9 @@ impl MetricCheck<'_, '_> {
             MetricKind::Funnel => &["model", "entity", "step", "steps", "window"],
             MetricKind::Cohort => &["model", "entity", "active_when", "period", "cohort_by"],
             MetricKind::Cumulative => &["measure", "reset", "window", "average"],
+            MetricKind::Target => &["measure", "level", "additive"],
+            MetricKind::Attainment => &["actual", "target"],
+            MetricKind::TimeProgress => &[],
         };
         let present = [
             ("measure", spec.measure.is_some()),
@@ -143,6 +150,10 @@ impl MetricCheck<'_, '_> {
             ("cohort_by", spec.cohort_by.is_some()),
             ("reset", spec.reset.is_some()),
             ("average", spec.average.is_some()),
+            ("level", spec.level.is_some()),
+            ("additive", spec.additive.is_some()),
+            ("actual", spec.actual.is_some()),
+            ("target", spec.target.is_some()),
         ];
         let kind = kind_name(spec.kind);
         for (field, present) in present {
@@ -212,6 +223,102 @@ impl MetricCheck<'_, '_> {
             span,
             average,
         }))
+    }
+
+    /// Targets: a measure over a model that provides the org level they are set at.
+    fn target(
+        &mut self,
+        measures: &BTreeMap<String, Measure>,
+        models: &BTreeMap<String, Model>,
+        hierarchies: &BTreeMap<String, Vec<String>>,
+    ) -> Option<MetricDefinition> {
+        let measure = self.measure_ref("measure", &self.spec().measure.clone(), measures)?;
+        let model = &models[&measures.get(&measure)?.model];
+        let Some(level) = self.spec().level.clone() else {
+            self.required("level");
+            return None;
+        };
+        if !hierarchies.values().any(|levels| levels.contains(&level)) {
+            self.push(
+                "level",
+                format!("'{level}' is no level of a hierarchy (targets are set per member of one)"),
+            );
+            return None;
+        }
+        if !model.dimensions.contains_key(&level) {
+            self.push(
+                "level",
+                format!(
+                    "model '{}' of measure '{measure}' has no dimension '{level}'",
+                    model.name
+                ),
+            );
+            return None;
+        }
+        Some(MetricDefinition::Target {
+            measure,
+            level,
+            additive: self.spec().additive.unwrap_or(false),
+        })
+    }
+
+    /// Attainment of a target: the actual metric (any kind computed per row) over a `target`.
+    fn attainment(
+        &mut self,
+        metrics: &BTreeMap<&str, Declared<'_, MetricSpec>>,
+    ) -> Option<MetricDefinition> {
+        let spec = self.spec();
+        let (actual, target) = (spec.actual.clone(), spec.target.clone());
+        let kind_of = |name: &Option<String>| {
+            name.as_deref()
+                .and_then(|n| metrics.get(n))
+                .map(|m| m.spec.kind)
+        };
+        let (actual_kind, target_kind) = (kind_of(&actual), kind_of(&target));
+        match (&actual, actual_kind) {
+            (None, _) => self.required("actual"),
+            (Some(a), None) => self.push("actual", format!("unknown metric '{a}'")),
+            (Some(a), Some(k))
+                if matches!(
+                    k,
+                    MetricKind::Funnel
+                        | MetricKind::Cohort
+                        | MetricKind::Target
+                        | MetricKind::Attainment
+                        | MetricKind::TimeProgress
+                ) =>
+            {
+                self.push(
+                    "actual",
+                    format!(
+                        "'{a}' is a {} metric: attainment measures a value per period and group",
+                        kind_name(k)
+                    ),
+                )
+            }
+            _ => {}
+        }
+        match (&target, target_kind) {
+            (None, _) => self.required("target"),
+            (Some(t), None) => self.push("target", format!("unknown metric '{t}'")),
+            (Some(t), Some(k)) if k != MetricKind::Target => self.push(
+                "target",
+                format!(
+                    "'{t}' is a {} metric, not a target (type: target)",
+                    kind_name(k)
+                ),
+            ),
+            _ => {}
+        }
+        let lower_is_better = actual
+            .as_deref()
+            .and_then(|a| metrics.get(a))
+            .is_some_and(|m| m.spec.direction == Some(crate::spec::Direction::LowerIsBetter));
+        Some(MetricDefinition::Attainment {
+            actual: actual?,
+            target: target?,
+            lower_is_better,
+        })
     }
 
     /// A required reference to a measure: present and known.
@@ -468,6 +575,10 @@ impl MetricCheck<'_, '_> {
                 self.push("empty", "a ratio of empty parts is null, not zero");
                 EmptyPeriod::Null
             }
+            (MetricDefinition::Target { .. }, Some(EmptyPeriod::Zero)) => {
+                self.push("empty", "a target not set is null (unknown), never 0");
+                EmptyPeriod::Null
+            }
             (_, Some(e)) => e,
             // A period whose window holds no rows adds nothing: its running total is 0.
             (MetricDefinition::Cumulative(_), None) => EmptyPeriod::Zero,
@@ -500,6 +611,9 @@ fn finished(
 ) -> Metric {
     let spec = d.spec;
     let default_style = match &definition {
+        MetricDefinition::Attainment { .. } | MetricDefinition::TimeProgress => {
+            FormatStyle::Percent
+        }
         MetricDefinition::Ratio { .. }
         | MetricDefinition::Cohort(_)
         | MetricDefinition::Churn {
@@ -554,12 +668,10 @@ fn derived_cycle(
         cycle.push(name.to_string());
         return Err(cycle);
     }
-    if let Some(MetricDefinition::Derived { depends_on, .. }) =
-        metrics.get(name).map(|m| &m.definition)
-    {
+    if let Some(m) = metrics.get(name) {
         stack.push(name.to_string());
-        for dep in depends_on {
-            derived_cycle(metrics, dep, stack)?;
+        for dep in m.definition.metrics_read() {
+            derived_cycle(metrics, &dep, stack)?;
         }
         stack.pop();
     }

@@ -158,7 +158,8 @@ impl<'a> Builder<'a> {
         let dimensions = self.resolve_dimensions(&mut models)?;
         let hierarchies = self.validate_hierarchies(&dimensions)?;
         let measures = self.build_measures(&models)?;
-        let (metrics, churn_bases) = self.build_metrics(&measures, &models, &dimensions)?;
+        let (metrics, churn_bases) =
+            self.build_metrics(&measures, &models, &dimensions, &hierarchies)?;
         let tests = self.validate_tests()?;
         let rollups = rollups::validate(&self.rollups, &models, &measures, &metrics, &churn_bases)?;
         let mut catalog = Catalog {

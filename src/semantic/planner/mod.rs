@@ -20,6 +20,7 @@ mod cumulative;
 mod funnel;
 pub mod rollup;
 pub mod sequential;
+mod target;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -215,8 +216,26 @@ async fn metric_frame(
         .collect();
     let mut measures: Vec<&Measure> = Vec::new();
     let mut cumulative: Vec<(&str, &crate::catalog::CumulativeDefinition)> = Vec::new();
+    // Targets read over whole periods, where they answer the rows (else null: `unanswered`).
+    let mut targets: BTreeMap<(&str, Option<SnapshotPick>), Vec<&Measure>> = BTreeMap::new();
+    let mut unanswered: BTreeSet<String> = BTreeSet::new();
     for metric in &under {
         match &catalog.metrics[metric].definition {
+            MetricDefinition::Target {
+                measure,
+                level,
+                additive,
+            } => {
+                if target::answerable(catalog, q, measure, level, *additive, dims) {
+                    let m = &catalog.measures[measure];
+                    let group = targets.entry((m.model.as_str(), m.snapshot)).or_default();
+                    if !group.iter().any(|x| x.name == m.name) {
+                        group.push(m);
+                    }
+                } else {
+                    unanswered.insert(metric.clone());
+                }
+            }
             MetricDefinition::Simple { .. } | MetricDefinition::Ratio { .. } => {
                 for m in catalog.measures_of(metric) {
                     let m = &catalog.measures[&m];
@@ -271,14 +290,46 @@ async fn metric_frame(
     for (metric, def) in cumulative {
         parts.push(cumulative::frame(catalog, q, metric, def, dims, grain, rollups).await?);
     }
+    let whole = target::whole_periods(q, grain);
+    for ((model, snapshot), group) in &targets {
+        parts.push(
+            measures_frame(
+                catalog, &whole, model, *snapshot, group, dims, grain, rollups,
+            )
+            .await?,
+        );
+    }
 
+    if parts.is_empty() {
+        // Only targets that cannot answer these rows (and the time gone): nothing says which
+        // rows there are.
+        let named: Vec<&String> = unanswered.iter().collect();
+        return Err(QueryError::invalid(format!(
+            "the targets {named:?} are set per member of their level and cannot be shown by {dims:?} under these filters; ask them with the metric they measure, or by their level"
+        )));
+    }
     let combined = union_by_keys(parts, &keys)?;
 
+    let values = MetricValues {
+        catalog,
+        q,
+        grain,
+        unanswered: &unanswered,
+    };
     let mut select: Vec<Expr> = keys.iter().map(ident).collect();
     for metric in &q.metrics {
-        select.push(metric_expr(catalog, metric)?.alias(metric));
+        select.push(values.expr(metric)?.alias(metric));
     }
     combined.select(select).map_err(df_err)
+}
+
+/// What a metric's value is computed from, over a frame of aggregated measure columns.
+struct MetricValues<'a> {
+    catalog: &'a Catalog,
+    q: &'a ValidatedQuery,
+    grain: Option<Grain>,
+    /// Targets that cannot answer these rows: null.
+    unanswered: &'a BTreeSet<String>,
 }
 
 /// Frames that each hold a key at most once, combined into one row per key with every value
@@ -790,59 +841,80 @@ fn period_expr(grain: Grain, time: Expr, data_type: &DataType, calendar: &Calend
     }
 }
 
-/// A metric as an expression over the aggregated measure columns.
-fn metric_expr(catalog: &Catalog, name: &str) -> Result<Expr, QueryError> {
-    let metric = &catalog.metrics[name];
-    let as_f64 = |e: Expr| cast(e, DataType::Float64);
-    Ok(match &metric.definition {
-        // A metric that declares empty as zero shows 0 where its model has no rows for the group
-        // (another model's metric in the same query may have some).
-        MetricDefinition::Simple { measure } if metric.empty == EmptyPeriod::Zero => {
-            or_zero(ident(measure_column(measure)))
-        }
-        MetricDefinition::Simple { measure } => ident(measure_column(measure)),
-        // Ratio of sums; an empty or zero denominator gives null, never an error.
-        MetricDefinition::Ratio {
-            numerator,
-            denominator,
-        } => {
-            as_f64(ident(measure_column(numerator)))
-                / nullif(as_f64(ident(measure_column(denominator))), lit(0.0f64))
-        }
-        MetricDefinition::Churn { base, value } => {
-            let c = |v| ident(churn::column(*base, v));
-            match value {
-                ChurnValue::Rate => {
-                    as_f64(c(ChurnValue::Churned))
-                        / nullif(as_f64(c(ChurnValue::ActiveAtStart)), lit(0.0f64))
-                }
-                v => c(*v),
+impl MetricValues<'_> {
+    /// A metric as an expression over the aggregated measure columns.
+    fn expr(&self, name: &str) -> Result<Expr, QueryError> {
+        let catalog = self.catalog;
+        let metric = &catalog.metrics[name];
+        let as_f64 = |e: Expr| cast(e, DataType::Float64);
+        Ok(match &metric.definition {
+            MetricDefinition::Target { .. } if self.unanswered.contains(name) => {
+                cast(lit(ScalarValue::Null), DataType::Float64)
             }
-        }
-        // A row another metric's part holds, with nothing in this one's window: 0, as declared.
-        MetricDefinition::Cumulative(_) if metric.empty == EmptyPeriod::Zero => {
-            or_zero(ident(cumulative::column(name)))
-        }
-        MetricDefinition::Cumulative(_) => ident(cumulative::column(name)),
-        MetricDefinition::Funnel(_) | MetricDefinition::Cohort(_) => {
-            return Err(QueryError::invalid(format!(
-                "'{name}' is a {} metric and is queried on its own",
-                crate::catalog::kind_name(metric.definition.kind())
-            )));
-        }
-        MetricDefinition::Derived { expr, .. } => {
-            expr.clone()
-                .transform_up(|e| match e {
-                    Expr::Column(c) => Ok(Transformed::yes(as_f64(
-                        metric_expr(catalog, &c.name)
-                            .map_err(|e| datafusion::error::DataFusionError::Plan(e.message))?,
-                    ))),
-                    other => Ok(Transformed::no(other)),
-                })
-                .map_err(df_err)?
-                .data
-        }
-    })
+            MetricDefinition::Target { measure, .. } => as_f64(ident(measure_column(measure))),
+            MetricDefinition::Attainment {
+                actual,
+                target,
+                lower_is_better,
+            } => {
+                let (actual, target) = (as_f64(self.expr(actual)?), as_f64(self.expr(target)?));
+                let (over, under) = if *lower_is_better {
+                    (target, actual)
+                } else {
+                    (actual, target)
+                };
+                over / nullif(under, lit(0.0f64))
+            }
+            MetricDefinition::TimeProgress => target::time_progress(self.q, self.grain),
+            // A metric that declares empty as zero shows 0 where its model has no rows for the group
+            // (another model's metric in the same query may have some).
+            MetricDefinition::Simple { measure } if metric.empty == EmptyPeriod::Zero => {
+                or_zero(ident(measure_column(measure)))
+            }
+            MetricDefinition::Simple { measure } => ident(measure_column(measure)),
+            // Ratio of sums; an empty or zero denominator gives null, never an error.
+            MetricDefinition::Ratio {
+                numerator,
+                denominator,
+            } => {
+                as_f64(ident(measure_column(numerator)))
+                    / nullif(as_f64(ident(measure_column(denominator))), lit(0.0f64))
+            }
+            MetricDefinition::Churn { base, value } => {
+                let c = |v| ident(churn::column(*base, v));
+                match value {
+                    ChurnValue::Rate => {
+                        as_f64(c(ChurnValue::Churned))
+                            / nullif(as_f64(c(ChurnValue::ActiveAtStart)), lit(0.0f64))
+                    }
+                    v => c(*v),
+                }
+            }
+            // A row another metric's part holds, with nothing in this one's window: 0, as declared.
+            MetricDefinition::Cumulative(_) if metric.empty == EmptyPeriod::Zero => {
+                or_zero(ident(cumulative::column(name)))
+            }
+            MetricDefinition::Cumulative(_) => ident(cumulative::column(name)),
+            MetricDefinition::Funnel(_) | MetricDefinition::Cohort(_) => {
+                return Err(QueryError::invalid(format!(
+                    "'{name}' is a {} metric and is queried on its own",
+                    crate::catalog::kind_name(metric.definition.kind())
+                )));
+            }
+            MetricDefinition::Derived { expr, .. } => {
+                expr.clone()
+                    .transform_up(|e| match e {
+                        Expr::Column(c) => Ok(Transformed::yes(as_f64(
+                            self.expr(&c.name)
+                                .map_err(|e| datafusion::error::DataFusionError::Plan(e.message))?,
+                        ))),
+                        other => Ok(Transformed::no(other)),
+                    })
+                    .map_err(df_err)?
+                    .data
+            }
+        })
+    }
 }
 
 /// `value`, or 0 where it is null.

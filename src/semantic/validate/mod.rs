@@ -13,7 +13,7 @@ pub(crate) use filters::{member_filter, scope_filters, typed_filters};
 
 use super::calendar::{CalendarConfig, Comparison, query_window};
 use super::error::{ErrorKind, QueryError};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, MetricDefinition};
 use crate::protocol::{Grain, OrderRequest, QueryRequest};
 use crate::security::Scope;
 use crate::text::clip;
@@ -96,7 +96,7 @@ pub fn validate(
     scope: &Scope,
 ) -> Result<ValidatedQuery, QueryError> {
     check_sizes(req, limits)?;
-    let models = check_metrics(catalog, req)?;
+    let (models, read) = check_metrics(catalog, req)?;
     if catalog.metrics[&req.metrics[0]].definition.is_shaped() {
         check_shaped(catalog, req)?;
     }
@@ -120,6 +120,20 @@ pub fn validate(
     }
     let time = resolve_time(catalog, req, &models, calendar)?;
     check_comparisons(req, &time)?;
+    if time.grain.is_none()
+        && let Some(i) = req.metrics.iter().position(|m| {
+            matches!(
+                catalog.metrics[m].definition,
+                MetricDefinition::TimeProgress
+            )
+        })
+    {
+        return Err(QueryError::invalid(format!(
+            "'{}' is the share of each period gone: ask with a time grain",
+            req.metrics[i]
+        ))
+        .at(format!("metrics[{i}]")));
+    }
     if let Some(i) = req.compare.iter().position(|c| *c == Comparison::YearStart) {
         for metric in &req.metrics {
             if let Some(flow) = catalog.flow_measure_of(metric) {
@@ -151,7 +165,7 @@ pub fn validate(
         order: req.order.clone(),
         limit,
         totals: req.totals,
-        models,
+        models: read,
         calendar: calendar.clone(),
         compare: req.compare.clone(),
         as_of: time.as_of,
@@ -188,8 +202,24 @@ fn check_sizes(req: &QueryRequest, limits: &QueryLimits) -> Result<(), QueryErro
 }
 
 /// Every metric known and listed once, a shaped one alone; the models they read.
-fn check_metrics(catalog: &Catalog, req: &QueryRequest) -> Result<BTreeSet<String>, QueryError> {
+fn check_metrics(
+    catalog: &Catalog,
+    req: &QueryRequest,
+) -> Result<(BTreeSet<String>, BTreeSet<String>), QueryError> {
     let mut models = BTreeSet::new();
+    let mut read = BTreeSet::new();
+    let progress_only = req.metrics.iter().all(|m| {
+        catalog
+            .metrics
+            .get(m)
+            .is_some_and(|m| matches!(m.definition, MetricDefinition::TimeProgress))
+    });
+    if progress_only && !req.metrics.is_empty() {
+        return Err(QueryError::invalid(
+            "time_progress paces other metrics: ask it together with them (an actual, a target)",
+        )
+        .at("metrics"));
+    }
     for (i, name) in req.metrics.iter().enumerate() {
         if !catalog.metrics.contains_key(name) {
             return Err(QueryError::new(
@@ -209,7 +239,8 @@ fn check_metrics(catalog: &Catalog, req: &QueryRequest) -> Result<BTreeSet<Strin
                     .at(format!("metrics[{i}]")),
             );
         }
-        models.extend(catalog.models_of(name));
+        models.extend(catalog.models_constraining(name));
+        read.extend(catalog.models_of(name));
         if catalog.metrics[name].definition.is_shaped() && req.metrics.len() > 1 {
             return Err(QueryError::invalid(format!(
                 "'{name}' is a {} metric: its result has its own shape, so query it on its own",
@@ -218,7 +249,7 @@ fn check_metrics(catalog: &Catalog, req: &QueryRequest) -> Result<BTreeSet<Strin
             .at(format!("metrics[{i}]")));
         }
     }
-    Ok(models)
+    Ok((models, read))
 }
 
 /// Funnels and cohorts have their own result shape: no comparisons, drill or order.
