@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -163,6 +163,10 @@ pub fn panel_query(panel: &Panel, window: &Window, params: &DashboardParams) -> 
     let (from, grain) = match panel.range {
         PanelRange::Window => (window.from, panel.grain),
         PanelRange::LatestPeriod => (window.latest_from, None),
+        PanelRange::YearToDate => (
+            NaiveDate::from_ymd_opt(window.to.year(), 1, 1).expect("Jan 1 exists"),
+            Some(Grain::Year),
+        ),
     };
     let compare = match panel.kind {
         PanelKind::Kpi | PanelKind::Bar | PanelKind::Table => vec![Comparison::PreviousPeriod],

@@ -63,12 +63,14 @@ pub enum PanelKind {
     Table,
 }
 
-/// Which time a panel shows: the whole dashboard window (a series) or its latest period.
+/// Which time a panel shows: the whole dashboard window (a series), its latest period, or the
+/// year to the window's end as one year-grain period (what a target's attainment is paced by).
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum PanelRange {
     Window,
     LatestPeriod,
+    YearToDate,
 }
 
 #[derive(Debug, Clone, Deserialize)]

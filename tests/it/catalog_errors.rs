@@ -410,3 +410,62 @@ models:
         "model 'customer' reads sql/customer_view.sql too",
     );
 }
+
+#[tokio::test]
+async fn targets_and_attainment_name_what_is_wrong() {
+    let errors = load_errors(&[(
+        "metrics/targets.yaml",
+        r#"
+measures:
+  plan: { model: loan_month, agg: sum, expr: balance }
+  org_rows: { model: org, agg: count }
+metrics:
+  no_level: { type: target, measure: plan }
+  bad_level: { type: target, measure: plan, level: product }
+  not_on_model: { type: target, measure: org_rows, level: branch }
+  zero_target: { type: target, measure: plan, level: branch, empty: zero }
+  vs_not_a_target: { type: attainment, actual: overdue_ratio, target: loan_balance }
+  vs_nothing: { type: attainment, actual: nothing, target: zero_target }
+  stray: { type: time_progress, measure: plan }
+"#,
+    )])
+    .await;
+    let file = "metrics/targets.yaml";
+    assert_has(
+        &errors,
+        file,
+        "metrics.no_level.level",
+        "required for type 'target'",
+    );
+    assert_has(
+        &errors,
+        file,
+        "metrics.bad_level.level",
+        "no level of a hierarchy",
+    );
+    assert_has(
+        &errors,
+        file,
+        "metrics.not_on_model.level",
+        "has no dimension 'branch'",
+    );
+    assert_has(&errors, file, "metrics.zero_target.empty", "never 0");
+    assert_has(
+        &errors,
+        file,
+        "metrics.vs_not_a_target.target",
+        "not a target",
+    );
+    assert_has(
+        &errors,
+        file,
+        "metrics.vs_nothing.actual",
+        "unknown metric 'nothing'",
+    );
+    assert_has(
+        &errors,
+        file,
+        "metrics.stray.measure",
+        "not a field of type 'time_progress'",
+    );
+}
