@@ -161,6 +161,18 @@ describe('the cockpit', () => {
       .evaluateAll((cells) => cells.map((c) => Number(c.dataset.value)));
     assert.deepEqual(shown, values(table.result, 'customers_churned'));
 
+    // The branch ranking by attainment (the year to date), paced by the time gone: the cells
+    // are the API's numbers, ranked, with the target null where a branch has none.
+    const ranking = view.panels.find((p) => p.id === 'branch_attainment');
+    assert.ok(ranking.result.rows.length > 0, 'attainment rows');
+    for (const m of ['disbursed_attainment', 'disbursed_target', 'time_progress']) {
+      const cells = await page.locator(`[data-panel="${ranking.id}"] td[data-metric="${m}"]`)
+        .evaluateAll((cs) => cs.map((c) => (c.dataset.value === '' ? null : Number(c.dataset.value))));
+      assert.deepEqual(cells, values(ranking.result, m), m);
+    }
+    const attained = values(ranking.result, 'disbursed_attainment').filter((v) => v !== null);
+    assert.deepEqual(attained, [...attained].sort((a, b) => b - a), 'ranked by attainment');
+
     await page.screenshot({ path: join(shots, 'executive-desktop.png'), fullPage: true });
     await page.close();
     writeFileSync(join(output, 'cockpit-timings.json'), `${JSON.stringify(timings, null, 2)}\n`);
