@@ -31,8 +31,8 @@ data="data/bench-$scale"
 daily=92
 if [ "${scale%%.*}" -ge 100 ] 2>/dev/null; then daily=0; fi
 # Regenerate data from older generators: snapshot tables are now one file set per month, and
-# `deposit_day` is the newest table.
-if ! ls "$data"/loan_month/2024-01-*.parquet >/dev/null 2>&1 || [ ! -d "$data/deposit_day" ]; then
+# `targets` is the newest table.
+if ! ls "$data"/loan_month/2024-01-*.parquet >/dev/null 2>&1 || [ ! -d "$data/targets" ]; then
   "$bin" generate --out "$data" --scale "$scale" --daily-days "$daily"
 fi
 echo "kpilens $profile build; DuckDB $("$venv/bin/python" -c 'import duckdb; print(duckdb.__version__)'), Polars $("$venv/bin/python" -c 'import polars; print(polars.__version__)'); $(nproc) cores"

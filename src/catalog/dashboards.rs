@@ -56,6 +56,9 @@ pub struct Panel {
     pub width: u8,
     /// The dashboard's filters this panel's metrics can take; the others do not apply to it.
     pub filters: Vec<String>,
+    /// A tile's changes besides the one on the previous period.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub compare: Vec<crate::protocol::Comparison>,
 }
 
 impl Dashboard {
@@ -310,6 +313,26 @@ impl DashboardCheck<'_> {
                 },
             );
         }
+        for (i, c) in p.compare.iter().enumerate() {
+            use crate::protocol::Comparison;
+            let field = format!("{key}.compare[{i}]");
+            if p.kind != PanelKind::Kpi {
+                self.fail(field, "only tiles show extra changes (charts and tables compare with the previous period)");
+            } else if *c == Comparison::PreviousPeriod {
+                self.fail(
+                    field,
+                    "previous_period is every tile's first change already",
+                );
+            } else if let (Comparison::YearStart, Some(flow)) = (
+                c,
+                p.metrics.first().and_then(|m| catalog.flow_measure_of(m)),
+            ) {
+                self.fail(
+                    field,
+                    format!("year_start (较年初) compares a balance; '{}' reads '{flow}', a flow: use same_period_last_year", p.metrics[0]),
+                );
+            }
+        }
         if p.grain.is_some() && matches!(p.kind, PanelKind::Funnel | PanelKind::Cohort) {
             self.fail(
                 format!("{key}.grain"),
@@ -416,6 +439,7 @@ impl DashboardCheck<'_> {
             limit: p.limit,
             width,
             filters: filters.iter().filter(|f| reaches(f)).cloned().collect(),
+            compare: p.compare.clone(),
         })
     }
 }

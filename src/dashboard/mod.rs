@@ -169,7 +169,11 @@ pub fn panel_query(panel: &Panel, window: &Window, params: &DashboardParams) -> 
         ),
     };
     let compare = match panel.kind {
-        PanelKind::Kpi | PanelKind::Bar | PanelKind::Table => vec![Comparison::PreviousPeriod],
+        PanelKind::Kpi | PanelKind::Bar | PanelKind::Table => {
+            std::iter::once(Comparison::PreviousPeriod)
+                .chain(panel.compare.iter().copied())
+                .collect()
+        }
         _ => Vec::new(),
     };
     let ranked = matches!(panel.kind, PanelKind::Bar | PanelKind::Table);

@@ -16,6 +16,15 @@ pub enum Status {
     Red,
 }
 
+/// The latest value against one more comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct TileChange {
+    pub compare: &'static str,
+    pub base: Value,
+    pub delta: Value,
+    pub delta_pct: Value,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Tile {
     pub id: String,
@@ -30,6 +39,9 @@ pub struct Tile {
     pub previous: Value,
     pub delta: Value,
     pub delta_pct: Value,
+    /// The panel's further changes (`year_start`: 较年初, `same_period_last_year`: 同比).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<TileChange>,
     /// Null when the metric declares no thresholds (or the value is null).
     pub status: Option<Status>,
     /// The window's values, oldest first, to 4 significant digits (a drawing, not a figure).
@@ -59,6 +71,19 @@ impl Tile {
             tile.previous = cell(last, col(".previous_period"));
             tile.delta = cell(last, col(".previous_period.delta"));
             tile.delta_pct = cell(last, col(".previous_period.delta_pct"));
+            tile.changes = panel
+                .compare
+                .iter()
+                .map(|c| {
+                    let name = c.as_str();
+                    TileChange {
+                        compare: name,
+                        base: cell(last, col(&format!(".{name}"))),
+                        delta: cell(last, col(&format!(".{name}.delta"))),
+                        delta_pct: cell(last, col(&format!(".{name}.delta_pct"))),
+                    }
+                })
+                .collect();
             tile.status = tile
                 .value
                 .as_f64()
@@ -88,6 +113,7 @@ impl Tile {
             previous: Value::Null,
             delta: Value::Null,
             delta_pct: Value::Null,
+            changes: Vec::new(),
             status: None,
             spark: Vec::new(),
             error: None,

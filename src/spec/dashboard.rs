@@ -109,4 +109,8 @@ pub struct PanelSpec {
     /// Grid columns out of 4 on a desktop (phones stack everything). Default: 1 for tiles, 2.
     #[serde(default)]
     pub width: Option<u8>,
+    /// Tiles: changes shown besides the one on the previous period: `year_start` (较年初, for
+    /// balances) and `same_period_last_year` (同比).
+    #[serde(default)]
+    pub compare: Vec<crate::protocol::Comparison>,
 }

@@ -234,6 +234,15 @@ function renderTile(ps) {
   el('div', { class: `tile-change ${tone}` },
     `${arrow} ${formatChange(tile.delta, tile.delta_pct, tile.format, state.lang)}`,
     el('span', { class: 'muted' }, ` ${t(state.lang, 'vsPrevious')}`)),
+  ...(tile.changes ?? []).map((c) => {
+    const more = c.delta > 0 ? '▲' : c.delta < 0 ? '▼' : '■';
+    return el('div', {
+      class: `tile-change ${changeTone(c.delta, tile.direction)}`,
+      dataset: { compare: c.compare, delta: c.delta ?? '' },
+    },
+    `${more} ${formatChange(c.delta, c.delta_pct, tile.format, state.lang)}`,
+    el('span', { class: 'muted' }, ` ${t(state.lang, `vs_${c.compare}`)}`));
+  }),
   sparkline(tile.spark, tone));
 }
 

@@ -143,7 +143,15 @@ describe('the cockpit', () => {
       assert.equal(await tile.locator('.tile-value').textContent(), formatValue(p.tile.value, p.tile.format, 'zh'), `${p.id}: shown`);
       const status = await tile.getAttribute('class');
       assert.ok(status.includes(`status-${p.tile.status ?? 'none'}`), `${p.id}: status ${status}`);
+      // 较年初 and 同比 where the dashboard asks: the API's changes, each with its label.
+      for (const c of p.tile.changes ?? []) {
+        const line = tile.locator(`.tile-change[data-compare="${c.compare}"]`);
+        assert.equal(Number(await line.getAttribute('data-delta')), c.delta, `${p.id}: ${c.compare}`);
+        assert.match(await line.textContent(), c.compare === 'year_start' ? /较年初/ : /同比/);
+      }
     }
+    const changes = kpis.flatMap((p) => (p.tile.changes ?? []).map((c) => `${p.id}.${c.compare}`));
+    assert.deepEqual(changes, ['loan_balance.year_start', 'aum.year_start', 'aum.same_period_last_year']);
 
     const bar = view.panels.find((p) => p.id === 'overdue_by_region');
     const barChart = await chartOption(page, bar.id);
