@@ -589,6 +589,20 @@ async fn rewrite_parquet(path: &std::path::Path, replace: &[(&str, &str)]) {
     writer.close().unwrap();
 }
 
+/// The demo bank with rollups and materialized models stored in a folder of their own (the data,
+/// the store, the settings).
+fn demo_settings_with_store() -> (
+    tempfile::TempDir,
+    tempfile::TempDir,
+    kpilens::config::Settings,
+) {
+    let (data, mut settings) = demo_settings();
+    let store = tempfile::tempdir().unwrap();
+    settings.rollup_store = Some(store.path().to_path_buf());
+    settings.no_rollup_store = false;
+    (data, store, settings)
+}
+
 /// Stored rollups: a start with nothing stored builds them all; the next loads them; a new
 /// month's files update only that month where the model's rows are tied to their files' dates
 /// (and rebuild funnels and cohorts); a corrected old month updates that month; a change to a
@@ -596,10 +610,7 @@ async fn rewrite_parquet(path: &std::path::Path, replace: &[(&str, &str)]) {
 /// definition rebuilds that one only. After each step the answers are the models'.
 #[tokio::test]
 async fn stored_rollups_load_update_and_rebuild_as_their_inputs_change() {
-    let (data, mut settings) = demo_settings();
-    let store = tempfile::tempdir().unwrap();
-    settings.rollup_store = Some(store.path().to_path_buf());
-    settings.no_rollup_store = false;
+    let (data, _store, mut settings) = demo_settings_with_store();
     let held = tempfile::tempdir().unwrap();
     let last_month = |table: &str| data.path().join(table).join("2025-12-00000.parquet");
     for table in ["loan_month", "customer_month"] {
@@ -748,10 +759,7 @@ async fn stored_rollups_load_update_and_rebuild_as_their_inputs_change() {
 
 #[tokio::test]
 async fn a_rollup_refused_for_memory_in_an_earlier_run_is_retried_once_the_server_listens() {
-    let (_data, mut settings) = demo_settings();
-    let store = tempfile::tempdir().unwrap();
-    settings.rollup_store = Some(store.path().to_path_buf());
-    settings.no_rollup_store = false;
+    let (_data, store, mut settings) = demo_settings_with_store();
     drop(KpiService::open(&settings).await.unwrap());
     // As an earlier run under this pool records a build the pool refused.
     let name = "loan_month_by_rm";
@@ -870,10 +878,7 @@ async fn rm_of_customer_1(service: &KpiService) -> Value {
 /// the new RM after the change, with the view stored again and the copy before kept.
 #[tokio::test]
 async fn a_materialized_model_answers_as_its_view_and_follows_the_data() {
-    let (data, mut settings) = demo_settings();
-    let store = tempfile::tempdir().unwrap();
-    settings.rollup_store = Some(store.path().to_path_buf());
-    settings.no_rollup_store = false;
+    let (data, store, settings) = demo_settings_with_store();
     let inline_settings = kpilens::config::Settings {
         no_rollup_store: true,
         ..settings.clone()
