@@ -64,13 +64,13 @@ function renderViewer() {
     const input = el('input', {
       type: 'password',
       placeholder: t(state.lang, 'token'),
-      value: localStorage.getItem('kpilens.token') ?? '',
+      value: sessionStorage.getItem('kpilens.token') ?? '',
       'aria-label': t(state.lang, 'token'),
     });
     const apply = el('button', {
       class: 'tab',
       onclick: () => {
-        localStorage.setItem('kpilens.token', input.value.trim());
+        sessionStorage.setItem('kpilens.token', input.value.trim());
         setToken(input.value.trim());
         boot();
       },
@@ -500,7 +500,7 @@ async function boot() {
     const wanted = localStorage.getItem('kpilens.user');
     setToken((state.users.find((u) => u.id === wanted) ?? state.users[0]).token);
   } else {
-    setToken(localStorage.getItem('kpilens.token'));
+    setToken(sessionStorage.getItem('kpilens.token'));
   }
   renderHeader();
   setLoading(true);

@@ -373,6 +373,28 @@ describe('the cockpit', () => {
     await page.close();
   });
 
+  it('keeps a pasted token for the tab only', async () => {
+    // As outside the demo (no demo users): the reader pastes a token.
+    users ??= await (await fetch(`${base}/api/v1/demo/users`)).json();
+    const context = await browser.newContext({ viewport: DESKTOP });
+    await context.route('**/api/v1/demo/users', (route) => route.fulfill({ status: 404, body: '' }));
+    const page = await context.newPage();
+    await page.goto(`${base}/#risk`);
+    const input = page.locator('input[type="password"]');
+    await input.fill(users.find((u) => u.id === 'head_office').token);
+    await page.locator('.viewer button, button.tab', { hasText: /登录|Sign in/ }).first().click();
+    await page.waitForSelector('body[data-ready="risk"]');
+    assert.ok(await page.evaluate(() => sessionStorage.getItem('kpilens.token')), 'kept for the tab');
+    assert.equal(await page.evaluate(() => localStorage.getItem('kpilens.token')), null, 'not on disk');
+    await page.reload();
+    await page.waitForSelector('body[data-ready="risk"]');
+    const other = await context.newPage();
+    await other.goto(`${base}/#risk`);
+    await other.locator('input[type="password"]').waitFor();
+    assert.equal(await other.evaluate(() => sessionStorage.getItem('kpilens.token')), null, 'another tab signs in again');
+    await context.close();
+  });
+
   it('shows the error when the API fails, and recovers on retry', async () => {
     const page = await browser.newPage({ viewport: DESKTOP });
     let failing = true;
