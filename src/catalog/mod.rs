@@ -188,6 +188,8 @@ pub struct FunnelDefinition {
     pub entity: String,
     pub step: String,
     pub steps: Vec<String>,
+    /// How steps are shown, by step (those declared).
+    pub step_labels: BTreeMap<String, crate::spec::Label>,
     /// The window after the first step, in microseconds.
     pub window_micros: i64,
     pub window: String,

@@ -138,6 +138,7 @@ pub fn merge(
             format,
             direction: f.direction,
             thresholds: None,
+            value_labels: Default::default(),
         };
         fields.push(derived("", label("", ""), f.format.clone()));
         fields.push(derived(

@@ -186,6 +186,7 @@ pub fn merge(main: &mut QueryResult, q: &ValidatedQuery, catalog: &Catalog, pare
             }),
             direction: None,
             thresholds: None,
+            value_labels: Default::default(),
         };
         if additive[k] {
             fields.push(derived(

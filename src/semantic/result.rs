@@ -123,6 +123,9 @@ pub struct SchemaField {
     pub direction: Option<Direction>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thresholds: Option<Thresholds>,
+    /// How values are shown, by value (a funnel's step labels).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub value_labels: std::collections::BTreeMap<String, Label>,
 }
 
 pub fn schema_fields(
@@ -145,6 +148,7 @@ pub fn schema_fields(
                 format,
                 direction: None,
                 thresholds: None,
+                value_labels: c.value_labels.clone(),
             };
             if let Some((label, format)) = &c.meta {
                 return plain(label.clone(), Some(format.clone()));

@@ -331,6 +331,10 @@ pub struct MetricSpec {
     pub step: Option<String>,
     #[serde(default)]
     pub steps: Vec<String>,
+    /// `funnel`: how each step is shown: `{ due_diligence: { zh: 尽职调查, en: Due diligence } }`
+    /// (a step without one shows its key).
+    #[serde(default)]
+    pub step_labels: BTreeMap<String, Label>,
     /// `funnel`: how long after its first step an entity may take to reach the others, e.g.
     /// `90d`; `cumulative`: how many periods a rolling total spans, e.g. `12`.
     pub window: Option<Window>,

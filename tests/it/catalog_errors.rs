@@ -469,3 +469,28 @@ metrics:
         "not a field of type 'time_progress'",
     );
 }
+
+#[tokio::test]
+async fn funnel_step_labels_name_only_its_steps() {
+    let errors = load_errors(&[(
+        "metrics/labels.yaml",
+        r#"
+metrics:
+  labelled_funnel:
+    type: funnel
+    model: customer_month
+    entity: customer_id
+    step: status
+    steps: [active, dormant]
+    step_labels: { actve: { zh: 活跃, en: Active } }
+    window: 90d
+"#,
+    )])
+    .await;
+    assert_has(
+        &errors,
+        "metrics/labels.yaml",
+        "metrics.labelled_funnel.step_labels.actve",
+        "'actve' is not one of the steps (active, dormant)",
+    );
+}

@@ -162,9 +162,16 @@ export function funnelOption(panel, result, lang) {
           return r[ci] == null ? `${p.name}  ${p.value}` : `${p.name}  ${p.value}  (${pct(r[ci])})`;
         },
       },
-      data: rows.map((r) => ({ name: String(r[si]), value: r[vi] })),
+      // A step shows its label from the catalog where one is declared, else its key.
+      data: rows.map((r) => ({ name: stepName(result, r[si], lang), value: r[vi] })),
     }],
   };
+}
+
+/** A funnel step's label in `lang` (its key where none is declared). */
+export function stepName(result, step, lang) {
+  const labels = result.schema.find((f) => f.name === 'step')?.value_labels ?? {};
+  return labels[step] ? label(labels[step], lang, String(step)) : String(step);
 }
 
 /** A retention heatmap: cohorts down, periods since joining across. */

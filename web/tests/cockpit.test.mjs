@@ -162,7 +162,12 @@ describe('the cockpit', () => {
     assert.deepEqual(seriesValues((await chartOption(page, area.id)).series[0].data), values(area.result, 'aum'));
 
     const funnel = view.panels.find((p) => p.id === 'credit_funnel');
-    assert.deepEqual(seriesValues((await chartOption(page, funnel.id)).series[0].data), values(funnel.result, 'credit_funnel'));
+    const funnelChart = await chartOption(page, funnel.id);
+    assert.deepEqual(seriesValues(funnelChart.series[0].data), values(funnel.result, 'credit_funnel'));
+    // Steps by their labels from the YAML, not their keys.
+    assert.deepEqual(funnelChart.series[0].data.map((d) => d.name),
+      ['商机线索', '尽职调查', '授信申请', '审批通过', '签订合同', '放款']);
+    assert.equal(funnel.result.schema.find((f) => f.name === 'step').value_labels.due_diligence.en, 'Due diligence');
 
     const table = view.panels.find((p) => p.id === 'churn_by_region');
     const shown = await page.locator(`[data-panel="${table.id}"] td[data-metric="customers_churned"]`)

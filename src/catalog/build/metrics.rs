@@ -127,7 +127,7 @@ impl MetricCheck<'_, '_> {
             MetricKind::Ratio => &["numerator", "denominator"],
             MetricKind::Derived => &["expr"],
             MetricKind::Churn => &["model", "entity", "active_when", "value"],
-            MetricKind::Funnel => &["model", "entity", "step", "steps", "window"],
+            MetricKind::Funnel => &["model", "entity", "step", "steps", "step_labels", "window"],
             MetricKind::Cohort => &["model", "entity", "active_when", "period", "cohort_by"],
             MetricKind::Cumulative => &["measure", "reset", "window", "average"],
             MetricKind::Target => &["measure", "level", "additive"],
@@ -145,6 +145,7 @@ impl MetricCheck<'_, '_> {
             ("value", spec.value.is_some()),
             ("step", spec.step.is_some()),
             ("steps", !spec.steps.is_empty()),
+            ("step_labels", !spec.step_labels.is_empty()),
             ("window", spec.window.is_some()),
             ("period", spec.period.is_some()),
             ("cohort_by", spec.cohort_by.is_some()),
@@ -495,6 +496,17 @@ impl MetricCheck<'_, '_> {
             self.push("steps", "a funnel needs at least two steps");
             return None;
         }
+        for step in spec.step_labels.keys() {
+            if !spec.steps.contains(step) {
+                self.push(
+                    &format!("step_labels.{step}"),
+                    format!(
+                        "'{step}' is not one of the steps ({})",
+                        spec.steps.join(", ")
+                    ),
+                );
+            }
+        }
         for (i, st) in spec.steps.iter().enumerate() {
             if spec.steps[..i].contains(st) {
                 self.push(&format!("steps[{i}]"), format!("step '{st}' appears twice"));
@@ -519,6 +531,7 @@ impl MetricCheck<'_, '_> {
             entity,
             step,
             steps: spec.steps.clone(),
+            step_labels: spec.step_labels.clone(),
             window_micros,
             window: window.to_string(),
         }))

@@ -205,13 +205,10 @@ pub(super) async fn plan(
     let rows = rows.expect("at least two steps");
 
     let mut columns = key_columns(q);
-    columns.push(OutputColumn::described(
-        STEP,
-        ColumnRole::Key,
-        "步骤",
-        "Step",
-        FormatStyle::Number,
-    ));
+    columns.push(OutputColumn {
+        value_labels: f.step_labels.clone(),
+        ..OutputColumn::described(STEP, ColumnRole::Key, "步骤", "Step", FormatStyle::Number)
+    });
     columns.push(OutputColumn::described(
         STEP_ORDER,
         ColumnRole::Key,

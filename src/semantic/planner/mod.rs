@@ -58,6 +58,8 @@ pub struct OutputColumn {
     /// Label and format of a column that is not a catalog metric or dimension (funnel steps,
     /// cohort offsets, comparisons).
     pub meta: Option<(Label, FormatSpec)>,
+    /// How this column's values are shown (a funnel's steps), where declared.
+    pub value_labels: BTreeMap<String, Label>,
 }
 
 impl OutputColumn {
@@ -66,6 +68,7 @@ impl OutputColumn {
             name: name.into(),
             role,
             meta: None,
+            value_labels: BTreeMap::new(),
         }
     }
 
@@ -90,6 +93,7 @@ impl OutputColumn {
                     currency: None,
                 },
             )),
+            value_labels: BTreeMap::new(),
         }
     }
 }
