@@ -110,18 +110,18 @@ pub fn compose(
             .rollups
             .extend(other.notes.rollups.iter().cloned());
     }
-    result.notes.gaps_filled = series::fill_gaps(&mut result, q, catalog, drilled_members, budget);
+    result.notes.gaps_filled = series::complete(&mut result, q, catalog, drilled_members, budget);
     // Columns a drill or a comparison adds to each row: at most three per metric.
     let added = |r: &QueryResult| (r.rows.len() + 1) * 3 * q.metrics.len();
     if let (Some(mut parent), Some(pq)) = (parent, &subs.parent) {
-        series::fill_gaps(&mut parent, pq, catalog, &[], budget);
+        series::complete(&mut parent, pq, catalog, &[], budget);
         if !budget.take(added(&result)) {
             return Err(too_large(cells_of(&result) + added(&result)));
         }
         drill::merge(&mut result, q, catalog, &parent);
     }
     for ((window, other), (_, cq)) in compared.iter_mut().zip(&subs.comparisons) {
-        series::fill_gaps(other, cq, catalog, &[], budget);
+        series::complete(other, cq, catalog, &[], budget);
         if !budget.take(added(&result)) {
             return Err(too_large(cells_of(&result) + added(&result)));
         }

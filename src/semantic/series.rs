@@ -53,7 +53,55 @@ impl<'a> CellBudget<'a> {
 /// have no rows at all (used when the level is the only dimension). Returns false when it could
 /// not fill (no grain, a funnel/cohort shape, a truncated result, whose missing rows might lie
 /// past the limit, or more rows than the budget holds).
-pub fn fill_gaps(
+/// The rows as answered, gaps filled where asked ([`fill_gaps`]; whether it filled), and each
+/// `time_progress` metric set from its row's period: computed here, once, for rows the plan
+/// returned and rows the filling added alike.
+pub fn complete(
+    result: &mut QueryResult,
+    q: &ValidatedQuery,
+    catalog: &Catalog,
+    members: &[Value],
+    budget: &mut CellBudget,
+) -> bool {
+    let filled = fill_gaps(result, q, catalog, members, budget);
+    pace(result, q, catalog);
+    filled
+}
+
+/// Sets every `time_progress` cell: the share of its row's period gone by the query's end (`to`,
+/// clipped to the as-of date), 0 before the period, 1 after it; null without a grain.
+fn pace(result: &mut QueryResult, q: &ValidatedQuery, catalog: &Catalog) {
+    use crate::catalog::MetricDefinition;
+    let (Some(grain), Some(period_ix)) = (q.grain, result.column(PERIOD)) else {
+        return;
+    };
+    let paced = result.columns_where(|_, f| {
+        f.role == ColumnRole::Metric
+            && catalog
+                .metrics
+                .get(&f.name)
+                .is_some_and(|m| matches!(m.definition, MetricDefinition::TimeProgress))
+    });
+    if paced.is_empty() {
+        return;
+    }
+    let through = q.to.unwrap_or(q.as_of).min(q.as_of);
+    for row in &mut result.rows {
+        let start = row[period_ix]
+            .as_str()
+            .and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok());
+        let share = start.map(|start| {
+            let days = (super::calendar::next_period(start, grain) - start).num_days();
+            let gone = (through - start).num_days() + 1;
+            gone.clamp(0, days) as f64 / days as f64
+        });
+        for i in &paced {
+            row[*i] = share.map_or(Value::Null, Value::from);
+        }
+    }
+}
+
+fn fill_gaps(
     result: &mut QueryResult,
     q: &ValidatedQuery,
     catalog: &Catalog,

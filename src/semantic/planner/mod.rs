@@ -316,8 +316,6 @@ async fn metric_frame(
 
     let values = MetricValues {
         catalog,
-        q,
-        grain,
         unanswered: &unanswered,
     };
     let mut select: Vec<Expr> = keys.iter().map(ident).collect();
@@ -330,8 +328,6 @@ async fn metric_frame(
 /// What a metric's value is computed from, over a frame of aggregated measure columns.
 struct MetricValues<'a> {
     catalog: &'a Catalog,
-    q: &'a ValidatedQuery,
-    grain: Option<Grain>,
     /// Targets that cannot answer these rows: null.
     unanswered: &'a BTreeSet<String>,
 }
@@ -869,7 +865,8 @@ impl MetricValues<'_> {
                 };
                 over / nullif(under, lit(0.0f64))
             }
-            MetricDefinition::TimeProgress => target::time_progress(self.q, self.grain),
+            // Set per row once the rows are known (`series::pace`), gap-filled ones too.
+            MetricDefinition::TimeProgress => cast(lit(ScalarValue::Null), DataType::Float64),
             // A metric that declares empty as zero shows 0 where its model has no rows for the group
             // (another model's metric in the same query may have some).
             MetricDefinition::Simple { measure } if metric.empty == EmptyPeriod::Zero => {

@@ -1,4 +1,5 @@
-//! Targets (任务), their attainment (任务完成率) and the share of time gone (时间进度).
+//! Targets (任务) and where they answer; their attainment is a metric expression, and the share
+//! of time gone (时间进度) is set per row once the rows are known (`series::pace`).
 //!
 //! A target metric reads a measure over a targets model (a member of an org level, a period, a
 //! value) over *whole* periods: in May, the year's row of a year-grain query holds the whole
@@ -8,14 +9,8 @@
 //! a filter; never below its level, nor by a dimension or under a filter (a scope included) that
 //! the targets model lacks. Elsewhere, and where no target was set, it is null, never 0.
 
-use datafusion::arrow::datatypes::DataType;
-use datafusion::common::ScalarValue;
-use datafusion::functions::expr_fn::{greatest, least};
-use datafusion::logical_expr::{Expr, cast};
-use datafusion::prelude::{ident, lit};
-
-use super::super::calendar::{next_period, period_end, period_start};
-use super::super::validate::{PERIOD, Predicate, ValidatedQuery, days_since_epoch};
+use super::super::calendar::{period_end, period_start};
+use super::super::validate::{Predicate, ValidatedQuery};
 use crate::catalog::Catalog;
 use crate::protocol::Grain;
 
@@ -74,36 +69,4 @@ pub(super) fn whole_periods(q: &ValidatedQuery, grain: Option<Grain>) -> Validat
         whole.partial_start = None;
     }
     whole
-}
-
-/// The share of each row's period gone by the query's end (its `to`, clipped to the as-of
-/// date): 0 for a period not begun, 1 for one over. Null without a grain (a range has no period
-/// to be part of).
-pub(super) fn time_progress(q: &ValidatedQuery, grain: Option<Grain>) -> Expr {
-    let Some(g) = grain else {
-        return cast(lit(ScalarValue::Null), DataType::Float64);
-    };
-    let day = |e: Expr| cast(cast(e, DataType::Date32), DataType::Int64);
-    let start = day(ident(PERIOD));
-    // The period's length in days, from its start: months, quarters and years vary.
-    let next = match g {
-        Grain::Day => start.clone() + lit(1i64),
-        Grain::Week => start.clone() + lit(7i64),
-        Grain::Month | Grain::Quarter | Grain::Year => {
-            let months = match g {
-                Grain::Month => 1,
-                Grain::Quarter => 3,
-                _ => 12,
-            };
-            day(cast(ident(PERIOD), DataType::Date32)
-                + lit(ScalarValue::new_interval_ym(0, months)))
-        }
-    };
-    let end = q.to.unwrap_or(q.as_of).min(q.as_of);
-    let through = lit(days_since_epoch(next_period(end, Grain::Day)) as i64);
-    let gone = greatest(vec![
-        lit(0i64),
-        least(vec![through, next.clone()]) - start.clone(),
-    ]);
-    cast(gone, DataType::Float64) / cast(next - start, DataType::Float64)
 }
