@@ -46,13 +46,6 @@ impl<'a> CellBudget<'a> {
     }
 }
 
-/// Adds the missing (period x member combination) rows of a time series. The periods run over
-/// the query's range (or, without one, from the first to the last period returned); the member
-/// combinations are those the result holds. Each metric fills as it declares: zero, null, or the
-/// last earlier value of the same series. `members` adds the members of a drilled level that
-/// have no rows at all (used when the level is the only dimension). Returns false when it could
-/// not fill (no grain, a funnel/cohort shape, a truncated result, whose missing rows might lie
-/// past the limit, or more rows than the budget holds).
 /// The rows as answered, gaps filled where asked ([`fill_gaps`]; whether it filled), and each
 /// `time_progress` metric set from its row's period: computed here, once, for rows the plan
 /// returned and rows the filling added alike.
@@ -101,6 +94,13 @@ fn pace(result: &mut QueryResult, q: &ValidatedQuery, catalog: &Catalog) {
     }
 }
 
+/// Adds the missing (period x member combination) rows of a time series. The periods run over
+/// the query's range (or, without one, from the first to the last period returned); the member
+/// combinations are those the result holds. Each metric fills as it declares: zero, null, or the
+/// last earlier value of the same series. `members` adds the members of a drilled level that
+/// have no rows at all (used when the level is the only dimension). Returns false when it could
+/// not fill (no grain, a funnel/cohort shape, a truncated result, whose missing rows might lie
+/// past the limit, or more rows than the budget holds).
 fn fill_gaps(
     result: &mut QueryResult,
     q: &ValidatedQuery,
