@@ -494,3 +494,24 @@ metrics:
         "'actve' is not one of the steps (active, dormant)",
     );
 }
+
+#[tokio::test]
+async fn a_sql_model_that_does_not_plan_lists_the_columns_it_could_read() {
+    let errors = load_errors(&[(
+        "sql/customer_view.sql",
+        "SELECT c.customer_id, c.segmnt FROM customers c",
+    )])
+    .await;
+    assert_has(
+        &errors,
+        "sql/customer_view.sql",
+        "",
+        "No field named c.segmnt",
+    );
+    assert_has(
+        &errors,
+        "sql/customer_view.sql",
+        "",
+        "columns of the tables it reads: customers: customer_id,",
+    );
+}

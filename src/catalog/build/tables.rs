@@ -179,7 +179,26 @@ impl Builder<'_> {
                         self.personal.insert(name.to_string(), personal);
                         self.schemas.insert(name.to_string(), schema);
                     }
-                    Err(e) => errors.push(file, "", format!("SQL does not plan: {e}")),
+                    Err(e) => {
+                        // What it could have read: each table's columns, for the analyst.
+                        let columns: Vec<String> = deps
+                            .iter()
+                            .filter_map(|d| {
+                                let schema = self.schemas.get(d)?;
+                                let names: Vec<&str> =
+                                    schema.fields().iter().map(|f| f.name().as_str()).collect();
+                                Some(format!("{d}: {}", names.join(", ")))
+                            })
+                            .collect();
+                        errors.push(
+                            file,
+                            "",
+                            format!(
+                                "SQL does not plan: {e} (columns of the tables it reads: {})",
+                                columns.join("; ")
+                            ),
+                        )
+                    }
                 }
                 reads.insert(name.to_string(), read);
             }
