@@ -17,9 +17,6 @@ use crate::spec::Grain;
 use crate::spec::{FormatSpec, FormatStyle, Label};
 
 /// The comparison windows of a query and the query each one runs.
-/// Most rows a comparison query returns (the default `max_rows` of an answer).
-const COMPARISON_ROWS: usize = 50_000;
-
 pub fn comparison_queries(q: &ValidatedQuery) -> Vec<(ComparisonWindow, ValidatedQuery)> {
     let (Some(from), Some(to)) = (q.from, q.to) else {
         return Vec::new(); // validation requires both for `compare`
@@ -47,7 +44,7 @@ pub fn comparison_queries(q: &ValidatedQuery) -> Vec<(ComparisonWindow, Validate
             cq.order = Vec::new();
             // The rows a ranked, limited answer shows are ranked on this period's values: the
             // comparison must hold every row, not the first few in key order.
-            cq.limit = cq.limit.max(COMPARISON_ROWS);
+            cq.limit = q.max_rows;
             (w, cq)
         })
         .collect()

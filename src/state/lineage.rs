@@ -18,6 +18,18 @@ pub struct Lineage {
     pub unaligned: BTreeSet<String>,
 }
 
+/// Every table a resolved plan (views inlined) scans, subqueries included.
+pub fn tables_read(plan: &LogicalPlan) -> BTreeSet<String> {
+    let mut tables = BTreeSet::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            tables.insert(scan.table_name.table().to_string());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    tables
+}
+
 /// Traces output column `index` of a resolved plan (views inlined) back to the tables.
 pub fn trace(plan: &LogicalPlan, index: usize) -> Lineage {
     let mut scans: BTreeMap<String, usize> = BTreeMap::new();

@@ -9,12 +9,9 @@
 //! deleted. Without a store, or when the build fails (memory), the view is computed in every
 //! query, as if not declared, and `GET /api/v1/catalog/status` says why.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::logical_expr::LogicalPlan;
 use sha2::{Digest, Sha256};
 
 use super::RollupStore;
@@ -41,31 +38,24 @@ pub(super) async fn materialize_models(
         let started = Instant::now();
         let outcome = materialize(catalog, tables, store, view, order_by, model).await;
         let ms = started.elapsed().as_secs_f64() * 1e3;
-        let status = match outcome {
+        let (how, rows, file, reason) = match outcome {
             Ok((how, rows, file)) => {
                 tracing::info!(view, how, rows, ms, "materialized SQL model");
-                MaterializedModel {
-                    view: view.to_string(),
-                    how,
-                    rows,
-                    ms,
-                    reason: None,
-                    file: Some(file),
-                }
+                (how, rows, Some(file), None)
             }
             Err(reason) => {
                 tracing::warn!(view, %reason, "SQL model not materialized; every query computes it");
-                MaterializedModel {
-                    view: view.to_string(),
-                    how: "inline",
-                    rows: 0,
-                    ms,
-                    reason: Some(reason),
-                    file: None,
-                }
+                ("inline", 0, None, Some(reason))
             }
         };
-        done.push(status);
+        done.push(MaterializedModel {
+            view: view.to_string(),
+            how,
+            rows,
+            ms,
+            reason,
+            file,
+        });
     }
     done
 }
@@ -85,33 +75,41 @@ async fn materialize(
         .join(view);
     let fingerprint = fingerprint(catalog, tables, view, order_by, model)?;
     let file = folder.join(format!("{fingerprint}.parquet"));
-    if let Some(rows) = stored_rows(&file) {
-        tables
-            .read_view_from(view, &file)
-            .map_err(|e| e.to_string())?;
-        keep_only(&folder, &file);
-        return Ok(("loaded", rows, file));
-    }
-    std::fs::create_dir_all(&folder).map_err(|e| format!("{}: {e}", folder.display()))?;
-    // Written beside, then renamed: a file under the final name is always whole.
-    let partial = folder.join(format!(".{fingerprint}.{}.partial", std::process::id()));
-    let written = tables.store_view(view, order_by, &partial).await;
-    let rows = match written {
-        Ok(rows) => rows,
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            return Err(format!(
-                "computing it failed: {}",
-                crate::text::one_line(&e, 600)
-            ));
-        }
+    let (how, rows) = match stored_rows(&file) {
+        Some(rows) => ("loaded", rows),
+        None => (
+            "built",
+            build(tables, view, order_by, &folder, &fingerprint, &file).await?,
+        ),
     };
-    std::fs::rename(&partial, &file).map_err(|e| format!("{}: {e}", file.display()))?;
     tables
         .read_view_from(view, &file)
         .map_err(|e| e.to_string())?;
     keep_only(&folder, &file);
-    Ok(("built", rows, file))
+    Ok((how, rows, file))
+}
+
+/// Computes the view's rows into `file`: written beside it, then renamed, so a file under the
+/// final name is always whole. The rows written.
+async fn build(
+    tables: &dyn EngineTables,
+    view: &str,
+    order_by: &[String],
+    folder: &Path,
+    fingerprint: &str,
+    file: &Path,
+) -> Result<usize, String> {
+    std::fs::create_dir_all(folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+    let partial = folder.join(format!(".{fingerprint}.{}.partial", std::process::id()));
+    let rows = tables
+        .store_view(view, order_by, &partial)
+        .await
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&partial);
+            format!("computing it failed: {}", crate::text::one_line(&e, 600))
+        })?;
+    std::fs::rename(&partial, file).map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok(rows)
 }
 
 /// What the view's rows depend on: its plan with nested SQL models inlined, the sort, and each
@@ -132,14 +130,7 @@ fn fingerprint(
     let mut hasher = Sha256::new();
     hasher.update(resolved.display_indent_schema().to_string());
     hasher.update(format!("{order_by:?}"));
-    let mut reads = BTreeSet::new();
-    let _ = resolved.apply_with_subqueries(|node| {
-        if let LogicalPlan::TableScan(scan) = node {
-            reads.insert(scan.table_name.table().to_string());
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    for table in reads {
+    for table in super::lineage::tables_read(&resolved) {
         let source = catalog
             .tables
             .get(&table)

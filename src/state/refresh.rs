@@ -17,7 +17,6 @@ use datafusion::arrow::array::BooleanArray;
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::LogicalPlan;
 use sha2::{Digest, Sha256};
 
@@ -260,12 +259,7 @@ impl Context<'_> {
         for plan in rollup::definition_plans(self.catalog, self.def, self.calendar).await? {
             let resolved = self.resolved(plan)?;
             hasher.update(resolved.display_indent_schema().to_string());
-            let _ = resolved.apply_with_subqueries(|node| {
-                if let LogicalPlan::TableScan(scan) = node {
-                    reads.insert(scan.table_name.table().to_string());
-                }
-                Ok(TreeNodeRecursion::Continue)
-            });
+            reads.extend(lineage::tables_read(&resolved));
         }
         reads.retain(|t| self.catalog.tables.contains_key(t));
         Ok((hex_prefix(&hasher.finalize(), 16), reads))

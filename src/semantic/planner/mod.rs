@@ -221,7 +221,7 @@ async fn metric_frame(
     let mut measures: Vec<&Measure> = Vec::new();
     let mut cumulative: Vec<(&str, &crate::catalog::CumulativeDefinition)> = Vec::new();
     // Targets read over whole periods, where they answer the rows (else null: `unanswered`).
-    let mut targets: BTreeMap<(&str, Option<SnapshotPick>), Vec<&Measure>> = BTreeMap::new();
+    let mut targets: Vec<&Measure> = Vec::new();
     let mut unanswered: BTreeSet<String> = BTreeSet::new();
     for metric in &under {
         match &catalog.metrics[metric].definition {
@@ -232,9 +232,8 @@ async fn metric_frame(
             } => {
                 if target::answerable(catalog, q, measure, level, *additive, dims) {
                     let m = &catalog.measures[measure];
-                    let group = targets.entry((m.model.as_str(), m.snapshot)).or_default();
-                    if !group.iter().any(|x| x.name == m.name) {
-                        group.push(m);
+                    if !targets.iter().any(|x| x.name == m.name) {
+                        targets.push(m);
                     }
                 } else {
                     unanswered.insert(metric.clone());
@@ -252,13 +251,7 @@ async fn metric_frame(
             _ => {}
         }
     }
-    let mut groups: BTreeMap<(&str, Option<SnapshotPick>), Vec<&Measure>> = BTreeMap::new();
-    for m in &measures {
-        groups
-            .entry((m.model.as_str(), m.snapshot))
-            .or_default()
-            .push(m);
-    }
+    let groups = by_model_and_pick(&measures);
 
     let mut keys: Vec<String> = Vec::new();
     if grain.is_some() {
@@ -295,7 +288,7 @@ async fn metric_frame(
         parts.push(cumulative::frame(catalog, q, metric, def, dims, grain, rollups).await?);
     }
     let whole = target::whole_periods(q, grain);
-    for ((model, snapshot), group) in &targets {
+    for ((model, snapshot), group) in &by_model_and_pick(&targets) {
         parts.push(
             measures_frame(
                 catalog, &whole, model, *snapshot, group, dims, grain, rollups,
@@ -323,6 +316,20 @@ async fn metric_frame(
         select.push(values.expr(metric)?.alias(metric));
     }
     combined.select(select).map_err(df_err)
+}
+
+/// Measures grouped by (model, snapshot rule): each group is one aggregation over one model.
+fn by_model_and_pick<'a>(
+    measures: &[&'a Measure],
+) -> BTreeMap<(&'a str, Option<SnapshotPick>), Vec<&'a Measure>> {
+    let mut groups: BTreeMap<(&str, Option<SnapshotPick>), Vec<&Measure>> = BTreeMap::new();
+    for m in measures {
+        groups
+            .entry((m.model.as_str(), m.snapshot))
+            .or_default()
+            .push(m);
+    }
+    groups
 }
 
 /// What a metric's value is computed from, over a frame of aggregated measure columns.

@@ -55,6 +55,9 @@ pub struct ValidatedQuery {
     pub filters: Vec<Filter>,
     pub order: Vec<OrderRequest>,
     pub limit: usize,
+    /// The most rows any answer may hold (`--max-rows`): what a query's own parts (a limited
+    /// answer's comparisons) are bounded by.
+    pub max_rows: usize,
     pub totals: bool,
     /// Models the query reads (through its metrics' measures).
     pub models: BTreeSet<String>,
@@ -164,6 +167,7 @@ pub fn validate(
         filters,
         order: req.order.clone(),
         limit,
+        max_rows: limits.max_rows,
         totals: req.totals,
         models: read,
         calendar: calendar.clone(),
