@@ -154,7 +154,7 @@ pub async fn materialize_fixture(
         for (model, spec) in &def.models {
             let (rel, parquet) = match spec.source.source() {
                 Ok(Source::Parquet(p)) => (p, true),
-                Ok(Source::Csv(p)) => (p, false),
+                Ok(Source::Csv(p) | Source::Xlsx(p)) => (p, false),
                 _ => continue,
             };
             let target = out.join(rel);

@@ -13,6 +13,7 @@ use crate::text::hex_prefix;
 pub enum FileFormat {
     Parquet,
     Csv,
+    Xlsx,
 }
 
 impl FileFormat {
@@ -20,6 +21,7 @@ impl FileFormat {
         match self {
             FileFormat::Parquet => "parquet",
             FileFormat::Csv => "csv",
+            FileFormat::Xlsx => "xlsx",
         }
     }
 }
@@ -38,6 +40,9 @@ pub struct TableSource {
     /// Each of those files' path relative to the table's path (empty for a single file), size
     /// and modification time: what a stored rollup compares to see which files changed.
     pub signatures: Vec<FileSignature>,
+    /// `read:` options: the engine reads the files itself, typed as declared (a CSV dialect, a
+    /// workbook), instead of DataFusion's readers.
+    pub read: Option<crate::spec::read::ReadSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -67,7 +72,18 @@ impl TableSource {
             version,
             files,
             signatures,
+            read: None,
         })
+    }
+
+    pub fn with_read(mut self, read: Option<crate::spec::read::ReadSpec>) -> Self {
+        self.read = read;
+        self
+    }
+
+    /// Read by the engine's own typed reader (see `engine::read`), not a streaming scan.
+    pub fn read_in_memory(&self) -> bool {
+        self.read.is_some() || self.format == FileFormat::Xlsx
     }
 }
 

@@ -158,6 +158,11 @@ impl DataFusionTables {
         let format: Arc<dyn DataFileFormat> = match source.format {
             FileFormat::Parquet => Arc::new(ParquetFormat::default()),
             FileFormat::Csv => Arc::new(CsvFormat::default().with_has_header(true)),
+            FileFormat::Xlsx => {
+                return Err(DataFusionError::Plan(
+                    "a workbook is read in memory, not scanned".into(),
+                ));
+            }
         };
         let extension = if source.path.is_dir() {
             format!(".{}", source.format.extension())
@@ -225,6 +230,16 @@ impl TableRegistry for DataFusionTables {
         source: &'a TableSource,
     ) -> BoxFuture<'a, Result<SchemaRef, String>> {
         Box::pin(async move {
+            if source.read_in_memory() {
+                let owned = source.clone();
+                let (schema, batches) =
+                    tokio::task::spawn_blocking(move || super::read::read_table(&owned))
+                        .await
+                        .map_err(|e| e.to_string())??;
+                self.register_batches(&source.name, schema.clone(), batches)
+                    .map_err(|e| e.to_string())?;
+                return Ok(schema);
+            }
             let table = self
                 .listing_table(source)
                 .await

@@ -8,6 +8,7 @@ mod datafusion;
 mod error;
 mod files;
 mod lookups;
+mod read;
 mod sequential;
 
 use ::datafusion::arrow::datatypes::SchemaRef;

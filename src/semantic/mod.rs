@@ -23,5 +23,6 @@ pub use result::{
     PartialPeriod, QueryResult, ResultNotes, SchemaField, json_value, rows_of, schema_fields,
 };
 pub use validate::{
-    Drill, Filter, PERIOD, Predicate, QueryLimits, ValidatedQuery, literal, type_name, validate,
+    Drill, Filter, PERIOD, Predicate, QueryLimits, ValidatedQuery, days_since_epoch, literal,
+    type_name, validate,
 };

@@ -5,6 +5,7 @@
 pub mod alert;
 pub mod dashboard;
 pub mod nesting;
+pub mod read;
 
 use std::collections::BTreeMap;
 
@@ -190,7 +191,7 @@ impl Mask {
     }
 }
 
-/// Where a model's rows come from: exactly one of the three. File paths are relative to the data
+/// Where a model's rows come from: exactly one of the four. File paths are relative to the data
 /// directory. (A struct rather than an enum: YAML enums would need `!tag` syntax.)
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -199,24 +200,50 @@ pub struct SourceSpec {
     pub parquet: Option<String>,
     /// A CSV file (with header) or a directory of CSV files.
     pub csv: Option<String>,
+    /// An Excel workbook (`.xlsx`), one sheet of it.
+    pub xlsx: Option<String>,
     /// A SQL model: `sql/<name>.sql`.
     pub sql: Option<String>,
+    /// How to read a CSV or a workbook: dialect, encoding, sheet and range, column types.
+    pub read: Option<read::ReadSpec>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source<'a> {
     Parquet(&'a str),
     Csv(&'a str),
+    Xlsx(&'a str),
     Sql(&'a str),
 }
 
 impl SourceSpec {
     pub fn source(&self) -> Result<Source<'_>, &'static str> {
-        match (&self.parquet, &self.csv, &self.sql) {
-            (Some(p), None, None) => Ok(Source::Parquet(p)),
-            (None, Some(c), None) => Ok(Source::Csv(c)),
-            (None, None, Some(s)) => Ok(Source::Sql(s)),
-            _ => Err("give exactly one of 'parquet', 'csv' or 'sql'"),
+        let source = match (&self.parquet, &self.csv, &self.xlsx, &self.sql) {
+            (Some(p), None, None, None) => Source::Parquet(p),
+            (None, Some(c), None, None) => Source::Csv(c),
+            (None, None, Some(x), None) => Source::Xlsx(x),
+            (None, None, None, Some(s)) => Source::Sql(s),
+            _ => return Err("give exactly one of 'parquet', 'csv', 'xlsx' or 'sql'"),
+        };
+        match (&source, &self.read) {
+            (Source::Parquet(_) | Source::Sql(_), Some(_)) => {
+                Err("'read' options apply to 'csv' and 'xlsx' sources only")
+            }
+            (Source::Csv(_), Some(r)) if r.sheet.is_some() || r.range.is_some() => {
+                Err("read.sheet and read.range apply to 'xlsx' sources, not 'csv'")
+            }
+            (Source::Xlsx(_), Some(r))
+                if r.delimiter.is_some()
+                    || r.quote.is_some()
+                    || r.escape.is_some()
+                    || r.encoding.is_some()
+                    || r.comment.is_some() =>
+            {
+                Err(
+                    "read.delimiter, quote, escape, encoding and comment apply to 'csv' sources, not 'xlsx'",
+                )
+            }
+            _ => Ok(source),
         }
     }
 }

@@ -13,6 +13,7 @@ mod layers;
 mod rollups;
 mod security;
 mod semantics;
+mod sources;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -44,6 +44,7 @@ impl Builder<'_> {
             let (format, rel) = match d.spec.source.source() {
                 Ok(Source::Parquet(p)) => (FileFormat::Parquet, p),
                 Ok(Source::Csv(p)) => (FileFormat::Csv, p),
+                Ok(Source::Xlsx(p)) => (FileFormat::Xlsx, p),
                 Ok(Source::Sql(_)) => continue,
                 Err(reason) => {
                     errors.push(d.file, &key, reason);
@@ -66,7 +67,7 @@ impl Builder<'_> {
                 }
             };
             let source = match TableSource::new(name, format, path.clone()) {
-                Ok(s) => s,
+                Ok(s) => s.with_read(d.spec.source.read.clone()),
                 Err(e) => {
                     errors.push(d.file, &key, format!("cannot read {}: {e}", path.display()));
                     continue;
@@ -78,6 +79,11 @@ impl Builder<'_> {
                     self.personal
                         .insert(name.to_string(), d.spec.personal_data.clone());
                     self.schemas.insert(name.to_string(), schema);
+                }
+                // The typed reader's messages name the file, line and column themselves.
+                Err(e) if source.read_in_memory() => {
+                    errors.push(d.file, &key, e);
+                    continue;
                 }
                 Err(e) => {
                     errors.push(d.file, &key, format!("cannot open {}: {e}", path.display()));
