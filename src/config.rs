@@ -48,9 +48,9 @@ pub struct Settings {
     /// personal data masked.
     #[arg(long, env = "KPILENS_NO_AUTH", conflicts_with = "auth_file")]
     pub no_auth: bool,
-    /// The audit log (JSON lines), rotated by size.
-    #[arg(long, env = "KPILENS_AUDIT_LOG", default_value = "logs/audit.log")]
-    pub audit_log: PathBuf,
+    /// The audit log (JSON lines), rotated by size. Default: `audit.log` in the state folder.
+    #[arg(long, env = "KPILENS_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
     #[arg(long, env = "KPILENS_AUDIT_MAX_MB", default_value_t = 64)]
     pub audit_max_mb: u64,
     /// Rotated audit files kept (audit.log.1 ... .N).
@@ -114,13 +114,22 @@ pub struct Settings {
     /// so the first reader gets cached answers.
     #[arg(long, env = "KPILENS_WARM_UP", default_value_t = true, action = clap::ArgAction::Set)]
     pub warm_up: bool,
+    /// What the server writes (alert store, stored rollups and models, audit log). Default:
+    /// `.kpilens` in the data folder, so each data set has its own; give it when the data
+    /// folder is read-only.
+    #[arg(long = "state", env = "KPILENS_STATE")]
+    pub state_dir: Option<PathBuf>,
+    /// Serve the cockpit from this folder (index.html, app/, node_modules/) instead of the copy
+    /// built into the binary: for front-end work without rebuilding.
+    #[arg(long, env = "KPILENS_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
     /// The embedded store of alert states, history and tasks (created if absent). Default:
-    /// `.kpilens/alerts.redb` in the data directory, so each data set has its own alerts.
+    /// `alerts.redb` in the state folder.
     #[arg(long, env = "KPILENS_ALERTS_DB")]
     pub alerts_db: Option<PathBuf>,
     /// Where rollups are stored between runs (Parquet and a manifest per rollup), so a start or
-    /// a data change loads them or recomputes only the changed dates. Default:
-    /// `.kpilens/rollups` in the data directory.
+    /// a data change loads them or recomputes only the changed dates. Default: `rollups` in
+    /// the state folder.
     #[arg(long, env = "KPILENS_ROLLUP_STORE")]
     pub rollup_store: Option<PathBuf>,
     /// Keep rollups in memory only: every start builds them all.
@@ -172,7 +181,7 @@ impl Default for Settings {
             max_year: 2200,
             auth_file: None,
             no_auth: false,
-            audit_log: PathBuf::from("logs/audit.log"),
+            audit_log: None,
             audit_max_mb: 64,
             audit_keep: 5,
             audit_keep_days: 180,
@@ -189,6 +198,8 @@ impl Default for Settings {
             rate_burst: 200.0,
             reload_ms: 1000,
             warm_up: true,
+            state_dir: None,
+            web_dir: None,
             alerts_db: None,
             rollup_store: None,
             no_rollup_store: false,
@@ -203,10 +214,20 @@ impl Default for Settings {
 }
 
 impl Settings {
+    pub fn state_dir(&self) -> PathBuf {
+        state_dir(&self.data_dir, self.state_dir.as_deref())
+    }
+
     pub fn alerts_db(&self) -> PathBuf {
         self.alerts_db
             .clone()
-            .unwrap_or_else(|| self.data_dir.join(".kpilens").join("alerts.redb"))
+            .unwrap_or_else(|| self.state_dir().join("alerts.redb"))
+    }
+
+    pub fn audit_log(&self) -> PathBuf {
+        self.audit_log
+            .clone()
+            .unwrap_or_else(|| self.state_dir().join("audit.log"))
     }
 
     /// The rollup store's folder, or none when rollups live in memory only.
@@ -214,11 +235,18 @@ impl Settings {
         (!self.no_rollup_store).then(|| {
             self.rollup_store
                 .clone()
-                .unwrap_or_else(|| self.data_dir.join(".kpilens").join("rollups"))
+                .unwrap_or_else(|| self.state_dir().join("rollups"))
         })
     }
 
     pub fn query_timeout(&self) -> Duration {
         Duration::from_secs(self.query_timeout_secs)
     }
+}
+
+/// The state folder: the one given, else `.kpilens` in the data folder.
+pub fn state_dir(data_dir: &std::path::Path, given: Option<&std::path::Path>) -> PathBuf {
+    given
+        .map(PathBuf::from)
+        .unwrap_or_else(|| data_dir.join(".kpilens"))
 }

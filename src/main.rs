@@ -1,7 +1,7 @@
 //! The `kpilens` command line: a thin layer over the library.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -80,13 +80,19 @@ enum Command {
     Audit {
         #[command(subcommand)]
         action: Option<AuditAction>,
+        /// Default: `audit.log` in the state folder, as the server writes it.
+        #[arg(long, env = "KPILENS_AUDIT_LOG", global = true)]
+        file: Option<PathBuf>,
+        /// The data and state folders the server ran with (to find its audit log).
         #[arg(
-            long,
-            env = "KPILENS_AUDIT_LOG",
-            default_value = "logs/audit.log",
+            long = "data",
+            env = "KPILENS_DATA",
+            default_value = "data/demo",
             global = true
         )]
-        file: PathBuf,
+        data_dir: PathBuf,
+        #[arg(long = "state", env = "KPILENS_STATE", global = true)]
+        state_dir: Option<PathBuf>,
         #[arg(long)]
         principal: Option<String>,
         /// A part of the request path, e.g. /api/v1/query.
@@ -151,8 +157,11 @@ async fn run(command: Command) -> Result<(), String> {
             scale,
             settings,
         } => {
-            // `deposit_day` is the generator's newest table: older demo data is generated again.
-            if !settings.data_dir.join("deposit_day").exists() {
+            // The demo bank is generated only where it lives by default (`--data` names another
+            // project's data, which is served as it is). `deposit_day` is the generator's newest
+            // table: older demo data is generated again.
+            let demo_bank = settings.data_dir == Path::new(DEMO_DATA);
+            if demo_bank && !settings.data_dir.join("deposit_day").exists() {
                 println!(
                     "generating the demo bank (scale {scale}) into {} ...",
                     settings.data_dir.display()
@@ -166,7 +175,13 @@ async fn run(command: Command) -> Result<(), String> {
                 .map_err(|e| format!("generate: {e}"))?;
                 println!("{report}");
             }
-            install_cockpit(&settings.project_dir.join("web"));
+            if !kpilens::api::web::WebAssets::echarts_embedded() {
+                let web = settings
+                    .web_dir
+                    .clone()
+                    .unwrap_or_else(kpilens::api::web::built_from);
+                install_cockpit(&web);
+            }
             serve_demo(addr, settings).await
         }
         Command::Serve { addr, settings } => serve(addr, settings).await,
@@ -260,32 +275,39 @@ async fn run(command: Command) -> Result<(), String> {
         Command::Audit {
             action: Some(AuditAction::Verify),
             file,
+            data_dir,
+            state_dir,
             ..
-        } => match audit::verify(&file)
-            .map_err(|e| format!("cannot read {}: {e}", file.display()))?
-        {
-            audit::Verified::Intact {
-                lines,
-                files,
-                anchored,
-            } => {
-                println!(
-                    "intact: {lines} line(s) over {files} file(s){}",
-                    if anchored {
-                        ", from the first line ever written"
-                    } else {
-                        "; the oldest kept line follows lines rotated away"
-                    }
-                );
-                Ok(())
+        } => {
+            let file = audit_file(file, &data_dir, state_dir.as_deref());
+            match audit::verify(&file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+            {
+                audit::Verified::Intact {
+                    lines,
+                    files,
+                    anchored,
+                } => {
+                    println!(
+                        "intact: {lines} line(s) over {files} file(s){}",
+                        if anchored {
+                            ", from the first line ever written"
+                        } else {
+                            "; the oldest kept line follows lines rotated away"
+                        }
+                    );
+                    Ok(())
+                }
+                audit::Verified::Broken { file, line, reason } => {
+                    Err(format!("broken at {}:{line}: {reason}", file.display()))
+                }
             }
-            audit::Verified::Broken { file, line, reason } => {
-                Err(format!("broken at {}:{line}: {reason}", file.display()))
-            }
-        },
+        }
         Command::Audit {
             action: None,
             file,
+            data_dir,
+            state_dir,
             principal,
             route,
             metric,
@@ -300,6 +322,7 @@ async fn run(command: Command) -> Result<(), String> {
                 status,
                 since,
             };
+            let file = audit_file(file, &data_dir, state_dir.as_deref());
             let records = audit::search(&file, &query)
                 .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             let skip = records.len().saturating_sub(limit);
@@ -347,6 +370,23 @@ fn not_valid(errors: kpilens::catalog::CatalogErrors) -> String {
     format!("the project does not validate:\n{errors}")
 }
 
+const DEMO_DATA: &str = "data/demo";
+
+/// Where a server keeps what it writes, printed at start.
+fn print_paths(settings: &Settings) {
+    println!(
+        "project {}, data {}, state {} (audit log {}, alerts {}, stored rollups {})",
+        settings.project_dir.display(),
+        settings.data_dir.display(),
+        settings.state_dir().display(),
+        settings.audit_log().display(),
+        settings.alerts_db().display(),
+        settings
+            .rollup_store()
+            .map_or("off".to_string(), |p| p.display().to_string()),
+    );
+}
+
 /// The cockpit's one front-end dependency (Apache ECharts) comes from npm, pinned by
 /// `web/package-lock.json`; the demo installs it on a fresh machine. Without it the API still
 /// serves and the page says what is missing.
@@ -377,6 +417,7 @@ async fn serve(addr: SocketAddr, settings: Settings) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot bind {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
+    print_paths(&settings);
     println!(
         "kpilens serving {} metrics on http://{local}",
         service.catalog().metrics.len()
@@ -389,7 +430,7 @@ async fn serve(addr: SocketAddr, settings: Settings) -> Result<(), String> {
 /// The demo: named users with printed tokens, and a route the cockpit lists them from.
 async fn serve_demo(addr: SocketAddr, mut settings: Settings) -> Result<(), String> {
     let service = Arc::new(open_for_serving(&settings).await?);
-    if settings.alerts_clock_start.is_none() {
+    if settings.alerts_clock_start.is_none() && service.catalog().models.contains_key("tickets") {
         // The demo bank's history ends before today: the alert clock starts at 18:00 on its
         // last day, so the record rules (SLAs, maturities, first contacts) see a live bank.
         let catalog = service.catalog();
@@ -412,12 +453,23 @@ async fn serve_demo(addr: SocketAddr, mut settings: Settings) -> Result<(), Stri
             println!("alert clock starts at {start} (where the demo data ends)");
         }
     }
-    let (auth, users) = demo::demo_auth(&service).await?;
+    // Demo users need the demo bank's org chart (region > branch > rm); another project is
+    // served as `serve --no-auth` serves it.
+    let (auth, users) = match demo::demo_auth(&service).await {
+        Ok((auth, users)) => (AuthMode::Tokens(Box::new(auth)), users),
+        Err(why) => {
+            println!("no demo users ({why}): serving without sign-in, as --no-auth does");
+            (AuthMode::Disabled, Vec::new())
+        }
+    };
     let listener = server::bind(addr)
         .await
         .map_err(|e| format!("cannot bind {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("demo users (tokens valid 12 h; the cockpit lets you pick one):");
+    print_paths(&settings);
+    if !users.is_empty() {
+        println!("demo users (tokens valid 12 h; the cockpit lets you pick one):");
+    }
     for u in &users {
         println!("  {:<12} {:<28} {}", u.id, u.scope.key(), u.token);
     }
@@ -440,16 +492,14 @@ async fn serve_demo(addr: SocketAddr, mut settings: Settings) -> Result<(), Stri
             personal_data: false,
         })
         .collect();
-    server::serve_with(
-        &settings,
-        service,
-        listener,
-        AuthMode::Tokens(Box::new(auth)),
-        extra,
-        warm_for,
-    )
-    .await
-    .map_err(|e| e.to_string())
+    server::serve_with(&settings, service, listener, auth, extra, warm_for)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The audit log `kpilens audit` reads: the one given, else the server's default.
+fn audit_file(given: Option<PathBuf>, data_dir: &Path, state_dir: Option<&Path>) -> PathBuf {
+    given.unwrap_or_else(|| kpilens::config::state_dir(data_dir, state_dir).join("audit.log"))
 }
 
 fn parse_query(text: &str) -> Result<QueryRequest, String> {

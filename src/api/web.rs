@@ -1,6 +1,7 @@
-//! The cockpit's static files, served by the binary itself: `web/index.html` at `/`, `web/app/*`
-//! at `/app/*`, and Apache ECharts from `web/node_modules` (installed by npm from the lockfile)
-//! at `/vendor/echarts.min.js`. Read and compressed once at startup.
+//! The cockpit's static files: `index.html` at `/`, `app/*` at `/app/*`, and Apache ECharts at
+//! `/vendor/echarts.min.js`. Embedded in the binary at build time (see `build.rs`), so a server
+//! installed anywhere serves its cockpit; `--web-dir` serves them from a folder instead (front-end
+//! work without rebuilding). Compressed once at startup.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,6 +19,15 @@ use crate::text::hex_prefix;
 
 pub const ECHARTS: &str = "node_modules/echarts/dist/echarts.min.js";
 
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
+}
+
+/// The web/ folder of the checkout this binary was built from.
+pub fn built_from() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("web")
+}
+
 struct Asset {
     content_type: &'static str,
     etag: String,
@@ -31,32 +41,55 @@ pub struct WebAssets {
 }
 
 impl WebAssets {
-    /// Loads what exists; a missing front end or ECharts is not fatal (the API still serves,
-    /// and the page says what to install).
-    pub fn load(web_dir: &Path) -> WebAssets {
+    /// The embedded cockpit, or the one in `web_dir`. ECharts not embedded (the binary was built
+    /// before `npm ci`) is looked for in the checkout it was built from. A missing front end or
+    /// ECharts is not fatal: the API still serves, and the page says what to install.
+    pub fn load(web_dir: Option<&Path>) -> WebAssets {
         let mut assets = WebAssets::default();
-        assets.add("index.html", &web_dir.join("index.html"));
-        assets.add("vendor/echarts.min.js", &web_dir.join(ECHARTS));
-        if let Ok(entries) = std::fs::read_dir(web_dir.join("app")) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().to_string();
-                assets.add(&format!("app/{name}"), &entry.path());
+        match web_dir {
+            Some(dir) => {
+                assets.add_file("index.html", &dir.join("index.html"));
+                assets.add_file("vendor/echarts.min.js", &dir.join(ECHARTS));
+                if let Ok(entries) = std::fs::read_dir(dir.join("app")) {
+                    for entry in entries.flatten() {
+                        let name = entry.file_name().to_string_lossy().to_string();
+                        assets.add_file(&format!("app/{name}"), &entry.path());
+                    }
+                }
+            }
+            None => {
+                for (url, bytes) in embedded::EMBEDDED {
+                    assets.add(url, bytes.to_vec());
+                }
+                assets.add_file("vendor/echarts.min.js", &built_from().join(ECHARTS));
             }
         }
         if !assets.files.contains_key("vendor/echarts.min.js") {
             tracing::warn!(
-                "{} is missing: run `npm ci --prefix web` for the cockpit's charts",
-                web_dir.join(ECHARTS).display()
+                "ECharts is missing: run `npm ci --prefix web` (and rebuild, or give --web-dir) for the cockpit's charts"
             );
         }
         assets
     }
 
-    fn add(&mut self, url: &str, path: &Path) {
-        let Some(content_type) = content_type(path) else {
+    /// Whether the binary carries ECharts (else `kpilens demo` installs it with npm).
+    pub fn echarts_embedded() -> bool {
+        embedded::EMBEDDED
+            .iter()
+            .any(|(url, _)| *url == "vendor/echarts.min.js")
+    }
+
+    fn add_file(&mut self, url: &str, path: &Path) {
+        if self.files.contains_key(url) {
             return;
-        };
-        let Ok(bytes) = std::fs::read(path) else {
+        }
+        if let Ok(bytes) = std::fs::read(path) {
+            self.add(url, bytes);
+        }
+    }
+
+    fn add(&mut self, url: &str, bytes: Vec<u8>) {
+        let Some(content_type) = content_type(Path::new(url)) else {
             return;
         };
         let etag = format!("\"{}\"", hex_prefix(&Sha256::digest(&bytes), 16));

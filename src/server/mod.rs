@@ -93,7 +93,7 @@ pub fn app(
         max_body_bytes: settings.max_body_kb * 1024,
         body_timeout: Duration::from_millis(settings.body_timeout_ms),
         audit: AuditLog::open(
-            &settings.audit_log,
+            &settings.audit_log(),
             settings.audit_max_mb * 1024 * 1024,
             settings.audit_keep,
             (settings.audit_keep_days > 0)
@@ -104,7 +104,7 @@ pub fn app(
             settings.audit_unauthenticated_per_second * 10.0,
         ),
     });
-    let web = Arc::new(api::web::WebAssets::load(&settings.project_dir.join("web")));
+    let web = Arc::new(api::web::WebAssets::load(settings.web_dir.as_deref()));
     let clock: Arc<dyn Clock> = match settings.alerts_clock_start {
         Some(start) => Arc::new(ShiftedClock::starting_at(start.with_timezone(&chrono::Utc))),
         None => Arc::new(SystemClock),

@@ -93,7 +93,7 @@ pub async fn start(mut settings: Settings) -> Server {
     if settings.auth_file.is_none() && !settings.no_auth {
         settings.auth_file = Some(test_auth_config(dir.path()));
     }
-    settings.audit_log = dir.path().join("audit.log");
+    settings.audit_log = Some(dir.path().join("audit.log"));
     settings.alerts_db = Some(dir.path().join("alerts.redb"));
     let service = Arc::new(
         KpiService::open(&settings)

@@ -1,0 +1,53 @@
+//! Embeds the cockpit (web/index.html, web/app/*, and ECharts when npm has installed it) into
+//! the binary, so `kpilens serve` needs no repository beside it.
+
+use std::fmt::Write;
+use std::path::Path;
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let web = root.join("web");
+    let echarts = web.join("node_modules/echarts/dist/echarts.min.js");
+    let mut files = vec![("index.html".to_string(), web.join("index.html"))];
+    let mut app: Vec<_> = std::fs::read_dir(web.join("app"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    app.sort();
+    for path in app {
+        let name = path
+            .file_name()
+            .expect("file name")
+            .to_string_lossy()
+            .to_string();
+        files.push((format!("app/{name}"), path));
+    }
+    println!("cargo:rerun-if-changed=web/index.html");
+    println!("cargo:rerun-if-changed=web/app");
+    if echarts.exists() {
+        files.push(("vendor/echarts.min.js".to_string(), echarts));
+        println!("cargo:rerun-if-changed=web/node_modules/echarts/dist/echarts.min.js");
+    } else {
+        // Not installed yet: `npm ci` changes web/, and the next build embeds it.
+        println!("cargo:rerun-if-changed=web/package-lock.json");
+        println!("cargo:rerun-if-changed=web");
+    }
+    let mut out = String::from("pub static EMBEDDED: &[(&str, &[u8])] = &[\n");
+    for (url, path) in files {
+        if path.exists() {
+            writeln!(
+                out,
+                "    ({url:?}, include_bytes!({:?})),",
+                path.display().to_string()
+            )
+            .expect("write");
+        }
+    }
+    out.push_str("];\n");
+    let dest = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("web_assets.rs");
+    std::fs::write(dest, out).expect("write web_assets.rs");
+}
