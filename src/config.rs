@@ -218,6 +218,19 @@ impl Settings {
         state_dir(&self.data_dir, self.state_dir.as_deref())
     }
 
+    /// A server writes its state beside the data unless told otherwise; a data folder without
+    /// write permission (a shared, read-only copy) needs `--state`.
+    pub fn check_state_dir(&self) -> Result<(), String> {
+        let read_only = std::fs::metadata(&self.data_dir).is_ok_and(|m| m.permissions().readonly());
+        if self.state_dir.is_none() && read_only {
+            return Err(format!(
+                "the data folder {} is read-only: give --state DIR (KPILENS_STATE) for the audit log, alert store and stored rollups",
+                self.data_dir.display()
+            ));
+        }
+        Ok(())
+    }
+
     pub fn alerts_db(&self) -> PathBuf {
         self.alerts_db
             .clone()

@@ -161,6 +161,19 @@ async fn run(command: Command) -> Result<(), String> {
             // project's data, which is served as it is). `deposit_day` is the generator's newest
             // table: older demo data is generated again.
             let demo_bank = settings.data_dir == Path::new(DEMO_DATA);
+            let mut settings = settings;
+            if settings.check_state_dir().is_err() {
+                // A read-only data set (the shared Berka copy): the demo's state goes to a
+                // folder of its own under the system's temporary folder.
+                let data = std::fs::canonicalize(&settings.data_dir)
+                    .unwrap_or_else(|_| settings.data_dir.clone());
+                let name = kpilens::text::hex_prefix(
+                    &<sha2::Sha256 as sha2::Digest>::digest(data.to_string_lossy().as_bytes()),
+                    12,
+                );
+                settings.state_dir =
+                    Some(std::env::temp_dir().join(format!("kpilens-state-{name}")));
+            }
             if demo_bank && !settings.data_dir.join("deposit_day").exists() {
                 println!(
                     "generating the demo bank (scale {scale}) into {} ...",
@@ -412,6 +425,7 @@ fn install_cockpit(web: &std::path::Path) {
 }
 
 async fn serve(addr: SocketAddr, settings: Settings) -> Result<(), String> {
+    settings.check_state_dir()?;
     let service = Arc::new(open_for_serving(&settings).await?);
     let listener = server::bind(addr)
         .await

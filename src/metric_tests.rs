@@ -3,6 +3,7 @@
 //! and the numbers it must give. Fixture tables may be CSV where the model reads Parquet, so that
 //! a fixture stays readable and checkable by hand: they are converted into a temporary data
 //! directory (timestamps without a zone are taken as UTC), and the project is loaded over it.
+//! A test without a fixture reads the configured data folder as it is.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,7 +30,8 @@ impl TestOutcome {
     }
 }
 
-/// Runs every test of the project. `settings` supplies everything but the data directory.
+/// Runs every test of the project. `settings` supplies everything but the fixtures' data
+/// directories (tests without a fixture read `settings.data_dir`).
 pub async fn run_all(settings: &Settings) -> Result<Vec<TestOutcome>, String> {
     let sources = ProjectSources::read(&settings.project_dir).map_err(|e| e.to_string())?;
     let mut tests: BTreeMap<String, (String, TestSpec)> = BTreeMap::new();
@@ -38,7 +40,7 @@ pub async fn run_all(settings: &Settings) -> Result<Vec<TestOutcome>, String> {
             tests.insert(name.clone(), (file.clone(), spec.clone()));
         }
     }
-    let mut by_fixture: BTreeMap<String, Vec<(String, String, TestSpec)>> = BTreeMap::new();
+    let mut by_fixture: BTreeMap<Option<String>, Vec<(String, String, TestSpec)>> = BTreeMap::new();
     for (name, (file, spec)) in tests {
         by_fixture
             .entry(spec.fixture.clone())
@@ -49,15 +51,28 @@ pub async fn run_all(settings: &Settings) -> Result<Vec<TestOutcome>, String> {
     for (fixture, tests) in by_fixture {
         let data = tempfile::tempdir().map_err(|e| e.to_string())?;
         let loaded = async {
-            materialize_fixture(&sources, &settings.project_dir.join(&fixture), data.path())
-                .await?;
-            let s = Settings {
-                data_dir: data.path().to_path_buf(),
-                ..settings.clone()
+            let s = match &fixture {
+                Some(fixture) => {
+                    materialize_fixture(&sources, &settings.project_dir.join(fixture), data.path())
+                        .await?;
+                    Settings {
+                        data_dir: data.path().to_path_buf(),
+                        ..settings.clone()
+                    }
+                }
+                // The real data is read as it is: nothing stored beside it.
+                None => Settings {
+                    no_rollup_store: true,
+                    ..settings.clone()
+                },
+            };
+            let over = match &fixture {
+                Some(f) => format!("fixture {f}"),
+                None => format!("the data folder {}", s.data_dir.display()),
             };
             KpiService::open(&s)
                 .await
-                .map_err(|e| format!("the project does not load over fixture {fixture}:\n{e}"))
+                .map_err(|e| format!("the project does not load over {over}:\n{e}"))
         }
         .await;
         for (name, file, spec) in tests {

@@ -73,8 +73,9 @@ pub struct RollupSpec {
 #[serde(deny_unknown_fields)]
 pub struct TestSpec {
     /// Directory (relative to the project) laid out like the data directory. Files may be CSV
-    /// even where the model reads Parquet: `kpilens test` converts them.
-    pub fixture: String,
+    /// even where the model reads Parquet: `kpilens test` converts them. Without it the test
+    /// reads the data folder itself (`--data`): counts pinned on a real data set.
+    pub fixture: Option<String>,
     /// A query in the JSON protocol, written as YAML.
     pub query: serde_json::Value,
     pub expect: TestExpectation,

@@ -409,3 +409,70 @@ async fn inference_keeps_identifiers_with_leading_zeros_as_text() {
     assert_eq!(types["balance"], "Float64");
     assert_eq!(types["limit"], "Int64");
 }
+
+/// The real Berka files beside the repository (`../shared/data/berka`), as CI lays them out.
+fn berka_data() -> Option<std::path::PathBuf> {
+    let data = repo_dir().join("../shared/data/berka");
+    if data.join("loan.asc").exists() {
+        Some(data)
+    } else {
+        eprintln!("skipped: no Berka data at {}", data.display());
+        None
+    }
+}
+
+#[tokio::test]
+async fn the_berka_example_serves_its_cockpit_from_its_own_folder() {
+    let Some(data) = berka_data() else {
+        return;
+    };
+    let state = tempfile::tempdir().expect("temp dir");
+    let settings = Settings {
+        project_dir: repo_dir().join("examples/berka"),
+        data_dir: data,
+        state_dir: Some(state.path().to_path_buf()),
+        no_auth: true,
+        warm_up: false,
+        alerts_tick_ms: 0,
+        ..Settings::default()
+    };
+    let server = super::http::start(settings).await;
+    // The cockpit comes from the binary: the project has no web/ folder.
+    let page = server.raw("/", &[]).await;
+    assert_eq!(page.status, 200);
+    assert!(String::from_utf8_lossy(&page.body).contains("/app/main.js"));
+    assert_eq!(server.raw("/app/main.js", &[]).await.status, 200);
+
+    let (status, board) = server.get("/api/v1/dashboards/berka").await;
+    assert_eq!(status, 200, "{board}");
+    let panel = |id: &str| {
+        board["panels"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["id"] == id))
+            .cloned()
+            .unwrap_or_else(|| panic!("no panel {id} in {board}"))
+    };
+    // Every panel answers; the window is 1993-1998 (six years to the last loan).
+    for p in board["panels"].as_array().expect("panels") {
+        assert!(p.get("error").is_none(), "{p}");
+    }
+    let volume = panel("loan_volume");
+    let rows = volume["result"]["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 6, "{volume}");
+    assert_eq!(rows[0][0], "1993-01-01");
+    let total: f64 = rows.iter().map(|r| r[1].as_f64().expect("amount")).sum();
+    assert_eq!(total, 103_261_740.0);
+
+    // Drill: Prague's districts (one: Hl.m. Praha), loans granted there.
+    let (status, answer) = server
+        .query(serde_json::json!({
+            "metrics": ["loans", "bad_loan_ratio"],
+            "dimensions": ["district"],
+            "filters": [{ "dimension": "region", "op": "eq", "value": "Prague" }],
+        }))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let rows = answer["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 1, "{answer}");
+    assert_eq!(rows[0][0], "Hl.m. Praha");
+}
