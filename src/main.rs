@@ -14,7 +14,7 @@ use kpilens::security::Principal;
 use kpilens::security::audit::{self, AuditQuery};
 use kpilens::semantic::QueryRequest;
 use kpilens::server;
-use kpilens::service::KpiService;
+use kpilens::service::{DataCheck, KpiService};
 
 #[derive(Parser)]
 #[command(
@@ -67,6 +67,12 @@ enum Command {
     },
     /// Validate the project's definitions against the data; exits non-zero on any error.
     Validate {
+        /// Rows of each model read to catch errors only the data shows (0: definitions only).
+        #[arg(long, default_value_t = 10_000)]
+        sample_rows: usize,
+        /// Read every row of every model instead of a sample.
+        #[arg(long)]
+        full: bool,
         #[command(flatten)]
         settings: Settings,
     },
@@ -245,8 +251,24 @@ async fn run(command: Command) -> Result<(), String> {
             );
             Ok(())
         }
-        Command::Validate { settings } => match KpiService::open(&settings).await {
+        Command::Validate {
+            sample_rows,
+            full,
+            settings,
+        } => match KpiService::open(&settings).await {
             Ok(service) => {
+                let check = match (full, sample_rows) {
+                    (true, _) => Some(DataCheck::Full),
+                    (false, 0) => None,
+                    (false, n) => Some(DataCheck::Sample(n)),
+                };
+                if let Some(check) = check {
+                    let errors = service.check_data(check).await;
+                    if !errors.is_empty() {
+                        let errors = kpilens::catalog::CatalogErrors(errors);
+                        return Err(format!("{} error(s):\n{errors}", errors.0.len()));
+                    }
+                }
                 let c = service.catalog();
                 println!(
                     "ok: catalog {} with {} models, {} measures, {} metrics, {} dimensions, {} hierarchies",

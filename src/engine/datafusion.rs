@@ -24,6 +24,7 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
 use futures::future::BoxFuture;
 
 use super::lookups::{DropUnusedLookups, UniqueKeys};
@@ -363,6 +364,23 @@ impl EngineTables for DataFusionTables {
         Box::pin(async move {
             let df = self.ctx.sql_with_options(&sql, read_only()).await?;
             Ok(df.collect().await?)
+        })
+    }
+
+    fn count_rows(&self, sql: &str) -> BoxFuture<'_, Result<usize, EngineError>> {
+        let sql = sql.to_string();
+        Box::pin(async move {
+            let mut stream = self
+                .ctx
+                .sql_with_options(&sql, read_only())
+                .await?
+                .execute_stream()
+                .await?;
+            let mut rows = 0;
+            while let Some(batch) = stream.next().await {
+                rows += batch?.num_rows();
+            }
+            Ok(rows)
         })
     }
 

@@ -67,6 +67,10 @@ pub trait EngineTables: TableRegistry {
     /// Runs one read-only SQL query over these tables (what `explain`'s SQL is checked with).
     fn execute_sql(&self, sql: &str) -> BoxFuture<'_, Result<Vec<RecordBatch>, EngineError>>;
 
+    /// Runs one read-only SQL query and counts its rows, keeping none: every column of every
+    /// row is computed (what `validate` reads the data with).
+    fn count_rows(&self, sql: &str) -> BoxFuture<'_, Result<usize, EngineError>>;
+
     /// The plan as the engine would run it, and as SQL (for reading, never executed).
     fn explain(&self, plan: &LogicalPlan) -> Result<Explanation, EngineError>;
 

@@ -265,3 +265,47 @@ impl KpiService {
         }
     }
 }
+
+/// How much of each model `kpilens validate` reads to catch what only the data shows (a cast
+/// that fails on `?`, a value DataFusion's CSV inference did not expect).
+#[derive(Debug, Clone, Copy)]
+pub enum DataCheck {
+    /// The first rows of each model.
+    Sample(usize),
+    /// Every row.
+    Full,
+}
+
+impl KpiService {
+    /// Reads every model's rows (computing each SQL model's columns over them), as `validate`
+    /// does before serving: each model that fails, with the engine's reason (it names the value).
+    pub async fn check_data(&self, check: DataCheck) -> Vec<crate::catalog::CatalogError> {
+        let state = self.catalog();
+        let mut errors = Vec::new();
+        for (name, model) in &state.models {
+            let table = format!("\"{}\"", model.table.replace('"', "\"\""));
+            let sql = match check {
+                DataCheck::Sample(n) => format!("SELECT * FROM {table} LIMIT {n}"),
+                DataCheck::Full => format!("SELECT * FROM {table}"),
+            };
+            if let Err(e) = state.count_rows(&sql).await {
+                let within = match check {
+                    DataCheck::Sample(n) => format!(" (within its first {n} rows)"),
+                    DataCheck::Full => String::new(),
+                };
+                // A cast of text the file did not type: what `read:` on its source is for.
+                let hint = if e.to_string().contains("Cannot cast string") {
+                    " (if that value means unknown, list it under the file source's read.null; or declare the column's type under read.columns)"
+                } else {
+                    ""
+                };
+                errors.push(crate::catalog::CatalogError::new(
+                    &model.file,
+                    format!("models.{name}"),
+                    format!("reading its data fails{within}: {e}{hint}"),
+                ));
+            }
+        }
+        errors
+    }
+}

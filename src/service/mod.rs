@@ -29,7 +29,7 @@ mod lifecycle;
 mod listings;
 
 use lifecycle::now_rfc3339;
-pub use lifecycle::{FailedRefresh, ReloadError, ReloadStatus};
+pub use lifecycle::{DataCheck, FailedRefresh, ReloadError, ReloadStatus};
 
 /// What one client request shares across everything it computes (a dashboard's panels, an
 /// alert's run): the data versions it has seen, so every part answers from one data state, and

@@ -155,6 +155,11 @@ impl DataState {
         self.tables.execute_sql(sql).await
     }
 
+    /// Counts the rows of read-only SQL, computing every column (see `EngineTables::count_rows`).
+    pub async fn count_rows(&self, sql: &str) -> Result<usize, EngineError> {
+        self.tables.count_rows(sql).await
+    }
+
     pub fn explain(&self, plan: &LogicalPlan) -> Result<Explanation, EngineError> {
         self.tables.explain(plan)
     }

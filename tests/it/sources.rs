@@ -476,3 +476,33 @@ async fn the_berka_example_serves_its_cockpit_from_its_own_folder() {
     assert_eq!(rows.len(), 1, "{answer}");
     assert_eq!(rows[0][0], "Hl.m. Praha");
 }
+
+#[tokio::test]
+async fn validation_reads_the_data_for_errors_only_the_data_shows() {
+    use kpilens::service::DataCheck;
+    let dir = super::temp_project(&[
+        ("data/rates.csv", "district;rate\n1;1.5\n2;?\n3;2.5\n"),
+        (
+            "metrics/files.yaml",
+            "models:\n  rates_file:\n    source: { csv: rates.csv, read: { delimiter: ';' } }\n  rates:\n    source: { sql: rates }\n",
+        ),
+        (
+            "sql/rates.sql",
+            "SELECT district, CAST(rate AS DOUBLE) AS rate FROM rates_file",
+        ),
+    ]);
+    // The definitions are fine: the cast fails only on the value '?', in the second row.
+    let service = kpilens::service::KpiService::open(&super::settings_for(dir.path()))
+        .await
+        .expect("definitions validate");
+    assert!(service.check_data(DataCheck::Sample(1)).await.is_empty());
+    let errors = service.check_data(DataCheck::Sample(10_000)).await;
+    assert_has(
+        &errors,
+        "metrics/files.yaml",
+        "models.rates",
+        "reading its data fails (within its first 10000 rows): Arrow error: Cast error: Cannot cast string '?' to value of Float64 type (if that value means unknown, list it under the file source's read.null",
+    );
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(service.check_data(DataCheck::Full).await.len(), 1);
+}
