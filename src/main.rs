@@ -514,10 +514,14 @@ async fn serve_demo(addr: SocketAddr, mut settings: Settings) -> Result<(), Stri
         service.catalog().metrics.len()
     );
     let listed = serde_json::to_value(&users).map_err(|e| e.to_string())?;
-    let extra = axum::Router::new().route(
-        "/api/v1/demo/users",
-        axum::routing::get(move || async move { axum::Json(listed) }),
-    );
+    let extra = if users.is_empty() {
+        axum::Router::new()
+    } else {
+        axum::Router::new().route(
+            "/api/v1/demo/users",
+            axum::routing::get(move || async move { axum::Json(listed) }),
+        )
+    };
     let warm_for = users
         .iter()
         .filter(|u| !u.scope.is_all())

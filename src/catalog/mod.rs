@@ -93,6 +93,8 @@ pub struct MaterializedModel {
 
 pub struct Model {
     pub name: String,
+    /// What the cockpit calls its rows (a drill-through list's title).
+    pub label: Label,
     pub file: String,
     /// The DataFusion table or view holding the model's rows.
     pub table: String,

@@ -194,6 +194,8 @@ pub struct DrillThroughColumn {
 #[derive(Debug, Clone, Serialize)]
 pub struct DrillThroughPage {
     pub model: String,
+    /// The model's label: what the rows are (客户明细, loans...).
+    pub label: crate::spec::Label,
     pub columns: Vec<DrillThroughColumn>,
     pub rows: Vec<Vec<Value>>,
     /// Rows matching, over all pages.

@@ -194,6 +194,11 @@ impl KpiService {
         tracing::info!(model = %req.model, total, "drill_through");
         Ok(semantic::listing::DrillThroughPage {
             model: req.model.clone(),
+            label: catalog
+                .models
+                .get(&req.model)
+                .map(|m| m.label.clone())
+                .unwrap_or_default(),
             columns: columns_meta,
             rows: semantic::rows_of(&rows, &columns),
             total,

@@ -441,7 +441,7 @@ function renderBreadcrumb(ps, node) {
   nav.replaceChildren(...crumbs);
 }
 
-/** The leaf: customers behind the number, personal data masked by the server. */
+/** The leaf: the rows behind the number (customers, loans), personal data masked by the server. */
 function leafTable(ps) {
   const { page, data } = ps.leaf;
   const pages = Math.max(1, Math.ceil(data.total / data.page_size));
@@ -450,7 +450,7 @@ function leafTable(ps) {
     el('thead', {}, el('tr', {}, ...data.columns.map((c) => el('th', {}, c.name)))),
     el('tbody', {}, data.rows.map((r) => el('tr', {}, ...r.map((v) => el('td', {}, v === null ? '—' : String(v)))))));
   return el('div', { class: 'leaf-view' },
-    el('div', { class: 'leaf-title' }, t(state.lang, 'customers')),
+    el('div', { class: 'leaf-title' }, label(data.label, state.lang, t(state.lang, 'rows'))),
     el('div', { class: 'table-wrap' }, table),
     el('div', { class: 'pager' },
       el('button', { disabled: page <= 1, onclick: () => showLeaf(ps, path, page - 1) }, t(state.lang, 'prev')),
@@ -492,7 +492,8 @@ async function boot() {
     });
   }
   try {
-    state.users = await api.demoUsers();
+    const users = await api.demoUsers();
+    state.users = users.length ? users : null; // a demo without its users: as not the demo
   } catch {
     state.users = null; // not the demo: a token is pasted in
   }

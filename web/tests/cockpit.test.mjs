@@ -9,7 +9,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -415,6 +415,104 @@ describe('the cockpit', () => {
     await page.waitForSelector('body[data-ready="risk"]');
     assert.equal(await error.isHidden(), true);
     assert.equal(await panelState(page, 'overdue_by_region'), 'ready');
+    await page.close();
+  });
+});
+
+// The worked example on the real Berka files: a project outside the repository's own metrics,
+// served by `demo` without demo users (no org chart), the cockpit coming from the binary.
+const berkaData = resolve(repo, '..', 'shared', 'data', 'berka');
+
+describe('the Berka example', { skip: !existsSync(join(berkaData, 'loan.asc')) && 'no ../shared/data/berka' }, () => {
+  let berka;
+  let berkaBase;
+  let stateDir;
+
+  before(async () => {
+    stateDir = mkdtempSync(join(tmpdir(), 'kpilens-berka-'));
+    berka = spawn(bin, ['demo', '--addr', '127.0.0.1:0', '--project', join(repo, 'examples', 'berka'),
+      '--data', berkaData, '--state', stateDir, '--warm-up', 'false'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, RUST_LOG: 'warn' },
+    });
+    berkaBase = await new Promise((ok, fail) => {
+      let seen = '';
+      berka.stdout.on('data', (chunk) => {
+        seen += chunk;
+        const m = seen.match(/on (http:\/\/127\.0\.0\.1:\d+)/);
+        if (m) ok(m[1]);
+      });
+      berka.on('exit', (code) => fail(new Error(`kpilens exited with ${code}: ${seen}`)));
+      setTimeout(() => fail(new Error(`kpilens did not start: ${seen}`)), 60_000).unref();
+    });
+  });
+
+  after(() => {
+    berka?.kill('SIGTERM');
+    if (stateDir) rmSync(stateDir, { recursive: true, force: true });
+  });
+
+  it('renders every panel of its dashboard, drills a region to its districts and a district to its loans', async () => {
+    const page = await browser.newPage({ viewport: DESKTOP });
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.addInitScript(() => localStorage.setItem('kpilens.lang', 'en'));
+    await page.goto(`${berkaBase}/#berka`);
+    await page.waitForSelector('body[data-ready="berka"]', { timeout: 60_000 });
+    await page.waitForFunction(() => document.querySelectorAll('[data-state="loading"]').length === 0);
+    const states = await page.evaluate(() => [...document.querySelectorAll('[data-panel]')].map((p) => [p.dataset.panel, p.dataset.state]));
+    assert.ok(states.length >= 10, JSON.stringify(states));
+    for (const [id, state] of states) assert.equal(state, 'ready', `panel ${id}`);
+    await page.waitForFunction(() => ['loan_volume', 'bad_loans_by_region', 'loans_by_status'].every((id) => window.__kpilens?.charts?.get(id)));
+    const volume = await page.evaluate(() => window.__kpilens.charts.get('loan_volume').getOption().series[0].data);
+    assert.equal(volume.length, 6, 'six years, 1993-1998');
+    // Once the charts have drawn (ECharts animates them in).
+    await page.evaluate(() => Promise.all([...window.__kpilens.charts.values()].map((chart) => new Promise((done) => {
+      chart.on('finished', done);
+      setTimeout(done, 3000);
+    }))));
+    await page.screenshot({ path: join(shots, 'berka-desktop.png'), fullPage: true });
+
+    // A click on the first region's bar drills to that region's districts.
+    const panel = 'bad_loans_by_region';
+    const before = await chartOption(page, panel);
+    const region = before.yAxis[0][0];
+    const point = await page.evaluate((pid) => {
+      const chart = window.__kpilens.charts.get(pid);
+      const value = chart.getOption().series[0].data[0];
+      const [x, y] = chart.convertToPixel({ seriesIndex: 0 }, [(typeof value === 'object' ? value.value : value) / 2, 0]);
+      return { x, y };
+    }, panel);
+    await page.locator(`[data-panel="${panel}"] .chart`).click({ position: point });
+    await page.waitForFunction((pid) => document.querySelectorAll(`[data-panel="${pid}"] .crumb`).length === 2, panel);
+    await waitPanelReady(page, panel);
+    const districts = await (await fetch(`${berkaBase}/api/v1/query`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ metrics: ['loans'], dimensions: ['district'], filters: [{ dimension: 'region', op: 'eq', value: region }] }),
+    })).json();
+    await page.waitForFunction((pid) => window.__kpilens.charts.get(pid), panel);
+    const shown = (await chartOption(page, panel)).yAxis[0];
+    assert.deepEqual([...shown].sort(), values(districts, 'district').sort());
+
+    // A district's bar lists its loans, titled with the model's label.
+    const district = shown[0];
+    await page.evaluate((pid) => new Promise((resolve) => {
+      window.__kpilens.charts.get(pid).on('finished', resolve);
+      setTimeout(resolve, 3000);
+    }), panel);
+    const at = await page.evaluate((pid) => {
+      const chart = window.__kpilens.charts.get(pid);
+      const value = chart.getOption().series[0].data[0];
+      const [x, y] = chart.convertToPixel({ seriesIndex: 0 }, [(typeof value === 'object' ? value.value : value) / 2, 0]);
+      return { x, y };
+    }, panel);
+    await page.locator(`[data-panel="${panel}"] .chart`).click({ position: at });
+    await page.locator(`[data-panel="${panel}"] .leaf-title`).waitFor();
+    assert.equal(await page.locator(`[data-panel="${panel}"] .leaf-title`).textContent(), 'Loans');
+    const loans = districts.rows.find((r) => r[col(districts, 'district')] === district)[col(districts, 'loans')];
+    assert.match(await page.locator(`[data-panel="${panel}"] .pager`).textContent(), new RegExp(`, ${loans} rows`));
+    assert.deepEqual(errors, []);
     await page.close();
   });
 });

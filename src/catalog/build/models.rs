@@ -219,6 +219,7 @@ impl Builder<'_> {
                 name.to_string(),
                 Model {
                     name: name.to_string(),
+                    label: spec.label.clone().unwrap_or_default(),
                     file: d.file.to_string(),
                     table,
                     schema,

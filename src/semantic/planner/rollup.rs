@@ -415,6 +415,7 @@ fn rollup_of(
     let base = &catalog.models[&def.spec.model];
     let model = Model {
         name: def.name.clone(),
+        label: base.label.clone(),
         file: def.file.clone(),
         table: table_name(def),
         schema,
