@@ -36,7 +36,17 @@ fn main() {
         println!("cargo:rerun-if-changed=web/package-lock.json");
         println!("cargo:rerun-if-changed=web");
     }
-    let mut out = String::from("pub static EMBEDDED: &[(&str, &[u8])] = &[\n");
+    // The files' contents hashed into the generated source: incremental compilation does not
+    // always notice a changed `include_bytes!` file, but it does notice this file changing.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for (url, path) in &files {
+        std::hash::Hash::hash(url, &mut hasher);
+        std::hash::Hash::hash(&std::fs::read(path).unwrap_or_default(), &mut hasher);
+    }
+    let mut out = format!(
+        "pub const CONTENT_HASH: u64 = {};\npub static EMBEDDED: &[(&str, &[u8])] = &[\n",
+        std::hash::Hasher::finish(&hasher)
+    );
     for (url, path) in files {
         if path.exists() {
             writeln!(

@@ -14,6 +14,7 @@ pub mod dashboard;
 pub mod datagen;
 pub mod demo;
 pub mod engine;
+pub mod export;
 pub mod metric_tests;
 pub mod net;
 pub mod protocol;

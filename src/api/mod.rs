@@ -63,6 +63,7 @@ pub fn router(
         .route("/api/v1/query", post(query))
         .route("/api/v1/explain", post(explain))
         .route("/api/v1/drill_through", post(drill_through))
+        .route("/api/v1/export", post(export))
         .route("/api/v1/hierarchies/{hierarchy}/members", get(members))
         .route("/api/v1/dashboards", get(dashboards::list))
         .route("/api/v1/dashboards/{id}", get(dashboards::show))
@@ -177,6 +178,10 @@ async fn openapi(State(service): State<Arc<KpiService>>) -> Json<serde_json::Val
             names(&mut c.dashboards.iter().map(|d| &d.id)),
         ),
         (
+            "/components/schemas/ExportRequest/properties/dashboard",
+            names(&mut c.dashboards.iter().map(|d| &d.id)),
+        ),
+        (
             &format!("{members}/0/schema"),
             names(&mut c.hierarchies.keys()),
         ),
@@ -276,6 +281,38 @@ async fn drill_through(
         )
     };
     Ok(with_audit(Json(page).into_response(), details))
+}
+
+/// `POST /api/v1/export`: the file, as an attachment.
+async fn export(
+    State(service): State<Arc<KpiService>>,
+    Extension(principal): Extension<Principal>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: crate::export::ExportRequest = parse_body(body)?;
+    let file = crate::export::export(&service, &principal, &req).await?;
+    let details = AuditDetails {
+        metrics: file.subjects.clone(),
+        cached: Some(false),
+        ..AuditDetails::listing(
+            json!({ "format": req.format, "dashboard": req.dashboard, "panel": req.panel, "params": req.params, "query": req.query.as_ref().map(|q| json!({"dimensions": q.dimensions, "filters": q.filters})), "drill_through": req.drill_through.as_ref().map(|d| json!({"model": d.model, "drill": d.drill, "filters": d.filters})) }),
+            file.rows,
+        )
+    };
+    let disposition = format!("attachment; filename=\"{}.{}\"", file.name, file.extension);
+    let response = (
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                file.content_type.to_string(),
+            ),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+            (axum::http::header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        file.bytes,
+    )
+        .into_response();
+    Ok(with_audit(response, details))
 }
 
 /// `GET /api/v1/hierarchies/org/members?level=branch&region=西北`: the other parameters are

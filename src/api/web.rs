@@ -19,6 +19,7 @@ use crate::text::hex_prefix;
 
 pub const ECHARTS: &str = "node_modules/echarts/dist/echarts.min.js";
 
+#[allow(dead_code)] // CONTENT_HASH is there to change the source when an asset changes
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
 }

@@ -218,6 +218,11 @@ impl KpiService {
         &self.calendar
     }
 
+    /// Most rows one answer may hold (`--max-rows`): also the most rows an export lists.
+    pub fn max_rows(&self) -> usize {
+        self.limits.max_rows
+    }
+
     /// The data versions of some tables (what cache keys and ETags are made of), as this
     /// request sees them.
     pub fn data_versions(

@@ -19,6 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["cache"],    // results keyed by data version
     &["service"],  // the one query path, catalog lifecycle
     &["dashboard", "alerts", "metric_tests", "demo"], // applications of the service
+    &["export"],   // files for Excel of queries, lists and dashboards
     &["api"],      // HTTP
     &["server"],   // wiring: the server and its background tasks
 ];

@@ -38,7 +38,35 @@ async function request(path, options = {}) {
   return body;
 }
 
+/** POSTs an export and saves the file it returns under the server's name for it. */
+async function download(body) {
+  const response = await fetch('/api/v1/export', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify(body),
+  });
+  if (!response.ok) {
+    let message = `HTTP ${response.status}`;
+    try {
+      message = (await response.json())?.error?.message ?? message;
+    } catch {
+      // not JSON: the status says it
+    }
+    throw new Error(message);
+  }
+  const name = /filename="([^"]+)"/.exec(response.headers.get('Content-Disposition') ?? '')?.[1] ?? 'kpilens-export';
+  const url = URL.createObjectURL(await response.blob());
+  const link = Object.assign(document.createElement('a'), { href: url, download: name });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+  return name;
+}
+
 export const api = {
+  /** An Excel file of a panel, a drilled view or a list (see `POST /api/v1/export`). */
+  exportFile: download,
   /** The demo's people and their tokens; 404 outside the demo. */
   demoUsers: () => request('/api/v1/demo/users'),
   dashboards: () => request('/api/v1/dashboards'),

@@ -279,8 +279,30 @@ function panelShell(ps) {
   },
   el('header', { class: 'panel-head' },
     el('h2', {}, label(layout.title, state.lang)),
-    layout.drill ? el('nav', { class: 'breadcrumb', 'aria-label': 'drill path' }) : null),
+    layout.drill ? el('nav', { class: 'breadcrumb', 'aria-label': 'drill path' }) : null,
+    el('button', {
+      class: 'export',
+      title: t(state.lang, 'exportHint'),
+      dataset: { export: layout.id },
+      onclick: () => exportPanel(ps),
+    }, t(state.lang, 'export'))),
   el('div', { class: 'panel-body' }));
+}
+
+/** What the panel shows now, as a workbook: the list at a leaf, the drilled view, or the panel. */
+async function exportPanel(ps) {
+  const { layout } = ps;
+  const drilled = Object.keys(ps.path).length > 0;
+  const what = ps.leaf
+    ? { drill_through: { model: layout.drill_through, drill: { hierarchy: layout.drill, path: ps.path } } }
+    : drilled
+      ? { query: { ...layout.query, drill: { hierarchy: layout.drill, path: ps.path } } }
+      : { dashboard: state.id, panel: layout.id, params: state.params };
+  try {
+    await api.exportFile({ format: 'xlsx', lang: state.lang, ...what });
+  } catch (e) {
+    showError(e.message);
+  }
 }
 
 function panelNode(id) {

@@ -9,7 +9,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -453,7 +453,7 @@ describe('the Berka example', { skip: !existsSync(join(berkaData, 'loan.asc')) &
   });
 
   it('renders every panel of its dashboard, drills a region to its districts and a district to its loans', async () => {
-    const page = await browser.newPage({ viewport: DESKTOP });
+    const page = await browser.newPage({ viewport: DESKTOP, acceptDownloads: true });
     const errors = [];
     page.on('pageerror', (e) => errors.push(e.message));
     await page.addInitScript(() => localStorage.setItem('kpilens.lang', 'en'));
@@ -512,6 +512,22 @@ describe('the Berka example', { skip: !existsSync(join(berkaData, 'loan.asc')) &
     assert.equal(await page.locator(`[data-panel="${panel}"] .leaf-title`).textContent(), 'Loans');
     const loans = districts.rows.find((r) => r[col(districts, 'district')] === district)[col(districts, 'loans')];
     assert.match(await page.locator(`[data-panel="${panel}"] .pager`).textContent(), new RegExp(`, ${loans} rows`));
+
+    // Export: the list shown (every loan of the district), and a whole panel, as workbooks.
+    const saved = async (id) => {
+      const [download] = await Promise.all([
+        page.waitForEvent('download'),
+        page.locator(`[data-export="${id}"]`).click(),
+      ]);
+      const path = await download.path();
+      return { name: download.suggestedFilename(), bytes: readFileSync(path) };
+    };
+    const list = await saved(panel);
+    assert.equal(list.name, 'kpilens-loan.xlsx');
+    assert.equal(list.bytes.subarray(0, 2).toString(), 'PK', 'an xlsx is a zip');
+    const table = await saved('card_penetration');
+    assert.equal(table.name, 'kpilens-berka_card_penetration.xlsx');
+    assert.ok(table.bytes.length > 2000);
     assert.deepEqual(errors, []);
     await page.close();
   });

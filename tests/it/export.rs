@@ -1,0 +1,292 @@
+//! `POST /api/v1/export`: the same numbers as the JSON answer, in a workbook or a CSV, scoped
+//! like the request, with a clear refusal past the row limit.
+
+use std::io::Cursor;
+
+use calamine::{Data, Reader, Xlsx};
+use serde_json::{Value, json};
+
+use super::bank_settings;
+use super::http::{RawResponse, Server, start, token};
+
+async fn export(server: &Server, auth: &str, body: Value) -> RawResponse {
+    server
+        .call(
+            "POST",
+            "/api/v1/export",
+            &[("Authorization", auth)],
+            &body.to_string(),
+        )
+        .await
+}
+
+/// Each sheet's cells, as calamine reads the workbook back.
+fn sheets(bytes: &[u8]) -> Vec<(String, Vec<Vec<Data>>)> {
+    let mut book = Xlsx::new(Cursor::new(bytes.to_vec())).expect("an xlsx workbook");
+    book.sheet_names()
+        .into_iter()
+        .map(|name| {
+            let range = book.worksheet_range(&name).expect("a sheet");
+            (name, range.rows().map(<[Data]>::to_vec).collect())
+        })
+        .collect()
+}
+
+fn number(cell: &Data) -> Option<f64> {
+    match cell {
+        Data::Float(f) => Some(*f),
+        Data::Int(i) => Some(*i as f64),
+        _ => None,
+    }
+}
+
+/// The workbook's rows equal the JSON answer's, value for value (dates as Excel dates).
+fn assert_same(cells: &[Vec<Data>], answer: &Value) {
+    let rows = answer["rows"].as_array().expect("rows");
+    assert_eq!(
+        cells.len(),
+        1 + rows.len() + 1,
+        "header, rows, totals: {cells:?}"
+    );
+    for (got, want) in cells[1..].iter().zip(rows) {
+        for (g, w) in got.iter().zip(want.as_array().expect("row")) {
+            match w {
+                Value::Number(n) => {
+                    assert!(
+                        (number(g).expect("a number") - n.as_f64().unwrap()).abs() < 1e-9,
+                        "{g:?} vs {w}"
+                    );
+                }
+                Value::String(s) => match g {
+                    Data::DateTime(d) => {
+                        let (y, m, day, ..) = d.to_ymd_hms_milli();
+                        assert_eq!(format!("{y:04}-{m:02}-{day:02}"), *s);
+                    }
+                    other => assert_eq!(other.to_string(), *s),
+                },
+                Value::Null => assert_eq!(*g, Data::Empty),
+                other => panic!("unexpected {other}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_query_exports_as_its_json_answer_in_xlsx_and_csv() {
+    let (_data, settings) = bank_settings().await;
+    let server = start(settings).await;
+    let query = json!({
+        "metrics": ["overdue_ratio", "loan_balance"],
+        "dimensions": ["branch"],
+        "time": { "from": "2024-04-01", "to": "2024-04-30" },
+    });
+    let (status, answer) = server.query(query.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+
+    let file = export(
+        &server,
+        &server.auth,
+        json!({ "format": "xlsx", "query": query }),
+    )
+    .await;
+    assert_eq!(file.status, 200, "{}", String::from_utf8_lossy(&file.body));
+    assert_eq!(
+        file.header("content-type"),
+        Some("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+    );
+    assert_eq!(
+        file.header("content-disposition"),
+        Some("attachment; filename=\"kpilens-overdue_ratio_loan_balance.xlsx\"")
+    );
+    let book = sheets(&file.body);
+    assert_eq!(book.len(), 1);
+    let cells = &book[0].1;
+    // Headers are the labels in the asked language (Chinese by default).
+    assert_eq!(
+        cells[0].iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+        ["分行", "逾期贷款率", "贷款余额"]
+    );
+    assert_same(cells, &answer);
+    let totals = cells.last().expect("totals");
+    assert_eq!(totals[0].to_string(), "合计");
+    assert_eq!(number(&totals[2]), answer["totals"][2].as_f64());
+
+    let file = export(
+        &server,
+        &server.auth,
+        json!({ "format": "csv", "lang": "en", "query": query }),
+    )
+    .await;
+    assert_eq!(file.status, 200);
+    assert_eq!(file.header("content-type"), Some("text/csv; charset=utf-8"));
+    let text = String::from_utf8(file.body).expect("UTF-8");
+    let text = text
+        .strip_prefix('\u{feff}')
+        .expect("a byte order mark for Excel");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "Branch,Overdue loan ratio,Loan balance");
+    let rows = answer["rows"].as_array().unwrap();
+    assert_eq!(lines.len(), 1 + rows.len() + 1);
+    for (line, row) in lines[1..].iter().zip(rows) {
+        let want: Vec<String> = row
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            })
+            .collect();
+        assert_eq!(*line, want.join(","));
+    }
+    assert!(lines.last().unwrap().starts_with("Total,"));
+}
+
+#[tokio::test]
+async fn a_dashboard_exports_a_sheet_per_panel_and_a_scope_sees_only_its_own() {
+    let (_data, settings) = bank_settings().await;
+    let server = start(settings).await;
+    let (status, board) = server.get("/api/v1/dashboards/risk").await;
+    assert_eq!(status, 200);
+    let panels = board["panels"].as_array().expect("panels");
+    let file = export(
+        &server,
+        &server.auth,
+        json!({ "format": "xlsx", "dashboard": "risk" }),
+    )
+    .await;
+    assert_eq!(file.status, 200, "{}", String::from_utf8_lossy(&file.body));
+    let book = sheets(&file.body);
+    assert_eq!(book.len(), panels.len());
+    for ((name, cells), panel) in book.iter().zip(panels) {
+        assert!(
+            panel["title"]["zh"]
+                .as_str()
+                .unwrap()
+                .starts_with(name.as_str()),
+            "{name}"
+        );
+        assert_eq!(
+            cells.len() - 1 - usize::from(panel["result"]["totals"].is_array()),
+            panel["result"]["rows"].as_array().unwrap().len(),
+            "{name}"
+        );
+    }
+
+    // A branch head's export holds the branch's numbers, as the branch head's JSON does.
+    let branch_head = token("bh", "branch_head", json!({ "branch": "西安分行" }));
+    let query = json!({ "metrics": ["loan_balance"], "dimensions": ["branch"], "time": { "from": "2024-04-01", "to": "2024-04-30" } });
+    let (status, mine) = server
+        .json_as(&branch_head, "POST", "/api/v1/query", &query.to_string())
+        .await;
+    assert_eq!(status, 200);
+    let file = export(
+        &server,
+        &branch_head,
+        json!({ "format": "xlsx", "query": query }),
+    )
+    .await;
+    let cells = &sheets(&file.body)[0].1;
+    assert_eq!(cells.len(), 3, "header, one branch, totals: {cells:?}");
+    assert_eq!(cells[1][0].to_string(), "西安分行");
+    assert_same(cells, &mine);
+
+    // One panel as CSV; several as CSV is refused, saying why.
+    let file = export(
+        &server,
+        &server.auth,
+        json!({ "format": "csv", "dashboard": "risk", "panel": panels[0]["id"] }),
+    )
+    .await;
+    assert_eq!(file.status, 200);
+    let file = export(
+        &server,
+        &server.auth,
+        json!({ "format": "csv", "dashboard": "risk" }),
+    )
+    .await;
+    assert_eq!(file.status, 422);
+    assert!(String::from_utf8_lossy(&file.body).contains("a CSV holds one table"));
+    let file = export(
+        &server,
+        &server.auth,
+        json!({ "format": "xlsx", "dashboard": "risk", "panel": "nope" }),
+    )
+    .await;
+    assert_eq!(file.status, 422);
+    assert!(String::from_utf8_lossy(&file.body).contains("has no panel 'nope'"));
+    let file = export(
+        &server,
+        "",
+        json!({ "format": "xlsx", "dashboard": "risk" }),
+    )
+    .await;
+    assert_eq!(file.status, 401);
+}
+
+#[tokio::test]
+async fn a_drill_through_list_exports_every_row_masked_as_listed() {
+    let (_data, settings) = bank_settings().await;
+    let server = start(settings).await;
+    let analyst = token("a", "analyst", json!({}));
+    let list = json!({ "model": "customers", "page_size": 3 });
+    let (status, first) = server
+        .json_as(&analyst, "POST", "/api/v1/drill_through", &list.to_string())
+        .await;
+    assert_eq!(status, 200, "{first}");
+    let total = first["total"].as_u64().unwrap() as usize;
+    assert!(total > 3, "more than one page");
+    let file = export(
+        &server,
+        &analyst,
+        json!({ "format": "xlsx", "drill_through": list }),
+    )
+    .await;
+    assert_eq!(file.status, 200, "{}", String::from_utf8_lossy(&file.body));
+    let (name, cells) = &sheets(&file.body)[0];
+    assert_eq!(name, "客户主数据");
+    assert_eq!(cells.len(), 1 + total, "every row, not one page");
+    // Names masked for a role without personal data, as in the JSON list.
+    let names: Vec<String> = cells[1..].iter().map(|r| r[1].to_string()).collect();
+    assert_eq!(names[0], first["rows"][0][1].as_str().unwrap());
+    assert!(names.iter().all(|n| n.contains('*')), "{names:?}");
+}
+
+#[tokio::test]
+async fn a_list_longer_than_the_row_limit_is_refused_saying_so() {
+    let (_data, mut settings) = bank_settings().await;
+    settings.max_rows = 3;
+    let server = start(settings).await;
+    let file = export(
+        &server,
+        &server.auth,
+        json!({ "format": "xlsx", "drill_through": { "model": "customers" } }),
+    )
+    .await;
+    assert_eq!(file.status, 422);
+    let body: Value = serde_json::from_slice(&file.body).expect("a JSON error");
+    assert_eq!(body["error"]["code"], "export_too_large");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("an export lists at most 3 (--max-rows)"),
+        "{body}"
+    );
+    // Exactly one source, and a known format, or a 422 naming the field.
+    let file = export(&server, &server.auth, json!({ "format": "xlsx" })).await;
+    assert_eq!(file.status, 422);
+    assert!(
+        String::from_utf8_lossy(&file.body)
+            .contains("exactly one of 'query', 'drill_through' or 'dashboard'")
+    );
+    let file = export(
+        &server,
+        &server.auth,
+        json!({ "format": "pdf", "dashboard": "risk" }),
+    )
+    .await;
+    assert_eq!(file.status, 400);
+    assert!(String::from_utf8_lossy(&file.body).contains("format"));
+}
