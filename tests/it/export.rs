@@ -20,6 +20,22 @@ async fn export(server: &Server, auth: &str, body: Value) -> RawResponse {
         .await
 }
 
+/// An export refused with `status`, its JSON error's message containing `part`.
+#[track_caller]
+async fn refused(server: &Server, auth: &str, body: Value, status: u16, part: &str) -> Value {
+    let file = export(server, auth, body).await;
+    assert_eq!(
+        file.status,
+        status,
+        "{}",
+        String::from_utf8_lossy(&file.body)
+    );
+    let error: Value = serde_json::from_slice(&file.body).expect("a JSON error");
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(part), "{error}");
+    error
+}
+
 /// Each sheet's cells, as calamine reads the workbook back.
 fn sheets(bytes: &[u8]) -> Vec<(String, Vec<Vec<Data>>)> {
     let mut book = Xlsx::new(Cursor::new(bytes.to_vec())).expect("an xlsx workbook");
@@ -200,29 +216,19 @@ async fn a_dashboard_exports_a_sheet_per_panel_and_a_scope_sees_only_its_own() {
     )
     .await;
     assert_eq!(file.status, 200);
-    let file = export(
+    let a = &server.auth;
+    refused(
         &server,
-        &server.auth,
+        a,
         json!({ "format": "csv", "dashboard": "risk" }),
+        422,
+        "a CSV holds one table",
     )
     .await;
-    assert_eq!(file.status, 422);
-    assert!(String::from_utf8_lossy(&file.body).contains("a CSV holds one table"));
-    let file = export(
-        &server,
-        &server.auth,
-        json!({ "format": "xlsx", "dashboard": "risk", "panel": "nope" }),
-    )
-    .await;
-    assert_eq!(file.status, 422);
-    assert!(String::from_utf8_lossy(&file.body).contains("has no panel 'nope'"));
-    let file = export(
-        &server,
-        "",
-        json!({ "format": "xlsx", "dashboard": "risk" }),
-    )
-    .await;
-    assert_eq!(file.status, 401);
+    let nope = json!({ "format": "xlsx", "dashboard": "risk", "panel": "nope" });
+    refused(&server, a, nope, 422, "has no panel 'nope'").await;
+    let anyone = json!({ "format": "xlsx", "dashboard": "risk" });
+    assert_eq!(export(&server, "", anyone).await.status, 401);
 }
 
 #[tokio::test]
@@ -258,35 +264,34 @@ async fn a_list_longer_than_the_row_limit_is_refused_saying_so() {
     let (_data, mut settings) = bank_settings().await;
     settings.max_rows = 3;
     let server = start(settings).await;
-    let file = export(
+    let a = &server.auth;
+    let all = json!({ "format": "xlsx", "drill_through": { "model": "customers" } });
+    let error = refused(
         &server,
-        &server.auth,
-        json!({ "format": "xlsx", "drill_through": { "model": "customers" } }),
+        a,
+        all,
+        422,
+        "an export lists at most 3 (--max-rows)",
     )
     .await;
-    assert_eq!(file.status, 422);
-    let body: Value = serde_json::from_slice(&file.body).expect("a JSON error");
-    assert_eq!(body["error"]["code"], "export_too_large");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("an export lists at most 3 (--max-rows)"),
-        "{body}"
-    );
-    // Exactly one source, and a known format, or a 422 naming the field.
-    let file = export(&server, &server.auth, json!({ "format": "xlsx" })).await;
-    assert_eq!(file.status, 422);
-    assert!(
-        String::from_utf8_lossy(&file.body)
-            .contains("exactly one of 'query', 'drill_through' or 'dashboard'")
-    );
-    let file = export(
+    assert_eq!(error["error"]["code"], "export_too_large");
+    // Exactly one source, and a known format.
+    let none = json!({ "format": "xlsx" });
+    refused(
         &server,
-        &server.auth,
-        json!({ "format": "pdf", "dashboard": "risk" }),
+        a,
+        none,
+        422,
+        "exactly one of 'query', 'drill_through' or 'dashboard'",
     )
     .await;
-    assert_eq!(file.status, 400);
-    assert!(String::from_utf8_lossy(&file.body).contains("format"));
+    let pdf = json!({ "format": "pdf", "dashboard": "risk" });
+    refused(
+        &server,
+        a,
+        pdf,
+        400,
+        "unknown variant `pdf`, expected `xlsx` or `csv`",
+    )
+    .await;
 }

@@ -269,58 +269,74 @@ fn model_over(file: &str, read: &str) -> String {
     )
 }
 
-#[tokio::test]
-async fn a_bad_value_is_named_by_file_line_and_column() {
-    let data = "id;opened;amount\r\n1;930705;100.5\r\n2;930711;?\r\n3;930712;n/a\r\n";
-    let read = "{ delimiter: ';', null: ['?'], columns: { opened: { type: date, format: yymmdd }, amount: float64 } }";
+/// The load error of a project with one model over `data/<file>` (text) read with `read`.
+async fn file_error(file: &str, data: &str, read: &str, reason_part: &str) {
     let errors = load_errors(&[
-        ("data/loans.asc", data),
-        ("metrics/files.yaml", &model_over("loans.asc", read)),
-    ])
-    .await;
-    // `?` is a declared null; `n/a` is not, on the file's fourth line.
-    assert_has(
-        &errors,
-        "metrics/files.yaml",
-        "models.loans_file.source",
-        "line 4, column 'amount': cannot read 'n/a' as float64 (if 'n/a' means unknown, list it under read.null)",
-    );
-
-    let bad_date = "id;opened\n1;930230\n";
-    let read = "{ delimiter: ';', columns: { opened: { type: date, format: yymmdd } } }";
-    let errors = load_errors(&[
-        ("data/d.asc", bad_date),
-        ("metrics/files.yaml", &model_over("d.asc", read)),
+        (&format!("data/{file}"), data),
+        ("metrics/files.yaml", &model_over(file, read)),
     ])
     .await;
     assert_has(
         &errors,
         "metrics/files.yaml",
         "models.loans_file.source",
-        "line 2, column 'opened': cannot read '930230' as date",
+        reason_part,
     );
 }
 
 #[tokio::test]
-async fn dialect_mistakes_say_what_to_declare() {
-    let f = "metrics/files.yaml";
-    let k = "models.loans_file.source";
-    // A semicolon file read with the default comma: one column, then a line with a comma in it.
-    let errors = load_errors(&[
-        ("data/l.csv", "id;opened\n1;2024-01-02\n2,5;2024-01-03\n"),
-        (
-            "metrics/files.yaml",
-            &model_over("l.csv", "{ header: true }"),
-        ),
-    ])
+async fn a_bad_value_is_named_by_file_line_and_column() {
+    // `?` is a declared null; `n/a` is not, on the file's fourth line (CRLF line ends).
+    file_error(
+        "loans.asc",
+        "id;opened;amount\r\n1;930705;100.5\r\n2;930711;?\r\n3;930712;n/a\r\n",
+        "{ delimiter: ';', null: ['?'], columns: { opened: { type: date, format: yymmdd }, amount: float64 } }",
+        "line 4, column 'amount': cannot read 'n/a' as float64 (if 'n/a' means unknown, list it under read.null)",
+    )
     .await;
-    assert_has(
-        &errors,
-        f,
-        k,
-        "line 3 has 2 fields where the first line has 1 (is read.delimiter right?)",
-    );
+    file_error(
+        "d.asc",
+        "id;opened\n1;930230\n",
+        "{ delimiter: ';', columns: { opened: { type: date, format: yymmdd } } }",
+        "line 2, column 'opened': cannot read '930230' as date (not a valid date in the declared format)",
+    )
+    .await;
+}
 
+#[tokio::test]
+async fn dialect_mistakes_say_what_to_declare() {
+    // A semicolon file read with the default comma: one column, then a line with a comma in it.
+    file_error(
+        "l.csv",
+        "id;opened\n1;2024-01-02\n2,5;2024-01-03\n",
+        "{ header: true }",
+        "line 3 has 2 fields where the first line has 1 (is read.delimiter right?)",
+    )
+    .await;
+    let ok = "id,opened\n1,2024-01-02\n";
+    file_error(
+        "l.csv",
+        ok,
+        "{ columns: { openned: date } }",
+        "read.columns names 'openned', which the file does not have (it has: id, opened)",
+    )
+    .await;
+    file_error(
+        "l.csv",
+        ok,
+        "{ sheet: Sheet1 }",
+        "read.sheet and read.range apply to 'xlsx' sources",
+    )
+    .await;
+    file_error(
+        "l.csv",
+        "1,2024-01-02\n",
+        "{ header: false }",
+        "read.header is false, so read.names must name the 2 columns",
+    )
+    .await;
+
+    // GBK bytes read as UTF-8 (written as bytes: they are not text).
     let (gbk, _, _) = encoding_rs::GBK.encode("id,opened,branch\n1,2024-01-02,西安分行\n");
     let dir = super::temp_project(&[("metrics/files.yaml", &model_over("g.csv", "{ }"))]);
     std::fs::write(dir.path().join("data/g.csv"), &gbk).unwrap();
@@ -330,54 +346,9 @@ async fn dialect_mistakes_say_what_to_declare() {
     };
     assert_has(
         &errors,
-        f,
-        k,
+        "metrics/files.yaml",
+        "models.loans_file.source",
         "line 2 is not valid UTF-8: declare its encoding, e.g. read.encoding: gbk",
-    );
-
-    let errors = load_errors(&[
-        ("data/l.csv", "id,opened\n1,2024-01-02\n"),
-        (
-            "metrics/files.yaml",
-            &model_over("l.csv", "{ columns: { openned: date } }"),
-        ),
-    ])
-    .await;
-    assert_has(
-        &errors,
-        f,
-        k,
-        "read.columns names 'openned', which the file does not have (it has: id, opened)",
-    );
-
-    let errors = load_errors(&[
-        ("data/l.csv", "id,opened\n1,2024-01-02\n"),
-        (
-            "metrics/files.yaml",
-            &model_over("l.csv", "{ sheet: Sheet1 }"),
-        ),
-    ])
-    .await;
-    assert_has(
-        &errors,
-        f,
-        k,
-        "read.sheet and read.range apply to 'xlsx' sources",
-    );
-
-    let errors = load_errors(&[
-        ("data/l.csv", "1,2024-01-02\n"),
-        (
-            "metrics/files.yaml",
-            &model_over("l.csv", "{ header: false }"),
-        ),
-    ])
-    .await;
-    assert_has(
-        &errors,
-        f,
-        k,
-        "read.header is false, so read.names must name the 2 columns",
     );
 }
 

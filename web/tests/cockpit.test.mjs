@@ -31,26 +31,32 @@ let base;
 let browser;
 let dataDir;
 
+/** `kpilens demo` with these arguments on a free loopback port: the process and its base URL. */
+async function spawnDemo(args) {
+  const child = spawn(bin, ['demo', '--addr', '127.0.0.1:0', '--warm-up', 'false', ...args], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, RUST_LOG: 'warn' },
+  });
+  const url = await new Promise((ok, fail) => {
+    let seen = '';
+    child.stdout.on('data', (chunk) => {
+      seen += chunk;
+      const m = seen.match(/on (http:\/\/127\.0\.0\.1:\d+)/);
+      if (m) ok(m[1]);
+    });
+    child.on('exit', (code) => fail(new Error(`kpilens exited with ${code}: ${seen}`)));
+    setTimeout(() => fail(new Error(`kpilens did not start: ${seen}`)), 60_000).unref();
+  });
+  return { child, url };
+}
+
 async function startServer() {
   dataDir = mkdtempSync(join(tmpdir(), 'kpilens-cockpit-'));
   execFileSync(bin, ['generate', '--out', join(dataDir, 'demo')], { stdio: 'ignore' });
   // The demo command: named demo users with tokens (the cockpit's "viewing as" list). Warm-up
   // is off so that the first render is measured cold.
-  server = spawn(bin, ['demo', '--addr', '127.0.0.1:0', '--project', repo, '--data', join(dataDir, 'demo'),
-    '--audit-log', join(dataDir, 'audit.log'), '--warm-up', 'false'], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, RUST_LOG: 'warn' },
-  });
-  base = await new Promise((ok, fail) => {
-    let seen = '';
-    server.stdout.on('data', (chunk) => {
-      seen += chunk;
-      const m = seen.match(/on (http:\/\/127\.0\.0\.1:\d+)/);
-      if (m) ok(m[1]);
-    });
-    server.on('exit', (code) => fail(new Error(`kpilens exited with ${code}: ${seen}`)));
-    setTimeout(() => fail(new Error(`kpilens did not start: ${seen}`)), 60_000).unref();
-  });
+  ({ child: server, url: base } = await spawnDemo(['--project', repo, '--data', join(dataDir, 'demo'),
+    '--audit-log', join(dataDir, 'audit.log')]));
 }
 
 let users;
@@ -102,6 +108,20 @@ const chartOption = (page, id) => page.evaluate((pid) => {
 const col = (result, name) => result.schema.findIndex((f) => f.name === name);
 const values = (result, name) => result.rows.map((r) => r[col(result, name)]);
 const seriesValues = (data) => data.map((d) => (d !== null && typeof d === 'object' ? d.value : d));
+
+/** Once a chart has drawn (ECharts animates it in; on a loaded machine that takes longer). */
+const chartDrawn = (page, id) => page.evaluate((pid) => new Promise((resolve) => {
+  window.__kpilens.charts.get(pid).on('finished', resolve);
+  setTimeout(resolve, 3000);
+}), id);
+
+/** The pixel of the middle of a bar chart's first bar, for a real click on it. */
+const firstBar = (page, id) => page.evaluate((pid) => {
+  const chart = window.__kpilens.charts.get(pid);
+  const value = chart.getOption().series[0].data[0];
+  const [x, y] = chart.convertToPixel({ seriesIndex: 0 }, [(typeof value === 'object' ? value.value : value) / 2, 0]);
+  return { x, y };
+}, id);
 
 before(async () => {
   mkdirSync(shots, { recursive: true });
@@ -200,18 +220,9 @@ describe('the cockpit', () => {
     const before = await chartOption(page, panel);
     const region = before.yAxis[0][0];
     // A real click on the first bar, at its pixel position in the chart, once the bars have
-    // grown to it (ECharts animates them in; on a loaded machine that takes longer).
-    await page.evaluate((pid) => new Promise((resolve) => {
-      const chart = window.__kpilens.charts.get(pid);
-      chart.on('finished', resolve);
-      setTimeout(resolve, 3000);
-    }), panel);
-    const point = await page.evaluate((pid) => {
-      const chart = window.__kpilens.charts.get(pid);
-      const value = chart.getOption().series[0].data[0];
-      const [x, y] = chart.convertToPixel({ seriesIndex: 0 }, [(typeof value === 'object' ? value.value : value) / 2, 0]);
-      return { x, y };
-    }, panel);
+    // grown to it.
+    await chartDrawn(page, panel);
+    const point = await firstBar(page, panel);
     await page.locator(`[data-panel="${panel}"] .chart`).click({ position: point });
     await page.waitForFunction((pid) => document.querySelectorAll(`[data-panel="${pid}"] .crumb`).length === 2, panel);
     await waitPanelReady(page, panel);
@@ -430,21 +441,8 @@ describe('the Berka example', { skip: !existsSync(join(berkaData, 'loan.asc')) &
 
   before(async () => {
     stateDir = mkdtempSync(join(tmpdir(), 'kpilens-berka-'));
-    berka = spawn(bin, ['demo', '--addr', '127.0.0.1:0', '--project', join(repo, 'examples', 'berka'),
-      '--data', berkaData, '--state', stateDir, '--warm-up', 'false'], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-      env: { ...process.env, RUST_LOG: 'warn' },
-    });
-    berkaBase = await new Promise((ok, fail) => {
-      let seen = '';
-      berka.stdout.on('data', (chunk) => {
-        seen += chunk;
-        const m = seen.match(/on (http:\/\/127\.0\.0\.1:\d+)/);
-        if (m) ok(m[1]);
-      });
-      berka.on('exit', (code) => fail(new Error(`kpilens exited with ${code}: ${seen}`)));
-      setTimeout(() => fail(new Error(`kpilens did not start: ${seen}`)), 60_000).unref();
-    });
+    ({ child: berka, url: berkaBase } = await spawnDemo(['--project', join(repo, 'examples', 'berka'),
+      '--data', berkaData, '--state', stateDir]));
   });
 
   after(() => {
@@ -466,24 +464,14 @@ describe('the Berka example', { skip: !existsSync(join(berkaData, 'loan.asc')) &
     await page.waitForFunction(() => ['loan_volume', 'bad_loans_by_region', 'loans_by_status'].every((id) => window.__kpilens?.charts?.get(id)));
     const volume = await page.evaluate(() => window.__kpilens.charts.get('loan_volume').getOption().series[0].data);
     assert.equal(volume.length, 6, 'six years, 1993-1998');
-    // Once the charts have drawn (ECharts animates them in).
-    await page.evaluate(() => Promise.all([...window.__kpilens.charts.values()].map((chart) => new Promise((done) => {
-      chart.on('finished', done);
-      setTimeout(done, 3000);
-    }))));
+    await Promise.all(['loan_volume', 'bad_loans_by_region', 'loans_by_status'].map((id) => chartDrawn(page, id)));
     await page.screenshot({ path: join(shots, 'berka-desktop.png'), fullPage: true });
 
     // A click on the first region's bar drills to that region's districts.
     const panel = 'bad_loans_by_region';
     const before = await chartOption(page, panel);
     const region = before.yAxis[0][0];
-    const point = await page.evaluate((pid) => {
-      const chart = window.__kpilens.charts.get(pid);
-      const value = chart.getOption().series[0].data[0];
-      const [x, y] = chart.convertToPixel({ seriesIndex: 0 }, [(typeof value === 'object' ? value.value : value) / 2, 0]);
-      return { x, y };
-    }, panel);
-    await page.locator(`[data-panel="${panel}"] .chart`).click({ position: point });
+    await page.locator(`[data-panel="${panel}"] .chart`).click({ position: await firstBar(page, panel) });
     await page.waitForFunction((pid) => document.querySelectorAll(`[data-panel="${pid}"] .crumb`).length === 2, panel);
     await waitPanelReady(page, panel);
     const districts = await (await fetch(`${berkaBase}/api/v1/query`, {
@@ -497,17 +485,8 @@ describe('the Berka example', { skip: !existsSync(join(berkaData, 'loan.asc')) &
 
     // A district's bar lists its loans, titled with the model's label.
     const district = shown[0];
-    await page.evaluate((pid) => new Promise((resolve) => {
-      window.__kpilens.charts.get(pid).on('finished', resolve);
-      setTimeout(resolve, 3000);
-    }), panel);
-    const at = await page.evaluate((pid) => {
-      const chart = window.__kpilens.charts.get(pid);
-      const value = chart.getOption().series[0].data[0];
-      const [x, y] = chart.convertToPixel({ seriesIndex: 0 }, [(typeof value === 'object' ? value.value : value) / 2, 0]);
-      return { x, y };
-    }, panel);
-    await page.locator(`[data-panel="${panel}"] .chart`).click({ position: at });
+    await chartDrawn(page, panel);
+    await page.locator(`[data-panel="${panel}"] .chart`).click({ position: await firstBar(page, panel) });
     await page.locator(`[data-panel="${panel}"] .leaf-title`).waitFor();
     assert.equal(await page.locator(`[data-panel="${panel}"] .leaf-title`).textContent(), 'Loans');
     const loans = districts.rows.find((r) => r[col(districts, 'district')] === district)[col(districts, 'loans')];
