@@ -21,7 +21,6 @@ async fn export(server: &Server, auth: &str, body: Value) -> RawResponse {
 }
 
 /// An export refused with `status`, its JSON error's message containing `part`.
-#[track_caller]
 async fn refused(server: &Server, auth: &str, body: Value, status: u16, part: &str) -> Value {
     let file = export(server, auth, body).await;
     assert_eq!(
