@@ -5,7 +5,11 @@ use std::fmt::Write;
 use std::path::Path;
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Read when the script runs, not when it was compiled: one compiled build script serves
+    // every checkout that shares the target dir (CI's clones, a second worktree), and `env!`
+    // would embed the files of whichever checkout compiled it first.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
+    let root = Path::new(&manifest_dir);
     let web = root.join("web");
     let echarts = web.join("node_modules/echarts/dist/echarts.min.js");
     let mut files = vec![("index.html".to_string(), web.join("index.html"))];

@@ -5,10 +5,9 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -17,7 +16,7 @@ use serde_json::json;
 
 use super::{ApiError, with_audit};
 use crate::alerts::state::AlertState;
-use crate::alerts::{AlertEngine, TaskStatus, visible};
+use crate::alerts::{AlertEngine, AlertEvent, TaskStatus, visible};
 use crate::security::Principal;
 use crate::security::audit::AuditDetails;
 use crate::semantic::QueryError;
@@ -142,34 +141,8 @@ async fn stream(
     Extension(principal): Extension<Principal>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let (receiver, closing) = engine.subscribe();
-    let events = futures::stream::unfold(
-        (receiver, closing, principal),
-        |(mut receiver, mut closing, principal)| async move {
-            loop {
-                let received = tokio::select! {
-                    r = receiver.recv() => r,
-                    // The server is shutting down: end the stream, so the shutdown is not held.
-                    _ = closing.wait_for(|closing| *closing) => return None,
-                };
-                match received {
-                    Ok(e) if visible(&principal.scope, &e.path) => {
-                        let event = Event::default()
-                            .event(e.kind())
-                            .id(e.seq.to_string())
-                            .json_data(&e)
-                            .unwrap_or_else(|_| Event::default().comment("unserialisable"));
-                        return Some((Ok(event), (receiver, closing, principal)));
-                    }
-                    Ok(_) => continue,
-                    // A slow reader missed some changes: say so, keep streaming.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        let event = Event::default().event("lagged").data(n.to_string());
-                        return Some((Ok(event), (receiver, closing, principal)));
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        },
-    );
-    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    super::events::stream(None, receiver, closing, move |e: &AlertEvent| {
+        visible(&principal.scope, &e.path)
+            .then(|| super::events::json_event(e.kind(), e).id(e.seq.to_string()))
+    })
 }

@@ -6,6 +6,7 @@ mod catalog;
 mod dashboards;
 pub mod encoding;
 mod error;
+mod events;
 pub mod guard;
 mod metrics;
 pub mod web;
@@ -70,6 +71,7 @@ pub fn router(
         .route("/api/v1/snapshot/{id}", get(dashboards::snapshot))
         // Errors name files, columns and paths: for signed-in analysts and IT, not the world.
         .route("/api/v1/catalog/status", get(catalog_status))
+        .route("/api/v1/events", get(events::changes))
         .merge(alert_routes)
         .layer(Extension(
             Arc::new(dashboards::RenderedSnapshots::default()),

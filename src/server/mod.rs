@@ -58,6 +58,7 @@ pub async fn serve(
 /// by [`serve_with`]; tests also call its router directly.
 pub struct App {
     pub router: Router,
+    service: Arc<KpiService>,
     alerts: Arc<AlertEngine>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -66,6 +67,7 @@ impl App {
     /// The server stops taking requests: open streams end.
     pub fn begin_shutdown(&self) {
         self.alerts.close_streams();
+        self.service.close_change_streams();
     }
 }
 
@@ -137,7 +139,7 @@ pub fn app(
         }),
     )));
     let router = api::router(
-        service,
+        service.clone(),
         gate,
         web,
         extra,
@@ -147,6 +149,7 @@ pub fn app(
     );
     Ok(App {
         router,
+        service,
         alerts,
         tasks,
     })

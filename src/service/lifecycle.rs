@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::KpiService;
+use super::events::{StateChange, StateNow, TableVersion, loaded_at};
 use crate::catalog::ProjectSources;
 use crate::semantic::QueryError;
 use crate::state::{DataState, current_versions};
@@ -122,6 +123,7 @@ impl KpiService {
 
     /// Serves `fresh` from now on, dropping the cached answers of tables whose data changed.
     fn swap_in(&self, current: &DataState, fresh: DataState) -> Arc<DataState> {
+        let mut changed = Vec::new();
         for (table, source) in &fresh.tables {
             if current
                 .tables
@@ -130,12 +132,41 @@ impl KpiService {
             {
                 tracing::info!(table, version = %source.version, "data refreshed");
                 self.cache.invalidate_table(table, &source.version);
+                changed.push(TableVersion {
+                    table: table.clone(),
+                    version: source.version.clone(),
+                });
             }
         }
         let fresh = Arc::new(fresh);
         self.watch.watch_tables(&fresh);
         *self.state.write().expect("catalog lock") = fresh.clone();
+        if !changed.is_empty() {
+            self.events.publish(StateChange::Data {
+                tables: changed,
+                catalog_version: fresh.version.clone(),
+                loaded_at: loaded_at(&fresh),
+            });
+        }
         fresh
+    }
+
+    /// The serving state's changes from now on (`GET /api/v1/events`), what serves now, and a
+    /// receiver that turns true when the streams must end.
+    pub fn subscribe_changes(
+        &self,
+    ) -> (
+        tokio::sync::broadcast::Receiver<StateChange>,
+        tokio::sync::watch::Receiver<bool>,
+        StateNow,
+    ) {
+        let (changes, closing) = self.events.subscribe();
+        (changes, closing, StateNow::of(&self.catalog()))
+    }
+
+    /// Ends every change stream (the server is shutting down).
+    pub fn close_change_streams(&self) {
+        self.events.close();
     }
 
     /// Builds, now that the server is listening, the rollups an earlier run could not build for
@@ -235,8 +266,13 @@ impl KpiService {
             match built {
                 Ok(fresh) => {
                     let version = fresh.version.clone();
+                    let change = StateChange::Catalog {
+                        catalog_version: version.clone(),
+                        loaded_at: loaded_at(&fresh),
+                    };
                     self.watch.watch_tables(&fresh);
                     *self.state.write().expect("catalog lock") = Arc::new(fresh);
+                    self.events.publish(change);
                     let mut status = self.reload.lock().expect("reload status");
                     status.version = version.clone();
                     status.loaded_at = now_rfc3339();

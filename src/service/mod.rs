@@ -25,8 +25,11 @@ use crate::semantic::{
 use crate::state::VersionMemo;
 use crate::state::{DataState, DataWatch, RollupStore, combined_version};
 
+mod events;
 mod lifecycle;
 mod listings;
+
+pub use events::{StateChange, StateNow, TableVersion};
 
 use lifecycle::now_rfc3339;
 pub use lifecycle::{DataCheck, FailedRefresh, ReloadError, ReloadStatus};
@@ -78,6 +81,8 @@ pub struct KpiService {
     next_query_id: AtomicU64,
     /// What the definition watcher last saw (hot reload).
     reload: std::sync::Mutex<ReloadStatus>,
+    /// Each swap of the serving state, for `GET /api/v1/events`.
+    events: events::StateEvents,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -182,6 +187,7 @@ impl KpiService {
                 reloads: 0,
                 last_error: None,
             }),
+            events: events::StateEvents::new(),
         })
     }
 

@@ -29,6 +29,8 @@ use crate::semantic::calendar::CalendarConfig;
 pub struct DataState {
     catalog: Catalog,
     tables: Arc<dyn EngineTables>,
+    /// When this state was built over its data (what the cockpit shows as "data as of").
+    loaded_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// A data state is read as its catalog: `state.models`, `state.metrics`, ...
@@ -138,11 +140,19 @@ impl DataState {
                 }
             }
         }
-        Ok(Self { catalog, tables })
+        Ok(Self {
+            catalog,
+            tables,
+            loaded_at: chrono::Utc::now(),
+        })
     }
 
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
+    }
+
+    pub fn loaded_at(&self) -> chrono::DateTime<chrono::Utc> {
+        self.loaded_at
     }
 
     /// Runs a plan built over this state's catalog.

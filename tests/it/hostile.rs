@@ -225,27 +225,33 @@ async fn compute_slots_are_shared_within_a_request_and_capped_per_principal() {
 }
 
 #[tokio::test]
-async fn an_open_alert_stream_does_not_hold_the_shutdown() {
+async fn open_event_streams_do_not_hold_the_shutdown() {
     let (data, _) = super::demo_settings();
     let (mut child, addr) = spawn_demo(data.path(), &["--shutdown-grace-ms", "60000"]);
     let users = demo_users(addr).await;
     let auth = format!("Bearer {}", users[0]["token"].as_str().unwrap());
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "GET /api/v1/alerts/stream HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\nAccept: text/event-stream\r\n\r\n"
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut raw = vec![0u8; 4096];
-    let n = stream.read(&mut raw).await.unwrap();
-    assert_eq!(status_of(&raw[..n]), Some(200), "the stream is open");
+    let mut streams = Vec::new();
+    for path in ["/api/v1/alerts/stream", "/api/v1/events"] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\nAccept: text/event-stream\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut raw = vec![0u8; 4096];
+        let n = stream.read(&mut raw).await.unwrap();
+        assert_eq!(status_of(&raw[..n]), Some(200), "{path} is open");
+        streams.push(stream);
+    }
     let started = Instant::now();
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    let (_, closed) = read_until_closed(&mut stream, Duration::from_secs(20)).await;
-    assert!(closed, "the stream ends at shutdown");
+    for stream in &mut streams {
+        let (_, closed) = read_until_closed(stream, Duration::from_secs(20)).await;
+        assert!(closed, "the stream ends at shutdown");
+    }
     let exit = child.wait().unwrap();
     assert!(exit.success(), "a clean exit: {exit}");
     assert!(

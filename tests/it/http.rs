@@ -752,3 +752,121 @@ async fn the_cli_gives_the_api_numbers() {
     assert!(super::close(&cli["totals"], &api["totals"], 1e-12));
     assert!(!api["rows"].as_array().unwrap().is_empty());
 }
+
+pub async fn wait_for(s: &Server, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..100 {
+        let (_, status) = s.get("/api/v1/catalog/status").await;
+        if ok(&status) {
+            return status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// An open `GET /api/v1/events` stream, read as a client does: `(event, data)` one at a time.
+struct EventStream(tokio::io::BufReader<TcpStream>);
+
+impl EventStream {
+    async fn open(s: &Server) -> Self {
+        let mut socket = TcpStream::connect(s.addr).await.unwrap();
+        let head = format!(
+            "GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nAccept: text/event-stream\r\n\r\n",
+            s.auth
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let mut reader = tokio::io::BufReader::new(socket);
+        let mut line = String::new();
+        tokio::io::AsyncBufReadExt::read_line(&mut reader, &mut line)
+            .await
+            .unwrap();
+        assert!(line.contains(" 200 "), "{line}");
+        Self(reader)
+    }
+
+    /// The next event with data, within `within` (the chunk-size lines of the chunked encoding
+    /// and keep-alive comments are skipped).
+    async fn next(&mut self, within: std::time::Duration) -> (String, Value) {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut event = String::new();
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout_at(
+                deadline,
+                tokio::io::AsyncBufReadExt::read_line(&mut self.0, &mut line),
+            )
+            .await
+            .expect("an event in time")
+            .unwrap();
+            assert!(n > 0, "the stream ended");
+            if let Some(name) = line.strip_prefix("event: ") {
+                event = name.trim().to_string();
+            } else if let Some(data) = line.strip_prefix("data: ") {
+                return (event, serde_json::from_str(data.trim()).unwrap());
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_event_stream_tells_of_new_data_and_new_definitions_only_once_they_serve() {
+    use std::time::Duration;
+    let project = temp_project(&[]);
+    let mut settings = settings_for(project.path());
+    settings.reload_ms = 50;
+    let s = start(settings).await;
+    let (code, _) = s.json_as("", "GET", "/api/v1/events", "").await;
+    assert_eq!(code, 401, "the stream is behind the gate");
+
+    let mut events = EventStream::open(&s).await;
+    let (name, now) = events.next(Duration::from_secs(10)).await;
+    assert_eq!(name, "state");
+    let version = now["catalog_version"].clone();
+    let loaded_at = now["loaded_at"].as_str().unwrap().to_string();
+    let (_, before) = s.query(json!({ "metrics": ["loan_balance"] })).await;
+    assert_num(&before["rows"][0][0], Some(0.0));
+
+    // A file dropped into a table's folder: one data_changed naming the table, and the next
+    // answer is over the new data.
+    std::fs::write(
+        project.path().join("data/loan_month/part-1.csv"),
+        "loan_id,customer_id,month_end,balance,dpd\n9,1,2024-06-30,1000,0\n",
+    )
+    .unwrap();
+    let (name, change) = events.next(Duration::from_secs(10)).await;
+    assert_eq!(name, "data_changed", "{change}");
+    let tables: Vec<&str> = change["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["table"].as_str().unwrap())
+        .collect();
+    assert_eq!(tables, ["loan_month"], "{change}");
+    assert_eq!(change["catalog_version"], version);
+    assert!(change["loaded_at"].as_str().unwrap() > loaded_at.as_str());
+    let (_, after) = s.query(json!({ "metrics": ["loan_balance"] })).await;
+    assert_num(&after["rows"][0][0], Some(1000.0));
+
+    // A definition change that does not validate says nothing (the last good catalog serves);
+    // the good one after it is the next event, with the version now serving.
+    let extra = project.path().join("metrics/extra.yaml");
+    std::fs::write(
+        &extra,
+        "metrics:\n  bad: { type: ratio, numerator: nothing, denominator: loan_balance }\n",
+    )
+    .unwrap();
+    wait_for(&s, "the broken change", |st| {
+        !st["catalog"]["last_error"].is_null()
+    })
+    .await;
+    std::fs::write(
+        &extra,
+        "metrics:\n  loan_balance_copy: { type: simple, measure: loan_balance }\n",
+    )
+    .unwrap();
+    let (name, change) = events.next(Duration::from_secs(10)).await;
+    assert_eq!(name, "catalog_changed", "{change}");
+    let (_, status) = s.get("/api/v1/catalog/status").await;
+    assert_eq!(change["catalog_version"], status["catalog"]["version"]);
+    assert_ne!(change["catalog_version"], version);
+}

@@ -11,7 +11,7 @@ use kpilens::security::audit::{AuditLog, AuditQuery, AuditRecord, search};
 use kpilens::security::auth::{Audience, Claims, sign_hs256};
 use serde_json::{Value, json};
 
-use super::http::{Server, TEST_SECRET, exchange, start, token};
+use super::http::{Server, TEST_SECRET, exchange, start, token, wait_for};
 use super::{bank_settings, settings_for, temp_project};
 
 /// The bank fixture's org (tests/fixtures/bank/org.csv, customers.csv): what each scope may see.
@@ -619,17 +619,6 @@ async fn a_principal_over_its_rate_gets_429_and_a_saturated_server_503() {
     );
     assert!(refused.iter().all(|r| r.header("retry-after") == Some("1")));
     assert!(statuses.iter().any(|r| r.status == 200));
-}
-
-async fn wait_for(s: &Server, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..100 {
-        let (_, status) = s.get("/api/v1/catalog/status").await;
-        if ok(&status) {
-            return status;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[tokio::test]

@@ -8,6 +8,11 @@ export function setToken(t) {
   token = t || null;
 }
 
+/** The Authorization header of the current viewer (none when signed out). */
+export function authHeaders() {
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
 async function request(path, options = {}) {
   let response;
   try {
@@ -15,7 +20,7 @@ async function request(path, options = {}) {
       ...options,
       headers: {
         'Content-Type': 'application/json',
-        ...(token ? { Authorization: `Bearer ${token}` } : {}),
+        ...authHeaders(),
         ...(options.headers ?? {}),
       },
     });
@@ -42,7 +47,7 @@ async function request(path, options = {}) {
 async function download(body) {
   const response = await fetch('/api/v1/export', {
     method: 'POST',
-    headers: { 'Content-Type': 'application/json', ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+    headers: { 'Content-Type': 'application/json', ...authHeaders() },
     body: JSON.stringify(body),
   });
   if (!response.ok) {

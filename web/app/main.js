@@ -8,6 +8,7 @@ import { chartOption, column, field } from './charts.js';
 import { changeTone, formatChange, formatValue } from './format.js';
 import { label, t } from './i18n.js';
 import { el } from './dom.js';
+import { follow } from './live.js';
 
 const LEAF_PAGE_SIZE = 20;
 
@@ -24,10 +25,12 @@ const state = {
   charts: new Map(),
   // The dashboard load in flight: a newer one aborts it, and only the newest renders.
   loading: { generation: 0, controller: null },
+  // The server's change stream, and when the data serving now was loaded (shown in the head).
+  live: { stream: null, loadedAt: null, timer: null, pending: null },
 };
 
-// Test and diagnostics hook: charts by panel, and each dashboard render's time.
-window.__kpilens = { charts: state.charts, renders: [] };
+// Test and diagnostics hook: charts by panel, each dashboard render's time, the live events.
+window.__kpilens = { charts: state.charts, renders: [], live: [] };
 
 const $ = (sel, root = document) => root.querySelector(sel);
 
@@ -84,6 +87,7 @@ async function viewAs(id) {
   localStorage.setItem('kpilens.user', user.id);
   setToken(user.token);
   state.params = {};
+  startLive();
   if (state.id) await load();
 }
 
@@ -116,7 +120,8 @@ async function switchTo(id) {
   await load();
 }
 
-async function load() {
+/** `quiet`: a live refresh, drawn over what is shown without the loading overlay. */
+async function load({ quiet = false } = {}) {
   const started = performance.now();
   // A quick second filter change must not be overwritten by the first one's slower answer.
   state.loading.controller?.abort();
@@ -125,7 +130,7 @@ async function load() {
   state.loading.controller = controller;
   const current = () => generation === state.loading.generation;
   document.body.dataset.ready = '';
-  setLoading(true);
+  if (!quiet) setLoading(true);
   clearError();
   // Alongside the dashboard, never in its way.
   renderAlerts($('#alerts'), state.lang);
@@ -142,6 +147,7 @@ async function load() {
       ms: performance.now() - started,
       server_ms: view.meta.elapsed_ms,
       cached: view.meta.panels_cached,
+      live: quiet,
     });
     document.body.dataset.ready = state.id;
   } catch (e) {
@@ -153,6 +159,94 @@ async function load() {
   }
 }
 
+// ---- live updates ------------------------------------------------------------------------------
+
+/** (Re)opens the change stream as the current viewer. */
+function startLive() {
+  state.live.stream?.stop();
+  state.live.stream = follow(onLiveEvent);
+}
+
+function onLiveEvent(name, data) {
+  window.__kpilens.live.push({ name, data });
+  if (name === 'state') {
+    // On a reconnect, changes may have been missed while the stream was down.
+    const missed = state.live.loadedAt !== null && data.loaded_at !== state.live.loadedAt;
+    state.live.loadedAt = data.loaded_at;
+    renderFreshness(false);
+    if (missed) scheduleRefresh(false);
+  } else if (name === 'data_changed') {
+    state.live.loadedAt = data.loaded_at;
+    scheduleRefresh(false);
+  } else if (name === 'catalog_changed') {
+    state.live.loadedAt = data.loaded_at;
+    scheduleRefresh(true);
+  } else if (name === 'lagged') {
+    scheduleRefresh(true);
+  }
+}
+
+/** Several changes in a burst (files landing one by one) refetch once. */
+function scheduleRefresh(catalog) {
+  clearTimeout(state.live.timer);
+  const again = state.live.pending;
+  state.live.pending = { catalog: catalog || again?.catalog };
+  state.live.timer = setTimeout(() => {
+    const { catalog: definitions } = state.live.pending;
+    state.live.pending = null;
+    refreshLive(definitions);
+  }, 300);
+}
+
+/**
+ * Refetches what is on screen over the new state (answers the server computes once and then
+ * caches), keeping each panel where it was drilled to.
+ */
+async function refreshLive(definitions) {
+  if (!state.id) return;
+  if (definitions) {
+    try {
+      state.dashboards = await api.dashboards();
+      renderHeader();
+    } catch {
+      // the view's own load below reports what is wrong
+    }
+  }
+  const drilled = [...state.panels].map(([id, ps]) => [id, ps.path, ps.leaf?.page ?? null]);
+  await load({ quiet: true });
+  for (const [id, path, page] of drilled) {
+    const ps = state.panels.get(id);
+    if (!ps || !ps.layout.drill) continue;
+    if (page !== null) await showLeaf(ps, path, page);
+    else if (Object.keys(path).length) await requery(ps, path);
+  }
+  renderFreshness(true);
+}
+
+/** When the numbers are from: the time the server loaded the data it answers from. */
+function renderFreshness(updated) {
+  const box = $('#freshness');
+  const at = state.live.loadedAt;
+  if (!at) {
+    box.hidden = true;
+    return;
+  }
+  const when = new Date(at);
+  const locale = state.lang === 'zh' ? 'zh-CN' : 'en-GB';
+  const today = when.toDateString() === new Date().toDateString();
+  const text = today
+    ? when.toLocaleTimeString(locale, { hour12: false })
+    : when.toLocaleString(locale, { hour12: false });
+  box.replaceChildren(el('span', { class: 'live-dot', 'aria-hidden': 'true' }), `${t(state.lang, 'dataLoaded')} ${text}`);
+  box.dataset.loadedAt = at;
+  box.hidden = false;
+  if (updated) {
+    box.classList.remove('updated');
+    void box.offsetWidth; // restart the highlight
+    box.classList.add('updated');
+  }
+}
+
 // ---- the dashboard -----------------------------------------------------------------------------
 
 function renderDashboard() {
@@ -161,6 +255,7 @@ function renderDashboard() {
   document.title = `${label(view.title, state.lang)} · kpilens`;
   $('#title').textContent = label(view.title, state.lang);
   $('#as-of').textContent = `${t(state.lang, 'asOf')} ${view.as_of}`;
+  renderFreshness(false);
   renderFilters(view);
   const tiles = el('section', { class: 'tiles' });
   const grid = el('section', { class: 'grid' });
@@ -525,6 +620,7 @@ async function boot() {
   } else {
     setToken(sessionStorage.getItem('kpilens.token'));
   }
+  startLive();
   renderHeader();
   setLoading(true);
   try {

@@ -9,7 +9,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -123,6 +123,14 @@ const firstBar = (page, id) => page.evaluate((pid) => {
   return { x, y };
 }, id);
 
+/** A real click on a bar chart's first bar, at its pixel; resolves once the drilled view shows. */
+async function clickFirstBar(page, id) {
+  await chartDrawn(page, id);
+  await page.locator(`[data-panel="${id}"] .chart`).click({ position: await firstBar(page, id) });
+  await page.waitForFunction((pid) => document.querySelectorAll(`[data-panel="${pid}"] .crumb`).length === 2, id);
+  await waitPanelReady(page, id);
+}
+
 before(async () => {
   mkdirSync(shots, { recursive: true });
   await startServer();
@@ -221,11 +229,7 @@ describe('the cockpit', () => {
     const region = before.yAxis[0][0];
     // A real click on the first bar, at its pixel position in the chart, once the bars have
     // grown to it.
-    await chartDrawn(page, panel);
-    const point = await firstBar(page, panel);
-    await page.locator(`[data-panel="${panel}"] .chart`).click({ position: point });
-    await page.waitForFunction((pid) => document.querySelectorAll(`[data-panel="${pid}"] .crumb`).length === 2, panel);
-    await waitPanelReady(page, panel);
+    await clickFirstBar(page, panel);
 
     const view = await api('/api/v1/dashboards/executive');
     const query = { ...view.panels.find((p) => p.id === panel).query, drill: { hierarchy: 'org', path: { region } } };
@@ -428,6 +432,58 @@ describe('the cockpit', () => {
     assert.equal(await panelState(page, 'overdue_by_region'), 'ready');
     await page.close();
   });
+  // Last in this block: it changes the demo bank's files (and puts them back).
+  it('updates itself when a file lands, keeping the drill, and says when the data is from', async () => {
+    const page = await openPage(DESKTOP);
+    await timeToFirstRender(page, 'executive');
+    const freshness = page.locator('#freshness');
+    await freshness.waitFor();
+    const loadedBefore = await freshness.getAttribute('data-loaded-at');
+    const tileValue = async () => Number(await page.locator('.tile[data-panel="loan_balance"]').getAttribute('data-value'));
+    const tileOf = (view) => view.panels.find((p) => p.id === 'loan_balance').tile.value;
+    const before = tileOf(await api('/api/v1/dashboards/executive'));
+    assert.equal(await tileValue(), before);
+    // Drilled into a region: a live update keeps the panel there.
+    await clickFirstBar(page, 'overdue_by_region');
+
+    // A correction file for the last month lands (written beside, then renamed in, as a loader
+    // would): the month's loan balance is counted twice.
+    const folder = join(dataDir, 'demo', 'loan_month');
+    const last = readdirSync(folder).filter((f) => f.endsWith('.parquet')).sort().at(-1);
+    const dropped = join(folder, last.replace(/\.parquet$/, '-correction.parquet'));
+    const staged = join(dataDir, 'staged.parquet');
+    copyFileSync(join(folder, last), staged);
+    const rendersBefore = await page.evaluate(() => window.__kpilens.renders.length);
+    renameSync(staged, dropped);
+    try {
+      await page.waitForFunction((v) => Number(document.querySelector('.tile[data-panel="loan_balance"]')?.dataset.value) !== v,
+        before, { timeout: 60_000 });
+      const after = tileOf(await api('/api/v1/dashboards/executive'));
+      assert.ok(Math.abs(after - 2 * before) < 1e-6 * before, `the month counted twice: ${before} -> ${after}`);
+      await page.waitForFunction(() => document.querySelector('[data-panel="overdue_by_region"]')?.dataset.state === 'ready'
+        && document.querySelectorAll('[data-panel="overdue_by_region"] .crumb').length === 2);
+      assert.equal(await tileValue(), after, 'the tile shows the new number');
+      const live = await page.evaluate(() => window.__kpilens.live);
+      const change = live.find((e) => e.name === 'data_changed');
+      assert.ok(change, `a data_changed event: ${JSON.stringify(live.map((e) => e.name))}`);
+      assert.ok(change.data.tables.some((t) => t.table === 'loan_month'), JSON.stringify(change.data));
+      const renders = await page.evaluate(() => window.__kpilens.renders);
+      assert.ok(renders.length > rendersBefore && renders.at(-1).live, 'redrawn by the live update, not a reload');
+      const loadedAfter = await freshness.getAttribute('data-loaded-at');
+      assert.ok(loadedAfter > loadedBefore, `${loadedBefore} -> ${loadedAfter}`);
+      assert.match(await freshness.textContent(), /数据更新于 \d{2}:\d{2}:\d{2}/);
+      await page.screenshot({ path: join(shots, 'live-update-desktop.png') });
+      await page.setViewportSize(PHONE);
+      await page.screenshot({ path: join(shots, 'live-update-phone.png') });
+    } finally {
+      rmSync(dropped, { force: true });
+    }
+    // The file removed: back to the number before.
+    await page.waitForFunction((v) => Number(document.querySelector('.tile[data-panel="loan_balance"]')?.dataset.value) === v,
+      before, { timeout: 60_000 });
+    assert.deepEqual(page.errors, []);
+    await page.close();
+  });
 });
 
 // The worked example on the real Berka files: a project outside the repository's own metrics,
@@ -471,9 +527,7 @@ describe('the Berka example', { skip: !existsSync(join(berkaData, 'loan.asc')) &
     const panel = 'bad_loans_by_region';
     const before = await chartOption(page, panel);
     const region = before.yAxis[0][0];
-    await page.locator(`[data-panel="${panel}"] .chart`).click({ position: await firstBar(page, panel) });
-    await page.waitForFunction((pid) => document.querySelectorAll(`[data-panel="${pid}"] .crumb`).length === 2, panel);
-    await waitPanelReady(page, panel);
+    await clickFirstBar(page, panel);
     const districts = await (await fetch(`${berkaBase}/api/v1/query`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
