@@ -836,6 +836,7 @@ async fn the_openapi_document_describes_every_route() {
         "/api/v1/dashboards/{id}",
         "/api/v1/snapshot/{id}",
         "/api/v1/alerts",
+        "/api/v1/events",
         "/api/v1/alerts/stream",
         "/api/v1/alerts/evaluate",
         "/api/v1/tasks",
