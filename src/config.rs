@@ -221,8 +221,7 @@ impl Settings {
     /// A server writes its state beside the data unless told otherwise; a data folder without
     /// write permission (a shared, read-only copy) needs `--state`.
     pub fn check_state_dir(&self) -> Result<(), String> {
-        let read_only = std::fs::metadata(&self.data_dir).is_ok_and(|m| m.permissions().readonly());
-        if self.state_dir.is_none() && read_only {
+        if self.state_dir.is_none() && self.data_dir_read_only() {
             return Err(format!(
                 "the data folder {} is read-only: give --state DIR (KPILENS_STATE) for the audit log, alert store and stored rollups",
                 self.data_dir.display()
@@ -243,13 +242,23 @@ impl Settings {
             .unwrap_or_else(|| self.state_dir().join("audit.log"))
     }
 
-    /// The rollup store's folder, or none when rollups live in memory only.
+    /// The rollup store's folder, or none when rollups live in memory only: asked for, or the
+    /// default state folder would be inside a read-only data folder (`validate` and `test` over
+    /// a shared data set write nothing into it; `serve` refuses it first, `check_state_dir`).
     pub fn rollup_store(&self) -> Option<PathBuf> {
-        (!self.no_rollup_store).then(|| {
-            self.rollup_store
-                .clone()
-                .unwrap_or_else(|| self.state_dir().join("rollups"))
-        })
+        if self.no_rollup_store {
+            return None;
+        }
+        if let Some(dir) = &self.rollup_store {
+            return Some(dir.clone());
+        }
+        (self.state_dir.is_some() || !self.data_dir_read_only())
+            .then(|| self.state_dir().join("rollups"))
+    }
+
+    /// A data set shared read-only (the bank's extract, `../shared`): nothing is written into it.
+    fn data_dir_read_only(&self) -> bool {
+        std::fs::metadata(&self.data_dir).is_ok_and(|m| m.permissions().readonly())
     }
 
     pub fn query_timeout(&self) -> Duration {
