@@ -15,15 +15,11 @@ pub enum StateChange {
     /// New data under these tables (their new versions); the catalog's definitions are the same.
     Data {
         tables: Vec<TableVersion>,
-        catalog_version: String,
-        /// When the serving state was loaded over this data.
-        loaded_at: String,
+        #[serde(flatten)]
+        now: StateNow,
     },
     /// New definitions (metrics, models, dashboards) were validated and are serving.
-    Catalog {
-        catalog_version: String,
-        loaded_at: String,
-    },
+    Catalog(StateNow),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -36,12 +32,12 @@ impl StateChange {
     pub fn name(&self) -> &'static str {
         match self {
             StateChange::Data { .. } => "data_changed",
-            StateChange::Catalog { .. } => "catalog_changed",
+            StateChange::Catalog(_) => "catalog_changed",
         }
     }
 }
 
-/// What a new subscriber is told first: the state serving now.
+/// The state serving now: what a new subscriber is told first, and what each change carries.
 #[derive(Debug, Clone, Serialize)]
 pub struct StateNow {
     pub catalog_version: String,
@@ -52,15 +48,9 @@ impl StateNow {
     pub fn of(state: &DataState) -> Self {
         Self {
             catalog_version: state.version.clone(),
-            loaded_at: loaded_at(state),
+            loaded_at: super::lifecycle::rfc3339(state.loaded_at()),
         }
     }
-}
-
-pub(super) fn loaded_at(state: &DataState) -> String {
-    state
-        .loaded_at()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// The publisher. A slow subscriber that falls `CAPACITY` changes behind is told it lagged (and

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::KpiService;
-use super::events::{StateChange, StateNow, TableVersion, loaded_at};
+use super::events::{StateChange, StateNow, TableVersion};
 use crate::catalog::ProjectSources;
 use crate::semantic::QueryError;
 use crate::state::{DataState, current_versions};
@@ -35,7 +35,11 @@ pub struct ReloadError {
 }
 
 pub(super) fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    rfc3339(chrono::Utc::now())
+}
+
+pub(super) fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// A data change the catalog could not be rebuilt over.
@@ -144,8 +148,7 @@ impl KpiService {
         if !changed.is_empty() {
             self.events.publish(StateChange::Data {
                 tables: changed,
-                catalog_version: fresh.version.clone(),
-                loaded_at: loaded_at(&fresh),
+                now: StateNow::of(&fresh),
             });
         }
         fresh
@@ -266,10 +269,7 @@ impl KpiService {
             match built {
                 Ok(fresh) => {
                     let version = fresh.version.clone();
-                    let change = StateChange::Catalog {
-                        catalog_version: version.clone(),
-                        loaded_at: loaded_at(&fresh),
-                    };
+                    let change = StateChange::Catalog(StateNow::of(&fresh));
                     self.watch.watch_tables(&fresh);
                     *self.state.write().expect("catalog lock") = Arc::new(fresh);
                     self.events.publish(change);
