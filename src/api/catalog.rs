@@ -11,6 +11,16 @@ pub struct CatalogView {
     pub metrics: Vec<MetricView>,
     pub dimensions: Vec<DimensionView>,
     pub hierarchies: Vec<HierarchyView>,
+    /// The 360° customer view (`GET /api/v1/customers/{id}`), where declared: customer lists
+    /// link their `key` column to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<ProfileView>,
+}
+
+#[derive(Serialize)]
+pub struct ProfileView {
+    pub key: String,
+    pub label: Label,
 }
 
 #[derive(Serialize)]
@@ -106,6 +116,10 @@ impl CatalogView {
             metrics,
             dimensions,
             hierarchies,
+            profile: catalog.profile.as_ref().map(|p| ProfileView {
+                key: p.key.clone(),
+                label: p.label.clone(),
+            }),
         }
     }
 }

@@ -65,6 +65,7 @@ pub fn router(
         .route("/api/v1/explain", post(explain))
         .route("/api/v1/drill_through", post(drill_through))
         .route("/api/v1/export", post(export))
+        .route("/api/v1/customers/{id}", get(customer))
         .route("/api/v1/hierarchies/{hierarchy}/members", get(members))
         .route("/api/v1/dashboards", get(dashboards::list))
         .route("/api/v1/dashboards/{id}", get(dashboards::show))
@@ -315,6 +316,24 @@ async fn export(
     )
         .into_response();
     Ok(with_audit(response, details))
+}
+
+/// `GET /api/v1/customers/42`: the 360° customer view.
+async fn customer(
+    State(service): State<Arc<KpiService>>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let profile = service.customer_profile(&principal, &id).await?;
+    let details = AuditDetails {
+        metrics: vec!["profile".to_string()],
+        cached: Some(false),
+        ..AuditDetails::listing(
+            json!({ "customer": profile.customer }),
+            profile.sections.iter().map(|s| s.rows.len()).sum(),
+        )
+    };
+    Ok(with_audit(Json(profile).into_response(), details))
 }
 
 /// `GET /api/v1/hierarchies/org/members?level=branch&region=西北`: the other parameters are

@@ -8,6 +8,7 @@ mod dashboards;
 mod error;
 mod personal;
 mod plan_context;
+mod profile;
 mod rollups;
 mod sources;
 mod tables;
@@ -27,6 +28,7 @@ pub use dashboards::{Dashboard, MAX_PERIODS, Panel};
 pub use error::{CatalogError, CatalogErrors};
 pub use personal::{PersonalColumns, tested_column};
 pub use plan_context::{PlanContext, TableRegistry};
+pub use profile::{MAX_SECTION_ROWS, Profile, ProfileColumn, ProfileSection};
 pub use rollups::{
     DefinitionForm, Reaggregation, Rollup, RollupDefinition, RollupForm, RollupRefresh,
     distinct_refusal, reaggregation,
@@ -73,6 +75,8 @@ pub struct Catalog {
     pub alerts: BTreeMap<String, AlertRule>,
     /// How each materialized SQL model came to be read over this data (filled with the rollups).
     pub materialized: Vec<MaterializedModel>,
+    /// The 360° customer view, where the project declares one.
+    pub profile: Option<Profile>,
 }
 
 /// A materialized SQL model over one data state (`GET /api/v1/catalog/status`).

@@ -344,7 +344,7 @@ pub async fn drill_through(
 /// Personal data as a drill-through shows it, masked inside the plan (nulls stay null). A part
 /// is shown only where the value is long enough that more stays hidden than is shown: a short
 /// phone or ID number is all stars, a one-character name a star.
-fn masked(column: Expr, mask: Option<Mask>) -> Expr {
+pub(super) fn masked(column: Expr, mask: Option<Mask>) -> Expr {
     use datafusion::functions::string::expr_fn::{concat, repeat};
     use datafusion::functions::unicode::expr_fn::{character_length, left, right};
     let length = || character_length(column.clone());

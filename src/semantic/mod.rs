@@ -8,6 +8,7 @@ pub mod drill;
 mod error;
 pub mod listing;
 pub mod planner;
+pub mod profile;
 pub mod records;
 mod result;
 pub mod series;

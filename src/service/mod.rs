@@ -28,6 +28,7 @@ use crate::state::{DataState, DataWatch, RollupStore, combined_version};
 mod events;
 mod lifecycle;
 mod listings;
+mod profile;
 
 pub use events::{StateChange, StateNow, TableVersion};
 

@@ -5,6 +5,7 @@
 pub mod alert;
 pub mod dashboard;
 pub mod nesting;
+pub mod profile;
 pub mod read;
 
 use std::collections::BTreeMap;
@@ -34,6 +35,8 @@ pub struct DefinitionFile {
     /// KPI and record alert rules, evaluated by the server's scheduler.
     #[serde(default)]
     pub alerts: BTreeMap<String, alert::AlertSpec>,
+    /// The 360° customer view: one project declares it once.
+    pub profile: Option<profile::ProfileSpec>,
 }
 
 /// A rollup: a pre-aggregated form of one model, by a set of dimensions, in one of three forms:

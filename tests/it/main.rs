@@ -11,6 +11,7 @@ mod golden;
 mod hostile;
 mod http;
 mod layers;
+mod profile;
 mod rollups;
 mod security;
 mod semantics;

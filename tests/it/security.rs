@@ -369,6 +369,30 @@ async fn a_scope_cannot_be_widened_by_any_route() {
         )
         .await;
         assert_eq!(page["total"], 0, "{scope}");
+        // The customer view: a customer outside the scope is the same 404 as no customer.
+        let (_, none) = get("/api/v1/customers/99".to_string()).await;
+        for customer in 1..=7 {
+            let (status, body) = get(format!("/api/v1/customers/{customer}")).await;
+            if allowed["customer"].contains(&json!(customer)) {
+                assert_eq!(status, 200, "{scope} customer {customer}: {body}");
+                for section in body["sections"].as_array().unwrap() {
+                    assert_in_subtree(section, &allowed, &format!("{scope} customer {customer}"));
+                }
+            } else {
+                assert_eq!(status, 404, "{scope} customer {customer}: {body}");
+                assert_eq!(
+                    body["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .replace(&customer.to_string(), "#"),
+                    none["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .replace("99", "#"),
+                    "{scope} customer {customer}"
+                );
+            }
+        }
         // Dashboards and snapshots: every panel.
         for id in ["executive", "risk", "retail"] {
             let (status, view) = get(format!("/api/v1/dashboards/{id}?as_of=2024-04-30")).await;

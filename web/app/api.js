@@ -83,6 +83,8 @@ export const api = {
     return request(`/api/v1/dashboards/${encodeURIComponent(id)}${qs ? `?${qs}` : ''}`, options);
   },
   query: (q) => request('/api/v1/query', { method: 'POST', body: JSON.stringify(q) }),
+  /** The 360° customer view; 404 for a customer that does not exist or is not the viewer's. */
+  customer: (id) => request(`/api/v1/customers/${encodeURIComponent(id)}`),
   drillThrough: (q) => request('/api/v1/drill_through', { method: 'POST', body: JSON.stringify(q) }),
   /** Firing alerts and open tasks within the viewer's scope. */
   firingAlerts: () => request('/api/v1/alerts?state=firing&history=0'),

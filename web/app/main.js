@@ -1,8 +1,10 @@
 // The cockpit: a dashboard switcher, a filter bar, KPI tiles and charts from one
 // `GET /api/v1/dashboards/{id}`; clicks on bars and table rows drill the org hierarchy through
-// `POST /api/v1/query`, and at the leaf list customers through `POST /api/v1/drill_through`.
+// `POST /api/v1/query`, and at the leaf list customers through `POST /api/v1/drill_through`;
+// a customer's id in a list opens the 360° customer view (`#customer/{id}`).
 
 import { renderAlerts } from './alerts.js';
+import { customerPage } from './customer.js';
 import { api, setToken } from './api.js';
 import { chartOption, column, field } from './charts.js';
 import { changeTone, formatChange, formatValue } from './format.js';
@@ -27,6 +29,11 @@ const state = {
   loading: { generation: 0, controller: null },
   // The server's change stream, and when the data serving now was loaded (shown in the head).
   live: { stream: null, loadedAt: null, timer: null, pending: null },
+  // The catalog's customer view (`{ key, label }`), or null where the project declares none.
+  profile: null,
+  // The customer page shown instead of the dashboard: `{ id, data, error }`, or null.
+  customer: null,
+  backInHistory: false,
 };
 
 // Test and diagnostics hook: charts by panel, each dashboard render's time, the live events.
@@ -115,6 +122,7 @@ function setLoading(on) {
 async function switchTo(id) {
   if (id !== state.id) state.params = {};
   state.id = id;
+  state.customer = null;
   history.replaceState(null, '', `#${id}`);
   renderHeader();
   await load();
@@ -207,10 +215,16 @@ async function refreshLive(definitions) {
   if (definitions) {
     try {
       state.dashboards = await api.dashboards();
+      state.profile = (await api.catalog()).profile ?? null;
       renderHeader();
     } catch {
       // the view's own load below reports what is wrong
     }
+  }
+  if (state.customer) {
+    await showCustomer(state.customer.id, { quiet: true });
+    renderFreshness(true);
+    return;
   }
   const drilled = [...state.panels].map(([id, ps]) => [id, ps.path, ps.leaf?.page ?? null]);
   await load({ quiet: true });
@@ -563,9 +577,20 @@ function leafTable(ps) {
   const { page, data } = ps.leaf;
   const pages = Math.max(1, Math.ceil(data.total / data.page_size));
   const path = ps.path;
+  const keyAt = state.profile ? data.columns.findIndex((c) => c.name === state.profile.key) : -1;
+  const cell = (v, i) => {
+    if (v === null) return el('td', {}, '—');
+    if (i !== keyAt) return el('td', {}, String(v));
+    return el('td', {}, el('a', {
+      class: 'customer-link',
+      href: `#customer/${encodeURIComponent(v)}`,
+      title: t(state.lang, 'openCustomer'),
+      dataset: { customer: String(v) },
+    }, String(v)));
+  };
   const table = el('table', { class: 'leaf' },
     el('thead', {}, el('tr', {}, ...data.columns.map((c) => el('th', {}, c.name)))),
-    el('tbody', {}, data.rows.map((r) => el('tr', {}, ...r.map((v) => el('td', {}, v === null ? '—' : String(v)))))));
+    el('tbody', {}, data.rows.map((r) => el('tr', {}, ...r.map(cell)))));
   return el('div', { class: 'leaf-view' },
     el('div', { class: 'leaf-title' }, label(data.label, state.lang, t(state.lang, 'rows'))),
     el('div', { class: 'table-wrap' }, table),
@@ -574,6 +599,84 @@ function leafTable(ps) {
       el('span', { class: 'muted' }, t(state.lang, 'page', { page, pages, total: data.total })),
       el('button', { disabled: page >= pages, onclick: () => showLeaf(ps, path, page + 1) }, t(state.lang, 'next'))));
 }
+
+// ---- the 360° customer view ----------------------------------------------------------------------
+
+/** Shows a customer's page in place of the dashboard (which keeps its drills for the way back). */
+async function showCustomer(id, { quiet = false } = {}) {
+  state.loading.controller?.abort();
+  const generation = ++state.loading.generation;
+  const current = () => generation === state.loading.generation;
+  document.body.dataset.ready = '';
+  if (!quiet) setLoading(true);
+  clearError();
+  try {
+    const data = await api.customer(id);
+    if (!current()) return;
+    state.customer = { id, data, error: null };
+  } catch (e) {
+    if (!current()) return;
+    state.customer = { id, data: null, error: e };
+  } finally {
+    if (current()) setLoading(false);
+  }
+  renderCustomer();
+  document.body.dataset.ready = `customer/${id}`;
+}
+
+function renderCustomer() {
+  const { id, data, error } = state.customer;
+  disposeCharts();
+  const title = label(state.profile?.label ?? data?.label, state.lang, t(state.lang, 'openCustomer'));
+  document.title = `${title} · ${id} · kpilens`;
+  $('#title').textContent = `${title} · ${id}`;
+  $('#as-of').textContent = '';
+  $('#filters').replaceChildren();
+  renderFreshness(false);
+  const back = el('button', { class: 'back', dataset: { back: '' }, onclick: leaveCustomer }, `← ${t(state.lang, 'back')}`);
+  if (error) {
+    $('#content').replaceChildren(el('div', { class: 'customer-page' }, back,
+      el('div', { class: 'panel-error', dataset: { status: error.status ?? '' } }, error.message)));
+    return;
+  }
+  const { nodes, charts } = customerPage(data, state.lang);
+  $('#content').replaceChildren(el('div', { class: 'customer-page' }, back, el('div', { class: 'customer-grid' }, nodes)));
+  if (!window.echarts) return;
+  for (const c of charts) {
+    const chart = window.echarts.init(c.node, null, { renderer: 'svg' });
+    chart.setOption(c.option);
+    state.charts.set(c.id, chart);
+  }
+}
+
+/** Back to the dashboard, drilled where it was left. */
+function leaveCustomer() {
+  if (state.backInHistory) history.back();
+  else location.hash = state.id ?? '';
+}
+
+/** `#customer/42` opens a customer; a dashboard's id goes back to it. */
+async function route() {
+  const hash = decodeURIComponent(location.hash.slice(1));
+  if (hash.startsWith('customer/')) {
+    // Reached from the dashboard: going back is the browser's back.
+    if (!state.customer) state.backInHistory = Boolean(state.view);
+    await showCustomer(hash.slice('customer/'.length));
+    return;
+  }
+  if (!state.customer) return;
+  state.customer = null;
+  state.backInHistory = false;
+  if (state.view && (hash === state.id || hash === '')) {
+    history.replaceState(null, '', `#${state.id}`);
+    renderDashboard();
+    document.body.dataset.ready = state.id;
+  } else {
+    await switchTo(state.dashboards.some((d) => d.id === hash) ? hash : state.id);
+  }
+}
+
+window.addEventListener('hashchange', route);
 
 // ---- charts' lifecycle -------------------------------------------------------------------------
 
@@ -605,7 +708,8 @@ async function boot() {
       renderHeader();
       renderAlerts($('#alerts'), state.lang);
       // Drilled panels keep their place: they re-render from their state.
-      if (state.view) renderDashboard();
+      if (state.customer) renderCustomer();
+      else if (state.view) renderDashboard();
     });
   }
   try {
@@ -624,14 +728,24 @@ async function boot() {
   renderHeader();
   setLoading(true);
   try {
-    state.dashboards = await api.dashboards();
+    [state.dashboards, state.profile] = await Promise.all([
+      api.dashboards(),
+      api.catalog().then((c) => c.profile ?? null),
+    ]);
   } catch (e) {
     setLoading(false);
     showError(e.message, () => boot());
     return;
   }
-  const wanted = location.hash.slice(1);
+  const wanted = decodeURIComponent(location.hash.slice(1));
   const id = state.dashboards.some((d) => d.id === wanted) ? wanted : state.dashboards[0]?.id;
+  if (wanted.startsWith('customer/')) {
+    // Opened on a customer (a shared link): the dashboard loads on the way back.
+    state.id = id ?? null;
+    renderHeader();
+    await route();
+    return;
+  }
   if (!id) {
     setLoading(false);
     showError('no dashboards are defined (dashboards/*.yaml)');

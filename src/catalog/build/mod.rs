@@ -17,7 +17,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::Schema;
 
 use super::{Catalog, CatalogErrors, PlanContext, ProjectSources, TableRegistry, is_identifier};
-use super::{alerts, dashboards, rollups};
+use super::{alerts, dashboards, profile, rollups};
 use crate::spec::{DefinitionFile, MeasureSpec, MetricSpec, ModelSpec, RollupSpec, TestSpec};
 
 /// Where a definition was declared, for error messages and duplicate detection.
@@ -41,6 +41,7 @@ pub(super) struct Builder<'a> {
     tests: BTreeMap<&'a str, Declared<'a, TestSpec>>,
     rollups: BTreeMap<&'a str, Declared<'a, RollupSpec>>,
     alerts: BTreeMap<&'a str, Declared<'a, crate::spec::alert::AlertSpec>>,
+    profile: Option<Declared<'a, crate::spec::profile::ProfileSpec>>,
     sql_models: &'a BTreeMap<String, (String, String)>,
     errors: CatalogErrors,
 }
@@ -64,6 +65,7 @@ impl<'a> Builder<'a> {
             tests: BTreeMap::new(),
             rollups: BTreeMap::new(),
             alerts: BTreeMap::new(),
+            profile: None,
             sql_models: &sources.sql_models,
             errors: CatalogErrors::default(),
         };
@@ -145,6 +147,16 @@ impl<'a> Builder<'a> {
             &mut self.alerts,
             &mut self.errors,
         );
+        if let Some(spec) = &def.profile {
+            match &self.profile {
+                Some(prev) => self.errors.push(
+                    file,
+                    "profile",
+                    format!("declared twice: already in {}", prev.file),
+                ),
+                None => self.profile = Some(Declared { file, spec }),
+            }
+        }
     }
 
     pub(super) async fn run(
@@ -181,9 +193,11 @@ impl<'a> Builder<'a> {
             rollups_not_built: Vec::new(),
             materialized: Vec::new(),
             alerts: BTreeMap::new(),
+            profile: None,
         };
         catalog.dashboards = dashboards::validate_dashboards(&catalog, &sources.dashboards)?;
         catalog.alerts = alerts::validate(&catalog, &self.alerts)?;
+        catalog.profile = profile::validate(&catalog, self.profile.as_ref())?;
         catalog.rollup_definitions = rollups;
         Ok(catalog)
     }
