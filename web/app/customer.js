@@ -22,19 +22,22 @@ const heading = (c, lang) => label(c.label, lang, c.name);
 
 function fields(section, lang) {
   const row = section.rows[0] ?? [];
-  return el('dl', { class: 'fields' }, section.columns.map((c, i) => [
+  return el('dl', { class: 'fields' }, section.columns.flatMap((c, i) => [
     el('dt', {}, heading(c, lang)),
     el('dd', { dataset: { field: c.name }, class: c.masked ? 'masked' : null }, cellText(row[i], c, lang)),
   ]));
 }
 
+/** A table's rows; a `latest` table's time is said once, in its heading, not on every row. */
 function table(section, lang) {
   if (!section.rows.length) return el('div', { class: 'muted empty' }, t(lang, 'noData'));
+  const from = section.at !== undefined ? 1 : 0;
+  const columns = section.columns.slice(from);
   return el('div', { class: 'table-wrap' }, el('table', { class: 'leaf' },
-    el('thead', {}, el('tr', {}, section.columns.map((c) => el('th', {}, heading(c, lang))))),
-    el('tbody', {}, section.rows.map((r) => el('tr', {}, r.map((v, i) => el('td', {
-      class: section.columns[i].type === 'number' ? 'num' : null,
-    }, cellText(v, section.columns[i], lang))))))));
+    el('thead', {}, el('tr', {}, columns.map((c) => el('th', { class: c.type === 'number' ? 'num' : null }, heading(c, lang))))),
+    el('tbody', {}, section.rows.map((r) => el('tr', {}, r.slice(from).map((v, i) => el('td', {
+      class: columns[i].type === 'number' ? 'num' : null,
+    }, cellText(v, columns[i], lang))))))));
 }
 
 /** A line per column over the section's time column (its first). */
@@ -48,12 +51,13 @@ function chartOption(section, lang) {
     },
     legend: { top: 0, data: series.map((c) => heading(c, lang)) },
     grid: { left: 8, right: 16, top: 32, bottom: 8, containLabel: true },
-    xAxis: { type: 'category', data: section.rows.map((r) => String(r[0]).slice(0, 7)), name: heading(time, lang) },
+    xAxis: { type: 'category', data: section.rows.map((r) => cellText(r[0], time, lang)) },
     yAxis: { type: 'value', axisLabel: { formatter: (v) => formatValue(v, series[0]?.format, lang) } },
     series: series.map((c, i) => ({
       name: heading(c, lang),
       type: 'line',
-      showSymbol: false,
+      // A customer new this month has one point: a line alone would not show it.
+      showSymbol: section.rows.length < 3,
       data: section.rows.map((r) => r[i + 1]),
     })),
   };
@@ -68,8 +72,8 @@ function timeline(profile, lang) {
     return el('li', { dataset: { section: e.section } },
       el('time', {}, cellText(e.at, s.columns[0], lang)),
       el('span', { class: 'event-kind' }, label(s.label, lang, s.id)),
-      el('span', { class: 'event-body' }, columns.map((c, i) => el('span', { class: 'event-value', title: heading(c, lang) },
-        cellText(e.values[i], c, lang)))));
+      el('span', { class: 'event-body' }, columns.map((c, i) => el('span', { class: 'event-value', dataset: { field: c.name } },
+        el('small', { class: 'muted' }, heading(c, lang)), ' ', cellText(e.values[i], c, lang)))));
   }));
 }
 

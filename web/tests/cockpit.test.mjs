@@ -484,6 +484,95 @@ describe('the cockpit', () => {
     assert.deepEqual(page.errors, []);
     await page.close();
   });
+
+  it('opens the 360° view of an RM\'s customer from the customer list, as the API gives it, and goes back to the list', async () => {
+    const page = await openPage(DESKTOP, 'executive', 'rm');
+    await timeToFirstRender(page, 'executive');
+    const panel = 'churn_by_region';
+    for (let depth = 1; depth <= 4; depth += 1) {
+      await page.locator(`[data-panel="${panel}"] tbody tr`).first().click();
+      await page.waitForFunction(([pid, n]) => document.querySelectorAll(`[data-panel="${pid}"] .crumb`).length === n, [panel, depth + 1]);
+      await waitPanelReady(page, panel);
+    }
+    const link = page.locator(`[data-panel="${panel}"] table.leaf a.customer-link`).first();
+    const id = await link.getAttribute('data-customer');
+    await link.click();
+    await page.waitForSelector(`body[data-ready="customer/${id}"]`);
+    const profile = await api(`/api/v1/customers/${id}`, undefined, 'rm');
+    const section = (sid) => profile.sections.find((s) => s.id === sid);
+
+    // The card: each field as the API has it (the RM may see personal data).
+    const card = section('card');
+    for (const [i, c] of card.columns.entries()) {
+      if (c.type !== 'string') continue;
+      const shown = await page.locator(`[data-section="card"] dd[data-field="${c.name}"]`).textContent();
+      assert.equal(shown, card.rows[0][i] ?? '—', c.name);
+    }
+    assert.match(await page.locator('#title').textContent(), new RegExp(`客户360度视图 · ${id}$`));
+    // Balances: the chart's lines are the API's numbers, month by month.
+    const balances = section('balances');
+    const option = await page.evaluate(() => window.__kpilens.charts.get('customer-balances').getOption());
+    balances.columns.slice(1).forEach((c, i) => {
+      assert.deepEqual(option.series[i].data, balances.rows.map((r) => r[i + 1]), c.name);
+    });
+    // Loans now, with classification; products held; the timeline, newest first.
+    assert.equal(await page.locator('[data-section="loans"] tbody tr').count(), section('loans').rows.length);
+    assert.equal(await page.locator('[data-section="products"] tbody tr').count(), section('products').rows.length);
+    const events = page.locator('[data-section="timeline"] li');
+    assert.equal(await events.count(), profile.timeline.length);
+    assert.ok(profile.timeline.length > 0, 'the customer has events');
+    assert.deepEqual(await events.evaluateAll((lis) => lis.map((li) => li.dataset.section)),
+      profile.timeline.map((e) => e.section));
+    // Back: the dashboard, still at the customer list.
+    await page.locator('[data-back]').click();
+    await page.waitForSelector('body[data-ready="executive"]');
+    await page.locator(`[data-panel="${panel}"] table.leaf`).waitFor();
+    assert.equal(await page.locator(`[data-panel="${panel}"] .crumb`).count(), 5);
+    assert.deepEqual(page.errors, []);
+    await page.close();
+  });
+
+  it('shows the 360° view on a phone, and refuses another RM\'s customer as if there were none', async () => {
+    const mine = await api('/api/v1/drill_through', { model: 'customers', page_size: 1000 }, 'rm');
+    const all = await api('/api/v1/drill_through', { model: 'customers', page_size: 1000 }, 'head_office');
+    const own = new Set(mine.rows.map((r) => r[0]));
+    const other = all.rows.map((r) => r[0]).find((c) => !own.has(c));
+    // The RM's customer with the most to show: the longest history, then loans.
+    const profiles = [];
+    // One at a time: the rate limit would refuse twenty at once.
+    for (const r of mine.rows) profiles.push(await api(`/api/v1/customers/${r[0]}`, undefined, 'rm'));
+    const weight = { balances: 100, loans: 10 };
+    const richness = (p) => p.sections.reduce((n, s) => n + s.rows.length * (weight[s.id] ?? 1), 0);
+    const richest = profiles.reduce((a, b) => (richness(b) > richness(a) ? b : a)).customer;
+    const page = await openPage(PHONE, `customer/${richest}`, 'rm');
+    await page.waitForSelector(`body[data-ready="customer/${richest}"]`);
+    await page.waitForTimeout(300); // the chart settles to its width
+    const widest = await page.evaluate(() => Math.max(
+      document.documentElement.scrollWidth,
+      ...[...document.querySelectorAll('.customer-section, .chart')].map((e) => e.getBoundingClientRect().right),
+    ));
+    assert.ok(widest <= PHONE.width, `content reaches ${widest}px on a ${PHONE.width}px screen`);
+    const widths = await page.locator('.customer-section').evaluateAll((ss) => ss.map((s) => s.getBoundingClientRect().width));
+    assert.ok(widths.every((w) => w > PHONE.width * 0.8), 'sections stack one per row');
+    await page.screenshot({ path: join(shots, 'customer-360-phone.png'), fullPage: true });
+    await page.setViewportSize(DESKTOP);
+    await page.waitForTimeout(300);
+    await page.screenshot({ path: join(shots, 'customer-360-desktop.png'), fullPage: true });
+    await page.setViewportSize(PHONE);
+
+    // Another RM's customer, by its link: the same answer as a customer that does not exist.
+    await page.evaluate((c) => { location.hash = `customer/${c}`; }, other);
+    await page.waitForSelector(`body[data-ready="customer/${other}"]`);
+    const refusal = page.locator('.customer-page .panel-error');
+    assert.equal(await refusal.getAttribute('data-status'), '404');
+    assert.equal(await refusal.textContent(), `no customer '${other}'`);
+    await page.evaluate(() => { location.hash = 'customer/99999999'; });
+    await page.waitForSelector('body[data-ready="customer/99999999"]');
+    assert.equal(await refusal.textContent(), "no customer '99999999'");
+    await page.screenshot({ path: join(shots, 'customer-360-refused-phone.png') });
+    assert.deepEqual(page.errors, []);
+    await page.close();
+  });
 });
 
 // The worked example on the real Berka files: a project outside the repository's own metrics,
