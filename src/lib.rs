@@ -17,6 +17,7 @@ pub mod engine;
 pub mod export;
 pub mod metric_tests;
 pub mod net;
+pub mod progress;
 pub mod protocol;
 pub mod security;
 pub mod semantic;

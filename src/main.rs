@@ -147,6 +147,7 @@ enum OutputFormat {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_json);
+    kpilens::progress::install_for_stderr();
     match run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -608,7 +609,8 @@ fn init_tracing(json: bool) {
         .unwrap_or_else(|_| "info,datafusion=warn".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        // Log lines lift a progress bar drawn on the terminal, rather than cut through it.
+        .with_writer(|| kpilens::progress::Stderr);
     if json {
         builder.json().init();
     } else {

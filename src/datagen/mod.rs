@@ -326,7 +326,7 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Report> {
     let calendar = Calendar::new();
     let customers = ((10_000.0 * opts.scale).round() as u64).max(1);
     let mut ids = Ids::default();
-    let progress_every = (customers / 20).max(1);
+    let progress = crate::progress::begin("generate", customers, "customers");
     for customer_id in 1..=customers {
         let mut rng = Rng::for_entity(opts.seed, 2, customer_id);
         simulate_customer(
@@ -338,15 +338,10 @@ pub fn generate(opts: &GenerateOptions) -> std::io::Result<Report> {
             &mut ids,
             &mut t,
         )?;
-        if customers >= 200_000 && customer_id % progress_every == 0 {
-            eprintln!(
-                "  {:>3}% {customer_id}/{customers} customers, {} loan_month rows, {:.0} s",
-                customer_id * 100 / customers,
-                t.loan_month.rows,
-                started.elapsed().as_secs_f64()
-            );
-        }
+        progress.advance(1, "");
     }
+    progress.finish(&format!("{} loan_month rows", t.loan_month.rows));
+    drop(progress);
 
     let tables = vec![
         ("org", t.org.finish()?),

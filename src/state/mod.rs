@@ -121,8 +121,16 @@ impl DataState {
                 .map(|d| d.name.clone())
                 .collect::<BTreeSet<_>>(),
         );
+        // On a terminal, a bar: at 100M rows the builds take minutes.
+        let progress = (!definitions.is_empty())
+            .then(|| crate::progress::begin("rollups", definitions.len() as u64, "rollups"));
         for def in definitions {
-            match refresh::refresh_rollup(&catalog, tables.as_ref(), &def, calendar, store).await {
+            let result =
+                refresh::refresh_rollup(&catalog, tables.as_ref(), &def, calendar, store).await;
+            if let Some(p) = &progress {
+                p.advance(1, &def.name);
+            }
+            match result {
                 Ok((rollup, refusals)) => {
                     for refusal in &refusals {
                         tracing::warn!(rollup = %def.name, reason = %refusal.reason, "part of a rollup refused");
@@ -139,6 +147,9 @@ impl DataState {
                     ));
                 }
             }
+        }
+        if let Some(p) = progress {
+            p.finish("");
         }
         Ok(Self {
             catalog,
