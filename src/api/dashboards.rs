@@ -20,7 +20,7 @@ use crate::spec::{Grain, Label};
 
 #[derive(Serialize)]
 pub struct DashboardSummary {
-    id: String,
+    pub id: String,
     title: Label,
     #[serde(skip_serializing_if = "Option::is_none")]
     description: Option<Label>,
@@ -29,23 +29,25 @@ pub struct DashboardSummary {
     filters: Vec<String>,
 }
 
-/// `GET /api/v1/dashboards`: the switcher's list, in order.
+/// The switcher's list, in order (over HTTP and to agents).
+pub fn summaries(catalog: &crate::catalog::Catalog) -> Vec<DashboardSummary> {
+    catalog
+        .dashboards
+        .iter()
+        .map(|d| DashboardSummary {
+            id: d.id.clone(),
+            title: d.title.clone(),
+            description: d.description.clone(),
+            grain: d.grain,
+            panels: d.panels.len(),
+            filters: d.filters.clone(),
+        })
+        .collect()
+}
+
+/// `GET /api/v1/dashboards`.
 pub async fn list(State(service): State<Arc<KpiService>>) -> Json<Vec<DashboardSummary>> {
-    Json(
-        service
-            .catalog()
-            .dashboards
-            .iter()
-            .map(|d| DashboardSummary {
-                id: d.id.clone(),
-                title: d.title.clone(),
-                description: d.description.clone(),
-                grain: d.grain,
-                panels: d.panels.len(),
-                filters: d.filters.clone(),
-            })
-            .collect(),
-    )
+    Json(summaries(&service.catalog()))
 }
 
 /// `GET /api/v1/dashboards/{id}?as_of=..&<filter>=a,b`: layout and every panel's data.

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
 use super::error::ErrorCode;
-use crate::security::audit::{AuditDetails, AuditLog, AuditRecord};
+use crate::security::audit::{AuditDetails, AuditLog, AuditRecord, AuditSlot};
 use crate::security::auth::Authenticator;
 use crate::security::limits::RateLimiter;
 use crate::security::{Principal, Scope};
@@ -97,7 +97,14 @@ pub async fn guard(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> R
         }
     };
     req.extensions_mut().insert(principal.clone());
-    let response = next.run(req).await;
+    let slot = AuditSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let mut response = next.run(req).await;
+    if response.extensions().get::<AuditDetails>().is_none()
+        && let Some(details) = slot.take()
+    {
+        response.extensions_mut().insert(details);
+    }
     audited(&gate, &principal, &method, &route, started, response)
 }
 

@@ -8,6 +8,7 @@ pub mod encoding;
 mod error;
 mod events;
 pub mod guard;
+pub mod mcp;
 mod metrics;
 pub mod web;
 
@@ -73,6 +74,7 @@ pub fn router(
         // Errors name files, columns and paths: for signed-in analysts and IT, not the world.
         .route("/api/v1/catalog/status", get(catalog_status))
         .route("/api/v1/events", get(events::changes))
+        .nest_service("/mcp", mcp::service(service.clone(), max_body_bytes))
         .merge(alert_routes)
         .layer(Extension(
             Arc::new(dashboards::RenderedSnapshots::default()),
@@ -370,6 +372,17 @@ fn body_too_large() -> QueryError {
     )
 }
 
+/// A request from JSON, with the path of the offending field in the error (`filters[0].op`).
+fn deserialize_at<'de, T: DeserializeOwned, D: serde::Deserializer<'de>>(
+    de: D,
+) -> Result<T, QueryError> {
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let err = QueryError::malformed(format!("invalid request: {}", e.inner()));
+        if path == "." { err } else { err.at(path) }
+    })
+}
+
 /// JSON body -> DTO, with the path of the offending field in the error (`filters[0].op`).
 fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, QueryError> {
     let bytes = body.map_err(|rejection| {
@@ -380,11 +393,7 @@ fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Resul
         }
     })?;
     let mut de = serde_json::Deserializer::from_slice(&bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let err = QueryError::malformed(format!("invalid request: {}", e.inner()));
-        if path == "." { err } else { err.at(path) }
-    })?;
+    let value = deserialize_at(&mut de)?;
     de.end().map_err(|e| {
         QueryError::malformed(format!("trailing characters after the JSON body: {e}"))
     })?;

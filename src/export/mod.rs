@@ -495,7 +495,7 @@ mod tests {
         assert_eq!(sheet_name("A/B: C", &mut taken), "A B  C 2");
         assert_eq!(sheet_name("", &mut taken), "Sheet");
         assert_eq!(sheet_name(&"长".repeat(40), &mut taken).chars().count(), 28);
-        assert_eq!(file_name("客户 list/1"), "kpilens-____list_1");
+        assert_eq!(file_name("客户 list/1"), "kpilens-___list_1");
     }
 
     #[test]

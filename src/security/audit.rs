@@ -56,6 +56,22 @@ fn line_hash(line: &[u8]) -> String {
         .collect()
 }
 
+/// Where a handler that cannot reach its response (an MCP tool, inside the protocol's own
+/// service) leaves the details of its answer: the gate puts one in every request's extensions and
+/// reads it when the response carries none.
+#[derive(Debug, Clone, Default)]
+pub struct AuditSlot(std::sync::Arc<std::sync::Mutex<Option<AuditDetails>>>);
+
+impl AuditSlot {
+    pub fn fill(&self, details: AuditDetails) {
+        *self.0.lock().expect("audit slot") = Some(details);
+    }
+
+    pub fn take(&self) -> Option<AuditDetails> {
+        self.0.lock().expect("audit slot").take()
+    }
+}
+
 /// What a handler knows about its answer, for the audit line (put in the response's extensions).
 #[derive(Debug, Clone, Default)]
 pub struct AuditDetails {

@@ -7,6 +7,8 @@ use std::path::Path;
 
 /// Lowest first. Modules in one layer do not use each other.
 const LAYERS: &[&[&str]] = &[
+    // Progress on the terminal (the generator and the rollup builds report to it).
+    &["progress"],
     // Depend on nothing in the crate: the request protocol, settings, text and network helpers,
     // the demo bank's generator.
     &["protocol", "config", "text", "net", "datagen", "telemetry"],

@@ -855,6 +855,8 @@ async fn the_openapi_document_describes_every_route() {
         "/api/v1/explain",
         "/api/v1/drill_through",
         "/api/v1/export",
+        "/api/v1/customers/{id}",
+        "/mcp",
         "/api/v1/hierarchies/{hierarchy}/members",
         "/api/v1/dashboards",
         "/api/v1/dashboards/{id}",
