@@ -11,20 +11,13 @@ refused before any tool runs, and that each tool call is in the audit log.
 import asyncio
 import http.client
 import json
-import os
 import re
-import subprocess
 import sys
-import tempfile
 
+from demo_server import start_demo
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
-
-BIN = os.environ.get("KPILENS_BIN") or os.path.join(
-    os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/kpilens-target")), "debug", "kpilens"
-)
-
 
 def http_json(port, method, path, token=None, body=None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -153,21 +146,9 @@ async def run(port, users, audit):
 
 
 def main():
-    tmp = tempfile.mkdtemp(prefix="kpilens-mcp-")
-    subprocess.run([BIN, "generate", "--out", f"{tmp}/demo"], check=True, stdout=subprocess.DEVNULL)
+    server, port, tmp = start_demo("kpilens-mcp-")
     audit = f"{tmp}/audit.log"
-    server = subprocess.Popen(
-        [BIN, "demo", "--addr", "127.0.0.1:0", "--project", ".", "--data", f"{tmp}/demo", "--audit-log", audit],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
     try:
-        port = None
-        for line in server.stdout:
-            m = re.search(r"http://127\.0\.0\.1:(\d+)", line)
-            if m and "serving" in line:
-                port = int(m.group(1))
-                break
-        assert port, "the server did not start"
         _, users = http_json(port, "GET", "/api/v1/demo/users")
         asyncio.run(run(port, {u["role"]: u for u in users}, audit))
         print("the MCP client test passed")

@@ -16,20 +16,15 @@ memory bound, the audit chain verifies, and the server exits cleanly on SIGTERM.
 import http.client
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
-BIN = os.environ.get("KPILENS_BIN") or os.path.join(
-    os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/kpilens-target")),
-    "debug",
-    "kpilens",
-)
+from demo_server import BIN, start_demo
+
 SECONDS = float(os.environ.get("KPILENS_SOAK_SECONDS", "45"))
 MEMORY_MB, CACHE_MB, ALLOWANCE_MB = 512, 64, 512
 SERVERS = []
@@ -57,23 +52,11 @@ def request(port, method, path, token=None, body=None, timeout=30):
 
 
 def main():
-    tmp = tempfile.mkdtemp(prefix="kpilens-soak-")
-    subprocess.run([BIN, "generate", "--out", f"{tmp}/demo"], check=True, stdout=subprocess.DEVNULL)
-    server = subprocess.Popen(
-        [BIN, "demo", "--addr", "127.0.0.1:0", "--project", ".", "--data", f"{tmp}/demo",
-         "--audit-log", f"{tmp}/audit.log", "--memory-mb", str(MEMORY_MB), "--cache-mb", str(CACHE_MB),
-         "--max-connections", "256", "--header-timeout-ms", "2000", "--body-timeout-ms", "3000"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    server, port, tmp = start_demo(
+        "kpilens-soak-", "--memory-mb", str(MEMORY_MB), "--cache-mb", str(CACHE_MB),
+        "--max-connections", "256", "--header-timeout-ms", "2000", "--body-timeout-ms", "3000",
     )
     SERVERS.append(server)
-    port = None
-    for line in server.stdout:
-        m = re.search(r"http://127\.0\.0\.1:(\d+)", line)
-        if m and "serving" in line:
-            port = int(m.group(1))
-            break
-    assert port, "the server did not start"
-    threading.Thread(target=lambda: [None for _ in server.stdout], daemon=True).start()
     users = json.loads(request(port, "GET", "/api/v1/demo/users")[1])
     by_role = {u["role"]: u["token"] for u in users}
     head, analyst, rm = by_role["head_office"], by_role["analyst"], by_role["rm"]

@@ -131,6 +131,15 @@ async function clickFirstBar(page, id) {
   await waitPanelReady(page, id);
 }
 
+/** Clicks a table panel's first row down the four org levels, to its list of customers. */
+async function drillToLeaf(page, id) {
+  for (let depth = 1; depth <= 4; depth += 1) {
+    await page.locator(`[data-panel="${id}"] tbody tr`).first().click();
+    await page.waitForFunction(([pid, n]) => document.querySelectorAll(`[data-panel="${pid}"] .crumb`).length === n, [id, depth + 1]);
+    await waitPanelReady(page, id);
+  }
+}
+
 before(async () => {
   mkdirSync(shots, { recursive: true });
   await startServer();
@@ -250,11 +259,7 @@ describe('the cockpit', () => {
     const page = await openPage(DESKTOP, 'executive', 'analyst');
     await timeToFirstRender(page, 'executive');
     const panel = 'churn_by_region';
-    for (let depth = 1; depth <= 4; depth += 1) {
-      await page.locator(`[data-panel="${panel}"] tbody tr`).first().click();
-      await page.waitForFunction(([pid, n]) => document.querySelectorAll(`[data-panel="${pid}"] .crumb`).length === n, [panel, depth + 1]);
-      await waitPanelReady(page, panel);
-    }
+    await drillToLeaf(page, panel);
     const leaf = page.locator(`[data-panel="${panel}"] table.leaf`);
     const headers = await leaf.locator('th').allTextContents();
     const rows = await leaf.locator('tbody tr').evaluateAll((trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
@@ -489,11 +494,7 @@ describe('the cockpit', () => {
     const page = await openPage(DESKTOP, 'executive', 'rm');
     await timeToFirstRender(page, 'executive');
     const panel = 'churn_by_region';
-    for (let depth = 1; depth <= 4; depth += 1) {
-      await page.locator(`[data-panel="${panel}"] tbody tr`).first().click();
-      await page.waitForFunction(([pid, n]) => document.querySelectorAll(`[data-panel="${pid}"] .crumb`).length === n, [panel, depth + 1]);
-      await waitPanelReady(page, panel);
-    }
+    await drillToLeaf(page, panel);
     const link = page.locator(`[data-panel="${panel}"] table.leaf a.customer-link`).first();
     const id = await link.getAttribute('data-customer');
     await link.click();
