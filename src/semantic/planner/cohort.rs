@@ -118,13 +118,15 @@ pub(super) async fn triangle(
         let cb_type = &catalog.dimensions[cb].data_type;
         select.push(period_expr(g, dim_exprs[cb].clone(), cb_type, calendar).alias("__cb"));
     }
-    let at_end = rows
-        .select(select)
-        .map_err(df_err)?
+    // The period ends (a few dozen rows) on the left, the side a hash join builds its table on:
+    // with the model's rows there, the build held every snapshot row in memory (1.8 GB at 10M
+    // `customer_month` rows) and the retention rollup was refused for memory.
+    let at_end = ends
+        .clone()
         .join_on(
-            ends.clone(),
+            rows.select(select).map_err(df_err)?,
             JoinType::Inner,
-            vec![ident("__t").eq(ident("__end"))],
+            vec![ident("__end").eq(ident("__t"))],
         )
         .map_err(df_err)?;
 
