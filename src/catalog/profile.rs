@@ -32,6 +32,8 @@ pub struct ProfileSection {
     pub columns: Vec<ProfileColumn>,
     /// The model's time column, for charts, timelines and `latest`; shown first where set.
     pub time: Option<String>,
+    /// The time column's label: that of the dimension bound to it, if any.
+    pub time_label: Label,
     pub latest: bool,
     pub limit: usize,
 }
@@ -177,6 +179,10 @@ pub(super) fn validate(
             model: model.name.clone(),
             show: s.show,
             columns,
+            time_label: time
+                .as_deref()
+                .and_then(|t| column_label(catalog, model, t))
+                .unwrap_or_default(),
             time: time.filter(|_| s.show != SectionShow::Fields),
             latest: s.latest,
             limit,
@@ -204,14 +210,11 @@ fn column(
         ProfileColumnSpec::Described(d) => (d.label.clone(), d.format.clone()),
     };
     let (dimension, data_type, default_label) = if let Ok(f) = model.schema.field_with_name(name) {
-        let label = catalog
-            .dimensions
-            .values()
-            .find(|d| {
-                matches!(&model.dimensions.get(&d.name), Some(super::DimensionBinding::Column(c)) if c == name)
-            })
-            .map(|d| d.label.clone());
-        (false, f.data_type().clone(), label)
+        (
+            false,
+            f.data_type().clone(),
+            column_label(catalog, model, name),
+        )
     } else if let Some(d) = model
         .dimensions
         .get(name)
@@ -236,4 +239,15 @@ fn column(
         format,
         mask: model.personal.get(name).copied(),
     })
+}
+
+/// The label of the dimension a model binds to its column `name`, if one does.
+fn column_label(catalog: &Catalog, model: &Model, name: &str) -> Option<Label> {
+    catalog
+        .dimensions
+        .values()
+        .find(|d| {
+            matches!(model.dimensions.get(&d.name), Some(super::DimensionBinding::Column(c)) if c == name)
+        })
+        .map(|d| d.label.clone())
 }

@@ -196,22 +196,13 @@ pub async fn section_plan(
 
 /// The columns a section's rows come back with, for the response.
 pub fn column_views(
-    catalog: &Catalog,
     section: &ProfileSection,
     principal: &Principal,
     schema: &datafusion::common::DFSchema,
 ) -> Vec<ProfileColumnView> {
-    let model = &catalog.models[&section.model];
     let time = section.time.as_ref().map(|t| ProfileColumnView {
         name: t.clone(),
-        label: catalog
-            .dimensions
-            .values()
-            .find(|d| {
-                matches!(model.dimensions.get(&d.name), Some(crate::catalog::DimensionBinding::Column(c)) if c == t)
-            })
-            .map(|d| d.label.clone())
-            .unwrap_or_default(),
+        label: section.time_label.clone(),
         data_type: schema
             .field_with_unqualified_name("__time")
             .map(|f| type_name(f.data_type()))

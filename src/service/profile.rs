@@ -67,7 +67,7 @@ impl KpiService {
     ) -> Result<SectionRows, QueryError> {
         let spec = catalog.profile.as_ref().expect("checked by the caller");
         let plan = profile::section_plan(catalog, spec, section, key, principal).await?;
-        let columns = column_views(catalog, section, principal, plan.schema());
+        let columns = column_views(section, principal, plan.schema());
         let batches = self.run_listing(catalog, plan, request).await?;
         let names: Vec<OutputColumn> = output_names(section)
             .into_iter()
