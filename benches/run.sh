@@ -10,13 +10,15 @@ shift || true
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kpilens-target}"
 profile="${KPILENS_BENCH_PROFILE:-dev}"
-if [ "$profile" = release ]; then cargo build --release --quiet; bin="$CARGO_TARGET_DIR/release/kpilens"
-else cargo build --quiet; bin="$CARGO_TARGET_DIR/debug/kpilens"; fi
+# Every step has a deadline (a cold release build of DataFusion takes about 21 min here); the
+# bench's own phases have theirs in bench.py, derived from the scale.
+if [ "$profile" = release ]; then timeout 3600 cargo build --release --quiet; bin="$CARGO_TARGET_DIR/release/kpilens"
+else timeout 3600 cargo build --quiet; bin="$CARGO_TARGET_DIR/debug/kpilens"; fi
 
 venv="${KPILENS_BENCH_VENV:-$HOME/.cache/kpilens-bench-venv}"
 if ! "$venv/bin/python" -c 'import duckdb, polars' 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check duckdb polars
+  timeout 900 "$venv/bin/pip" install --quiet --disable-pip-version-check duckdb polars
 fi
 
 # The load generator has no dependencies: plain rustc, seconds to build.
@@ -33,7 +35,9 @@ if [ "${scale%%.*}" -ge 100 ] 2>/dev/null; then daily=0; fi
 # Regenerate data from older generators: snapshot tables are now one file set per month, and
 # `targets` is the newest table.
 if ! ls "$data"/loan_month/2024-01-*.parquet >/dev/null 2>&1 || [ ! -d "$data/targets" ]; then
-  "$bin" generate --out "$data" --scale "$scale" --daily-days "$daily"
+  timeout $((600 + ${scale%%.*} * 3)) "$bin" generate --out "$data" --scale "$scale" --daily-days "$daily"
 fi
 echo "kpilens $profile build; DuckDB $("$venv/bin/python" -c 'import duckdb; print(duckdb.__version__)'), Polars $("$venv/bin/python" -c 'import polars; print(polars.__version__)'); $(nproc) cores"
-"$venv/bin/python" benches/bench.py --bin "$bin" --data "$data" --project . --load-bin "$load_bin" "$@"
+# The whole run's backstop, past every phase's own deadline.
+timeout --kill-after=60 $((5400 + ${scale%%.*} * 10)) "$venv/bin/python" benches/bench.py --bin "$bin" \
+  --data "$data" --project . --load-bin "$load_bin" --scale "$scale" --profile "$profile" "$@"

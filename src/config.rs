@@ -107,6 +107,14 @@ pub struct Settings {
     /// `/metrics` is on the main address, token-free.
     #[arg(long, env = "KPILENS_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The time budget of one rollup's build: past it the build is cancelled, reported as not
+    /// built, and its queries read the models.
+    #[arg(
+        long,
+        env = "KPILENS_ROLLUP_BUILD_TIMEOUT_MS",
+        default_value_t = 300_000
+    )]
+    pub rollup_build_timeout_ms: u64,
     /// How often the server checks metrics/, sql/, dashboards/ and the data for changes (0: off).
     #[arg(long, env = "KPILENS_RELOAD_MS", default_value_t = 1000)]
     pub reload_ms: u64,
@@ -193,6 +201,7 @@ impl Default for Settings {
             body_timeout_ms: 10_000,
             shutdown_grace_ms: 10_000,
             metrics_addr: None,
+            rollup_build_timeout_ms: 300_000,
             queue_wait_ms: 2000,
             rate_per_second: 50.0,
             rate_burst: 200.0,

@@ -395,7 +395,7 @@ async fn open(settings: &Settings) -> Result<KpiService, String> {
     KpiService::open(settings).await.map_err(not_valid)
 }
 
-/// As a server opens it: builds refused for memory in an earlier run wait until it listens.
+/// As a server opens it: stored rollups that are current load, the rest build once it listens.
 async fn open_for_serving(settings: &Settings) -> Result<KpiService, String> {
     KpiService::open_for_serving(settings)
         .await
@@ -449,10 +449,11 @@ fn install_cockpit(web: &std::path::Path) {
 
 async fn serve(addr: SocketAddr, settings: Settings) -> Result<(), String> {
     settings.check_state_dir()?;
-    let service = Arc::new(open_for_serving(&settings).await?);
+    // The port first: a clash fails at once, and clients queue while the catalog loads.
     let listener = server::bind(addr)
         .await
         .map_err(|e| format!("cannot bind {addr}: {e}"))?;
+    let service = Arc::new(open_for_serving(&settings).await?);
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     print_paths(&settings);
     println!(
@@ -466,6 +467,9 @@ async fn serve(addr: SocketAddr, settings: Settings) -> Result<(), String> {
 
 /// The demo: named users with printed tokens, and a route the cockpit lists them from.
 async fn serve_demo(addr: SocketAddr, mut settings: Settings) -> Result<(), String> {
+    let listener = server::bind(addr)
+        .await
+        .map_err(|e| format!("cannot bind {addr}: {e}"))?;
     let service = Arc::new(open_for_serving(&settings).await?);
     if settings.alerts_clock_start.is_none() && service.catalog().models.contains_key("tickets") {
         // The demo bank's history ends before today: the alert clock starts at 18:00 on its
@@ -499,9 +503,6 @@ async fn serve_demo(addr: SocketAddr, mut settings: Settings) -> Result<(), Stri
             (AuthMode::Disabled, Vec::new())
         }
     };
-    let listener = server::bind(addr)
-        .await
-        .map_err(|e| format!("cannot bind {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     print_paths(&settings);
     if !users.is_empty() {

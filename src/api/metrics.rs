@@ -61,7 +61,7 @@ pub async fn scrape(service: Arc<KpiService>, alerts: Option<Arc<AlertEngine>>) 
     t.rollups_not_built
         .set(catalog.rollups_not_built.len() as i64);
     t.data_refresh_failed
-        .set(i64::from(service.failed_refresh().await.is_some()));
+        .set(i64::from(service.failed_refresh().is_some()));
     t.catalog_reloads
         .set(service.reload_status().reloads as i64);
     if let Some(alerts) = alerts {

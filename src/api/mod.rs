@@ -82,6 +82,7 @@ pub fn router(
         .route_layer(axum::middleware::from_fn_with_state(gate, guard::guard));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/api/v1/catalog", get(catalog))
         .route("/api/v1/openapi.json", get(openapi))
         .merge(data)
@@ -129,13 +130,33 @@ async fn healthz(State(service): State<Arc<KpiService>>) -> Json<serde_json::Val
         "warm_ups": service.warm_ups(),
         // Which tables failed to load, not why: the reasons name paths and columns, and are at
         // the signed-in `/api/v1/catalog/status`.
-        "data_refresh_error": service.failed_refresh().await.map(|f| json!({
+        "data_refresh_error": service.failed_refresh().map(|f| json!({
             "tables": f.data.iter()
                 .filter(|(t, v)| catalog.tables.get(t).is_none_or(|s| s.version != *v))
                 .map(|(t, _)| t)
                 .collect::<Vec<_>>(),
         })),
     }))
+}
+
+/// Readiness for a load balancer: 200 once every pre-aggregation of the serving state is
+/// current, else 503 naming those still building (the server answers meanwhile, from the
+/// models; `/healthz` is the liveness check).
+async fn readyz(State(service): State<Arc<KpiService>>) -> Response {
+    let (ready, pending) = service.rollups_ready();
+    let body = Json(json!({
+        "status": if ready { "ready" } else { "building" },
+        "rollups_building": pending,
+    }));
+    match ready {
+        true => body.into_response(),
+        false => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "5")],
+            body,
+        )
+            .into_response(),
+    }
 }
 
 /// The OpenAPI 3 document of every route (kept by hand next to the routes; a test checks that
@@ -233,7 +254,7 @@ async fn catalog_status(State(service): State<Arc<KpiService>>) -> Json<serde_js
         .collect();
     Json(json!({
         "catalog": service.reload_status(),
-        "data_refresh_error": service.failed_refresh().await,
+        "data_refresh_error": service.failed_refresh(),
         "rollups": rollups,
         "rollups_not_built": catalog.rollups_not_built,
         "materialized": catalog.materialized,

@@ -28,6 +28,8 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 
 use super::lookups::{DropUnusedLookups, UniqueKeys};
+use super::pool::EnginePool;
+use super::runtime;
 use super::{EngineError, EngineTables, Explanation, MemoryHold, QueryEngine};
 use crate::catalog::{FileFormat, TableRegistry, TableSource, canonical_type};
 use crate::text::first_line;
@@ -39,19 +41,26 @@ pub struct DataFusionEngine {
 
 impl DataFusionEngine {
     pub fn new(memory_limit_bytes: usize) -> Result<Self> {
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(memory_limit_bytes, 1.0)
-            // Data versions are checked against the directory listing on every query; DataFusion's
-            // own listing cache (infinite TTL by default) would hide newly dropped files.
-            .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
-            .build_arc()?;
         // DataFusion's defaults (one partition per core), tunable by its own environment
         // variables (`DATAFUSION_EXECUTION_BATCH_SIZE=16384`, ...) without a rebuild. Measured
         // and not kept: building a hash join's side whole up to 1 GiB (or 128 MiB) instead of
         // partitioning both sides took the overdue ratio by region x month from the models from
         // 5.8 to 4.5 s at 101M rows, but let the retention triangle build its 21M-row snapshot
         // side in one piece and run out of the pool at 10M.
-        let config = SessionConfig::from_env()?.with_information_schema(false);
+        Self::with_config(
+            memory_limit_bytes,
+            SessionConfig::from_env()?.with_information_schema(false),
+        )
+    }
+
+    /// An engine whose sessions start from `config` (tests set partitions and batch sizes).
+    pub fn with_config(memory_limit_bytes: usize, config: SessionConfig) -> Result<Self> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(EnginePool::new(memory_limit_bytes)))
+            // Data versions are checked against the directory listing on every query; DataFusion's
+            // own listing cache (infinite TTL by default) would hide newly dropped files.
+            .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
+            .build_arc()?;
         Ok(Self { runtime, config })
     }
 }
@@ -297,8 +306,10 @@ impl EngineTables for DataFusionTables {
         use datafusion::common::config::TableParquetOptions;
         use datafusion::dataframe::DataFrameWriteOptions;
         use datafusion::prelude::ident;
-        Box::pin(async move {
-            let mut rows = self.ctx.table(view).await?;
+        let ctx = self.ctx.clone();
+        let (view, order_by, path) = (view.to_string(), order_by.to_vec(), path.to_path_buf());
+        Box::pin(runtime::run(async move {
+            let mut rows = ctx.table(view.as_str()).await?;
             if !order_by.is_empty() {
                 rows = rows.sort(
                     order_by
@@ -322,7 +333,7 @@ impl EngineTables for DataFusionTables {
                 .and_then(|b| b.column(0).as_primitive_opt::<UInt64Type>())
                 .map(|counts| counts.value(0) as usize)
                 .unwrap_or(0))
-        })
+        }))
     }
 
     fn read_view_from(&self, view: &str, path: &Path) -> Result<(), EngineError> {
@@ -353,25 +364,24 @@ impl EngineTables for DataFusionTables {
     ) -> BoxFuture<'static, Result<Vec<RecordBatch>, EngineError>> {
         let resolved = self.resolve(plan, Views::Stored);
         let state = self.ctx.state();
-        Box::pin(async move {
+        Box::pin(runtime::run(async move {
             let df = datafusion::dataframe::DataFrame::new(state, resolved?);
             Ok(df.collect().await?)
-        })
+        }))
     }
 
     fn execute_sql(&self, sql: &str) -> BoxFuture<'_, Result<Vec<RecordBatch>, EngineError>> {
-        let sql = sql.to_string();
-        Box::pin(async move {
-            let df = self.ctx.sql_with_options(&sql, read_only()).await?;
+        let (ctx, sql) = (self.ctx.clone(), sql.to_string());
+        Box::pin(runtime::run(async move {
+            let df = ctx.sql_with_options(&sql, read_only()).await?;
             Ok(df.collect().await?)
-        })
+        }))
     }
 
     fn count_rows(&self, sql: &str) -> BoxFuture<'_, Result<usize, EngineError>> {
-        let sql = sql.to_string();
-        Box::pin(async move {
-            let mut stream = self
-                .ctx
+        let (ctx, sql) = (self.ctx.clone(), sql.to_string());
+        Box::pin(runtime::run(async move {
+            let mut stream = ctx
                 .sql_with_options(&sql, read_only())
                 .await?
                 .execute_stream()
@@ -381,7 +391,7 @@ impl EngineTables for DataFusionTables {
                 rows += batch?.num_rows();
             }
             Ok(rows)
-        })
+        }))
     }
 
     fn declare_unique(&self, table: &str, column: &str) {
@@ -406,13 +416,13 @@ impl EngineTables for DataFusionTables {
         use datafusion::physical_plan::{collect, display::DisplayableExecutionPlan};
         let resolved = self.resolve(plan, Views::Stored);
         let state = self.ctx.state();
-        Box::pin(async move {
+        Box::pin(runtime::run(async move {
             let physical = state.create_physical_plan(&resolved?).await?;
             collect(physical.clone(), state.task_ctx()).await?;
             Ok(DisplayableExecutionPlan::with_metrics(physical.as_ref())
                 .indent(true)
                 .to_string())
-        })
+        }))
     }
 
     fn explain(&self, plan: &LogicalPlan) -> Result<Explanation, EngineError> {

@@ -8,7 +8,9 @@ mod datafusion;
 mod error;
 mod files;
 mod lookups;
+mod pool;
 mod read;
+mod runtime;
 mod sequential;
 
 use ::datafusion::arrow::datatypes::SchemaRef;

@@ -129,6 +129,7 @@ pub fn app(
                 .run(Duration::from_millis(settings.alerts_tick_ms)),
         ));
     }
+    tasks.push(tokio::spawn(service.clone().run_rollup_builder()));
     tasks.push(tokio::spawn(watch(
         service.clone(),
         Duration::from_millis(settings.reload_ms),
@@ -209,23 +210,31 @@ pub async fn serve_app(
 /// The server's background loop: reload changed definitions and data every `every` (0: never),
 /// and warm the dashboards at start and whenever what answers depend on has changed.
 async fn watch(service: Arc<KpiService>, every: Duration, warm_for: Option<Vec<Principal>>) {
-    // What the start left for later (rollups an earlier run could not build for memory), now
-    // that the server listens.
-    service.retry_deferred_rollups().await;
     let mut warmed: Option<String> = None;
     loop {
-        if let Some(principals) = &warm_for {
+        // Warming waits for the rollups the builder is making: from the models, it would only
+        // compete with them for the cores and the pool.
+        if let Some(principals) = warm_for.as_ref().filter(|_| service.rollups_ready().0) {
             let stamp = service.state_stamp();
             if warmed.as_ref() != Some(&stamp) {
                 crate::dashboard::warm_up(&service, principals).await;
                 warmed = Some(stamp);
             }
         }
-        if every.is_zero() {
+        let warming_done = warm_for.is_none() || warmed.is_some();
+        if every.is_zero() && warming_done {
             return;
         }
-        tokio::time::sleep(every).await;
-        service.reload_if_changed().await;
+        // With reloads off, only the wait for the rollups before warming.
+        let tick = if every.is_zero() {
+            Duration::from_millis(500)
+        } else {
+            every
+        };
+        tokio::time::sleep(tick).await;
+        if !every.is_zero() {
+            service.reload_if_changed().await;
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use super::KpiService;
 use super::events::{StateChange, StateNow, TableVersion};
 use crate::catalog::ProjectSources;
 use crate::semantic::QueryError;
-use crate::state::{DataState, current_versions};
+use crate::state::{DataState, RollupWork, current_versions};
 
 /// `GET /api/v1/catalog/status`: the catalog serving now and the last change that failed.
 #[derive(Debug, Clone, Serialize)]
@@ -83,25 +83,26 @@ impl KpiService {
     /// wrong schema was dropped in) keeps the last good catalog serving, from the files it
     /// validated, and is not retried until the data changes again.
     pub(super) async fn refresh_data(&self, seen: &[(String, String)]) -> Arc<DataState> {
-        let mut failed = self.refresh.lock().await;
+        let _serialised = self.refresh.lock().await;
         let current = self.catalog();
         if seen.iter().all(|(t, v)| current.tables[t].version == *v) {
             return current; // another request rebuilt it meanwhile
         }
-        if failed
+        if self
+            .failed_lock()
             .as_ref()
             .is_some_and(|f| seen.iter().all(|s| f.data.contains(s)))
         {
             return current;
         }
-        match self.rebuild(&current).await {
+        match self.rebuild(&current, self.rollup_work()).await {
             Ok(fresh) => {
-                *failed = None;
+                *self.failed_lock() = None;
                 self.swap_in(&current, fresh)
             }
             Err(errors) => {
                 tracing::error!(%errors, "data changed but the catalog does not validate over it; serving the last good catalog");
-                *failed = Some(FailedRefresh {
+                *self.failed_lock() = Some(FailedRefresh {
                     data: seen.to_vec(),
                     errors: errors.0.iter().map(|e| e.to_string()).collect(),
                 });
@@ -110,10 +111,26 @@ impl KpiService {
         }
     }
 
+    fn failed_lock(&self) -> std::sync::MutexGuard<'_, Option<FailedRefresh>> {
+        self.failed.lock().expect("failed refresh")
+    }
+
+    /// What a new state does about rollups: a server leaves what must be computed to the
+    /// builder behind it; the CLI and tests compute it at once.
+    fn rollup_work(&self) -> RollupWork {
+        match self.background_rollups {
+            true => RollupWork::LoadOnly,
+            false => RollupWork::All {
+                budget: self.rollup_budget,
+            },
+        }
+    }
+
     /// A new data state over the same definitions and the data as it is now.
     async fn rebuild(
         &self,
         current: &DataState,
+        work: RollupWork,
     ) -> Result<DataState, crate::catalog::CatalogErrors> {
         DataState::build(
             current.sources.clone(),
@@ -121,8 +138,19 @@ impl KpiService {
             self.engine.as_ref(),
             &self.calendar,
             &self.rollup_store,
+            work,
         )
         .await
+    }
+
+    /// Serves `fresh` from now on; wakes the rollup builder if it left rollups pending.
+    fn serve_state(&self, fresh: Arc<DataState>) {
+        self.watch.watch_tables(&fresh);
+        let pending = !fresh.pending_rollups().is_empty();
+        *self.state.write().expect("catalog lock") = fresh;
+        if pending {
+            self.rollups_wanted.notify_one();
+        }
     }
 
     /// Serves `fresh` from now on, dropping the cached answers of tables whose data changed.
@@ -143,8 +171,7 @@ impl KpiService {
             }
         }
         let fresh = Arc::new(fresh);
-        self.watch.watch_tables(&fresh);
-        *self.state.write().expect("catalog lock") = fresh.clone();
+        self.serve_state(fresh.clone());
         if !changed.is_empty() {
             self.events.publish(StateChange::Data {
                 tables: changed,
@@ -172,37 +199,75 @@ impl KpiService {
         self.events.close();
     }
 
-    /// Builds, now that the server is listening, the rollups an earlier run could not build for
-    /// memory (deferred by [`KpiService::open_for_serving`]); the others load from the store.
-    /// Until it is done their queries read the models, with the same numbers.
-    pub async fn retry_deferred_rollups(&self) {
-        if !self.rollup_store.stop_deferring() {
-            return;
+    /// The server's rollup builder: computes, behind the state that serves, the rollups each
+    /// new state left pending, and swaps in a state with them. Runs until the server stops.
+    pub async fn run_rollup_builder(self: Arc<Self>) {
+        loop {
+            let wanted = self.rollups_wanted.notified();
+            self.build_pending_rollups().await;
+            wanted.await;
         }
-        let _serialised = self.refresh.lock().await;
-        let current = self.catalog();
-        let started = std::time::Instant::now();
-        match self.rebuild(&current).await {
-            Ok(fresh) => {
-                let built = fresh.rollups.len().saturating_sub(current.rollups.len());
-                self.swap_in(&current, fresh);
-                tracing::info!(
-                    built,
-                    ms = started.elapsed().as_millis() as u64,
-                    "deferred rollups retried"
-                );
+    }
+
+    /// One pass of the builder: a state with every rollup computed, over the data as it is
+    /// now, swapped in unless a newer state serves meanwhile (whose own pending ones are built
+    /// next); then, once, the builds an earlier run could not make for memory (deferred at
+    /// start, so that they do not hold back the others). Until it is done the queries of the
+    /// pending rollups read the models, with the same numbers.
+    pub async fn build_pending_rollups(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut retry_deferred = false;
+        loop {
+            let current = self.catalog();
+            if current.pending_rollups().is_empty() && !retry_deferred {
+                if self.rollup_store.stop_deferring() {
+                    retry_deferred = true;
+                    continue;
+                }
+                return;
             }
-            Err(errors) => {
-                tracing::warn!(%errors, "retrying the deferred rollups failed; the catalog serving stays");
+            retry_deferred = false;
+            let started = std::time::Instant::now();
+            self.building_rollups.store(true, Relaxed);
+            let budget = self.rollup_budget;
+            let built = self.rebuild(&current, RollupWork::All { budget }).await;
+            self.building_rollups.store(false, Relaxed);
+            match built {
+                Ok(fresh) => {
+                    let _serialised = self.refresh.lock().await;
+                    if Arc::ptr_eq(&self.catalog(), &current) {
+                        tracing::info!(
+                            rollups = fresh.rollups.len(),
+                            not_built = fresh.rollups_not_built.len(),
+                            ms = started.elapsed().as_millis() as u64,
+                            "rollups built in the background"
+                        );
+                        self.swap_in(&current, fresh);
+                    }
+                }
+                Err(errors) => {
+                    // The definitions or the data no longer validate: the watcher reports it.
+                    tracing::warn!(%errors, "building the pending rollups failed; the state serving stays");
+                    return;
+                }
             }
         }
     }
 
+    /// Whether every rollup of the serving state is current (`/readyz`), and those still to be
+    /// built when not.
+    pub fn rollups_ready(&self) -> (bool, Vec<String>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let pending = self.catalog().pending_rollups().to_vec();
+        let ready = pending.is_empty() && !self.building_rollups.load(Relaxed);
+        (ready, pending)
+    }
+
     /// The last data change that could not be loaded, while the catalog still predates it: once
     /// the files it failed on are back as the serving catalog read them (the bad file removed),
-    /// it is forgotten.
-    pub async fn failed_refresh(&self) -> Option<FailedRefresh> {
-        let mut failed = self.refresh.lock().await;
+    /// it is forgotten. Never waits on a build.
+    pub fn failed_refresh(&self) -> Option<FailedRefresh> {
+        let mut failed = self.failed_lock();
         if let Some(f) = failed.as_ref() {
             let current = self.catalog();
             let tables: BTreeSet<String> = f.data.iter().map(|(t, _)| t.clone()).collect();
@@ -261,6 +326,7 @@ impl KpiService {
                         self.engine.as_ref(),
                         &self.calendar,
                         &self.rollup_store,
+                        self.rollup_work(),
                     )
                     .await
                 }
@@ -270,8 +336,11 @@ impl KpiService {
                 Ok(fresh) => {
                     let version = fresh.version.clone();
                     let change = StateChange::Catalog(StateNow::of(&fresh));
-                    self.watch.watch_tables(&fresh);
-                    *self.state.write().expect("catalog lock") = Arc::new(fresh);
+                    {
+                        // Not between the builder's look at the serving state and its swap.
+                        let _serialised = self.refresh.lock().await;
+                        self.serve_state(Arc::new(fresh));
+                    }
                     self.events.publish(change);
                     let mut status = self.reload.lock().expect("reload status");
                     status.version = version.clone();

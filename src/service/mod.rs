@@ -23,7 +23,7 @@ use crate::semantic::{
     self, ErrorKind, QueryError, QueryLimits, QueryRequest, QueryResult, ValidatedQuery,
 };
 use crate::state::VersionMemo;
-use crate::state::{DataState, DataWatch, RollupStore, combined_version};
+use crate::state::{DataState, DataWatch, RollupStore, RollupWork, combined_version};
 
 mod events;
 mod lifecycle;
@@ -71,9 +71,20 @@ pub struct KpiService {
     limits: QueryLimits,
     calendar: CalendarConfig,
     timeout: Duration,
-    /// Serialises catalog rebuilds after a data refresh, and remembers the data state whose
-    /// rebuild failed (with why) so that it is not retried on every query.
-    refresh: tokio::sync::Mutex<Option<FailedRefresh>>,
+    /// Serialises the swaps of the serving state after a data refresh. Never held by what only
+    /// reads the serving state (health, status, queries over unchanged data).
+    refresh: tokio::sync::Mutex<()>,
+    /// The data whose rebuild failed (with why), so that it is not retried on every query.
+    failed: std::sync::Mutex<Option<FailedRefresh>>,
+    /// A server's: rollups to compute are left pending by each new state and built by
+    /// [`KpiService::run_rollup_builder`] behind it; otherwise (the CLI, tests) built at once.
+    background_rollups: bool,
+    /// Wakes the rollup builder: a state with pending rollups serves.
+    rollups_wanted: tokio::sync::Notify,
+    /// Set while the builder computes rollups (for `/readyz`).
+    building_rollups: std::sync::atomic::AtomicBool,
+    /// The time budget of one rollup's build.
+    rollup_budget: Duration,
     engine_runs: AtomicU64,
     /// The server's own metrics (`/metrics`).
     telemetry: crate::telemetry::Telemetry,
@@ -112,10 +123,10 @@ pub struct QueryMeta {
 }
 
 impl KpiService {
-    /// The service a server answers with: as [`open`](Self::open), except that rollups an
-    /// earlier run could not build for memory are not tried before the server listens (they
-    /// are tried by [`retry_deferred_rollups`](Self::retry_deferred_rollups), in the
-    /// background; until then their queries read the models).
+    /// The service a server answers with: as [`open`](Self::open), except that only stored
+    /// rollups that are current are loaded; the others are built in the background by
+    /// [`run_rollup_builder`](Self::run_rollup_builder) (until then their queries read the
+    /// models, with the same numbers), those an earlier run could not build for memory last.
     pub async fn open_for_serving(settings: &Settings) -> Result<Self, CatalogErrors> {
         Self::open_with(settings, true).await
     }
@@ -145,12 +156,20 @@ impl KpiService {
         if serving {
             rollup_store.defer_memory_retries();
         }
+        let rollup_budget = Duration::from_millis(settings.rollup_build_timeout_ms.max(1));
+        let work = match serving {
+            true => RollupWork::LoadOnly,
+            false => RollupWork::All {
+                budget: rollup_budget,
+            },
+        };
         let state = DataState::build(
             Arc::new(sources),
             &settings.data_dir,
             engine.as_ref(),
             &calendar,
             &rollup_store,
+            work,
         )
         .await?;
         let catalog_version = state.version.clone();
@@ -177,7 +196,12 @@ impl KpiService {
             },
             calendar,
             timeout: settings.query_timeout(),
-            refresh: tokio::sync::Mutex::new(None),
+            refresh: tokio::sync::Mutex::new(()),
+            failed: std::sync::Mutex::new(None),
+            background_rollups: serving,
+            rollups_wanted: tokio::sync::Notify::new(),
+            building_rollups: Default::default(),
+            rollup_budget,
             engine_runs: AtomicU64::new(0),
             telemetry,
             warm_ups: AtomicU64::new(0),

@@ -31,6 +31,60 @@ pub struct DataState {
     tables: Arc<dyn EngineTables>,
     /// When this state was built over its data (what the cockpit shows as "data as of").
     loaded_at: chrono::DateTime<chrono::Utc>,
+    /// Rollups left for a build in the background ([`RollupWork::LoadOnly`]): until a state
+    /// with them serves, their queries read the models.
+    pending_rollups: Vec<String>,
+}
+
+/// How much of the rollups' work a data state's build does.
+#[derive(Debug, Clone, Copy)]
+pub enum RollupWork {
+    /// Load, update or build every rollup; a build past `budget` is cancelled and left out.
+    All { budget: std::time::Duration },
+    /// Load the stored copies that are current and nothing else: what a server does before it
+    /// listens (at any scale, in seconds); the rest is pending.
+    LoadOnly,
+}
+
+/// How often a build still running says so in the log (a watchdog's line: what, for how long).
+const STILL_BUILDING_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A rollup's refresh within its time budget, saying every [`STILL_BUILDING_EVERY`] that it is
+/// still running. Past the budget it is dropped, which cancels its plans (their memory returns).
+async fn within_budget<T>(
+    rollup: &str,
+    budget: std::time::Duration,
+    engine: &dyn QueryEngine,
+    work: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    let started = std::time::Instant::now();
+    let deadline = tokio::time::sleep(budget);
+    let mut still = tokio::time::interval_at(
+        tokio::time::Instant::now() + STILL_BUILDING_EVERY,
+        STILL_BUILDING_EVERY,
+    );
+    tokio::pin!(work, deadline);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = &mut deadline => {
+                tracing::warn!(rollup, budget_ms = budget.as_millis() as u64, "rollup build past its budget: cancelled; its queries read the model");
+                return Err(format!(
+                    "its build ran past its budget of {} ms (--rollup-build-timeout-ms) and was \
+                     cancelled; tried again at the next data or definition change, or start",
+                    budget.as_millis()
+                ));
+            }
+            _ = still.tick() => {
+                tracing::warn!(
+                    rollup,
+                    running_s = started.elapsed().as_secs(),
+                    engine_memory_mb = engine.memory_reserved() / (1024 * 1024),
+                    "rollup build still running"
+                );
+            }
+        }
+    }
 }
 
 /// A data state is read as its catalog: `state.models`, `state.metrics`, ...
@@ -108,6 +162,7 @@ impl DataState {
         engine: &dyn QueryEngine,
         calendar: &CalendarConfig,
         store: &RollupStore,
+        work: RollupWork,
     ) -> Result<Self, CatalogErrors> {
         let tables = engine.new_tables();
         let mut catalog = Catalog::build(sources, data_dir, tables.as_ref()).await?;
@@ -124,14 +179,29 @@ impl DataState {
         // On a terminal, a bar: at 100M rows the builds take minutes.
         let progress = (!definitions.is_empty())
             .then(|| crate::progress::begin("rollups", definitions.len() as u64, "rollups"));
+        let mut pending_rollups = Vec::new();
         for def in definitions {
-            let result =
-                refresh::refresh_rollup(&catalog, tables.as_ref(), &def, calendar, store).await;
+            let load_only = matches!(work, RollupWork::LoadOnly);
+            let refresh = refresh::refresh_rollup(
+                &catalog,
+                tables.as_ref(),
+                &def,
+                calendar,
+                store,
+                load_only,
+            );
+            let result = match work {
+                RollupWork::All { budget } => {
+                    within_budget(&def.name, budget, engine, refresh).await
+                }
+                RollupWork::LoadOnly => refresh.await,
+            };
             if let Some(p) = &progress {
                 p.advance(1, &def.name);
             }
             match result {
-                Ok((rollup, refusals)) => {
+                Ok(None) => pending_rollups.push(def.name.clone()),
+                Ok(Some((rollup, refusals))) => {
                     for refusal in &refusals {
                         tracing::warn!(rollup = %def.name, reason = %refusal.reason, "part of a rollup refused");
                     }
@@ -155,7 +225,13 @@ impl DataState {
             catalog,
             tables,
             loaded_at: chrono::Utc::now(),
+            pending_rollups,
         })
+    }
+
+    /// The rollups a build in the background has still to make current over this state.
+    pub fn pending_rollups(&self) -> &[String] {
+        &self.pending_rollups
     }
 
     pub fn catalog(&self) -> &Catalog {

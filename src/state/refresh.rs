@@ -50,13 +50,16 @@ enum Plan {
 }
 
 /// Makes the rollup current (see the module doc). Besides it, the parts of it the build refused.
+/// With `load_only`, only a current stored copy is loaded: `Ok(None)` when it would have to be
+/// computed (left for a build in the background).
 pub(super) async fn refresh_rollup(
     catalog: &Catalog,
     tables: &dyn EngineTables,
     def: &RollupDefinition,
     calendar: &CalendarConfig,
     store: &RollupStore,
-) -> Result<(Rollup, Vec<CatalogError>), String> {
+    load_only: bool,
+) -> Result<Option<(Rollup, Vec<CatalogError>)>, String> {
     let started = Instant::now();
     let context = Context {
         catalog,
@@ -120,6 +123,9 @@ pub(super) async fn refresh_rollup(
         },
         Some(m) => context.plan(m, &now),
     };
+    if load_only && !matches!(plan, Plan::Load(_) | Plan::Failed(_)) {
+        return Ok(None);
+    }
     let manifest = |refused, snapshots| Manifest {
         format: 0,
         fingerprint: fingerprint.clone(),
@@ -202,7 +208,7 @@ pub(super) async fn refresh_rollup(
     built.build_ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;
     tracing::info!(rollup = %def.name, model = %def.spec.model, rows = row_count, how = refresh.how, reason = refresh.reason.as_deref().unwrap_or(""), ms = built.build_ms, "rollup current");
     built.refresh = refresh;
-    Ok((built, refusals))
+    Ok(Some((built, refusals)))
 }
 
 /// The tables whose files changed, for the report.

@@ -291,7 +291,7 @@ async fn record_rules_make_one_task_per_record_and_close_it_when_the_record_stop
     answer_ticket_3(&b.data_dir).await;
     b.clock.advance(Duration::minutes(15));
     let run = engine.evaluate(sla).await.unwrap();
-    assert!(run.ok, "{run:?} {:?}", b.service.failed_refresh().await);
+    assert!(run.ok, "{run:?} {:?}", b.service.failed_refresh());
     assert!(open_tasks(&engine, sla).is_empty());
     let all = engine
         .tasks(&Principal::local(), None, None, Some(sla))

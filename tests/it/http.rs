@@ -88,18 +88,28 @@ impl Drop for Server {
     }
 }
 
-pub async fn start(mut settings: Settings) -> Server {
+pub async fn start(settings: Settings) -> Server {
+    start_opened(settings, false).await
+}
+
+/// As `kpilens serve` starts: stored rollups that are current load, the rest build behind the
+/// listening server.
+pub async fn start_serving(settings: Settings) -> Server {
+    start_opened(settings, true).await
+}
+
+async fn start_opened(mut settings: Settings, serving: bool) -> Server {
     let dir = tempfile::tempdir().expect("temp dir");
     if settings.auth_file.is_none() && !settings.no_auth {
         settings.auth_file = Some(test_auth_config(dir.path()));
     }
     settings.audit_log = Some(dir.path().join("audit.log"));
     settings.alerts_db = Some(dir.path().join("alerts.redb"));
-    let service = Arc::new(
-        KpiService::open(&settings)
-            .await
-            .expect("project validates"),
-    );
+    let opened = match serving {
+        true => KpiService::open_for_serving(&settings).await,
+        false => KpiService::open(&settings).await,
+    };
+    let service = Arc::new(opened.expect("project validates"));
     let listener = server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .expect("bind loopback");
@@ -869,4 +879,78 @@ async fn the_event_stream_tells_of_new_data_and_new_definitions_only_once_they_s
     let (_, status) = s.get("/api/v1/catalog/status").await;
     assert_eq!(change["catalog_version"], status["catalog"]["version"]);
     assert_ne!(change["catalog_version"], version);
+}
+
+/// A server listens before its rollups are built: at once after start it answers `/healthz`,
+/// `/readyz` says 503 naming the rollups still building, and queries are answered from the
+/// models. While the builder works behind it, `/healthz` over the socket stays quick (it never
+/// waits on a build); once `/readyz` says 200, the same question comes from a rollup with the
+/// same numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_listens_at_once_and_builds_its_rollups_behind_it() {
+    let (_data, settings) = super::demo_settings();
+    let s = start_serving(settings).await;
+    let (status, ready) = s.get("/readyz").await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["status"], "building");
+    assert!(
+        ready["rollups_building"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|r| r == "loan_month_by_rm")),
+        "{ready}"
+    );
+    let q = json!({ "metrics": ["overdue_ratio", "loan_balance"], "dimensions": ["region"],
+        "time": { "grain": "month", "from": "2025-01-01", "to": "2025-06-30" } });
+    let (status, during) = s.query(q.clone()).await;
+    assert_eq!(status, 200, "{during}");
+    assert!(
+        during["meta"]["rollups"].is_null(),
+        "pending: from the models"
+    );
+
+    let started = std::time::Instant::now();
+    let mut health_ms = Vec::new();
+    loop {
+        let asked = std::time::Instant::now();
+        let r = exchange(s.addr, "GET", "/healthz", &[], "").await;
+        health_ms.push(asked.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(r.status, 200);
+        if exchange(s.addr, "GET", "/readyz", &[], "").await.status == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(600),
+            "the rollups were not built within 10 minutes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    health_ms.sort_by(f64::total_cmp);
+    let median = health_ms[health_ms.len() / 2];
+    let worst = health_ms[health_ms.len() - 1];
+    // Generous bounds (the tests run beside each other on two cores); the old server held
+    // /healthz for the whole build, seconds.
+    assert!(
+        median < 100.0 && worst < 2_000.0,
+        "/healthz during the builds: median {median:.1} ms, worst {worst:.1} ms over {} requests",
+        health_ms.len()
+    );
+    let mut after = q.clone();
+    after["limit"] = json!(1000);
+    let (status, after) = s.query(after).await;
+    assert_eq!(status, 200, "{after}");
+    assert!(
+        after["meta"]["rollups"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty()),
+        "{}",
+        after["meta"]
+    );
+    assert!(super::close(&after["rows"], &during["rows"], 1e-9));
+    let (_, status) = s.get("/api/v1/catalog/status").await;
+    assert!(
+        status["rollups_not_built"]
+            .as_array()
+            .is_some_and(|a| a.is_empty()),
+        "{status}"
+    );
 }

@@ -6,6 +6,7 @@ mod calendar;
 mod catalog_errors;
 mod dashboards;
 mod datagen;
+mod engine;
 mod export;
 mod golden;
 mod hostile;

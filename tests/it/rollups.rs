@@ -789,7 +789,7 @@ async fn a_rollup_refused_for_memory_in_an_earlier_run_is_retried_once_the_serve
     assert!(!before.meta.notes.rollups.contains(name));
 
     // Once it listens, it builds it; answers now come from it, with the models' numbers.
-    service.retry_deferred_rollups().await;
+    service.build_pending_rollups().await;
     let catalog = service.catalog();
     assert_eq!(catalog.rollups[name].refresh.how, "built");
     assert!(
@@ -957,4 +957,41 @@ async fn a_materialized_model_answers_as_its_view_and_follows_the_data() {
     assert_eq!(rm_of_customer_1(&moved).await, target);
     let inline = KpiService::open(&inline_settings).await.unwrap();
     same_answers(&moved, &inline).await;
+}
+
+/// A rollup build past its time budget is cancelled: reported as not built with the budget in
+/// its reason, its memory back in the pool, its queries answered from the models. The next
+/// start (a larger budget) builds it.
+#[tokio::test]
+async fn a_rollup_build_past_its_budget_is_cancelled_and_its_queries_read_the_models() {
+    let (_data, _store, mut settings) = demo_settings_with_store();
+    // No build of a rollup over the demo bank plans, runs and stores in a millisecond.
+    settings.rollup_build_timeout_ms = 1;
+    let service = KpiService::open(&settings).await.unwrap();
+    let catalog = service.catalog();
+    assert!(catalog.rollups.is_empty(), "{:?}", catalog.rollups.keys());
+    assert!(!catalog.rollups_not_built.is_empty());
+    for e in &catalog.rollups_not_built {
+        assert!(
+            e.reason.contains("past its budget of 1 ms") && e.key.starts_with("rollups."),
+            "{e:?}"
+        );
+    }
+    assert_eq!(service.engine_memory(), 0, "the cancelled builds' memory");
+    let q = json!({ "metrics": ["loan_balance", "overdue_ratio"], "dimensions": ["region"],
+        "time": { "grain": "month", "from": "2025-01-01", "to": "2025-06-30" } });
+    let from_models = ask(&service, &Principal::local(), &q).await;
+    assert!(used(&from_models).is_empty());
+    drop(service);
+
+    settings.rollup_build_timeout_ms = 300_000;
+    let service = KpiService::open(&settings).await.unwrap();
+    assert!(service.catalog().rollups_not_built.is_empty());
+    let from_rollup = ask(&service, &Principal::local(), &q).await;
+    assert!(!used(&from_rollup).is_empty());
+    assert!(close(
+        &json!(from_rollup.result.rows),
+        &json!(from_models.result.rows),
+        1e-9
+    ));
 }

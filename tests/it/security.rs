@@ -848,6 +848,7 @@ async fn the_openapi_document_describes_every_route() {
         .collect();
     let mut expected = vec![
         "/healthz",
+        "/readyz",
         "/api/v1/catalog",
         "/api/v1/catalog/status",
         "/api/v1/openapi.json",
