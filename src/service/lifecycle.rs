@@ -120,9 +120,7 @@ impl KpiService {
     fn rollup_work(&self) -> RollupWork {
         match self.background_rollups {
             true => RollupWork::LoadOnly,
-            false => RollupWork::All {
-                budget: self.rollup_budget,
-            },
+            false => RollupWork::All,
         }
     }
 
@@ -139,6 +137,7 @@ impl KpiService {
             &self.calendar,
             &self.rollup_store,
             work,
+            self.rollup_budget,
         )
         .await
     }
@@ -229,8 +228,7 @@ impl KpiService {
             retry_deferred = false;
             let started = std::time::Instant::now();
             self.building_rollups.store(true, Relaxed);
-            let budget = self.rollup_budget;
-            let built = self.rebuild(&current, RollupWork::All { budget }).await;
+            let built = self.rebuild(&current, RollupWork::All).await;
             self.building_rollups.store(false, Relaxed);
             match built {
                 Ok(fresh) => {
@@ -327,6 +325,7 @@ impl KpiService {
                         &self.calendar,
                         &self.rollup_store,
                         self.rollup_work(),
+                        self.rollup_budget,
                     )
                     .await
                 }

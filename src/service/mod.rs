@@ -159,9 +159,7 @@ impl KpiService {
         let rollup_budget = Duration::from_millis(settings.rollup_build_timeout_ms.max(1));
         let work = match serving {
             true => RollupWork::LoadOnly,
-            false => RollupWork::All {
-                budget: rollup_budget,
-            },
+            false => RollupWork::All,
         };
         let state = DataState::build(
             Arc::new(sources),
@@ -170,6 +168,7 @@ impl KpiService {
             &calendar,
             &rollup_store,
             work,
+            rollup_budget,
         )
         .await?;
         let catalog_version = state.version.clone();

@@ -25,6 +25,7 @@ pub(super) async fn materialize_models(
     catalog: &Catalog,
     tables: &dyn EngineTables,
     store: &RollupStore,
+    budget: std::time::Duration,
 ) -> Vec<MaterializedModel> {
     let mut views: Vec<(&str, &[String], &crate::catalog::Model)> = catalog
         .models
@@ -36,7 +37,8 @@ pub(super) async fn materialize_models(
     let mut done = Vec::new();
     for (view, order_by, model) in views {
         let started = Instant::now();
-        let outcome = materialize(catalog, tables, store, view, order_by, model).await;
+        let building = materialize(catalog, tables, store, view, order_by, model);
+        let outcome = super::within_budget(view, budget, building).await;
         let ms = started.elapsed().as_secs_f64() * 1e3;
         let (how, rows, file, reason) = match outcome {
             Ok((how, rows, file)) => {

@@ -39,8 +39,8 @@ pub struct DataState {
 /// How much of the rollups' work a data state's build does.
 #[derive(Debug, Clone, Copy)]
 pub enum RollupWork {
-    /// Load, update or build every rollup; a build past `budget` is cancelled and left out.
-    All { budget: std::time::Duration },
+    /// Load, update or build every rollup.
+    All,
     /// Load the stored copies that are current and nothing else: what a server does before it
     /// listens (at any scale, in seconds); the rest is pending.
     LoadOnly,
@@ -49,12 +49,12 @@ pub enum RollupWork {
 /// How often a build still running says so in the log (a watchdog's line: what, for how long).
 const STILL_BUILDING_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// A rollup's refresh within its time budget, saying every [`STILL_BUILDING_EVERY`] that it is
-/// still running. Past the budget it is dropped, which cancels its plans (their memory returns).
+/// A build (a rollup, a materialized model: `what`) within its time budget, saying every
+/// [`STILL_BUILDING_EVERY`] that it is still running. Past the budget it is dropped, which
+/// cancels its plans (their tasks end, their memory returns).
 async fn within_budget<T>(
-    rollup: &str,
+    what: &str,
     budget: std::time::Duration,
-    engine: &dyn QueryEngine,
     work: impl std::future::Future<Output = Result<T, String>>,
 ) -> Result<T, String> {
     let started = std::time::Instant::now();
@@ -68,7 +68,7 @@ async fn within_budget<T>(
         tokio::select! {
             done = &mut work => return done,
             _ = &mut deadline => {
-                tracing::warn!(rollup, budget_ms = budget.as_millis() as u64, "rollup build past its budget: cancelled; its queries read the model");
+                tracing::warn!(what, budget_ms = budget.as_millis() as u64, "build past its budget: cancelled; its queries read the models");
                 return Err(format!(
                     "its build ran past its budget of {} ms (--rollup-build-timeout-ms) and was \
                      cancelled; tried again at the next data or definition change, or start",
@@ -76,12 +76,7 @@ async fn within_budget<T>(
                 ));
             }
             _ = still.tick() => {
-                tracing::warn!(
-                    rollup,
-                    running_s = started.elapsed().as_secs(),
-                    engine_memory_mb = engine.memory_reserved() / (1024 * 1024),
-                    "rollup build still running"
-                );
+                tracing::warn!(what, running_s = started.elapsed().as_secs(), "build still running");
             }
         }
     }
@@ -163,11 +158,12 @@ impl DataState {
         calendar: &CalendarConfig,
         store: &RollupStore,
         work: RollupWork,
+        budget: std::time::Duration,
     ) -> Result<Self, CatalogErrors> {
         let tables = engine.new_tables();
         let mut catalog = Catalog::build(sources, data_dir, tables.as_ref()).await?;
         catalog.materialized =
-            materialize::materialize_models(&catalog, tables.as_ref(), store).await;
+            materialize::materialize_models(&catalog, tables.as_ref(), store, budget).await;
         declare_unique_keys(&catalog, tables.as_ref(), store).await;
         let definitions = std::mem::take(&mut catalog.rollup_definitions);
         store.prune(
@@ -191,9 +187,7 @@ impl DataState {
                 load_only,
             );
             let result = match work {
-                RollupWork::All { budget } => {
-                    within_budget(&def.name, budget, engine, refresh).await
-                }
+                RollupWork::All => within_budget(&def.name, budget, refresh).await,
                 RollupWork::LoadOnly => refresh.await,
             };
             if let Some(p) = &progress {

@@ -538,6 +538,8 @@ async fn a_query_past_its_time_budget_gets_504_and_the_server_keeps_serving() {
     // A zero budget expires before the engine's first batch.
     let s = start(Settings {
         query_timeout_secs: 0,
+        max_concurrent: 1,
+        queue_wait_ms: 100,
         ..settings_for(&fixture_dir())
     })
     .await;
@@ -546,6 +548,18 @@ async fn a_query_past_its_time_budget_gets_504_and_the_server_keeps_serving() {
         .await;
     assert_eq!(status, 504, "{err}");
     assert_eq!(err["error"]["code"], "timeout");
+    // Its one compute slot came back: the next query reaches the engine (and times out too)
+    // instead of waiting for a slot (503 saturated).
+    let (status, err) = s
+        .query(json!({ "metrics": ["loan_balance"], "dimensions": ["region"] }))
+        .await;
+    assert_eq!(status, 504, "{err}");
+    // The cancelled plans' memory: back once their aborted tasks are dropped, at once.
+    let cancelled = std::time::Instant::now();
+    while s.service.engine_memory() > 0 {
+        assert!(cancelled.elapsed() < std::time::Duration::from_secs(2));
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     let (status, _) = s.get("/healthz").await;
     assert_eq!(status, 200);
     // A timed-out query is not cached as a result (and a good one would be: counts are settled).
