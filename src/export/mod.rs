@@ -278,9 +278,16 @@ fn total_label(lang: Language) -> &'static str {
     }
 }
 
+/// A CSV cell. Text that a spreadsheet would read as a formula (a member named
+/// `=HYPERLINK(...)`, `+1`, `-2+3`, `@SUM(...)`, or starting with a tab or carriage return) is
+/// neutralised as OWASP's CSV-injection guidance says: a leading `'` and quoted, so it shows as
+/// the text it is. Numbers stay numbers (a negative balance is not a formula).
 fn csv_cell(value: &Value) -> String {
     let text = match value {
         Value::Null => String::new(),
+        Value::String(s) if s.starts_with(['=', '+', '-', '@', '\t', '\r']) => {
+            return format!("\"'{}\"", s.replace('"', "\"\""));
+        }
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
@@ -519,5 +526,20 @@ mod tests {
         };
         let text = String::from_utf8(to_csv(&sheet, Language::Zh)).unwrap();
         assert_eq!(text, "\u{feff}区域,\"a,b\"\r\n西北,0.25\r\n合计,1\r\n");
+    }
+
+    #[test]
+    fn csv_text_that_would_be_a_formula_is_text_and_numbers_stay_numbers() {
+        let cell = |v: Value| csv_cell(&v);
+        assert_eq!(
+            cell(Value::from("=HYPERLINK(\"http://x\",\"y\")")),
+            "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\""
+        );
+        assert_eq!(cell(Value::from("+1")), "\"'+1\"");
+        assert_eq!(cell(Value::from("-2+3")), "\"'-2+3\"");
+        assert_eq!(cell(Value::from("@SUM(A1)")), "\"'@SUM(A1)\"");
+        assert_eq!(cell(Value::from("\tx")), "\"'\tx\"");
+        assert_eq!(cell(Value::from("a=b")), "a=b");
+        assert_eq!(cell(Value::from(-0.25)), "-0.25");
     }
 }

@@ -294,3 +294,57 @@ async fn a_list_longer_than_the_row_limit_is_refused_saying_so() {
     )
     .await;
 }
+
+/// CSV exports never hand a spreadsheet a formula from the data: org members named like
+/// formulas (`=HYPERLINK(...)` as a branch, `@SUM(A1)` as a team, `+cmd` as an RM, `-2+3` as a
+/// region) come out as text (a leading `'`, quoted) in every export shape: a query, a dashboard
+/// panel, a drill-through list. Negative numbers stay numbers.
+#[tokio::test]
+async fn csv_exports_neutralise_members_that_look_like_formulas() {
+    let bank = tempfile::tempdir().unwrap();
+    super::copy_dir(&super::repo_dir().join("tests/fixtures/bank"), bank.path());
+    let org = std::fs::read_to_string(bank.path().join("org.csv")).unwrap();
+    let hostile = org
+        .replace(
+            "西安分行",
+            "\"=HYPERLINK(\"\"http://evil.example\"\",\"\"x\"\")\"",
+        )
+        .replace(",T1,", ",@SUM(A1),")
+        .replace("王芳", "+cmd")
+        .replace("西北", "-2+3");
+    std::fs::write(bank.path().join("org.csv"), hostile).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let sources = kpilens::catalog::ProjectSources::read(&super::repo_dir()).unwrap();
+    kpilens::metric_tests::materialize_fixture(&sources, bank.path(), data.path())
+        .await
+        .unwrap();
+    let server = start(super::repo_project_over(data.path())).await;
+    let april = json!({ "from": "2024-04-01", "to": "2024-04-30" });
+    let shapes = [
+        json!({ "format": "csv", "query": { "metrics": ["loan_balance", "overdue_ratio"],
+            "dimensions": ["region", "branch", "team", "rm"], "time": april } }),
+        json!({ "format": "csv", "dashboard": "risk", "panel": "overdue_by_region" }),
+        json!({ "format": "csv", "drill_through": { "model": "customer" } }),
+    ];
+    for shape in shapes {
+        let file = export(&server, &server.auth, shape.clone()).await;
+        assert_eq!(file.status, 200, "{}", String::from_utf8_lossy(&file.body));
+        let text = String::from_utf8(file.body.clone()).unwrap();
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(text.trim_start_matches('\u{feff}').as_bytes());
+        let mut neutralised = 0;
+        for record in reader.records() {
+            for cell in record.unwrap().iter() {
+                let formula = cell.starts_with(['=', '+', '@', '\t', '\r'])
+                    || (cell.starts_with('-') && cell.parse::<f64>().is_err());
+                assert!(!formula, "{shape}: a formula reached the CSV: {cell:?}");
+                neutralised += usize::from(cell.starts_with("'"));
+            }
+        }
+        assert!(
+            neutralised > 0,
+            "{shape}: no hostile member in the export:\n{text}"
+        );
+    }
+}
