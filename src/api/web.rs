@@ -130,6 +130,31 @@ pub fn routes(assets: Arc<WebAssets>) -> Router {
         .route("/app/{file}", get(app_file))
         .route("/vendor/echarts.min.js", get(echarts))
         .with_state(assets)
+        .layer(axum::middleware::map_response(with_page_policy))
+}
+
+/// What the cockpit's page may do (its token sits in session storage): run only its own scripts
+/// (no inline script, no eval), talk only to this server, never be framed (clickjacking), send
+/// no referrer, and have its files read as the types they are. Styles may be inline: ECharts
+/// styles its tooltips so, and a style cannot run code.
+const PAGE_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'none'";
+
+async fn with_page_policy(mut response: Response) -> Response {
+    use axum::http::HeaderValue;
+    use axum::http::header::{
+        CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_POLICY),
+    );
+    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    response
 }
 
 async fn index(State(assets): State<Arc<WebAssets>>, headers: HeaderMap) -> Response {

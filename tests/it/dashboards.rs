@@ -245,6 +245,21 @@ async fn the_binary_serves_the_cockpit() {
     );
     let html = String::from_utf8(gunzip(&index.body)).unwrap();
     assert!(html.contains("/app/main.js") && html.contains("/vendor/echarts.min.js"));
+    // The page runs only its own scripts, is never framed, sends no referrer, and its files are
+    // read as their types (the browser tests run the cockpit under this policy).
+    let policy = index.header("content-security-policy").expect("a CSP");
+    for directive in [
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+        "object-src 'none'",
+        "connect-src 'self'",
+    ] {
+        assert!(policy.contains(directive), "{policy}");
+    }
+    assert!(!policy.contains("unsafe-eval"), "{policy}");
+    assert_eq!(index.header("x-frame-options"), Some("DENY"));
+    assert_eq!(index.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(index.header("referrer-policy"), Some("no-referrer"));
     let js = s.call("GET", "/app/main.js", &[], "").await;
     assert_eq!(js.status, 200);
     assert!(

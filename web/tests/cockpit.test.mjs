@@ -78,6 +78,10 @@ async function openPage(viewport, hash = 'executive', who = 'head_office') {
   const page = await browser.newPage({ viewport, deviceScaleFactor: viewport === PHONE ? 2 : 1 });
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
+  // The page runs under the server's Content-Security-Policy: anything it blocks is a failure.
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) errors.push(m.text());
+  });
   page.errors = errors;
   await page.addInitScript((user) => {
     localStorage.setItem('kpilens.lang', 'zh');
