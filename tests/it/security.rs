@@ -1191,7 +1191,7 @@ async fn an_identity_providers_key_set_verifies_tokens_by_kid() {
     std::fs::write(
         &config,
         format!(
-            "hierarchy: org\nroles:\n  analyst: {{ personal_data: false }}\njwt:\n  jwks_url: http://{idp_addr}/certs\n  jwks_refetch_secs: 1\n  issuer: https://sso.bank.example/realms/staff\n  audience: kpilens\n"
+            "hierarchy: org\nroles:\n  analyst: {{ personal_data: false }}\njwt:\n  jwks_url: http://{idp_addr}/certs\n  jwks_allow_http: true\n  jwks_refetch_secs: 1\n  issuer: https://sso.bank.example/realms/staff\n  audience: kpilens\n"
         ),
     )
     .unwrap();
@@ -1360,4 +1360,32 @@ async fn refusals_without_a_token_cannot_flush_the_audit_trail() {
     // A burst of 50 at the default 5 per second, in well under the seconds this takes.
     assert!(one_by_one <= 60, "{one_by_one} refusals logged one by one");
     assert_eq!(one_by_one + summarised, sent, "every refusal is counted");
+}
+
+/// Keys that verify tokens come over https: a `jwks_url` over plain http is refused at load,
+/// naming the key and the remedy, unless the config says `jwks_allow_http` (a test IdP).
+#[test]
+fn a_jwk_set_over_plain_http_is_refused_unless_allowed() {
+    use kpilens::security::auth::Authenticator;
+    let dir = tempfile::tempdir().unwrap();
+    let load = |jwt: &str| {
+        let path = dir.path().join("auth.yaml");
+        std::fs::write(
+            &path,
+            format!("hierarchy: org\nroles:\n  analyst: {{ personal_data: false }}\njwt:\n{jwt}"),
+        )
+        .unwrap();
+        Authenticator::load(&path, |_| Some(vec!["region".to_string()]))
+    };
+    let refused = load("  jwks_url: http://sso.bank.example/certs\n")
+        .err()
+        .expect("plain http refused");
+    assert_eq!(refused.key, "jwt.jwks_url");
+    assert!(
+        refused.reason.contains("https") && refused.reason.contains("jwks_allow_http"),
+        "{}",
+        refused.reason
+    );
+    assert!(load("  jwks_url: https://sso.bank.example/certs\n").is_ok());
+    assert!(load("  jwks_url: http://127.0.0.1:9/certs\n  jwks_allow_http: true\n").is_ok());
 }

@@ -73,6 +73,10 @@ pub struct JwtSpec {
     /// A token naming an unknown `kid` fetches the set again at most this often (default 10).
     #[serde(default)]
     pub jwks_refetch_secs: Option<u64>,
+    /// Accept a `jwks_url` over plain `http://` (a test identity provider on loopback): whoever
+    /// answers for that URL mints any principal, so it is refused unless said here, and logged.
+    #[serde(default)]
+    pub jwks_allow_http: bool,
     #[serde(default)]
     pub issuer: Option<String>,
     /// The `aud` this server is: a token must name it (as a string or in an array).
@@ -208,6 +212,21 @@ impl Authenticator {
                 (Some(url), None) => {
                     HttpClient::check_url(url)
                         .map_err(|e| ("jwt.jwks_url".to_string(), e.to_string()))?;
+                    if !url.starts_with("https://") {
+                        if !jwt.jwks_allow_http {
+                            return Err((
+                                "jwt.jwks_url".to_string(),
+                                format!(
+                                    "'{}': key material must come over https (RFC 8414: a \
+                                     jwks_uri uses https), or whoever answers for that URL mints \
+                                     any principal; for a test identity provider on a trusted \
+                                     network set jwt.jwks_allow_http: true",
+                                    crate::text::clip(url)
+                                ),
+                            ));
+                        }
+                        tracing::warn!(url = %crate::text::clip(url), "INSECURE: JWT keys fetched over plain http (jwt.jwks_allow_http): anyone on the path can mint tokens");
+                    }
                     Some(Jwks::new(JwksSource::Url(url.clone()), refetch))
                 }
                 (None, Some(path)) => {
