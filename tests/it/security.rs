@@ -161,6 +161,20 @@ async fn tokens_are_checked_and_refusals_say_why() {
     );
     let (status, _) = ask(es).await;
     assert_eq!(status, 200);
+    // A token valid for ten years is a key that never expires: refused, saying the limit.
+    let forever = signed(
+        jsonwebtoken::Algorithm::HS256,
+        None,
+        &claims("old", "analyst", 10 * 365 * 86_400),
+    );
+    let (status, body) = ask(forever).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("max_lifetime_secs")),
+        "{body}"
+    );
     // Algorithm confusion: HS256 "signed" with the RSA public key as the secret is refused
     // (the HS256 key is the configured secret, nothing else).
     let public_pem =

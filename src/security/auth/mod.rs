@@ -21,6 +21,9 @@ use super::{Principal, Scope};
 use crate::net::HttpClient;
 use crate::text::{clip, hex_prefix};
 
+/// How long ahead a token's `exp` may be by default (`jwt.max_lifetime_secs`): a day.
+const DEFAULT_MAX_LIFETIME_SECS: i64 = 86_400;
+
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 const LEEWAY_SECS: u64 = 30;
 
@@ -77,6 +80,10 @@ pub struct JwtSpec {
     /// answers for that URL mints any principal, so it is refused unless said here, and logged.
     #[serde(default)]
     pub jwks_allow_http: bool,
+    /// The longest a token may still be valid for when it is shown (default 86,400 s: a day).
+    /// A token valid for years is a stolen key that never expires.
+    #[serde(default)]
+    pub max_lifetime_secs: Option<u64>,
     #[serde(default)]
     pub issuer: Option<String>,
     /// The `aud` this server is: a token must name it (as a string or in an array).
@@ -151,6 +158,8 @@ pub struct Authenticator {
     jwks: Option<Jwks>,
     issuer: Option<String>,
     audience: Option<String>,
+    /// A JWT whose `exp` is further ahead than this (seconds) is refused.
+    max_lifetime_secs: i64,
     /// SHA-256 hex of the key -> principal.
     api_keys: HashMap<String, Principal>,
 }
@@ -195,6 +204,7 @@ impl Authenticator {
             jwks: None,
             issuer: None,
             audience: None,
+            max_lifetime_secs: DEFAULT_MAX_LIFETIME_SECS,
             api_keys: HashMap::new(),
         };
         if let Some(jwt) = config.jwt {
@@ -244,6 +254,9 @@ impl Authenticator {
             };
             auth.issuer = jwt.issuer;
             auth.audience = jwt.audience;
+            if let Some(max) = jwt.max_lifetime_secs {
+                auth.max_lifetime_secs = i64::try_from(max).unwrap_or(i64::MAX);
+            }
         }
         for (i, k) in config.api_keys.iter().enumerate() {
             let key = format!("api_keys[{i}]");
@@ -316,6 +329,18 @@ impl Authenticator {
         let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
             .map_err(|e| refusal(&e))?;
         let claims = data.claims;
+        let ahead = claims.exp.saturating_sub(chrono::Utc::now().timestamp());
+        if ahead > self.max_lifetime_secs.saturating_add(LEEWAY_SECS as i64) {
+            return Err(deny(
+                "invalid_token",
+                format!(
+                    "the token is valid for {ahead} s more, longer than the {} s this server \
+                     accepts (jwt.max_lifetime_secs): ask the identity provider for a \
+                     shorter-lived one",
+                    self.max_lifetime_secs
+                ),
+            ));
+        }
         self.principal(&claims.sub, &claims.role, claims.scope)
     }
 
