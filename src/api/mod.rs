@@ -82,7 +82,6 @@ pub fn router(
         .route_layer(axum::middleware::from_fn_with_state(gate, guard::guard));
     Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
         .route("/api/v1/catalog", get(catalog))
         .route("/api/v1/openapi.json", get(openapi))
         .merge(data)
@@ -94,7 +93,14 @@ pub fn router(
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TraceLayer::new_for_http())
-        .with_state(service)
+        .with_state(service.clone())
+        // Outside the request trace: a balancer polls it, and its 503 while rollups build is an
+        // answer, not a failure to log as an error.
+        .merge(
+            Router::new()
+                .route("/readyz", get(readyz))
+                .with_state(service),
+        )
         .merge(web::routes(web))
         .merge(metrics)
 }
