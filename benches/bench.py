@@ -449,6 +449,7 @@ def main():
                     help="1: build with the last month held back, append it, then run from the stored rollups")
     args = ap.parse_args()
     started_at = datetime.datetime.now(datetime.timezone.utc)
+    commit = git_commit()  # what was built for this run, not what is checked out at its end
     scale_name = f"{args.scale:g}"
     stem = f"{started_at:%Y-%m-%d-%H%M}-scale-{scale_name}-{args.profile}"
     args.dump_dir = os.path.join(args.out_dir, f"{stem}-dumps")
@@ -634,7 +635,7 @@ def main():
 
     fmt = lambda x: "—" if x is None else (f"{x:,.0f}" if x >= 100 else f"{x:.1f}" if x >= 1 else f"{x:.2f}")  # noqa: E731
     say(f"# Benchmark, scale {scale_name}, {args.profile} build, {started_at:%Y-%m-%d %H:%M} UTC\n")
-    say(f"- commit {git_commit()}; kpilens {args.profile} build; DuckDB {duckdb.__version__}, Polars {pl.__version__}")
+    say(f"- commit {commit}; kpilens {args.profile} build; DuckDB {duckdb.__version__}, Polars {pl.__version__}")
     say(f"- machine: {os.cpu_count()} cores, {mem_total_gib():.1f} GiB memory, {platform.platform()}")
     say(f"- command: `KPILENS_BENCH_PROFILE={args.profile} bash benches/run.sh {scale_name} --repeat {args.repeat}`; "
         f"deadlines: listen {args.deadlines.listen():.0f} s, rollups {args.deadlines.rollups():.0f} s, each request {deadline:.0f} s")
