@@ -95,7 +95,7 @@ impl KpiService {
         {
             return current;
         }
-        match self.rebuild(&current, self.rollup_work()).await {
+        match self.rebuild(&current, self.rollup_work).await {
             Ok(fresh) => {
                 *self.failed_lock() = None;
                 self.swap_in(&current, fresh)
@@ -113,15 +113,6 @@ impl KpiService {
 
     fn failed_lock(&self) -> std::sync::MutexGuard<'_, Option<FailedRefresh>> {
         self.failed.lock().expect("failed refresh")
-    }
-
-    /// What a new state does about rollups: a server leaves what must be computed to the
-    /// builder behind it; the CLI and tests compute it at once.
-    fn rollup_work(&self) -> RollupWork {
-        match self.background_rollups {
-            true => RollupWork::LoadOnly,
-            false => RollupWork::All,
-        }
     }
 
     /// A new data state over the same definitions and the data as it is now.
@@ -324,7 +315,7 @@ impl KpiService {
                         self.engine.as_ref(),
                         &self.calendar,
                         &self.rollup_store,
-                        self.rollup_work(),
+                        self.rollup_work,
                         self.rollup_budget,
                     )
                     .await

@@ -76,9 +76,9 @@ pub struct KpiService {
     refresh: tokio::sync::Mutex<()>,
     /// The data whose rebuild failed (with why), so that it is not retried on every query.
     failed: std::sync::Mutex<Option<FailedRefresh>>,
-    /// A server's: rollups to compute are left pending by each new state and built by
-    /// [`KpiService::run_rollup_builder`] behind it; otherwise (the CLI, tests) built at once.
-    background_rollups: bool,
+    /// What each new state does about rollups: a server's leave what must be computed pending,
+    /// for [`KpiService::run_rollup_builder`] behind it; the CLI's and tests' compute it at once.
+    rollup_work: RollupWork,
     /// Wakes the rollup builder: a state with pending rollups serves.
     rollups_wanted: tokio::sync::Notify,
     /// Set while the builder computes rollups (for `/readyz`).
@@ -197,7 +197,7 @@ impl KpiService {
             timeout: settings.query_timeout(),
             refresh: tokio::sync::Mutex::new(()),
             failed: std::sync::Mutex::new(None),
-            background_rollups: serving,
+            rollup_work: work,
             rollups_wanted: tokio::sync::Notify::new(),
             building_rollups: Default::default(),
             rollup_budget,
