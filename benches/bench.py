@@ -291,7 +291,8 @@ class Server:
 
         def read_address():
             for line in self.process.stdout:
-                m = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
+                # The first line ("kpilens at ...: opening") comes as the port answers.
+                m = re.search(r"(?:on|at) (http://127\.0\.0\.1:\d+)", line)
                 if m and self.base is None:
                     self.base = m.group(1)
                     found.set()

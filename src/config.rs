@@ -92,14 +92,50 @@ pub struct Settings {
     /// never runs out of file handles.
     #[arg(long, env = "KPILENS_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// Open connections from one client address at most (its share of `max_connections` and of
+    /// the reserve); past it its new connections are closed at once. Behind a reverse proxy
+    /// every client has the proxy's address: raise it there.
+    #[arg(
+        long,
+        env = "KPILENS_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 256
+    )]
+    pub max_connections_per_address: usize,
+    /// Connections kept beyond `max_connections` for short requests: each answers one request
+    /// (`/healthz`, a query) and closes, and serves no event stream. While hogs hold every
+    /// ordinary connection, a probe and a user still get in.
+    #[arg(long, env = "KPILENS_RESERVE_CONNECTIONS", default_value_t = 32)]
+    pub reserve_connections: usize,
     /// A request's head must arrive within this; it is also how long an idle keep-alive
     /// connection stays open.
     #[arg(long, env = "KPILENS_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_timeout_ms: u64,
+    /// A response must make progress within this: a connection whose client stops reading (so
+    /// that nothing of its response can be written for this long) is closed.
+    #[arg(long, env = "KPILENS_WRITE_TIMEOUT_MS", default_value_t = 15_000)]
+    pub write_timeout_ms: u64,
+    /// Requests on one connection at most, pipelined or not; the last is answered with
+    /// `Connection: close` (nginx's `keepalive_requests`).
+    #[arg(
+        long,
+        env = "KPILENS_MAX_REQUESTS_PER_CONNECTION",
+        default_value_t = 1000
+    )]
+    pub max_requests_per_connection: usize,
     /// A request's body must arrive within this (408 past it). Bodies are read before a request
     /// may take a compute slot.
     #[arg(long, env = "KPILENS_BODY_TIMEOUT_MS", default_value_t = 10_000)]
     pub body_timeout_ms: u64,
+    /// Event streams (`/api/v1/events`, `/api/v1/alerts/stream`) open at once at most, and for
+    /// one principal at most; past them a new stream is refused (503, 429) with Retry-After.
+    #[arg(long, env = "KPILENS_MAX_STREAMS", default_value_t = 256)]
+    pub max_streams: usize,
+    #[arg(long, env = "KPILENS_MAX_STREAMS_PER_PRINCIPAL", default_value_t = 8)]
+    pub max_streams_per_principal: usize,
+    /// An event stream ends after this (clients reconnect and catch up), so that none is held
+    /// for ever.
+    #[arg(long, env = "KPILENS_STREAM_MAX_LIFETIME_SECS", default_value_t = 1800)]
+    pub stream_max_lifetime_secs: u64,
     /// On shutdown, how long in-flight requests get to finish before their connections close.
     #[arg(long, env = "KPILENS_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
@@ -197,9 +233,16 @@ impl Default for Settings {
             max_concurrent: 8,
             max_concurrent_per_principal: 3,
             max_connections: 1024,
+            max_connections_per_address: 256,
+            reserve_connections: 32,
             header_timeout_ms: 10_000,
+            write_timeout_ms: 15_000,
+            max_requests_per_connection: 1000,
             body_timeout_ms: 10_000,
             shutdown_grace_ms: 10_000,
+            max_streams: 256,
+            max_streams_per_principal: 8,
+            stream_max_lifetime_secs: 1800,
             metrics_addr: None,
             rollup_build_timeout_ms: 300_000,
             queue_wait_ms: 2000,

@@ -447,13 +447,27 @@ fn install_cockpit(web: &std::path::Path) {
     }
 }
 
-async fn serve(addr: SocketAddr, settings: Settings) -> Result<(), String> {
-    settings.check_state_dir()?;
-    // The port first: a clash fails at once, and clients queue while the catalog loads.
+/// The port first: a clash fails at once, and `/healthz` answers (`opening`) while the catalog
+/// and the data open behind it. The listener and the opened service.
+async fn open_answering(
+    addr: SocketAddr,
+    settings: &Settings,
+) -> Result<(tokio::net::TcpListener, Arc<KpiService>), String> {
     let listener = server::bind(addr)
         .await
         .map_err(|e| format!("cannot bind {addr}: {e}"))?;
-    let service = Arc::new(open_for_serving(&settings).await?);
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("kpilens at http://{local}: opening the catalog and the data (/healthz answers)");
+    let opening =
+        server::Opening::answer(listener, server::transport::TransportLimits::of(settings));
+    let service = Arc::new(open_for_serving(settings).await?);
+    let listener = opening.finish().await.map_err(|e| e.to_string())?;
+    Ok((listener, service))
+}
+
+async fn serve(addr: SocketAddr, settings: Settings) -> Result<(), String> {
+    settings.check_state_dir()?;
+    let (listener, service) = open_answering(addr, &settings).await?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     print_paths(&settings);
     println!(
@@ -467,10 +481,7 @@ async fn serve(addr: SocketAddr, settings: Settings) -> Result<(), String> {
 
 /// The demo: named users with printed tokens, and a route the cockpit lists them from.
 async fn serve_demo(addr: SocketAddr, mut settings: Settings) -> Result<(), String> {
-    let listener = server::bind(addr)
-        .await
-        .map_err(|e| format!("cannot bind {addr}: {e}"))?;
-    let service = Arc::new(open_for_serving(&settings).await?);
+    let (listener, service) = open_answering(addr, &settings).await?;
     if settings.alerts_clock_start.is_none() && service.catalog().models.contains_key("tickets") {
         // The demo bank's history ends before today: the alert clock starts at 18:00 on its
         // last day, so the record rules (SLAs, maturities, first contacts) see a live bank.

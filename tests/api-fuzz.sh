@@ -36,7 +36,8 @@ trap cleanup EXIT
 pid=$!
 base=""
 for _ in $(seq 1 600); do
-  base="$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$tmp/out" | head -1 || true)"
+  # The "serving" line: the first ("at ...: opening") comes while the catalog still opens.
+  base="$(grep serving "$tmp/out" | grep -o 'http://127\.0\.0\.1:[0-9]*' | head -1 || true)"
   [ -n "$base" ] && break
   kill -0 "$pid" 2>/dev/null || { cat "$tmp/err" >&2; exit 1; }
   sleep 0.1

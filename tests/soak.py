@@ -8,6 +8,8 @@ the hostile-load review at once:
   - one principal flooding the engine with distinct cold queries;
   - day-grain, 20-metric queries over the whole allowed range with both comparisons;
   - requests without a token with 60 KB paths (the audit trail's flood);
+  - sockets pipelining 300 requests for the cockpit's biggest file in one write, never reading;
+  - one RM opening event streams without end;
 while the head office and an analyst keep asking cached and cold questions. It fails unless
 every question of theirs is answered (200), /healthz stays fast, the server stays within its
 memory bound, the audit chain verifies, and the server exits cleanly on SIGTERM.
@@ -55,6 +57,7 @@ def main():
     server, port, tmp = start_demo(
         "kpilens-soak-", "--memory-mb", str(MEMORY_MB), "--cache-mb", str(CACHE_MB),
         "--max-connections", "256", "--header-timeout-ms", "2000", "--body-timeout-ms", "3000",
+        "--max-connections-per-address", "96", "--write-timeout-ms", "3000",
     )
     SERVERS.append(server)
     users = json.loads(request(port, "GET", "/api/v1/demo/users")[1])
@@ -94,10 +97,15 @@ def main():
         finally:
             s.close()
 
+    def attacker_socket():
+        # From another loopback address than the users' (Linux answers all of 127/8): the
+        # server gives each address its share of the connections.
+        return socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.2", 0))
+
     def half_headers():
         socks = []
         for _ in range(100):
-            s = socket.create_connection(("127.0.0.1", port))
+            s = attacker_socket()
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
             socks.append(s)
         time.sleep(3)
@@ -121,6 +129,31 @@ def main():
             "time": {"grain": "day", "from": "1900-01-01", "to": "2200-12-31"},
             "compare": ["previous_period", "same_period_last_year"]}, timeout=60)
 
+    def never_reads():
+        socks = []
+        for _ in range(40):
+            s = attacker_socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(0.2)
+            try:
+                s.sendall(b"GET /vendor/echarts.min.js HTTP/1.1\r\nHost: x\r\nAccept-Encoding: br\r\n\r\n" * 300)
+            except OSError:
+                pass
+            socks.append(s)
+        time.sleep(5)
+        for s in socks:
+            s.close()
+
+    def stream_hog():
+        socks = []
+        for _ in range(40):
+            s = attacker_socket()
+            s.sendall(f"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {rm}\r\n\r\n".encode())
+            socks.append(s)
+        time.sleep(10)
+        for s in socks:
+            s.close()
+
     def audit_flood():
         request(port, "GET", "/api/v1/query/" + "x" * 60_000)
 
@@ -129,6 +162,8 @@ def main():
     threads += [attacker(flood) for _ in range(4)]
     threads += [attacker(huge) for _ in range(2)]
     threads += [attacker(audit_flood)]
+    threads += [attacker(never_reads) for _ in range(2)]
+    threads += [attacker(stream_hog)]
 
     questions = [
         (head, {"metrics": ["loan_balance", "overdue_ratio"], "dimensions": ["region"]}),

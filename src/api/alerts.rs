@@ -139,10 +139,19 @@ async fn evaluate(
 async fn stream(
     State(engine): State<Arc<AlertEngine>>,
     Extension(principal): Extension<Principal>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    Extension(streams): Extension<Arc<super::events::OpenStreams>>,
+    reserve: Option<Extension<super::ReservePlace>>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let ticket = super::events::admit(&streams, &principal, reserve)?;
     let (receiver, closing) = engine.subscribe();
-    super::events::stream(None, receiver, closing, move |e: &AlertEvent| {
-        visible(&principal.scope, &e.path)
-            .then(|| super::events::json_event(e.kind(), e).id(e.seq.to_string()))
-    })
+    Ok(super::events::stream(
+        ticket,
+        None,
+        receiver,
+        closing,
+        move |e: &AlertEvent| {
+            visible(&principal.scope, &e.path)
+                .then(|| super::events::json_event(e.kind(), e).id(e.seq.to_string()))
+        },
+    ))
 }

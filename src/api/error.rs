@@ -26,6 +26,9 @@ pub enum ApiError {
     /// A route that does not exist.
     #[error("no such route")]
     NoRoute,
+    /// The server is still opening its catalog and data (it answers `/healthz` meanwhile).
+    #[error("the server is opening")]
+    Opening,
 }
 
 impl From<AlertError> for ApiError {
@@ -96,6 +99,17 @@ impl IntoResponse for ApiError {
                 "the audit log cannot be written; no data is served without it",
             ),
             ApiError::NoRoute => plain(StatusCode::NOT_FOUND, "no_route", "no such route"),
+            ApiError::Opening => {
+                let mut response = plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "opening",
+                    "kpilens is opening its catalog and data; retry in a few seconds",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(2));
+                response
+            }
         }
     }
 }

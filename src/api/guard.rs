@@ -40,6 +40,8 @@ pub struct Gate {
     /// Refusals without a valid token are logged up to this rate; the rest are counted and
     /// logged as one summary line, so that nobody without a token can rotate genuine lines away.
     pub unauthenticated: UnauthenticatedBudget,
+    /// The event streams open, within their limits.
+    pub streams: Arc<super::events::OpenStreams>,
 }
 
 /// How many refusals without a valid token get their own audit line, and how many did not.

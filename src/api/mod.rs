@@ -27,6 +27,12 @@ use tower_http::trace::TraceLayer;
 
 pub use catalog::CatalogView;
 pub use error::ApiError;
+pub use events::{OpenStreams, StreamLimits};
+
+/// A request extension the transport sets on requests that came on a reserve connection (one
+/// short request while every ordinary connection is taken): served, but not an event stream.
+#[derive(Debug, Clone, Copy)]
+pub struct ReservePlace;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -79,6 +85,7 @@ pub fn router(
         .layer(Extension(
             Arc::new(dashboards::RenderedSnapshots::default()),
         ))
+        .layer(Extension(gate.streams.clone()))
         .route_layer(axum::middleware::from_fn_with_state(gate, guard::guard));
     Router::new()
         .route("/healthz", get(healthz))
@@ -103,6 +110,17 @@ pub fn router(
         )
         .merge(web::routes(web))
         .merge(metrics)
+}
+
+/// What the port answers while the service opens (`server::Opening`): `/healthz` says the
+/// process is alive and opening; every other route, `/readyz` included, is a 503 `opening`.
+pub fn opening_router() -> Router {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "opening" })) }),
+        )
+        .fallback(|| async { ApiError::Opening })
 }
 
 /// `GET /metrics` alone: what a separate metrics listener serves.

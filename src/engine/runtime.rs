@@ -2,7 +2,8 @@
 //! requests. DataFusion's operators run CPU-bound between awaits and write spills with blocking
 //! calls; on the request runtime a rollup build or a heavy query would hold every worker, and
 //! `/healthz`, the catalog status and cached answers would wait behind it. Here they only share
-//! the cores, which the kernel divides fairly.
+//! the cores, and the engine's threads give way: they run at a lower priority (see
+//! [`give_way`]).
 //!
 //! A plan runs as a task on this runtime; the caller awaits it through [`run`], and dropping
 //! that future (a query past its budget, a build cancelled, a client gone) aborts the task, so
@@ -22,11 +23,28 @@ fn handle() -> &'static tokio::runtime::Handle {
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(threads)
                 .thread_name("kpilens-engine")
+                .on_thread_start(give_way)
                 .enable_all()
                 .build()
                 .expect("the engine's runtime starts")
         })
         .handle()
+}
+
+/// Lowers the calling thread's priority to nice 10: under Linux's fair scheduler its weight is
+/// about a tenth of a default thread's, so while a build holds every core the request runtime's
+/// threads (`/healthz`, the status, cached answers) still run at once, and the engine keeps the
+/// cores nobody else wants. Lowering one's own priority needs no privilege.
+fn give_way() {
+    #[cfg(target_os = "linux")]
+    {
+        // On Linux the nice value is per thread, and `who = 0` is the calling thread.
+        // SAFETY: setpriority takes plain integers and touches no memory of ours.
+        let done = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+        if done != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "the engine thread keeps its priority");
+        }
+    }
 }
 
 /// Runs `work` on the engine's runtime; dropping the returned future cancels it.

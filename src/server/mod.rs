@@ -2,7 +2,10 @@
 //! built from the settings, the catalog watcher runs beside the server, and the socket is
 //! served within the transport's limits (`transport`).
 
+mod opening;
 pub mod transport;
+
+pub use opening::Opening;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -101,6 +104,7 @@ pub fn app(
             (settings.audit_keep_days > 0)
                 .then(|| Duration::from_secs(settings.audit_keep_days * 86_400)),
         )?,
+        streams: api::OpenStreams::new(api::StreamLimits::of(settings)),
         unauthenticated: UnauthenticatedBudget::new(
             settings.audit_unauthenticated_per_second,
             settings.audit_unauthenticated_per_second * 10.0,

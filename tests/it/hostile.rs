@@ -108,6 +108,7 @@ async fn half_sent_headers_and_idle_connections_are_closed_and_connections_cappe
     let (_data, mut settings) = bank_settings().await;
     settings.header_timeout_ms = 500;
     settings.max_connections = 8;
+    settings.reserve_connections = 2;
     let s = start(settings).await;
     let before = open_files();
     let mut halves = Vec::new();
@@ -120,10 +121,11 @@ async fn half_sent_headers_and_idle_connections_are_closed_and_connections_cappe
         halves.push(stream);
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    // Our 40 sockets, and at most 8 accepted by the server (the rest wait in the backlog).
+    // Our 40 sockets, and at most 8 + 2 (the reserve) accepted by the server (the rest wait in
+    // the backlog).
     let held = open_files().saturating_sub(before);
     assert!(
-        held <= 40 + 8 + 4,
+        held <= 40 + 8 + 2 + 4,
         "{held} file handles for 40 half-open clients"
     );
     // Someone else still gets in, as the half-sent ones are cut off.
@@ -147,6 +149,205 @@ async fn half_sent_headers_and_idle_connections_are_closed_and_connections_cappe
     assert_eq!(status_of(&raw), Some(200));
     assert!(closed, "an idle keep-alive connection is closed");
     assert!(started.elapsed() >= Duration::from_millis(400));
+}
+
+/// A socket from another loopback address (Linux answers all of 127/8): an attacker apart from
+/// the users on 127.0.0.1.
+async fn connect_from(
+    source: [u8; 4],
+    addr: std::net::SocketAddr,
+    small_receive_buffer: bool,
+) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    if small_receive_buffer {
+        socket.set_recv_buffer_size(4096)?;
+    }
+    socket.bind((std::net::Ipv4Addr::from(source), 0).into())?;
+    socket.connect(addr).await
+}
+
+/// Issue 34, point 1: forty sockets from one address pipeline 300 requests each in one write
+/// and never read. The address gets its share of the connections and no more; each of its
+/// connections is closed once a response could not be written for the write timeout; a
+/// connection answers so many requests at most; and `/healthz` from elsewhere stays quick.
+#[tokio::test]
+async fn a_client_that_pipelines_and_never_reads_cannot_take_the_port() {
+    let (_data, mut settings) = bank_settings().await;
+    settings.max_connections = 16;
+    settings.max_connections_per_address = 8;
+    settings.reserve_connections = 2;
+    settings.write_timeout_ms = 1_000;
+    settings.max_requests_per_connection = 1_000;
+    let s = start(settings).await;
+    // 28 MB of answers per connection: far beyond what the socket buffers hold.
+    let pipelined = format!("GET /app/main.js HTTP/1.1\r\nHost: {}\r\n\r\n", s.addr).repeat(1_000);
+    let mut hogs = Vec::new();
+    for _ in 0..40 {
+        let mut hog = connect_from([127, 0, 0, 2], s.addr, true)
+            .await
+            .expect("connect");
+        // The server may close it before the whole write is taken: that is the point.
+        let _ = tokio::time::timeout(
+            Duration::from_millis(200),
+            hog.write_all(pipelined.as_bytes()),
+        )
+        .await;
+        hogs.push(hog);
+    }
+    let mut worst = Duration::ZERO;
+    for _ in 0..10 {
+        let asked = Instant::now();
+        let r = exchange(s.addr, "GET", "/healthz", &[], "").await;
+        assert_eq!(r.status, 200);
+        worst = worst.max(asked.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        worst < Duration::from_secs(1),
+        "/healthz took {worst:?} under the attack"
+    );
+    // Every hog is closed: at once past its address's share, else at the write timeout, with
+    // most of its answers never written (reading now only drains what was in flight).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut refused = 0;
+    for hog in &mut hogs {
+        let (raw, closed) = read_until_closed(hog, Duration::from_secs(10)).await;
+        assert!(closed, "a connection that never reads is closed");
+        assert!(
+            raw.len() < 14_000_000,
+            "{} bytes: the server kept writing to a client that did not read",
+            raw.len()
+        );
+        refused += usize::from(raw.is_empty());
+    }
+    assert!(
+        refused >= 32,
+        "{refused} of 40 refused past the address's share of 8"
+    );
+
+    // Pipelining from a client that reads: a thousand answers, the last with Connection:
+    // close, and nothing more.
+    let mut client = TcpStream::connect(s.addr).await.unwrap();
+    let more = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", s.addr).repeat(1_005);
+    client.write_all(more.as_bytes()).await.unwrap();
+    let (raw, closed) = read_until_closed(&mut client, Duration::from_secs(10)).await;
+    let text = String::from_utf8_lossy(&raw);
+    assert!(closed, "closed after its last request");
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 1_000);
+    assert_eq!(
+        text.to_ascii_lowercase()
+            .matches("connection: close")
+            .count(),
+        1
+    );
+}
+
+/// While every ordinary connection is held (here by half-sent headers from another address),
+/// a reserve connection still answers `/healthz` and a query, once each, and opens no stream.
+#[tokio::test]
+async fn the_reserve_lets_short_requests_in_when_every_connection_is_held() {
+    let (_data, mut settings) = bank_settings().await;
+    settings.max_connections = 4;
+    settings.reserve_connections = 2;
+    settings.header_timeout_ms = 30_000;
+    let s = start(settings).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut hog = connect_from([127, 0, 0, 3], s.addr, false).await.unwrap();
+        hog.write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+            .await
+            .unwrap();
+        held.push(hog);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        exchange(s.addr, "GET", "/healthz", &[], ""),
+    )
+    .await
+    .expect("/healthz answered while every ordinary connection is held");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("connection"), Some("close"));
+    let q = json!({ "metrics": ["loan_balance"], "dimensions": ["region"] }).to_string();
+    let r = s
+        .call("POST", "/api/v1/query", &[("Authorization", &s.auth)], &q)
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let r = exchange(
+        s.addr,
+        "GET",
+        "/api/v1/events",
+        &[("Authorization", &s.auth)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&r.body).unwrap()["error"]["code"],
+        "busy"
+    );
+    drop(held);
+}
+
+/// Issue 34, point 2: one principal's event streams are capped (429), so are all of them
+/// (503), and a stream ends at its maximum lifetime (the client reconnects).
+#[tokio::test]
+async fn event_streams_are_capped_per_principal_and_overall_and_end_in_time() {
+    let (_data, mut settings) = bank_settings().await;
+    settings.max_streams_per_principal = 2;
+    settings.max_streams = 3;
+    settings.stream_max_lifetime_secs = 2;
+    let s = start(settings).await;
+    let rm = token("rm-streams", "analyst", json!({}));
+    let open = |auth: String, path: &'static str| {
+        let addr = s.addr;
+        async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let head = format!(
+                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\nAccept: text/event-stream\r\n\r\n"
+            );
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let mut raw = vec![0u8; 4096];
+            let n = stream.read(&mut raw).await.unwrap();
+            (
+                status_of(&raw[..n]),
+                String::from_utf8_lossy(&raw[..n]).to_string(),
+                stream,
+            )
+        }
+    };
+    let started = Instant::now();
+    let (a, _, mut first) = open(rm.clone(), "/api/v1/events").await;
+    let (b, _, _second) = open(rm.clone(), "/api/v1/alerts/stream").await;
+    assert_eq!((a, b), (Some(200), Some(200)));
+    let (c, body, _) = open(rm.clone(), "/api/v1/events").await;
+    assert_eq!(c, Some(429), "{body}");
+    assert!(body.contains("too_many_streams"), "{body}");
+    let (d, _, _third) = open(s.auth.clone(), "/api/v1/events").await;
+    assert_eq!(d, Some(200), "another principal's first stream");
+    let (e, body, _) = open(token("rm-other", "analyst", json!({})), "/api/v1/events").await;
+    assert_eq!(e, Some(503), "{body}");
+    assert!(body.contains("streams_full"), "{body}");
+    // The lifetime: the stream's body ends (the last chunk) after about two seconds.
+    let mut raw = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = first.read(&mut buf).await.unwrap_or(0);
+            raw.extend_from_slice(&buf[..n]);
+            if n == 0 || raw.ends_with(b"0\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its lifetime");
+    assert!(started.elapsed() >= Duration::from_millis(1_500));
+    // Its place is free again.
+    let (f, _, _) = open(rm.clone(), "/api/v1/events").await;
+    assert_eq!(f, Some(200));
 }
 
 #[tokio::test]

@@ -89,16 +89,26 @@ impl Drop for Server {
 }
 
 pub async fn start(settings: Settings) -> Server {
-    start_opened(settings, false).await
+    start_opened(settings, false, loopback().await).await
 }
 
 /// As `kpilens serve` starts: stored rollups that are current load, the rest build behind the
 /// listening server.
 pub async fn start_serving(settings: Settings) -> Server {
-    start_opened(settings, true).await
+    start_opened(settings, true, loopback().await).await
 }
 
-async fn start_opened(mut settings: Settings, serving: bool) -> Server {
+async fn loopback() -> tokio::net::TcpListener {
+    server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind loopback")
+}
+
+async fn start_opened(
+    mut settings: Settings,
+    serving: bool,
+    listener: tokio::net::TcpListener,
+) -> Server {
     let dir = tempfile::tempdir().expect("temp dir");
     if settings.auth_file.is_none() && !settings.no_auth {
         settings.auth_file = Some(test_auth_config(dir.path()));
@@ -110,9 +120,6 @@ async fn start_opened(mut settings: Settings, serving: bool) -> Server {
         false => KpiService::open(&settings).await,
     };
     let service = Arc::new(opened.expect("project validates"));
-    let listener = server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .expect("bind loopback");
     let addr = listener.local_addr().expect("addr");
     let auth = server::auth_from_settings(&settings, &service).expect("auth config");
     let app = server::app(
@@ -226,6 +233,10 @@ pub struct RawResponse {
 }
 
 impl RawResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -893,6 +904,67 @@ async fn the_event_stream_tells_of_new_data_and_new_definitions_only_once_they_s
     let (_, status) = s.get("/api/v1/catalog/status").await;
     assert_eq!(change["catalog_version"], status["catalog"]["version"]);
     assert_ne!(change["catalog_version"], version);
+}
+
+/// The port answers while the service opens (the catalog validating, stored rollups loading,
+/// SQL models materialising: seconds at 100M rows): `/healthz` says `opening` to a liveness
+/// probe; every other route, `/readyz` too, is a 503 `opening` with Retry-After. Then the same
+/// port serves the application.
+#[tokio::test]
+async fn the_port_answers_while_the_service_opens() {
+    let listener = loopback().await;
+    let addr = listener.local_addr().expect("addr");
+    let settings = settings_for(&fixture_dir());
+    let opening =
+        server::Opening::answer(listener, server::transport::TransportLimits::of(&settings));
+    // A liveness probe: alive, opening.
+    let health = exchange(addr, "GET", "/healthz", &[], "").await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json()["status"], "opening");
+    // Not ready: a balancer keeps traffic away, a client is told to retry.
+    for path in [
+        "/readyz",
+        "/api/v1/catalog",
+        "/api/v1/dashboards/executive",
+        "/",
+    ] {
+        let r = exchange(addr, "GET", path, &[], "").await;
+        assert_eq!(r.status, 503, "{path}");
+        assert_eq!(r.header("retry-after"), Some("2"), "{path}");
+        assert_eq!(r.json()["error"]["code"], "opening", "{path}");
+    }
+    // A connection kept alive from the opening is closed when the service is open, so that
+    // its client reconnects to the application instead of hearing `opening` forever.
+    let mut kept = TcpStream::connect(addr).await.expect("connect");
+    kept.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .expect("send");
+    let mut first = vec![0u8; 4096];
+    let n = kept.read(&mut first).await.expect("an answer");
+    assert!(String::from_utf8_lossy(&first[..n]).contains("opening"));
+
+    let s = start_opened(
+        settings,
+        true,
+        opening.finish().await.expect("the listener back"),
+    )
+    .await;
+    assert_eq!(s.addr, addr);
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        kept.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "the kept-alive connection was not closed: {closed:?}"
+    );
+    let health = exchange(addr, "GET", "/healthz", &[], "").await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json()["status"], "ok");
+    let catalog = exchange(addr, "GET", "/api/v1/catalog", &[], "").await;
+    assert_eq!(catalog.status, 200);
 }
 
 /// A server listens before its rollups are built: at once after start it answers `/healthz`,
