@@ -53,11 +53,13 @@ pub struct Settings {
     pub audit_log: Option<PathBuf>,
     #[arg(long, env = "KPILENS_AUDIT_MAX_MB", default_value_t = 64)]
     pub audit_max_mb: u64,
-    /// Rotated audit files kept (audit.log.1 ... .N).
+    /// With `--audit-keep-days 0`: rotated audit files kept (audit.log.1 ... .N), the older
+    /// ones removed at the next rotation (and the removal recorded in the trail).
     #[arg(long, env = "KPILENS_AUDIT_KEEP", default_value_t = 5)]
     pub audit_keep: usize,
-    /// Rotated audit files older than this many days are dropped at the next rotation (0: kept
-    /// by count only).
+    /// Rotated audit files older than this many days are removed at the next rotation (and the
+    /// removal recorded in the trail); younger ones are kept however many there are (0: by
+    /// count only).
     #[arg(long, env = "KPILENS_AUDIT_KEEP_DAYS", default_value_t = 180)]
     pub audit_keep_days: u64,
     /// Refusals without a valid token that get their own audit line per second (ten times that

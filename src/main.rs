@@ -322,18 +322,24 @@ async fn run(command: Command) -> Result<(), String> {
                 audit::Verified::Intact {
                     lines,
                     files,
-                    anchored,
+                    start,
                 } => {
-                    println!(
-                        "intact: {lines} line(s) over {files} file(s){}",
-                        if anchored {
-                            ", from the first line ever written"
-                        } else {
-                            "; the oldest kept line follows lines rotated away"
+                    let start = match start {
+                        audit::TrailStart::FirstLine => {
+                            "from the first line ever written".to_string()
                         }
-                    );
+                        audit::TrailStart::AfterRemoval { first_kept, policy } => format!(
+                            "from line {first_kept}: the lines before it were removed by the retention policy ({policy}), as the trail records"
+                        ),
+                    };
+                    println!("intact: {lines} line(s) over {files} file(s), {start}");
                     Ok(())
                 }
+                audit::Verified::Broken {
+                    file,
+                    line: 0,
+                    reason,
+                } => Err(format!("broken: {}: {reason}", file.display())),
                 audit::Verified::Broken { file, line, reason } => {
                     Err(format!("broken at {}:{line}: {reason}", file.display()))
                 }
@@ -359,17 +365,12 @@ async fn run(command: Command) -> Result<(), String> {
                 since,
             };
             let file = audit_file(file, &data_dir, state_dir.as_deref());
-            let records = audit::search(&file, &query)
+            let (records, matched) = audit::search(&file, &query, limit)
                 .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-            let skip = records.len().saturating_sub(limit);
-            for r in &records[skip..] {
+            for r in &records {
                 println!("{}", serde_json::to_string(r).expect("serialisable"));
             }
-            eprintln!(
-                "{} matching record(s), {} shown",
-                records.len(),
-                records.len() - skip
-            );
+            eprintln!("{matched} matching record(s), {} shown", records.len());
             Ok(())
         }
         Command::Generate {

@@ -4,12 +4,13 @@
 //! handler with the principal in the request's extensions, then append the audit line before
 //! the response leaves. Refusals become responses in `api::error`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -60,10 +61,25 @@ impl UnauthenticatedBudget {
     }
 }
 
+/// What the audit line says of the request, whatever its answer.
+struct Asked {
+    started: Instant,
+    method: String,
+    route: String,
+    /// The peer's address, where the request came over a socket.
+    client: String,
+}
+
 pub async fn guard(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = req.method().to_string();
-    let route = req.uri().path().to_string();
+    let asked = Asked {
+        started: Instant::now(),
+        method: req.method().to_string(),
+        route: req.uri().path().to_string(),
+        client: req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or_else(String::new, |c| c.0.ip().to_string()),
+    };
     let principal = match &gate.auth {
         AuthMode::Disabled => Ok(anonymous("no_auth")),
         AuthMode::Tokens(auth) => {
@@ -84,18 +100,18 @@ pub async fn guard(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> R
                 budget.unlogged.fetch_add(1, Ordering::Relaxed);
                 return response;
             }
-            return audited(&gate, &anonymous(""), &method, &route, started, response);
+            return audited(&gate, &anonymous(""), &asked, response);
         }
     };
     if let Err(refusal) = gate.rate.take(&principal.name, Instant::now()) {
         let response = ApiError::from(refusal).into_response();
-        return audited(&gate, &principal, &method, &route, started, response);
+        return audited(&gate, &principal, &asked, response);
     }
     let mut req = match read_body(&gate, req).await {
         Ok(req) => req,
         Err(e) => {
             let response = ApiError::from(e).into_response();
-            return audited(&gate, &principal, &method, &route, started, response);
+            return audited(&gate, &principal, &asked, response);
         }
     };
     req.extensions_mut().insert(principal.clone());
@@ -107,7 +123,7 @@ pub async fn guard(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> R
     {
         response.extensions_mut().insert(details);
     }
-    audited(&gate, &principal, &method, &route, started, response)
+    audited(&gate, &principal, &asked, response)
 }
 
 /// The request with its body read whole (at most the limit, within the time limit).
@@ -151,20 +167,14 @@ fn anonymous(role: &str) -> Principal {
 }
 
 /// Appends the audit line; a response that cannot be audited is not sent.
-fn audited(
-    gate: &Gate,
-    principal: &Principal,
-    method: &str,
-    route: &str,
-    started: Instant,
-    response: Response,
-) -> Response {
+fn audited(gate: &Gate, principal: &Principal, asked: &Asked, response: Response) -> Response {
     let unlogged = gate.unauthenticated.unlogged.swap(0, Ordering::Relaxed);
     if unlogged > 0 {
         // The refusals past the budget since the last line, as one line before this one.
         let summary = AuditRecord {
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             principal: "anonymous".into(),
+            client: asked.client.clone(),
             method: "*".into(),
             route: "(refused without a valid token, not logged one by one)".into(),
             status: 401,
@@ -186,14 +196,15 @@ fn audited(
     let status = response.status();
     let record = AuditRecord {
         time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        client: asked.client.clone(),
+        // The log clips what a client chose (the name from its token, the path, filters).
         principal: principal.name.clone(),
         role: principal.role.clone(),
         scope: principal.scope.key(),
-        method: crate::text::clip(method),
-        // Clipped: a path is the client's to choose, and a line must not grow with it.
-        route: crate::text::clip(route),
+        method: asked.method.clone(),
+        route: asked.route.clone(),
         status: status.as_u16(),
-        elapsed_ms: (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+        elapsed_ms: (asked.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
         metrics: details.metrics,
         dimensions: details.dimensions,
         filters: details.filters,
@@ -203,7 +214,7 @@ fn audited(
             .extensions()
             .get::<ErrorCode>()
             .map(|c| c.0.to_string()),
-        prev: String::new(), // set by the log
+        ..AuditRecord::default() // seq and prev: set by the log
     };
     match gate.audit.append(record) {
         Ok(()) => response,

@@ -12,6 +12,8 @@ use crate::spec::{Grain, Label, MetricKind};
 
 /// The longest window a dashboard (or a reader's `periods`) may ask for: five years of months.
 pub const MAX_PERIODS: u32 = 60;
+/// The most panels one dashboard shows: every open runs each (the largest real one has 12).
+pub const MAX_PANELS: usize = 100;
 
 /// A validated dashboard: what `GET /api/v1/dashboards/{id}` lays out.
 #[derive(Debug, Clone, Serialize)]
@@ -140,6 +142,16 @@ impl DashboardCheck<'_> {
                     format!("'{f}' is listed twice"),
                 );
             }
+        }
+        if spec.panels.len() > MAX_PANELS {
+            self.fail(
+                "panels",
+                format!(
+                    "{} panels; a dashboard shows {MAX_PANELS} at most (each is a query on every open)",
+                    spec.panels.len()
+                ),
+            );
+            return None;
         }
         if spec.panels.is_empty() {
             self.fail("panels", "a dashboard needs at least one panel");

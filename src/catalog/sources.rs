@@ -133,6 +133,10 @@ fn parse_yaml<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<
     })
 }
 
+/// The largest definition file read (YAML, SQL): the biggest real one is a few KiB, and parsing
+/// costs memory many times a file's size (27 MB took 763 MiB).
+pub const MAX_DEFINITION_BYTES: u64 = 1024 * 1024;
+
 /// Files of one project subfolder with the given extensions, sorted by name so that the
 /// version hash and "first definition wins" rules are deterministic.
 fn read_dir_files(
@@ -161,6 +165,18 @@ fn read_dir_files(
             "{sub}/{}",
             path.file_name().unwrap_or_default().to_string_lossy()
         );
+        let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+        if size > MAX_DEFINITION_BYTES {
+            errors.push(
+                rel,
+                "",
+                format!(
+                    "the file is {size} bytes; a definition file may be {} KiB at most (split it)",
+                    MAX_DEFINITION_BYTES / 1024
+                ),
+            );
+            continue;
+        }
         match std::fs::read_to_string(&path) {
             Ok(text) => out.push((rel, text)),
             Err(e) => errors.push(rel, "", format!("cannot read file: {e}")),

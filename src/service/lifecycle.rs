@@ -307,7 +307,22 @@ impl KpiService {
                 status.last_error = None;
             }
         } else if !failed_before {
-            let built = match ProjectSources::read(dir) {
+            // Reading and parsing every definition is blocking work (a hostile file can make
+            // it seconds): off the request runtime's workers.
+            let read = {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || ProjectSources::read(&dir))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(crate::catalog::CatalogError::new(
+                            "",
+                            "",
+                            format!("reading the definitions failed: {e}"),
+                        )
+                        .into())
+                    })
+            };
+            let built = match read {
                 Ok(s) => {
                     DataState::build(
                         Arc::new(s),

@@ -695,6 +695,11 @@ models:
       city: { column: city }
       who: { column: name }
     drill_through: [person_id, phone]
+  quiet_people:
+    source: { csv: people.csv }
+    primary_key: person_id
+    dimensions:
+      tel: { column: phone }
   people_view:
     source: { sql: people_view }
     primary_key: person_id
@@ -708,6 +713,9 @@ models:
         super::catalog_errors::assert_has(&errors, "metrics/leaks.yaml", key, part)
     };
     has("models.leaky_people.dimensions.who.column", "personal data");
+    // Issue 34, point 9: a second model over the file, declaring nothing, has the columns the
+    // first declared personal.
+    has("models.quiet_people.dimensions.tel.column", "personal data");
     has(
         "models.leaky_people.personal_data.email",
         "unknown column 'email'",
@@ -900,20 +908,25 @@ fn the_audit_trail_is_a_hash_chain_that_names_the_first_broken_line() {
 
     // One status changed in the middle file: the next line names it.
     let middle = std::fs::read_to_string(rotated(1)).unwrap();
+    // (Its first line may be the log's own note of a retention removal.)
+    let changed = middle
+        .lines()
+        .position(|l| l.contains("\"status\":200"))
+        .unwrap();
     let tampered = middle.replacen("\"status\":200", "\"status\":403", 1);
     std::fs::write(rotated(1), tampered).unwrap();
     assert_eq!(
         verify(&path).unwrap(),
         Verified::Broken {
             file: rotated(1),
-            line: 2,
+            line: changed as u64 + 2,
             reason: "its prev is not the hash of the line before: that line, or this one, was changed, inserted or removed".into(),
         }
     );
     let broken = cli(&path);
     assert!(!broken.status.success());
     assert!(
-        String::from_utf8_lossy(&broken.stderr).contains("audit.log.1:2"),
+        String::from_utf8_lossy(&broken.stderr).contains(&format!("audit.log.1:{}", changed + 2)),
         "{}",
         String::from_utf8_lossy(&broken.stderr)
     );
@@ -965,6 +978,200 @@ fn rotated_audit_files_are_also_kept_by_age() {
             "audit.log.{i} is the old file, kept"
         );
     }
+}
+
+/// Issue 34, point 3: the strings a client chooses are clipped in its audit line (with the hash
+/// of the whole), the line names the client's address, and a flood of long requests cannot
+/// rotate an earlier line away while the retention policy keeps its file.
+#[tokio::test]
+async fn audit_lines_are_bounded_and_name_the_client() {
+    let (_data, settings) = bank_settings().await;
+    let s = start(settings).await;
+    // A 200 KB filter value (within the body limit) and a 20 KB name in the token.
+    let huge = "x".repeat(200_000);
+    let q = json!({ "metrics": ["loan_balance"], "dimensions": ["region"],
+        "filters": [{ "dimension": "region", "op": "eq", "value": huge }] });
+    let long_name = token(&"n".repeat(20_000), "analyst", json!({}));
+    let r = exchange(
+        s.addr,
+        "POST",
+        "/api/v1/query",
+        &[("Authorization", &long_name)],
+        &q.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let trail = std::fs::read_to_string(s.dir.path().join("audit.log")).unwrap();
+    let line = trail.lines().last().unwrap();
+    assert!(line.len() < 4_096, "a {} byte audit line", line.len());
+    let record: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(record["client"], "127.0.0.1", "{line}");
+    assert!(line.contains("sha256"), "{line}");
+}
+
+#[test]
+fn a_flood_of_lines_cannot_rotate_away_what_the_retention_policy_keeps() {
+    use kpilens::security::audit::{
+        AuditLog, AuditQuery, AuditRecord, TrailStart, Verified, verify,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    // Two files kept by count, and 180 days by age: the age wins, nothing young is removed.
+    let log = AuditLog::open(&path, 2048, 2, Some(Duration::from_secs(180 * 86_400))).unwrap();
+    log.append(AuditRecord {
+        principal: "exporter".into(),
+        route: "/api/v1/export".into(),
+        rows: Some(50_000),
+        ..AuditRecord::default()
+    })
+    .unwrap();
+    for _ in 0..100 {
+        log.append(AuditRecord {
+            principal: "flooder".into(),
+            route: format!("/api/v1/query/{}", "y".repeat(100_000)),
+            ..AuditRecord::default()
+        })
+        .unwrap();
+    }
+    let query = AuditQuery {
+        principal: Some("exporter".into()),
+        ..AuditQuery::default()
+    };
+    let (found, matched) = kpilens::security::audit::search(&path, &query, 10).unwrap();
+    assert_eq!(
+        (found.len(), matched),
+        (1, 1),
+        "the export is still on record"
+    );
+    let Verified::Intact { start, files, .. } = verify(&path).unwrap() else {
+        panic!("intact");
+    };
+    assert_eq!(start, TrailStart::FirstLine);
+    assert!(files > 2, "{files} files: more than the count, all young");
+    // Searching holds the newest `limit` matches, not all of them.
+    let flood = AuditQuery {
+        principal: Some("flooder".into()),
+        ..AuditQuery::default()
+    };
+    let (found, matched) = kpilens::security::audit::search(&path, &flood, 3).unwrap();
+    assert_eq!((found.len(), matched), (3, 100));
+    assert_eq!(found[2].seq, 101, "the newest last");
+}
+
+/// Issue 34, point 4: `audit verify` fails on a trimmed trail, naming what is missing: the
+/// newest rotated file, a file in the middle (renumbered or not), the oldest file, the oldest
+/// lines. A trail whose oldest files the retention policy removed verifies, saying so.
+#[test]
+fn audit_verify_names_what_was_cut_from_the_trail() {
+    use kpilens::security::audit::{AuditLog, AuditRecord, TrailStart, Verified, verify};
+    let dir = tempfile::tempdir().unwrap();
+    let original = dir.path().join("original");
+    std::fs::create_dir(&original).unwrap();
+    {
+        // By count (no age): rotated files beyond the newest 4 are removed, and recorded.
+        let log = AuditLog::open(&original.join("audit.log"), 1024, 4, None).unwrap();
+        for i in 0..60 {
+            log.append(AuditRecord {
+                principal: format!("p{i}"),
+                route: "/api/v1/query".into(),
+                filters: json!({ "pad": "z".repeat(200) }),
+                ..AuditRecord::default()
+            })
+            .unwrap();
+        }
+    }
+    let fresh = |name: &str| {
+        let copy = dir.path().join(name);
+        std::fs::create_dir(&copy).unwrap();
+        for entry in std::fs::read_dir(&original).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+        }
+        copy
+    };
+    let at = |d: &std::path::Path, i: usize| d.join(format!("audit.log.{i}"));
+    let Verified::Intact { start, files, .. } = verify(&original.join("audit.log")).unwrap() else {
+        panic!("the untouched trail verifies");
+    };
+    assert_eq!(files, 5);
+    assert!(
+        matches!(&start, TrailStart::AfterRemoval { first_kept, policy } if *first_kept > 1 && policy.contains("--audit-keep")),
+        "{start:?}"
+    );
+
+    let newest = fresh("newest");
+    std::fs::remove_file(at(&newest, 1)).unwrap();
+    assert!(matches!(verify(&newest.join("audit.log")).unwrap(),
+        Verified::Broken { file, line: 0, .. } if file == at(&newest, 1)));
+
+    let middle = fresh("middle");
+    std::fs::remove_file(at(&middle, 2)).unwrap();
+    std::fs::rename(at(&middle, 3), at(&middle, 2)).unwrap();
+    std::fs::rename(at(&middle, 4), at(&middle, 3)).unwrap();
+    let Verified::Broken { file, reason, .. } = verify(&middle.join("audit.log")).unwrap() else {
+        panic!("a file cut from the middle and the rest renumbered");
+    };
+    assert_eq!(file, at(&middle, 1));
+    assert!(reason.contains("are missing"), "{reason}");
+
+    let oldest = fresh("oldest");
+    std::fs::remove_file(at(&oldest, 4)).unwrap();
+    let Verified::Broken { file, reason, .. } = verify(&oldest.join("audit.log")).unwrap() else {
+        panic!("the oldest file removed by hand");
+    };
+    assert_eq!(file, at(&oldest, 3));
+    assert!(
+        reason.contains("no removal by the retention policy"),
+        "{reason}"
+    );
+
+    let lines = fresh("lines");
+    let text = std::fs::read_to_string(at(&lines, 4)).unwrap();
+    let rest: Vec<&str> = text.lines().skip(2).collect();
+    std::fs::write(at(&lines, 4), rest.join("\n") + "\n").unwrap();
+    assert!(matches!(
+        verify(&lines.join("audit.log")).unwrap(),
+        Verified::Broken { line: 1, .. }
+    ));
+}
+
+/// Issue 34, point 8: brackets behind a quote inside a plain scalar (`a."`) are counted as the
+/// parser nests them (100,000 took 16 s to parse); a file over 1 MiB and a dashboard of more
+/// than 100 panels are refused by name, before they cost anything.
+#[tokio::test]
+async fn definition_files_are_bounded_before_they_are_parsed() {
+    let quoted = format!("metrics:\n  a.\"b: {}", "[".repeat(100_000));
+    let huge = "# a comment line, many times\n".repeat(40_000);
+    let panels: String = (0..101)
+        .map(|i| format!("  - {{ id: p{i}, type: kpi, metrics: [overdue_ratio] }}\n"))
+        .collect();
+    let wall = format!(
+        "title: {{ zh: 墙, en: Wall }}\ntime: {{ grain: month, periods: 12, anchor: loan_month }}\npanels:\n{panels}"
+    );
+    let started = Instant::now();
+    let errors = super::catalog_errors::load_errors(&[
+        ("metrics/quoted.yaml", &quoted),
+        ("metrics/huge.yaml", &huge),
+    ])
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let has = |errors: &[kpilens::catalog::CatalogError], file: &str, key: &str, part: &str| {
+        super::catalog_errors::assert_has(errors, file, key, part)
+    };
+    has(
+        &errors,
+        "metrics/quoted.yaml",
+        "",
+        "nest more than 64 levels deep at line 2",
+    );
+    has(&errors, "metrics/huge.yaml", "", "1024 KiB at most");
+    // Dashboards are checked once the definitions validate.
+    let errors = super::catalog_errors::load_errors(&[("dashboards/wall.yaml", &wall)]).await;
+    has(&errors, "dashboards/wall.yaml", "panels", "100 at most");
 }
 
 #[tokio::test]

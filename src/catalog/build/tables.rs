@@ -32,6 +32,18 @@ fn inside_data_dir(data_dir: &Path, rel: &str) -> Result<PathBuf, String> {
     Ok(path)
 }
 
+/// Whether two sources can read the same rows: the same path, or one inside the other (a folder
+/// and a file in it), compared up to their first glob component.
+fn same_data(a: &Path, b: &Path) -> bool {
+    let root = |p: &Path| -> PathBuf {
+        p.components()
+            .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
+            .collect()
+    };
+    let (a, b) = (root(a), root(b));
+    a.starts_with(&b) || b.starts_with(&a)
+}
+
 impl Builder<'_> {
     /// Registers every Parquet/CSV model as a table named after the model.
     pub(super) async fn register_file_sources(
@@ -39,6 +51,9 @@ impl Builder<'_> {
     ) -> Result<BTreeMap<String, TableSource>, CatalogErrors> {
         let mut errors = CatalogErrors::default();
         let mut tables = BTreeMap::new();
+        // Each file model's data, and what its YAML declares personal.
+        let mut read: Vec<(String, PathBuf, &crate::catalog::personal::PersonalColumns)> =
+            Vec::new();
         for (name, d) in &self.models {
             let key = format!("models.{name}.source");
             let (format, rel) = match d.spec.source.source() {
@@ -76,8 +91,7 @@ impl Builder<'_> {
             match self.registry.register_file(&source).await {
                 Ok(schema) => {
                     // Its columns are checked with the model's (`build_models`).
-                    self.personal
-                        .insert(name.to_string(), d.spec.personal_data.clone());
+                    read.push((name.to_string(), path.clone(), &d.spec.personal_data));
                     self.schemas.insert(name.to_string(), schema);
                 }
                 // The typed reader's messages name the file, line and column themselves.
@@ -93,6 +107,30 @@ impl Builder<'_> {
             tables.insert(name.to_string(), source);
         }
         errors.check()?;
+        // Personal data belongs to the data, not to the model that first named it: a model over
+        // the same files (or a folder holding them) has every column declared over them.
+        for (name, path, declared_here) in &read {
+            // Its own declarations stay whole (an unknown column is reported with the model's).
+            let own = |column: &str| declared_here.contains_key(column);
+            let mut personal = crate::catalog::personal::PersonalColumns::new();
+            for (_, _, declared) in read.iter().filter(|(_, p, _)| same_data(path, p)) {
+                let schema = &self.schemas[name.as_str()];
+                for (column, mask) in declared.iter() {
+                    if schema.field_with_name(column).is_err() && !own(column) {
+                        continue; // another file of the folder: not this model's column
+                    }
+                    personal
+                        .entry(column.clone())
+                        .and_modify(|m| {
+                            if m != mask {
+                                *m = crate::spec::Mask::All; // declared two ways: the whole
+                            }
+                        })
+                        .or_insert(*mask);
+                }
+            }
+            self.personal.insert(name.clone(), personal);
+        }
         Ok(tables)
     }
 

@@ -117,6 +117,7 @@ pub async fn accept_until(
         stream.set_write_timeout(Some(limits.write_timeout));
         let service = ConnectionService::new(
             router.clone(),
+            peer,
             place.kind,
             limits.max_requests_per_connection,
         );
