@@ -183,23 +183,20 @@ pub async fn export(
     }
     let rows = sheets.iter().map(|s| s.rows.len()).sum();
     let name = file_name(&name);
-    let (content_type, extension, bytes) = match req.format {
-        ExportFormat::Xlsx => (
-            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-            "xlsx",
-            to_xlsx(&sheets, lang)
-                .map_err(|e| QueryError::internal(format!("writing the workbook: {e}")))?,
-        ),
-        ExportFormat::Csv => {
-            let [sheet] = sheets.as_slice() else {
-                return Err(invalid(
-                    "a CSV holds one table: give 'panel', or ask for format xlsx (a sheet per panel)",
-                )
-                .at("format"));
-            };
-            ("text/csv; charset=utf-8", "csv", to_csv(sheet, lang))
-        }
-    };
+    if req.format == ExportFormat::Csv && sheets.len() != 1 {
+        return Err(invalid(
+            "a CSV holds one table: give 'panel', or ask for format xlsx (a sheet per panel)",
+        )
+        .at("format"));
+    }
+    // Encoding a large answer is seconds of CPU, cached answer or not: it takes a compute slot
+    // of the principal's share, as a query does, and runs off the request runtime.
+    let _slot = service.hold_compute_slot(principal).await?;
+    let format = req.format;
+    let (content_type, extension, bytes) =
+        tokio::task::spawn_blocking(move || encode(format, &sheets, lang))
+            .await
+            .map_err(|e| QueryError::internal(format!("encoding the export: {e}")))??;
     Ok(ExportFile {
         content_type,
         name,
@@ -207,6 +204,27 @@ pub async fn export(
         bytes,
         rows,
         subjects,
+    })
+}
+
+/// The file of `sheets` in `format`: its content type, extension and bytes.
+fn encode(
+    format: ExportFormat,
+    sheets: &[Sheet],
+    lang: Language,
+) -> Result<(&'static str, &'static str, Vec<u8>), QueryError> {
+    Ok(match format {
+        ExportFormat::Xlsx => (
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            "xlsx",
+            to_xlsx(sheets, lang)
+                .map_err(|e| QueryError::internal(format!("writing the workbook: {e}")))?,
+        ),
+        ExportFormat::Csv => (
+            "text/csv; charset=utf-8",
+            "csv",
+            sheets.first().map_or_else(Vec::new, |s| to_csv(s, lang)),
+        ),
     })
 }
 

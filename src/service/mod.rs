@@ -264,6 +264,17 @@ impl KpiService {
         request.versions.versions(&self.watch, catalog, tables)
     }
 
+    /// A compute slot of the principal's share, held until the returned context is dropped:
+    /// for CPU work outside the engine (encoding an export), so that it queues as queries do.
+    pub async fn hold_compute_slot(
+        &self,
+        principal: &Principal,
+    ) -> Result<RequestContext, QueryError> {
+        let request = RequestContext::for_principal(principal);
+        self.hold_slot(&request).await?;
+        Ok(request)
+    }
+
     /// Holds a compute slot for the request (once; its other computations share it).
     async fn hold_slot(&self, request: &RequestContext) -> Result<(), QueryError> {
         request

@@ -348,3 +348,48 @@ async fn csv_exports_neutralise_members_that_look_like_formulas() {
         );
     }
 }
+
+/// Issue 34, point 7: encoding an export takes a compute slot of the principal's share, even
+/// of a cached answer (24 exports of one cached answer at once held the request runtime for
+/// seconds). With a share of one and no queueing, exports at once from one principal are
+/// partly refused (429 `principal_busy`), while another principal's question is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_of_a_cached_answer_take_the_principals_share() {
+    let (_data, mut settings) = bank_settings().await;
+    settings.max_concurrent_per_principal = 1;
+    settings.queue_wait_ms = 1;
+    let server = start(settings).await;
+    let query = json!({
+        "metrics": ["overdue_ratio", "loan_balance"],
+        "dimensions": ["branch"],
+        "time": { "grain": "day", "from": "2024-01-01", "to": "2024-06-30" },
+    });
+    let (status, answer) = server.query(query.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    let (_, again) = server.query(query.clone()).await;
+    assert_eq!(again["meta"]["served_by"], "cache");
+    let body = json!({ "format": "xlsx", "query": query });
+    let exports =
+        futures::future::join_all((0..8).map(|_| export(&server, &server.auth, body.clone())));
+    let other = token("another", "analyst", json!({}));
+    let headers = [("Authorization", other.as_str())];
+    let asked = json!({ "metrics": ["loan_balance"], "dimensions": ["region"] }).to_string();
+    let question = server.call("POST", "/api/v1/query", &headers, &asked);
+    let (exports, question) = tokio::join!(exports, question);
+    assert_eq!(question.status, 200);
+    assert!(exports.iter().all(|e| e.status == 200 || e.status == 429));
+    assert!(exports.iter().any(|e| e.status == 200));
+    let busy: Vec<Value> = exports
+        .iter()
+        .filter(|e| e.status == 429)
+        .map(|e| serde_json::from_slice(&e.body).unwrap())
+        .collect();
+    assert!(
+        !busy.is_empty(),
+        "eight exports at once with a share of one"
+    );
+    assert!(
+        busy.iter().all(|b| b["error"]["code"] == "principal_busy"),
+        "{busy:?}"
+    );
+}
