@@ -194,6 +194,11 @@ pub struct Settings {
     /// HMAC-SHA256 key of the X-Kpilens-Signature header (required with --webhook-url).
     #[arg(long, env = "KPILENS_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
+    /// Let the webhook go to a loopback, private or link-local address (a receiver on the
+    /// bank's own network, a test). Refused otherwise: a URL pointing inside is how alerts
+    /// would be turned against internal services. Logged as a warning when used.
+    #[arg(long, env = "KPILENS_WEBHOOK_ALLOW_PRIVATE", default_value_t = false)]
+    pub webhook_allow_private: bool,
     #[arg(long, env = "KPILENS_WEBHOOK_ATTEMPTS", default_value_t = 5)]
     pub webhook_attempts: u32,
     /// The first retry's wait; each next one waits twice as long.
@@ -261,6 +266,7 @@ impl Default for Settings {
             alerts_clock_start: None,
             webhook_url: None,
             webhook_secret: None,
+            webhook_allow_private: false,
             webhook_attempts: 5,
             webhook_retry_ms: 1000,
         }

@@ -135,12 +135,24 @@ async def run(port, users, audit):
     check("error response" in reasons, f"a client without a token is refused: {reasons[:160]}")
     status, body = http_json(port, "POST", "/mcp", None, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
     check(status == 401 and body["error"]["code"] == "missing_token", f"POST /mcp without a token: {status}")
+    # A call no tool answers (an unknown tool, outside a session) is audited by what it asked.
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("POST", "/mcp", body=json.dumps(
+        {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "no_such_tool", "arguments": {}}}),
+        headers={"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+                 "Authorization": f"Bearer {head['token']}"})
+    conn.getresponse().read()
+    conn.close()
 
     with open(audit) as f:
         lines = [json.loads(l) for l in f if l.strip()]
     mcp_lines = [l for l in lines if l["route"] == "/mcp"]
-    calls = [l for l in mcp_lines if any(m.startswith("mcp:") for m in l.get("metrics", []))]
+    calls = [l for l in mcp_lines if any(m.startswith("mcp:") and m[4:] in tools for m in l.get("metrics", []))]
     check(len(calls) == 9, f"each of the 9 tool calls is audited ({len(calls)} of {len(mcp_lines)} lines on /mcp name a tool)")
+    check(any("mcp:tools/call:no_such_tool" in l.get("metrics", []) for l in mcp_lines),
+          "an unknown tool is audited by its name")
+    bare = [l for l in mcp_lines if l["method"] == "POST" and l["status"] != 401 and not l.get("metrics")]
+    check(not bare, f"every POST /mcp line names what it asked: {bare[:2]}")
     check(any(l["principal"] == "branch_head" and "mcp:query_metrics" in l["metrics"] and "loan_balance" in l["metrics"]
               for l in calls), "with who called, the tool and the metrics")
 

@@ -40,7 +40,27 @@ impl WebhookConfig {
                 Err("--webhook-url needs --webhook-secret (KPILENS_WEBHOOK_SECRET)".into())
             }
             (Some(url), Some(secret)) => {
-                HttpClient::check_url(url).map_err(|e| format!("--webhook-url: {e}"))?;
+                let uri = HttpClient::check_url(url).map_err(|e| format!("--webhook-url: {e}"))?;
+                if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+                    return Err(format!(
+                        "--webhook-url {url}: no user or password in the URL (it would be logged and sent on every redirect); the receiver checks the signature"
+                    ));
+                }
+                let host = uri.host().unwrap_or_default();
+                if let Some(why) = inside(host) {
+                    if !settings.webhook_allow_private {
+                        return Err(format!(
+                            "--webhook-url {url}: {host} is {why}; give --webhook-allow-private if the receiver is meant to be there"
+                        ));
+                    }
+                    tracing::warn!(%host, why, "webhook to an inside address (--webhook-allow-private)");
+                }
+                if secret.len() < MIN_SECRET_BYTES {
+                    return Err(format!(
+                        "--webhook-secret is {} bytes; at least {MIN_SECRET_BYTES} (a random one: `openssl rand -hex 32`)",
+                        secret.len()
+                    ));
+                }
                 Ok(Some(Self {
                     url: url.clone(),
                     secret: secret.clone(),
@@ -49,6 +69,32 @@ impl WebhookConfig {
                 }))
             }
         }
+    }
+}
+
+/// The shortest signing secret accepted: HMAC-SHA256's key should carry 256 bits.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Why `host` points inside (loopback, a private or link-local network, unspecified), if it
+/// does. Names are taken as written (`localhost`); other names resolve at delivery.
+fn inside(host: &str) -> Option<&'static str> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") || host.ends_with(".localhost") {
+        return Some("loopback");
+    }
+    match host.parse::<std::net::IpAddr>().ok()? {
+        std::net::IpAddr::V4(ip) if ip.is_loopback() => Some("loopback"),
+        std::net::IpAddr::V4(ip) if ip.is_private() => Some("a private address"),
+        std::net::IpAddr::V4(ip) if ip.is_link_local() => {
+            Some("link-local (cloud metadata services live there)")
+        }
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() || ip.is_broadcast() => Some("not a host"),
+        std::net::IpAddr::V6(ip) if ip.is_loopback() => Some("loopback"),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => Some("not a host"),
+        std::net::IpAddr::V6(ip) if ip.is_unique_local() => Some("a private address"),
+        std::net::IpAddr::V6(ip) if ip.is_unicast_link_local() => Some("link-local"),
+        std::net::IpAddr::V6(ip) => ip.to_ipv4_mapped().and_then(|v4| inside(&v4.to_string())),
+        _ => None,
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
@@ -107,8 +107,8 @@ pub async fn guard(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> R
         let response = ApiError::from(refusal).into_response();
         return audited(&gate, &principal, &asked, response);
     }
-    let mut req = match read_body(&gate, req).await {
-        Ok(req) => req,
+    let (mut req, body) = match read_body(&gate, req).await {
+        Ok(read) => read,
         Err(e) => {
             let response = ApiError::from(e).into_response();
             return audited(&gate, &principal, &asked, response);
@@ -118,16 +118,46 @@ pub async fn guard(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> R
     let slot = AuditSlot::default();
     req.extensions_mut().insert(slot.clone());
     let mut response = next.run(req).await;
-    if response.extensions().get::<AuditDetails>().is_none()
-        && let Some(details) = slot.take()
-    {
-        response.extensions_mut().insert(details);
+    if response.extensions().get::<AuditDetails>().is_none() {
+        // A tool fills the slot; what no tool answered (an unknown tool or method, a
+        // notification) is still named, from the JSON-RPC body.
+        if let Some(details) = slot.take().or_else(|| mcp_call(&asked.route, &body)) {
+            response.extensions_mut().insert(details);
+        }
     }
     audited(&gate, &principal, &asked, response)
 }
 
-/// The request with its body read whole (at most the limit, within the time limit).
-async fn read_body(gate: &Gate, req: Request) -> Result<Request, QueryError> {
+/// What an MCP request asked, from its JSON-RPC body: `mcp:<method>` (and the tool's name for
+/// `tools/call`), for the audit line of a request no tool answered.
+fn mcp_call(route: &str, body: &[u8]) -> Option<AuditDetails> {
+    if !route.starts_with("/mcp") {
+        return None;
+    }
+    let call: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let calls = match call {
+        serde_json::Value::Array(batch) => batch,
+        one => vec![one],
+    };
+    let metrics: Vec<String> = calls
+        .iter()
+        .filter_map(|c| {
+            let method = c["method"].as_str()?;
+            Some(match c["params"]["name"].as_str() {
+                Some(tool) => format!("mcp:{method}:{tool}"),
+                None => format!("mcp:{method}"),
+            })
+        })
+        .collect();
+    (!metrics.is_empty()).then(|| AuditDetails {
+        metrics,
+        ..AuditDetails::default()
+    })
+}
+
+/// The request with its body read whole (at most the limit, within the time limit), and the
+/// body's bytes.
+async fn read_body(gate: &Gate, req: Request) -> Result<(Request, Bytes), QueryError> {
     use http_body_util::BodyExt;
     let (parts, body) = req.into_parts();
     let limited = http_body_util::Limited::new(body, gate.max_body_bytes);
@@ -152,7 +182,7 @@ async fn read_body(gate: &Gate, req: Request) -> Result<Request, QueryError> {
         }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
-    Ok(Request::from_parts(parts, Body::from(bytes)))
+    Ok((Request::from_parts(parts, Body::from(bytes.clone())), bytes))
 }
 
 /// Who a request is without a token: under `--no-auth` the whole bank (masked), and in the

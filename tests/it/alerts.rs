@@ -421,13 +421,17 @@ async fn receiver(
     (url, seen)
 }
 
+const HOOK_SECRET: &str = "hook-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
+
 #[tokio::test]
 async fn the_http_routes_stream_changes_and_deliver_signed_webhooks_with_retries() {
     let (url, hooks) = receiver(2).await;
     let (_data, mut settings) = bank_settings().await;
     settings.alerts_clock_start = Some("2024-04-30T12:00:00+08:00".parse().unwrap());
     settings.webhook_url = Some(url);
-    settings.webhook_secret = Some("hook-secret-0123456789".into());
+    settings.webhook_secret = Some(HOOK_SECRET.into());
+    // The receiver is this test, on loopback.
+    settings.webhook_allow_private = true;
     settings.webhook_retry_ms = 20;
     let server = start(settings).await;
 
@@ -551,10 +555,48 @@ async fn the_http_routes_stream_changes_and_deliver_signed_webhooks_with_retries
     for (headers, body) in got.iter() {
         assert_eq!(
             headers["x-kpilens-signature"],
-            kpilens::alerts::webhook::signature("hook-secret-0123456789", body)
+            kpilens::alerts::webhook::signature(HOOK_SECRET, body)
         );
         let e: Value = serde_json::from_slice(body).unwrap();
         assert_eq!(e["seq"].to_string(), headers["x-kpilens-delivery"]);
         assert_eq!(headers["x-kpilens-event"], e["type"].as_str().unwrap());
     }
+}
+
+/// Issue 34, point 10: a webhook to an inside address, with a user and password in its URL, or
+/// signed with a short secret is refused at start, saying why; an inside receiver is accepted
+/// when asked for by name.
+#[test]
+fn webhook_urls_and_secrets_are_checked_at_start() {
+    use kpilens::alerts::webhook::WebhookConfig;
+    let secret = "s".repeat(32);
+    let refused = |url: &str, secret: &str, allow: bool| {
+        let settings = kpilens::config::Settings {
+            webhook_url: Some(url.into()),
+            webhook_secret: Some(secret.into()),
+            webhook_allow_private: allow,
+            ..Default::default()
+        };
+        WebhookConfig::from_settings(&settings).err()
+    };
+    for (url, part) in [
+        ("http://127.0.0.1:9000/hook", "loopback"),
+        ("http://localhost/hook", "loopback"),
+        ("http://10.1.2.3/hook", "private"),
+        ("http://192.168.0.9/hook", "private"),
+        ("http://169.254.169.254/latest/meta-data", "link-local"),
+        ("http://[::1]/hook", "loopback"),
+        ("http://[::ffff:10.0.0.1]/hook", "private"),
+        (
+            "https://user:pass@hooks.example.com/x",
+            "no user or password",
+        ),
+    ] {
+        let why = refused(url, &secret, false).unwrap_or_else(|| panic!("{url} accepted"));
+        assert!(why.contains(part), "{url}: {why}");
+    }
+    let short = refused("https://hooks.example.com/x", "k", false).expect("a 1-byte secret");
+    assert!(short.contains("at least 32"), "{short}");
+    assert_eq!(refused("https://hooks.example.com/x", &secret, false), None);
+    assert_eq!(refused("http://10.1.2.3/hook", &secret, true), None);
 }

@@ -104,13 +104,14 @@ async fn a_plan_dropped_while_running_stops_and_gives_its_memory_back() {
     wait_until_released(&engine, "the dropped plan").await;
 }
 
-/// Waits (up to 2 s) until the pool holds nothing.
+/// Waits (up to 10 s) until the pool holds nothing. (The engine's threads run at a low
+/// priority, and the other tests keep both cores busy: the aborted task's drop may wait.)
 async fn wait_until_released(engine: &DataFusionEngine, what: &str) {
     let since = std::time::Instant::now();
     while engine.memory_reserved() > 0 {
         assert!(
-            since.elapsed() < Duration::from_secs(2),
-            "{what}: {} bytes still held after 2 s",
+            since.elapsed() < Duration::from_secs(10),
+            "{what}: {} bytes still held after 10 s",
             engine.memory_reserved()
         );
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -565,10 +565,11 @@ async fn a_query_past_its_time_budget_gets_504_and_the_server_keeps_serving() {
         .query(json!({ "metrics": ["loan_balance"], "dimensions": ["region"] }))
         .await;
     assert_eq!(status, 504, "{err}");
-    // The cancelled plans' memory: back once their aborted tasks are dropped, at once.
+    // The cancelled plans' memory: back once their aborted tasks are dropped (by the engine's
+    // low-priority threads, beside the other tests).
     let cancelled = std::time::Instant::now();
     while s.service.engine_memory() > 0 {
-        assert!(cancelled.elapsed() < std::time::Duration::from_secs(2));
+        assert!(cancelled.elapsed() < std::time::Duration::from_secs(10));
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let (status, _) = s.get("/healthz").await;

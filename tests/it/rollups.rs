@@ -977,12 +977,13 @@ async fn a_rollup_build_past_its_budget_is_cancelled_and_its_queries_read_the_mo
             "{e:?}"
         );
     }
-    // The cancelled builds' memory: back once their aborted tasks are dropped, at once.
+    // The cancelled builds' memory: back once their aborted tasks are dropped (by the engine's
+    // low-priority threads, beside the other tests).
     let cancelled = std::time::Instant::now();
     while service.engine_memory() > 0 {
         assert!(
-            cancelled.elapsed() < std::time::Duration::from_secs(2),
-            "{} bytes held 2 s after the builds were cancelled",
+            cancelled.elapsed() < std::time::Duration::from_secs(10),
+            "{} bytes held 10 s after the builds were cancelled",
             service.engine_memory()
         );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
