@@ -142,7 +142,7 @@ async fn stream(
     Extension(streams): Extension<Arc<super::events::OpenStreams>>,
     reserve: Option<Extension<super::ReservePlace>>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let ticket = super::events::admit(&streams, &principal, reserve)?;
+    let ticket = streams.admit(&principal, reserve)?;
     let (receiver, closing) = engine.subscribe();
     Ok(super::events::stream(
         ticket,

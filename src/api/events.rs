@@ -54,8 +54,8 @@ impl OpenStreams {
         })
     }
 
-    /// A place for one more stream of `principal`, or why not.
-    fn admit(
+    /// A place for one more stream of `principal`: its ticket, or the refusal to answer with.
+    pub(super) fn admit(
         self: &Arc<Self>,
         principal: &Principal,
         reserve: Option<Extension<ReservePlace>>,
@@ -126,15 +126,6 @@ impl Drop for StreamTicket {
     }
 }
 
-/// Admits a stream of the request's principal: its ticket, or the refusal to answer with.
-pub(super) fn admit(
-    streams: &Arc<OpenStreams>,
-    principal: &Principal,
-    reserve: Option<Extension<ReservePlace>>,
-) -> Result<StreamTicket, ApiError> {
-    streams.admit(principal, reserve)
-}
-
 /// A stream of `first` (if any), then each message `to_event` makes an event of (it returns
 /// `None` for one this client may not see), until the server closes or the ticket's lifetime
 /// ends. A client that fell behind gets `event: lagged` with how many it missed, and the stream
@@ -193,7 +184,7 @@ pub(super) async fn changes(
     Extension(streams): Extension<Arc<OpenStreams>>,
     reserve: Option<Extension<ReservePlace>>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let ticket = admit(&streams, &principal, reserve)?;
+    let ticket = streams.admit(&principal, reserve)?;
     let (receiver, closing, now) = service.subscribe_changes();
     Ok(stream(
         ticket,

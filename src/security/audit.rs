@@ -390,21 +390,21 @@ fn rotated_numbers(path: &Path) -> Vec<usize> {
         .unwrap_or_default()
 }
 
+/// The non-empty lines of a file (none if it cannot be opened).
+fn lines_of(path: &Path) -> impl Iterator<Item = String> {
+    File::open(path)
+        .ok()
+        .into_iter()
+        .flat_map(|f| BufReader::new(f).lines().map_while(Result::ok))
+        .filter(|l| !l.is_empty())
+}
+
 fn first_line_of(path: &Path) -> Option<String> {
-    let file = File::open(path).ok()?;
-    BufReader::new(file)
-        .lines()
-        .map_while(Result::ok)
-        .find(|l| !l.is_empty())
+    lines_of(path).next()
 }
 
 fn last_line(path: &Path) -> Option<String> {
-    let file = File::open(path).ok()?;
-    BufReader::new(file)
-        .lines()
-        .map_while(Result::ok)
-        .filter(|l| !l.is_empty())
-        .last()
+    lines_of(path).last()
 }
 
 /// The log's files, oldest first.
