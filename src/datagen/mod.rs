@@ -1,4 +1,4 @@
-//! The synthetic demo bank (DESIGN.md §5): deterministic for a seed, realistic in shape, written
+//! The synthetic demo bank: deterministic for a seed, realistic in shape, written
 //! as Parquet in bounded memory at any scale.
 //!
 //! What the data is made to show: skewed branch sizes; seasonal AUM and customer acquisition

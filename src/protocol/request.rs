@@ -1,4 +1,4 @@
-//! The query protocol as clients send it (DESIGN.md §4). Field names are a public contract.
+//! The query protocol as clients send it. Field names are a public contract.
 
 use std::collections::BTreeMap;
 

@@ -18,7 +18,7 @@ use crate::protocol::{Grain, OrderRequest, QueryRequest};
 use crate::security::Scope;
 use crate::text::clip;
 
-/// Bounds on what one request may ask for (DESIGN.md §8: bound everything).
+/// Bounds on what one request may ask for.
 #[derive(Debug, Clone)]
 pub struct QueryLimits {
     pub max_metrics: usize,
