@@ -3,6 +3,7 @@ into a temporary folder, start `kpilens demo` on a free port, wait until it serv
 
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -12,12 +13,19 @@ BIN = os.environ.get("KPILENS_BIN") or os.path.join(
 )
 
 
-def start_demo(prefix, *args):
-    """(the server process, its port, the temporary folder: demo/ holds the data, audit.log the audit)."""
+def start_demo(prefix, *args, project="."):
+    """(the server process, its port, the temporary folder: demo/ holds the data, audit.log the audit).
+    With `project=None` the repository's definitions are copied to project/ in that folder, for a
+    test that writes into them."""
     tmp = tempfile.mkdtemp(prefix=prefix)
+    if project is None:
+        project = os.path.join(tmp, "project")
+        here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+        for part in ("metrics", "sql", "dashboards"):
+            shutil.copytree(os.path.join(here, part), os.path.join(project, part))
     subprocess.run([BIN, "generate", "--out", f"{tmp}/demo"], check=True, stdout=subprocess.DEVNULL)
     server = subprocess.Popen(
-        [BIN, "demo", "--addr", "127.0.0.1:0", "--project", ".", "--data", f"{tmp}/demo",
+        [BIN, "demo", "--addr", "127.0.0.1:0", "--project", project, "--data", f"{tmp}/demo",
          "--audit-log", f"{tmp}/audit.log", *args],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )

@@ -7,14 +7,20 @@ the hostile-load review at once:
   - half-sent headers and idle connections, more than the server's connection cap;
   - one principal flooding the engine with distinct cold queries;
   - day-grain, 20-metric queries over the whole allowed range with both comparisons;
-  - requests without a token with 60 KB paths (the audit trail's flood);
+  - requests without a token with 60 KB paths, and a user's queries with 250 KB filter values
+    (the audit trail's flood: every line must stay short);
+  - one principal exporting a cached answer of thousands of rows, as CSV and as a workbook, at once;
+  - hostile definition files dropped into the project while it reloads (brackets nested behind a
+    quote, a file over the size cap), then removed: the last good catalog keeps serving;
   - sockets pipelining 300 requests for the cockpit's biggest file in one write, never reading;
   - one RM opening event streams without end;
 while the head office and an analyst keep asking cached and cold questions. It fails unless
 every question of theirs is answered (200), /healthz stays fast, the server stays within its
-memory bound, the audit chain verifies, and the server exits cleanly on SIGTERM.
+memory bound, the audit chain verifies with every line short, the hostile files are refused by
+name, and the server exits cleanly on SIGTERM.
 """
 
+import glob
 import http.client
 import json
 import os
@@ -57,7 +63,8 @@ def main():
     server, port, tmp = start_demo(
         "kpilens-soak-", "--memory-mb", str(MEMORY_MB), "--cache-mb", str(CACHE_MB),
         "--max-connections", "256", "--header-timeout-ms", "2000", "--body-timeout-ms", "3000",
-        "--max-connections-per-address", "96", "--write-timeout-ms", "3000",
+        "--max-connections-per-address", "96", "--write-timeout-ms", "3000", "--reload-ms", "500",
+        project=None,
     )
     SERVERS.append(server)
     users = json.loads(request(port, "GET", "/api/v1/demo/users")[1])
@@ -73,6 +80,7 @@ def main():
 
     stop = time.monotonic() + SECONDS
     failures, latencies, health = [], [], []
+    slowest = []  # (seconds, the question, when in the run)
     lock = threading.Lock()
 
     def attacker(fn):
@@ -157,11 +165,53 @@ def main():
     def audit_flood():
         request(port, "GET", "/api/v1/query/" + "x" * 60_000)
 
+    huge_value = "x" * 250_000
+
+    def audit_flood_signed():
+        request(port, "POST", "/api/v1/query", rm, {
+            "metrics": ["loan_balance"], "dimensions": ["branch"],
+            "filters": [{"dimension": "region", "op": "eq", "value": huge_value}]})
+
+    exported = {"metrics": ["loan_balance", "overdue_ratio"], "dimensions": ["branch"],
+                "time": {"grain": "day", "from": "2024-01-01", "to": "2024-12-31"}}
+
+    def export_flood():
+        for fmt in ("csv", "xlsx"):
+            request(port, "POST", "/api/v1/export", rm, {"format": fmt, "query": exported}, timeout=60)
+
+    hostile_file = os.path.join(tmp, "project", "metrics", "zz_hostile.yaml")
+    refused_files = set()
+
+    def hostile_definitions():
+        # Each file in turn until the catalog status names it refused (at most 10 s), then gone.
+        texts = ['metrics:\n  a."b: ' + "[" * 100_000, "# a comment line, many times\n" * 60_000]
+        for text in texts:
+            with open(hostile_file, "w") as f:
+                f.write(text)
+            until = time.monotonic() + 10
+            while time.monotonic() < until:
+                try:
+                    status = json.loads(request(port, "GET", "/api/v1/catalog/status", head)[1])
+                except (OSError, ValueError):
+                    time.sleep(0.25)
+                    continue
+                error = status["catalog"].get("last_error") or {}
+                reasons = [e.get("reason", "") for e in error.get("errors", [])
+                           if e.get("file") == "metrics/zz_hostile.yaml"]
+                if reasons:
+                    refused_files.add(reasons[0][:80])
+                    break
+                time.sleep(0.25)
+            os.remove(hostile_file)
+            time.sleep(1.5)
+
     threads = [attacker(slow_upload) for _ in range(8)]
     threads += [attacker(half_headers) for _ in range(3)]
     threads += [attacker(flood) for _ in range(4)]
     threads += [attacker(huge) for _ in range(2)]
-    threads += [attacker(audit_flood)]
+    threads += [attacker(audit_flood), attacker(audit_flood_signed)]
+    threads += [attacker(export_flood) for _ in range(3)]
+    threads += [attacker(hostile_definitions)]
     threads += [attacker(never_reads) for _ in range(2)]
     threads += [attacker(stream_hog)]
 
@@ -181,6 +231,8 @@ def main():
         except OSError as e:
             status, body = 0, str(e).encode()
         latencies.append(time.monotonic() - t)
+        if latencies[-1] >= max(latencies):
+            slowest[:] = [latencies[-1], q, time.monotonic() - (stop - SECONDS)]
         if status != 200:
             failures.append((status, body[:200]))
         t = time.monotonic()
@@ -190,6 +242,9 @@ def main():
             failures.append((status, b"/healthz"))
         time.sleep(0.2)
 
+    for t in threads:
+        t.join(timeout=60)
+    metrics_now = len(json.loads(request(port, "GET", "/api/v1/catalog")[1])["metrics"])
     peak = rss_mib(server.pid)
     server.send_signal(signal.SIGTERM)
     try:
@@ -199,13 +254,17 @@ def main():
         code = "hung"
     verify = subprocess.run([BIN, "audit", "verify", "--file", f"{tmp}/audit.log"],
                             capture_output=True, text=True)
+    longest_line = max((len(line) for f in glob.glob(f"{tmp}/audit.log*")
+                        for line in open(f, "rb")), default=0)
     latencies.sort()
     health.sort()
     bound = MEMORY_MB + CACHE_MB + ALLOWANCE_MB
     print(f"soak {SECONDS:.0f} s: {len(latencies)} questions, {len(failures)} failed; "
           f"p50 {latencies[len(latencies) // 2] * 1e3:.0f} ms, max {latencies[-1] * 1e3:.0f} ms; "
           f"/healthz max {health[-1] * 1e3:.0f} ms; peak RSS {peak:.0f} MiB (bound {bound}); "
-          f"exit {code}; audit: {verify.stdout.strip() or verify.stderr.strip()}")
+          f"exit {code}; audit: {verify.stdout.strip() or verify.stderr.strip()}, longest line "
+          f"{longest_line:,} bytes; hostile definitions refused: {sorted(refused_files)}")
+    print(f"slowest question: {slowest[0]:.1f} s at {slowest[2]:.0f} s into the run: {json.dumps(slowest[1])}")
     problems = []
     if failures:
         problems.append(f"failed questions: {failures[:5]}")
@@ -217,6 +276,12 @@ def main():
         problems.append(f"exit {code} on SIGTERM")
     if verify.returncode != 0:
         problems.append("the audit chain does not verify")
+    if longest_line > 8192:
+        problems.append(f"an audit line of {longest_line:,} bytes")
+    if len(refused_files) < 2:
+        problems.append(f"hostile definitions not both refused by name: {sorted(refused_files)}")
+    if metrics_now != len(catalog["metrics"]):
+        problems.append(f"{metrics_now} metrics served after the hostile files, {len(catalog['metrics'])} before")
     if problems:
         print("FAILED: " + "; ".join(problems), file=sys.stderr)
         sys.exit(1)

@@ -149,7 +149,10 @@ impl AlertEngine {
             clock,
             changes,
             closing: tokio::sync::watch::Sender::new(false),
-            webhook: options.webhook.map(|w| (w, webhook::client())),
+            webhook: options.webhook.map(|w| {
+                let client = webhook::client(&w);
+                (w, client)
+            }),
             evaluating: tokio::sync::Mutex::new(()),
             deliveries: Mutex::new(Vec::new()),
         }))

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::config::Settings;
-use crate::net::{HttpClient, HttpError};
+use crate::net::{HttpClient, HttpError, Reach, inside_host};
 
 /// How long one delivery attempt may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -20,6 +20,8 @@ pub struct WebhookConfig {
     pub attempts: u32,
     /// The first retry waits this long; each next one twice as long.
     pub first_retry: Duration,
+    /// `--webhook-allow-private`: the receiver may be on loopback or a private network.
+    pub allow_private: bool,
 }
 
 /// A delivery's outcome, for the log and the tests.
@@ -47,7 +49,7 @@ impl WebhookConfig {
                     ));
                 }
                 let host = uri.host().unwrap_or_default();
-                if let Some(why) = inside(host) {
+                if let Some(why) = inside_host(host) {
                     if !settings.webhook_allow_private {
                         return Err(format!(
                             "--webhook-url {url}: {host} is {why}; give --webhook-allow-private if the receiver is meant to be there"
@@ -66,6 +68,7 @@ impl WebhookConfig {
                     secret: secret.clone(),
                     attempts: settings.webhook_attempts.max(1),
                     first_retry: Duration::from_millis(settings.webhook_retry_ms),
+                    allow_private: settings.webhook_allow_private,
                 }))
             }
         }
@@ -75,32 +78,15 @@ impl WebhookConfig {
 /// The shortest signing secret accepted: HMAC-SHA256's key should carry 256 bits.
 pub const MIN_SECRET_BYTES: usize = 32;
 
-/// Why `host` points inside (loopback, a private or link-local network, unspecified), if it
-/// does. Names are taken as written (`localhost`); other names resolve at delivery.
-fn inside(host: &str) -> Option<&'static str> {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.eq_ignore_ascii_case("localhost") || host.ends_with(".localhost") {
-        return Some("loopback");
-    }
-    match host.parse::<std::net::IpAddr>().ok()? {
-        std::net::IpAddr::V4(ip) if ip.is_loopback() => Some("loopback"),
-        std::net::IpAddr::V4(ip) if ip.is_private() => Some("a private address"),
-        std::net::IpAddr::V4(ip) if ip.is_link_local() => {
-            Some("link-local (cloud metadata services live there)")
-        }
-        std::net::IpAddr::V4(ip) if ip.is_unspecified() || ip.is_broadcast() => Some("not a host"),
-        std::net::IpAddr::V6(ip) if ip.is_loopback() => Some("loopback"),
-        std::net::IpAddr::V6(ip) if ip.is_unspecified() => Some("not a host"),
-        std::net::IpAddr::V6(ip) if ip.is_unique_local() => Some("a private address"),
-        std::net::IpAddr::V6(ip) if ip.is_unicast_link_local() => Some("link-local"),
-        std::net::IpAddr::V6(ip) => ip.to_ipv4_mapped().and_then(|v4| inside(&v4.to_string())),
-        _ => None,
-    }
-}
-
-/// The client deliveries go through.
-pub fn client() -> HttpClient {
-    HttpClient::new(ATTEMPT_TIMEOUT)
+/// The client deliveries go through: a name resolving to an inside address is refused at each
+/// connect unless the settings allowed inside receivers.
+pub fn client(config: &WebhookConfig) -> HttpClient {
+    let reach = if config.allow_private {
+        Reach::Anywhere
+    } else {
+        Reach::OutsideOnly
+    };
+    HttpClient::new(ATTEMPT_TIMEOUT, reach)
 }
 
 pub fn signature(secret: &str, body: &[u8]) -> String {

@@ -40,13 +40,21 @@ fn read_files(
 ) -> (Vec<(&'static str, String, String)>, String) {
     let mut hasher = Sha256::new();
     let mut files = Vec::new();
+    let mut unread = CatalogErrors::default();
     for (sub, extensions) in FOLDERS {
-        for (rel, text) in read_dir_files(project_dir, sub, extensions, errors) {
+        for (rel, text) in read_dir_files(project_dir, sub, extensions, &mut unread) {
             hasher.update(rel.as_bytes());
             hasher.update(text.as_bytes());
             files.push((sub, rel, text));
         }
     }
+    // A file refused unread (too large, unreadable) changes the version too: the watcher then
+    // reloads, and the refusal is reported, instead of the file being silently ignored.
+    for e in &unread.0 {
+        hasher.update(e.file.as_bytes());
+        hasher.update(e.reason.as_bytes());
+    }
+    errors.0.extend(unread.0);
     (files, hex_prefix(&hasher.finalize(), 12))
 }
 

@@ -13,6 +13,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+mod reach;
+use reach::CheckedResolver;
+pub use reach::{Reach, inside_host};
+
 /// The largest response body read; bigger answers are an error, not a memory spike.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
@@ -37,16 +41,19 @@ pub struct HttpResponse {
 
 #[derive(Clone)]
 pub struct HttpClient {
-    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    inner: Client<HttpsConnector<HttpConnector<CheckedResolver>>, Full<Bytes>>,
     timeout: Duration,
 }
 
 impl HttpClient {
-    /// A client whose every request (connect, send, read the answer) ends within `timeout`.
-    pub fn new(timeout: Duration) -> Self {
-        let builder = hyper_rustls::HttpsConnectorBuilder::new();
-        let connector = match builder.with_native_roots() {
-            Ok(b) => b.https_or_http().enable_http1().build(),
+    /// A client whose every request (connect, send, read the answer) ends within `timeout`, and
+    /// which connects only where `reach` allows.
+    pub fn new(timeout: Duration, reach: Reach) -> Self {
+        let mut http = HttpConnector::new_with_resolver(CheckedResolver::new(reach));
+        // The TLS layer above takes https:// URLs; it hands them down as TCP connects.
+        http.enforce_http(false);
+        let connector = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
+            Ok(b) => b.https_or_http().enable_http1().wrap_connector(http),
             Err(e) => {
                 // http:// still works; https:// fails to verify, and says so, per request.
                 tracing::warn!(error = %e, "no system CA certificates: https:// requests will be refused");
@@ -57,7 +64,7 @@ impl HttpClient {
                     .with_tls_config(config)
                     .https_or_http()
                     .enable_http1()
-                    .build()
+                    .wrap_connector(http)
             }
         };
         let inner = Client::builder(TokioExecutor::new()).build(connector);

@@ -600,3 +600,29 @@ fn webhook_urls_and_secrets_are_checked_at_start() {
     assert_eq!(refused("https://hooks.example.com/x", &secret, false), None);
     assert_eq!(refused("http://10.1.2.3/hook", &secret, true), None);
 }
+
+/// Issue 34, point 10: a name is checked where it resolves, at every connect, so a receiver whose
+/// name resolves to loopback (or comes to, by DNS rebinding) gets nothing unless inside receivers
+/// were allowed; the same delivery goes through when they are.
+#[tokio::test]
+async fn webhook_names_resolving_inside_are_refused_at_each_delivery() {
+    use kpilens::alerts::webhook::{WebhookConfig, client, deliver};
+    let (url, seen) = receiver(0).await;
+    // The receiver listens on 127.0.0.1; `localhost` resolves there through the system resolver.
+    let url = url.replace("127.0.0.1", "localhost");
+    let mut config = WebhookConfig {
+        url,
+        secret: HOOK_SECRET.into(),
+        attempts: 2,
+        first_retry: std::time::Duration::from_millis(10),
+        allow_private: false,
+    };
+    let refused = deliver(&client(&config), &config, 1, "alert", b"{}").await;
+    assert_eq!((refused.attempts, refused.status), (2, None), "{refused:?}");
+    assert!(seen.lock().await.is_empty(), "the receiver was reached");
+
+    config.allow_private = true;
+    let delivered = deliver(&client(&config), &config, 2, "alert", b"{}").await;
+    assert_eq!(delivered.status, Some(200), "{delivered:?}");
+    assert_eq!(seen.lock().await.len(), 1);
+}

@@ -1219,6 +1219,44 @@ async fn a_deeply_nested_yaml_is_refused_unparsed_and_not_retried_every_tick() {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
+/// A definition file over the size cap dropped into a running server's project is reported by
+/// name in the catalog status (it was skipped unread and never reloaded: the server said
+/// nothing), while the last good catalog keeps answering.
+#[tokio::test]
+async fn an_oversized_definition_file_is_reported_by_the_running_server() {
+    let project = super::temp_project(&[]);
+    let mut settings = super::settings_for(project.path());
+    settings.reload_ms = 50;
+    let s = start(settings).await;
+    std::fs::write(
+        project.path().join("metrics/huge.yaml"),
+        "# a comment line, many times\n".repeat(40_000),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let error = loop {
+        let (_, status) = s.get("/api/v1/catalog/status").await;
+        if let Some(e) = status["catalog"]["last_error"]["errors"].get(0) {
+            break e.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never reported"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(error["file"], "metrics/huge.yaml");
+    assert!(
+        error["reason"]
+            .as_str()
+            .unwrap()
+            .contains("1024 KiB at most"),
+        "{error}"
+    );
+    let q = json!({ "metrics": ["loan_balance"] });
+    assert_eq!(s.query(q).await.0, 200);
+}
+
 #[tokio::test]
 async fn the_servers_own_metrics_are_prometheus_text_with_bounded_labels() {
     let (_data, settings) = bank_settings().await;

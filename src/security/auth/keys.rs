@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
-use crate::net::HttpClient;
+use crate::net::{HttpClient, Reach};
 
 /// A fetched JWK set is used at most this long before it is fetched again.
 pub const JWKS_MAX_AGE: Duration = Duration::from_secs(300);
@@ -53,7 +53,7 @@ impl Jwks {
         Self {
             source,
             min_refetch,
-            client: HttpClient::new(JWKS_TIMEOUT),
+            client: HttpClient::new(JWKS_TIMEOUT, Reach::Anywhere),
             state: RwLock::new(JwksState::default()),
             fetching: tokio::sync::Mutex::new(()),
         }
