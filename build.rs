@@ -1,5 +1,5 @@
-//! Embeds the cockpit (web/index.html, web/app/*, and ECharts when npm has installed it) into
-//! the binary, so `kpilens serve` needs no repository beside it.
+//! Embeds the cockpit (web/index.html, web/app/* and the vendored ECharts, web/vendor/) into the
+//! binary, so `kpilens serve` needs no repository beside it and no npm step before the build.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -11,8 +11,17 @@ fn main() {
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
     let root = Path::new(&manifest_dir);
     let web = root.join("web");
-    let echarts = web.join("node_modules/echarts/dist/echarts.min.js");
-    let mut files = vec![("index.html".to_string(), web.join("index.html"))];
+    let echarts = web.join("vendor/echarts.min.js");
+    // Part of the repository: without it the cockpit would draw no chart, so no binary is built.
+    assert!(
+        echarts.is_file(),
+        "{} is missing: it is part of the repository (see web/vendor/README.md)",
+        echarts.display()
+    );
+    let mut files = vec![
+        ("index.html".to_string(), web.join("index.html")),
+        ("vendor/echarts.min.js".to_string(), echarts),
+    ];
     let mut app: Vec<_> = std::fs::read_dir(web.join("app"))
         .map(|d| {
             d.flatten()
@@ -32,14 +41,7 @@ fn main() {
     }
     println!("cargo:rerun-if-changed=web/index.html");
     println!("cargo:rerun-if-changed=web/app");
-    if echarts.exists() {
-        files.push(("vendor/echarts.min.js".to_string(), echarts));
-        println!("cargo:rerun-if-changed=web/node_modules/echarts/dist/echarts.min.js");
-    } else {
-        // Not installed yet: `npm ci` changes web/, and the next build embeds it.
-        println!("cargo:rerun-if-changed=web/package-lock.json");
-        println!("cargo:rerun-if-changed=web");
-    }
+    println!("cargo:rerun-if-changed=web/vendor/echarts.min.js");
     // The files' contents hashed into the generated source: incremental compilation does not
     // always notice a changed `include_bytes!` file, but it does notice this file changing.
     let mut hasher = std::collections::hash_map::DefaultHasher::new();

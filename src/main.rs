@@ -195,13 +195,6 @@ async fn run(command: Command) -> Result<(), String> {
                 .map_err(|e| format!("generate: {e}"))?;
                 println!("{report}");
             }
-            if !kpilens::api::web::WebAssets::echarts_embedded() {
-                let web = settings
-                    .web_dir
-                    .clone()
-                    .unwrap_or_else(kpilens::api::web::built_from);
-                install_cockpit(&web);
-            }
             serve_demo(addr, settings).await
         }
         Command::Serve { addr, settings } => serve(addr, settings).await,
@@ -422,30 +415,6 @@ fn print_paths(settings: &Settings) {
             .rollup_store()
             .map_or("off".to_string(), |p| p.display().to_string()),
     );
-}
-
-/// The cockpit's one front-end dependency (Apache ECharts) comes from npm, pinned by
-/// `web/package-lock.json`; the demo installs it on a fresh machine. Without it the API still
-/// serves and the page says what is missing.
-fn install_cockpit(web: &std::path::Path) {
-    if web.join(kpilens::api::web::ECHARTS).exists() || !web.join("package-lock.json").exists() {
-        return;
-    }
-    println!(
-        "installing the cockpit's front-end packages (npm ci in {}) ...",
-        web.display()
-    );
-    let status = std::process::Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--omit=dev"])
-        .current_dir(web)
-        .status();
-    match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => eprintln!("npm ci failed ({s}): the cockpit will show no charts"),
-        Err(e) => {
-            eprintln!("cannot run npm ({e}): install Node.js and npm for the cockpit's charts")
-        }
-    }
 }
 
 /// The port first: a clash fails at once, and `/healthz` answers (`opening`) while the catalog

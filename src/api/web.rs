@@ -17,16 +17,12 @@ use sha2::{Digest, Sha256};
 use super::encoding::Precompressed;
 use crate::text::hex_prefix;
 
-pub const ECHARTS: &str = "node_modules/echarts/dist/echarts.min.js";
+/// ECharts, vendored in the repository (web/vendor/README.md says which build).
+const ECHARTS: &str = "vendor/echarts.min.js";
 
 #[allow(dead_code)] // CONTENT_HASH is there to change the source when an asset changes
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
-}
-
-/// The web/ folder of the checkout this binary was built from.
-pub fn built_from() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("web")
 }
 
 struct Asset {
@@ -42,15 +38,14 @@ pub struct WebAssets {
 }
 
 impl WebAssets {
-    /// The embedded cockpit, or the one in `web_dir`. ECharts not embedded (the binary was built
-    /// before `npm ci`) is looked for in the checkout it was built from. A missing front end or
-    /// ECharts is not fatal: the API still serves, and the page says what to install.
+    /// The embedded cockpit, or the one in `web_dir`. A `web_dir` without the front end or
+    /// ECharts is not fatal: the API still serves, and the page says what is missing.
     pub fn load(web_dir: Option<&Path>) -> WebAssets {
         let mut assets = WebAssets::default();
         match web_dir {
             Some(dir) => {
                 assets.add_file("index.html", &dir.join("index.html"));
-                assets.add_file("vendor/echarts.min.js", &dir.join(ECHARTS));
+                assets.add_file(ECHARTS, &dir.join(ECHARTS));
                 if let Ok(entries) = std::fs::read_dir(dir.join("app")) {
                     for entry in entries.flatten() {
                         let name = entry.file_name().to_string_lossy().to_string();
@@ -62,22 +57,14 @@ impl WebAssets {
                 for (url, bytes) in embedded::EMBEDDED {
                     assets.add(url, bytes.to_vec());
                 }
-                assets.add_file("vendor/echarts.min.js", &built_from().join(ECHARTS));
             }
         }
-        if !assets.files.contains_key("vendor/echarts.min.js") {
+        if !assets.files.contains_key(ECHARTS) {
             tracing::warn!(
-                "ECharts is missing: run `npm ci --prefix web` (and rebuild, or give --web-dir) for the cockpit's charts"
+                "ECharts is missing from --web-dir: copy web/vendor/echarts.min.js into its vendor/ folder for the cockpit's charts"
             );
         }
         assets
-    }
-
-    /// Whether the binary carries ECharts (else `kpilens demo` installs it with npm).
-    pub fn echarts_embedded() -> bool {
-        embedded::EMBEDDED
-            .iter()
-            .any(|(url, _)| *url == "vendor/echarts.min.js")
     }
 
     fn add_file(&mut self, url: &str, path: &Path) {

@@ -272,6 +272,16 @@ async fn the_binary_serves_the_cockpit() {
         .call("GET", "/app/main.js", &[("If-None-Match", &tag)], "")
         .await;
     assert_eq!(cached.status, 304);
+    // The charts travel in the binary (vendored, no npm step before a build): the very file
+    // web/vendor/ holds.
+    let echarts = s.call("GET", "/vendor/echarts.min.js", &[], "").await;
+    assert_eq!(echarts.status, 200);
+    let vendored = std::fs::read(super::repo_dir().join("web/vendor/echarts.min.js")).unwrap();
+    assert!(
+        echarts.body == vendored,
+        "{} bytes served",
+        echarts.body.len()
+    );
     // The encoding follows the client's q-values; ties go to brotli.
     for (accept, expected) in [
         ("gzip, br", Some("br")),
