@@ -1,5 +1,7 @@
 //! `GET /api/v1/catalog`: what a front end needs to build pickers and format numbers.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::catalog::{Catalog, MetricDefinition, kind_name};
@@ -52,6 +54,9 @@ pub struct DimensionView {
     pub data_type: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// How coded values are shown (码值), where declared.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub value_labels: BTreeMap<String, Label>,
 }
 
 #[derive(Serialize)]
@@ -101,6 +106,7 @@ impl CatalogView {
                 label: d.label.clone(),
                 data_type: crate::semantic::type_name(&d.data_type),
                 description: d.description.clone(),
+                value_labels: d.value_labels.clone(),
             })
             .collect();
         let hierarchies = catalog

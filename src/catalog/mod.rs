@@ -144,6 +144,8 @@ pub struct Dimension {
     /// Utf8 whatever the file format stores).
     pub data_type: DataType,
     pub models: BTreeSet<String>,
+    /// How coded values are shown, from every model declaring the dimension.
+    pub value_labels: BTreeMap<String, crate::spec::Label>,
 }
 
 pub struct Measure {
@@ -381,6 +383,20 @@ impl Catalog {
                 .into_iter()
                 .find(|m| self.measures[m].snapshot.is_none())
         })
+    }
+
+    /// The dimension a model's column `column` stands for: the one the model binds to it, else
+    /// the model's dimension of that name (a customer list's `segment` column, whose dimension
+    /// the model reaches through its customer join). A listing's or a profile's column is shown
+    /// with its label and value labels.
+    pub fn dimension_of_column(&self, model: &str, column: &str) -> Option<&Dimension> {
+        let dimensions = &self.models.get(model)?.dimensions;
+        dimensions
+            .iter()
+            .find(|(_, b)| matches!(b, DimensionBinding::Column(c) if c == column))
+            .map(|(d, _)| d.as_str())
+            .or_else(|| dimensions.contains_key(column).then_some(column))
+            .and_then(|d| self.dimensions.get(d))
     }
 
     /// The models a metric reads, through derived metrics.

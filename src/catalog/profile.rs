@@ -3,6 +3,8 @@
 //! it), every column shown is one of its columns or dimensions, personal columns carry the mask
 //! their table declares.
 
+use std::collections::BTreeMap;
+
 use datafusion::arrow::datatypes::DataType;
 
 use super::build::Declared;
@@ -46,6 +48,8 @@ pub struct ProfileColumn {
     pub format: Option<FormatSpec>,
     /// Personal data: shown masked so to roles without `personal_data`.
     pub mask: Option<Mask>,
+    /// How coded values are shown: the value labels of the dimension the column is.
+    pub value_labels: BTreeMap<String, Label>,
 }
 
 pub(super) fn validate(
@@ -181,7 +185,8 @@ pub(super) fn validate(
             columns,
             time_label: time
                 .as_deref()
-                .and_then(|t| column_label(catalog, model, t))
+                .and_then(|t| catalog.dimension_of_column(&model.name, t))
+                .map(|d| d.label.clone())
                 .unwrap_or_default(),
             time: time.filter(|_| s.show != SectionShow::Fields),
             latest: s.latest,
@@ -209,18 +214,18 @@ fn column(
         ProfileColumnSpec::Name(_) => (None, None),
         ProfileColumnSpec::Described(d) => (d.label.clone(), d.format.clone()),
     };
-    let (dimension, data_type, default_label) = if let Ok(f) = model.schema.field_with_name(name) {
+    let (dimension, data_type, shown_as) = if let Ok(f) = model.schema.field_with_name(name) {
         (
             false,
             f.data_type().clone(),
-            column_label(catalog, model, name),
+            catalog.dimension_of_column(&model.name, name),
         )
     } else if let Some(d) = model
         .dimensions
         .get(name)
         .and_then(|_| catalog.dimensions.get(name))
     {
-        (true, d.data_type.clone(), Some(d.label.clone()))
+        (true, d.data_type.clone(), Some(d))
     } else {
         return Err(format!(
             "'{name}' is neither a column nor a dimension of model '{}'",
@@ -235,19 +240,11 @@ fn column(
     Ok(ProfileColumn {
         name: name.to_string(),
         dimension,
-        label: label.or(default_label).unwrap_or_default(),
+        label: label
+            .or(shown_as.map(|d| d.label.clone()))
+            .unwrap_or_default(),
         format,
         mask: model.personal.get(name).copied(),
+        value_labels: shown_as.map(|d| d.value_labels.clone()).unwrap_or_default(),
     })
-}
-
-/// The label of the dimension a model binds to its column `name`, if one does.
-fn column_label(catalog: &Catalog, model: &Model, name: &str) -> Option<Label> {
-    catalog
-        .dimensions
-        .values()
-        .find(|d| {
-            matches!(model.dimensions.get(&d.name), Some(super::DimensionBinding::Column(c)) if c == name)
-        })
-        .map(|d| d.label.clone())
 }

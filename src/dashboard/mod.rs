@@ -240,6 +240,9 @@ pub struct FilterView {
     /// The members a reader can pick.
     pub options: Vec<Value>,
     pub selected: Vec<Value>,
+    /// How coded members are shown (码值), where the dimension declares it.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub value_labels: BTreeMap<String, Label>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -403,6 +406,7 @@ async fn filter_view(
         label: catalog.dimensions[dimension].label.clone(),
         options,
         selected: r.params.filters.get(dimension).cloned().unwrap_or_default(),
+        value_labels: catalog.dimensions[dimension].value_labels.clone(),
     })
 }
 

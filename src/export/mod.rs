@@ -82,7 +82,22 @@ fn pick(label: &Label, lang: Language, fallback: &str) -> String {
     chosen.cloned().unwrap_or_else(|| fallback.to_string())
 }
 
+/// A row as a reader sees it: coded values (码值) by their labels in `lang`, where the column
+/// declares them.
+fn shown(row: &[Value], value_labels: &[&BTreeMap<String, Label>], lang: Language) -> Vec<Value> {
+    row.iter()
+        .zip(value_labels)
+        .map(|(v, labels)| match v {
+            Value::String(s) => labels
+                .get(s)
+                .map_or_else(|| v.clone(), |l| Value::String(pick(l, lang, s))),
+            _ => v.clone(),
+        })
+        .collect()
+}
+
 fn sheet_of(title: String, result: &QueryResult, lang: Language) -> Sheet {
+    let labels: Vec<_> = result.schema.iter().map(|f| &f.value_labels).collect();
     Sheet {
         title,
         columns: result
@@ -94,8 +109,12 @@ fn sheet_of(title: String, result: &QueryResult, lang: Language) -> Sheet {
                 date: f.data_type == "date",
             })
             .collect(),
-        rows: result.rows.clone(),
-        totals: result.totals.clone(),
+        rows: result
+            .rows
+            .iter()
+            .map(|r| shown(r, &labels, lang))
+            .collect(),
+        totals: result.totals.as_ref().map(|r| shown(r, &labels, lang)),
     }
 }
 
@@ -258,6 +277,8 @@ async fn drill_through_sheet(
         }
         rows.extend(next.rows);
     }
+    let labels: Vec<_> = first.columns.iter().map(|c| &c.value_labels).collect();
+    let rows = rows.iter().map(|r| shown(r, &labels, lang)).collect();
     Ok(Sheet {
         title: pick(&first.label, lang, &first.model),
         columns: first

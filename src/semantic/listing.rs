@@ -189,6 +189,9 @@ pub struct DrillThroughColumn {
     pub name: String,
     #[serde(rename = "type")]
     pub data_type: &'static str,
+    /// How coded values are shown (码值), where the column is a labelled dimension's.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub value_labels: std::collections::BTreeMap<String, crate::spec::Label>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -391,7 +394,10 @@ pub(super) fn masked(column: Expr, mask: Option<Mask>) -> Expr {
         .expect("a CASE with one branch")
 }
 
+/// A listing's columns of `model`: their types, and the value labels of the dimensions they are.
 pub fn column_types(
+    catalog: &Catalog,
+    model: &str,
     df_schema: &datafusion::common::DFSchema,
     names: &[String],
 ) -> Vec<DrillThroughColumn> {
@@ -403,6 +409,10 @@ pub fn column_types(
                 .field_with_unqualified_name(n)
                 .map(|f| type_name(f.data_type()))
                 .unwrap_or("string"),
+            value_labels: catalog
+                .dimension_of_column(model, n)
+                .map(|d| d.value_labels.clone())
+                .unwrap_or_default(),
         })
         .collect()
 }

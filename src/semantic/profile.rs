@@ -62,6 +62,9 @@ pub struct ProfileColumnView {
     /// Shown masked to this viewer.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub masked: bool,
+    /// How coded values are shown (码值), where the column is a labelled dimension.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub value_labels: std::collections::BTreeMap<String, Label>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -209,6 +212,7 @@ pub fn column_views(
             .unwrap_or("string"),
         format: None,
         masked: false,
+        value_labels: Default::default(),
     });
     time.into_iter()
         .chain(section.columns.iter().map(|c| {
@@ -224,6 +228,7 @@ pub fn column_views(
                 },
                 format: c.format.clone(),
                 masked: c.mask.is_some() && !principal.personal_data,
+                value_labels: c.value_labels.clone(),
             }
         }))
         .collect()

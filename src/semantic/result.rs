@@ -123,7 +123,7 @@ pub struct SchemaField {
     pub direction: Option<Direction>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thresholds: Option<Thresholds>,
-    /// How values are shown, by value (a funnel's step labels).
+    /// How values are shown, by value (a dimension's coded values, a funnel's step labels).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub value_labels: std::collections::BTreeMap<String, Label>,
 }
@@ -164,7 +164,13 @@ pub fn schema_fields(
                         None,
                     )
                 },
-                ColumnRole::Dimension => plain(catalog.dimensions[&c.name].label.clone(), None),
+                ColumnRole::Dimension => {
+                    let d = &catalog.dimensions[&c.name];
+                    SchemaField {
+                        value_labels: d.value_labels.clone(),
+                        ..plain(d.label.clone(), None)
+                    }
+                }
                 ColumnRole::Metric => {
                     let m = &catalog.metrics[&c.name];
                     SchemaField {

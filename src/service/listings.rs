@@ -174,7 +174,8 @@ impl KpiService {
             principal,
         )
         .await?;
-        let columns_meta = semantic::listing::column_types(page.schema(), &names);
+        let columns_meta =
+            semantic::listing::column_types(&catalog, &req.model, page.schema(), &names);
         let request = RequestContext::for_principal(principal);
         let (rows, total) = tokio::try_join!(
             self.run_listing(&catalog, page, &request),

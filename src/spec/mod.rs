@@ -270,6 +270,10 @@ pub struct DimensionSpec {
     pub via: Option<String>,
     pub label: Option<Label>,
     pub description: Option<String>,
+    /// How coded values are shown (码值): `{ retail: { zh: 零售, en: Retail } }`. Values not
+    /// listed show as they are.
+    #[serde(default)]
+    pub value_labels: BTreeMap<String, Label>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

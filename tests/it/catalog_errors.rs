@@ -515,3 +515,37 @@ async fn a_sql_model_that_does_not_plan_lists_the_columns_it_could_read() {
         "columns of the tables it reads: customers: customer_id,",
     );
 }
+
+/// Value labels are for coded text values, and one value has one label whichever model declares
+/// the dimension.
+#[tokio::test]
+async fn value_labels_need_a_text_dimension_and_agree_across_models() {
+    let errors = load_errors(&[(
+        "metrics/coded.yaml",
+        r#"
+models:
+  coded_a:
+    source: { csv: customer_month.csv }
+    dimensions:
+      aum_code: { column: aum, value_labels: { "1": { en: One } } }
+      coded_status: { column: status, value_labels: { active: { en: Active } } }
+  coded_b:
+    source: { csv: customer_month.csv }
+    dimensions:
+      coded_status: { column: status, value_labels: { active: { en: Live } } }
+"#,
+    )])
+    .await;
+    assert_has(
+        &errors,
+        "metrics/coded.yaml",
+        "models.coded_a.dimensions.aum_code.value_labels",
+        "value labels are for coded text values",
+    );
+    assert_has(
+        &errors,
+        "metrics/coded.yaml",
+        "models.coded_b.dimensions.coded_status.value_labels.active",
+        "labelled differently",
+    );
+}

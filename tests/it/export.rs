@@ -393,3 +393,80 @@ async fn exports_of_a_cached_answer_take_the_principals_share() {
         "{busy:?}"
     );
 }
+
+/// Coded values (码值) are shown by the labels their dimension declares, wherever a reader sees
+/// them: the catalog and each answer's schema carry the labels (the values stay codes, so filters
+/// and drills keep working), exports write the label in the asked language, listings and the
+/// customer view carry their columns' labels.
+#[tokio::test]
+async fn coded_values_are_shown_by_their_labels() {
+    let (_data, settings) = bank_settings().await;
+    let server = start(settings).await;
+    let (_, catalog) = server.get("/api/v1/catalog").await;
+    let segment = catalog["dimensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "segment")
+        .unwrap();
+    assert_eq!(segment["value_labels"]["retail"]["zh"], "零售");
+
+    let query = json!({ "metrics": ["loan_balance"], "dimensions": ["segment"] });
+    let (status, answer) = server.query(query.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    let field = &answer["schema"][0];
+    assert_eq!(field["name"], "segment");
+    assert_eq!(field["value_labels"]["corporate"]["en"], "Corporate");
+    let codes: Vec<&str> = answer["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_str().unwrap())
+        .collect();
+    assert!(codes.contains(&"retail"), "rows keep the codes: {codes:?}");
+
+    for (lang, retail) in [("zh", "零售"), ("en", "Retail")] {
+        let file = export(
+            &server,
+            &server.auth,
+            json!({ "format": "csv", "lang": lang, "query": query }),
+        )
+        .await;
+        assert_eq!(file.status, 200);
+        let text = String::from_utf8(file.body).unwrap();
+        let firsts: Vec<&str> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').next().unwrap())
+            .collect();
+        assert!(firsts.contains(&retail), "{lang}: {firsts:?}");
+        assert!(!firsts.contains(&"retail"), "{lang}: {firsts:?}");
+    }
+
+    let list = json!({ "model": "customers", "page_size": 2 }).to_string();
+    let (status, page) = server
+        .json_as(&server.auth, "POST", "/api/v1/drill_through", &list)
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let column = page["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "segment")
+        .expect("customers list their segment");
+    assert_eq!(column["value_labels"]["sme"]["zh"], "小微企业");
+
+    let (status, profile) = server.get("/api/v1/customers/5").await;
+    assert_eq!(status, 200, "{profile}");
+    let labelled: Vec<String> = profile["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["columns"].as_array().unwrap().iter())
+        .filter(|c| c.get("value_labels").is_some())
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    for name in ["segment", "status", "classification", "product"] {
+        assert!(labelled.iter().any(|n| n == name), "{name} in {labelled:?}");
+    }
+}

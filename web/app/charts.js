@@ -2,7 +2,7 @@
 // number formats come from the metric definitions in the result's schema.
 
 import { formatValue, formatPeriod } from './format.js';
-import { label } from './i18n.js';
+import { label, valueText } from './i18n.js';
 
 export const PALETTE = ['#1f5fbf', '#f0a020', '#2a9d8f', '#c8553d', '#7b5ea7', '#5c7080', '#88b04b', '#e377c2'];
 
@@ -54,7 +54,7 @@ export function barOption(panel, result, lang) {
     grid: { left: 8, right: 64, top: 24, bottom: 8, containLabel: true },
     tooltip: tooltip(fmt),
     xAxis: { type: 'value', axisLabel: { formatter: fmt, hideOverlap: true }, splitLine: { lineStyle: { color: '#eef1f5' } } },
-    yAxis: { type: 'category', inverse: true, data: result.rows.map((r) => String(r[di])), axisTick: { show: false } },
+    yAxis: { type: 'category', inverse: true, data: result.rows.map((r) => valueText(field(result, dim).value_labels, r[di], lang)), axisTick: { show: false } },
     series: [{
       type: 'bar',
       name: label(f.label, lang, metric),
@@ -80,7 +80,7 @@ export function lineOption(panel, result, lang, area) {
     const mi = column(result, panel.metrics[0]);
     series = distinct(result.rows, di).map((member) => {
       const byPeriod = new Map(result.rows.filter((r) => r[di] === member).map((r) => [r[pi], r[mi]]));
-      return { name: String(member), data: periods.map((p) => byPeriod.get(p) ?? null) };
+      return { name: valueText(field(result, panel.dimensions[0]).value_labels, member, lang), data: periods.map((p) => byPeriod.get(p) ?? null) };
     });
   } else {
     series = panel.metrics.map((m) => {
@@ -117,15 +117,17 @@ export function stackedOption(panel, result, lang) {
   const xs = distinct(result.rows, xi);
   const stacks = distinct(result.rows, si);
   const cell = new Map(result.rows.map((r) => [`${r[xi]}\u0000${r[si]}`, r[mi]]));
+  const xLabels = overTime ? null : field(result, panel.dimensions[0]).value_labels;
+  const stackLabels = field(result, overTime ? panel.dimensions[0] : panel.dimensions[1]).value_labels;
   return {
     ...base,
     grid: { left: 8, right: 16, top: 36, bottom: 8, containLabel: true },
     legend: { top: 0, type: 'scroll' },
     tooltip: tooltip(fmt),
-    xAxis: { type: 'category', data: xs.map((x) => (overTime ? formatPeriod(x, panel.grain) : String(x))) },
+    xAxis: { type: 'category', data: xs.map((x) => (overTime ? formatPeriod(x, panel.grain) : valueText(xLabels, x, lang))) },
     yAxis: { type: 'value', axisLabel: { formatter: fmt, hideOverlap: true }, splitLine: { lineStyle: { color: '#eef1f5' } } },
     series: stacks.map((s) => ({
-      name: String(s ?? '—'),
+      name: valueText(stackLabels, s, lang),
       type: 'bar',
       stack: 'total',
       barMaxWidth: 28,
@@ -170,8 +172,7 @@ export function funnelOption(panel, result, lang) {
 
 /** A funnel step's label in `lang` (its key where none is declared). */
 export function stepName(result, step, lang) {
-  const labels = result.schema.find((f) => f.name === 'step')?.value_labels ?? {};
-  return labels[step] ? label(labels[step], lang, String(step)) : String(step);
+  return valueText(field(result, 'step').value_labels, step, lang);
 }
 
 /** A retention heatmap: cohorts down, periods since joining across. */

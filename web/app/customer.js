@@ -3,7 +3,7 @@
 // over time, a table, or events merged on one timeline. Personal data arrives masked by the server.
 
 import { formatValue } from './format.js';
-import { label, t } from './i18n.js';
+import { label, t, valueText } from './i18n.js';
 import { el } from './dom.js';
 
 const DASH = '—';
@@ -15,7 +15,7 @@ export function cellText(value, column, lang) {
   if (typeof value === 'string' && /^\d{4}-\d\d-\d\dT\d\d:\d\d/.test(value)) {
     return value.slice(0, 16).replace('T', ' ');
   }
-  return String(value);
+  return valueText(column.value_labels, value, lang);
 }
 
 const heading = (c, lang) => label(c.label, lang, c.name);

@@ -32,7 +32,7 @@ const WORDS = {
     export: '导出',
     exportHint: '导出为 Excel',
     clickToDrill: '点击下钻',
-    noEcharts: '图表库缺失：请运行 npm ci --prefix web',
+    noEcharts: '图表库缺失：--web-dir 目录中缺少 vendor/echarts.min.js',
     language: 'English',
     filters: '筛选',
     viewAs: '查看身份',
@@ -82,7 +82,7 @@ const WORDS = {
     export: 'Export',
     exportHint: 'Export to Excel',
     clickToDrill: 'Click to drill down',
-    noEcharts: 'The chart library is missing: run npm ci --prefix web',
+    noEcharts: 'The chart library is missing: --web-dir has no vendor/echarts.min.js',
     language: '中文',
     filters: 'Filters',
     viewAs: 'Viewing as',
@@ -110,6 +110,13 @@ export function t(lang, key, vars = {}) {
 }
 
 /** A `{zh, en}` label in the reader's language (falling back to the other). */
+/** A coded value (码值) as its column's `value_labels` show it in `lang`; else the value itself. */
+export function valueText(labels, value, lang) {
+  if (value === null || value === undefined) return '—';
+  const l = labels?.[value];
+  return l ? label(l, lang, String(value)) : String(value);
+}
+
 export function label(l, lang, fallback = '') {
   if (!l) return fallback;
   return l[lang] ?? l.en ?? l.zh ?? fallback;

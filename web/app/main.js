@@ -8,7 +8,7 @@ import { customerPage } from './customer.js';
 import { api, setToken } from './api.js';
 import { chartOption, column, field } from './charts.js';
 import { changeTone, formatChange, formatValue } from './format.js';
-import { label, t } from './i18n.js';
+import { label, t, valueText } from './i18n.js';
 import { el } from './dom.js';
 import { follow } from './live.js';
 
@@ -315,7 +315,7 @@ function renderFilters(view) {
       },
     },
     el('option', { value: '' }, t(state.lang, 'all')),
-    ...f.options.map((o) => el('option', { value: String(o), selected: String(o) === selected }, String(o))));
+    ...f.options.map((o) => el('option', { value: String(o), selected: String(o) === selected }, valueText(f.value_labels, o, state.lang))));
     return el('label', { class: 'filter' }, el('span', {}, label(f.label, state.lang, f.dimension)), select);
   }));
 }
@@ -492,7 +492,7 @@ function rankedTable(ps) {
       onclick: drillable ? () => drill(ps, r[column(result, result.drill.level)]) : undefined,
     },
     el('td', { class: 'num muted' }, String(i + 1)),
-    ...dims.map((d) => el('td', {}, String(r[column(result, d.name)] ?? '—'))),
+    ...dims.map((d) => el('td', {}, valueText(d.value_labels, r[column(result, d.name)], state.lang))),
     ...cells);
   });
   return el('div', { class: 'table-wrap' }, el('table', { class: 'ranked' }, el('thead', {}, head), el('tbody', {}, rows)));
@@ -580,7 +580,7 @@ function leafTable(ps) {
   const keyAt = state.profile ? data.columns.findIndex((c) => c.name === state.profile.key) : -1;
   const cell = (v, i) => {
     if (v === null) return el('td', {}, '—');
-    if (i !== keyAt) return el('td', {}, String(v));
+    if (i !== keyAt) return el('td', {}, valueText(data.columns[i].value_labels, v, state.lang));
     return el('td', {}, el('a', {
       class: 'customer-link',
       href: `#customer/${encodeURIComponent(v)}`,

@@ -507,12 +507,24 @@ describe('the cockpit', () => {
     const profile = await api(`/api/v1/customers/${id}`, undefined, 'rm');
     const section = (sid) => profile.sections.find((s) => s.id === sid);
 
-    // The card: each field as the API has it (the RM may see personal data).
+    // The card: each field as the API has it (the RM may see personal data), a coded value by
+    // the label its dimension declares (码值: `retail` reads 零售).
     const card = section('card');
+    let labelled = 0;
     for (const [i, c] of card.columns.entries()) {
       if (c.type !== 'string') continue;
+      const value = card.rows[0][i];
+      const label = c.value_labels?.[value]?.zh;
+      if (label) labelled += 1;
       const shown = await page.locator(`[data-section="card"] dd[data-field="${c.name}"]`).textContent();
-      assert.equal(shown, card.rows[0][i] ?? '—', c.name);
+      assert.equal(shown, label ?? value ?? '—', c.name);
+    }
+    assert.ok(labelled > 0, 'the segment is shown by its label');
+    const loans = section('loans');
+    const ci = loans.columns.findIndex((c) => c.name === 'classification');
+    if (loans.rows.length) {
+      const cell = page.locator(`[data-section="loans"] tbody tr:first-child td:nth-child(${ci + 1 - (loans.at !== undefined ? 1 : 0)})`);
+      assert.equal(await cell.textContent(), loans.columns[ci].value_labels[loans.rows[0][ci]].zh);
     }
     assert.match(await page.locator('#title').textContent(), new RegExp(`客户360度视图 · ${id}$`));
     // Balances: the chart's lines are the API's numbers, month by month.

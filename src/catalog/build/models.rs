@@ -302,6 +302,13 @@ impl Builder<'_> {
                     }
                 };
                 let spec = &self.models[mname.as_str()].spec.dimensions[dname];
+                if !spec.value_labels.is_empty() && data_type != DataType::Utf8 {
+                    errors.push(
+                        file,
+                        format!("{key}.value_labels"),
+                        format!("value labels are for coded text values; '{dname}' is {data_type}"),
+                    );
+                }
                 match dims.get_mut(dname) {
                     Some(existing) => {
                         if existing.data_type != data_type {
@@ -316,6 +323,18 @@ impl Builder<'_> {
                         {
                             existing.label = l.clone();
                         }
+                        for (value, label) in &spec.value_labels {
+                            match existing.value_labels.get(value) {
+                                Some(other) if other != label => errors.push(
+                                    file,
+                                    format!("{key}.value_labels.{value}"),
+                                    format!("labelled differently by another model declaring '{dname}' ({other:?}); one value, one label"),
+                                ),
+                                _ => {
+                                    existing.value_labels.insert(value.clone(), label.clone());
+                                }
+                            }
+                        }
                     }
                     None => {
                         dims.insert(
@@ -326,6 +345,7 @@ impl Builder<'_> {
                                 description: spec.description.clone(),
                                 data_type,
                                 models: BTreeSet::from([mname.clone()]),
+                                value_labels: spec.value_labels.clone(),
                             },
                         );
                     }
