@@ -11,6 +11,7 @@ mod lookups;
 mod pool;
 mod read;
 mod runtime;
+pub use runtime::run_blocking;
 mod sequential;
 
 use ::datafusion::arrow::datatypes::SchemaRef;

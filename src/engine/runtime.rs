@@ -64,6 +64,23 @@ pub(super) async fn run<T: Send + 'static>(
     }
 }
 
+/// Runs CPU-bound work that is not a plan (encoding an export) on the engine's blocking threads,
+/// which give way to the request runtime as its workers do.
+pub async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, EngineError> {
+    handle().spawn_blocking(work).await.map_err(|e| {
+        EngineError::Failed(if e.is_panic() {
+            format!(
+                "the engine's task panicked: {}",
+                panic_message(e.into_panic())
+            )
+        } else {
+            format!("the engine's task was cancelled: {e}")
+        })
+    })
+}
+
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     payload
         .downcast_ref::<&str>()

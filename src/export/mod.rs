@@ -209,11 +209,12 @@ pub async fn export(
         .at("format"));
     }
     // Encoding a large answer is seconds of CPU, cached answer or not: it takes a compute slot
-    // of the principal's share, as a query does, and runs off the request runtime.
+    // of the principal's share, as a query does, and runs on the engine's threads, which give
+    // way to the request runtime (`/healthz`, other users' cached answers).
     let _slot = service.hold_compute_slot(principal).await?;
     let format = req.format;
     let (content_type, extension, bytes) =
-        tokio::task::spawn_blocking(move || encode(format, &sheets, lang))
+        crate::engine::run_blocking(move || encode(format, &sheets, lang))
             .await
             .map_err(|e| QueryError::internal(format!("encoding the export: {e}")))??;
     Ok(ExportFile {

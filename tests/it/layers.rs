@@ -24,6 +24,7 @@ const LAYERS: &[&[&str]] = &[
     &["export"],   // files for Excel of queries, lists and dashboards
     &["api"],      // HTTP
     &["server"],   // wiring: the server and its background tasks
+    &["cli"],      // the command line (the binary's own modules)
 ];
 
 fn layer_of(module: &str) -> Option<usize> {
