@@ -1174,22 +1174,22 @@ async fn definition_files_are_bounded_before_they_are_parsed() {
     has(&errors, "dashboards/wall.yaml", "panels", "100 at most");
 }
 
-#[tokio::test]
-async fn a_deeply_nested_yaml_is_refused_unparsed_and_not_retried_every_tick() {
+/// A server reloading every 50 ms over a copy of the fixture project, `text` dropped into it as
+/// `file`, and the first error the catalog status reports for it (within 10 s of the write).
+async fn first_reload_error(
+    file: &str,
+    text: &str,
+) -> (super::http::Server, tempfile::TempDir, Value, Instant) {
     let project = super::temp_project(&[]);
     let mut settings = super::settings_for(project.path());
     settings.reload_ms = 50;
     let s = start(settings).await;
     let started = Instant::now();
-    std::fs::write(
-        project.path().join("metrics/nest.yaml"),
-        format!("metrics: {}", "[".repeat(200_000)),
-    )
-    .unwrap();
-    let status = loop {
+    std::fs::write(project.path().join(file), text).unwrap();
+    let error = loop {
         let (_, status) = s.get("/api/v1/catalog/status").await;
-        if !status["catalog"]["last_error"].is_null() {
-            break status;
+        if let Some(e) = status["catalog"]["last_error"]["errors"].get(0) {
+            break e.clone();
         }
         assert!(
             started.elapsed() < Duration::from_secs(10),
@@ -1197,8 +1197,14 @@ async fn a_deeply_nested_yaml_is_refused_unparsed_and_not_retried_every_tick() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let error = &status["catalog"]["last_error"]["errors"][0];
-    assert_eq!(error["file"], "metrics/nest.yaml");
+    assert_eq!(error["file"], file);
+    (s, project, error, started)
+}
+
+#[tokio::test]
+async fn a_deeply_nested_yaml_is_refused_unparsed_and_not_retried_every_tick() {
+    let nested = format!("metrics: {}", "[".repeat(200_000));
+    let (s, _project, error, started) = first_reload_error("metrics/nest.yaml", &nested).await;
     assert!(
         error["reason"]
             .as_str()
@@ -1224,28 +1230,8 @@ async fn a_deeply_nested_yaml_is_refused_unparsed_and_not_retried_every_tick() {
 /// nothing), while the last good catalog keeps answering.
 #[tokio::test]
 async fn an_oversized_definition_file_is_reported_by_the_running_server() {
-    let project = super::temp_project(&[]);
-    let mut settings = super::settings_for(project.path());
-    settings.reload_ms = 50;
-    let s = start(settings).await;
-    std::fs::write(
-        project.path().join("metrics/huge.yaml"),
-        "# a comment line, many times\n".repeat(40_000),
-    )
-    .unwrap();
-    let started = Instant::now();
-    let error = loop {
-        let (_, status) = s.get("/api/v1/catalog/status").await;
-        if let Some(e) = status["catalog"]["last_error"]["errors"].get(0) {
-            break e.clone();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "never reported"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(error["file"], "metrics/huge.yaml");
+    let huge = "# a comment line, many times\n".repeat(40_000);
+    let (s, _project, error, _) = first_reload_error("metrics/huge.yaml", &huge).await;
     assert!(
         error["reason"]
             .as_str()
