@@ -52,16 +52,7 @@ pub(super) async fn run<T: Send + 'static>(
     work: impl Future<Output = Result<T, EngineError>> + Send + 'static,
 ) -> Result<T, EngineError> {
     let mut task = AbortOnDrop(handle().spawn(work));
-    match (&mut task.0).await {
-        Ok(result) => result,
-        Err(e) if e.is_panic() => Err(EngineError::Failed(format!(
-            "the engine's task panicked: {}",
-            panic_message(e.into_panic())
-        ))),
-        Err(e) => Err(EngineError::Failed(format!(
-            "the engine's task was cancelled: {e}"
-        ))),
-    }
+    (&mut task.0).await.map_err(unfinished)?
 }
 
 /// Runs CPU-bound work that is not a plan (encoding an export) on the engine's blocking threads,
@@ -69,24 +60,21 @@ pub(super) async fn run<T: Send + 'static>(
 pub async fn run_blocking<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, EngineError> {
-    handle().spawn_blocking(work).await.map_err(|e| {
-        EngineError::Failed(if e.is_panic() {
-            format!(
-                "the engine's task panicked: {}",
-                panic_message(e.into_panic())
-            )
-        } else {
-            format!("the engine's task was cancelled: {e}")
-        })
-    })
+    handle().spawn_blocking(work).await.map_err(unfinished)
 }
 
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    payload
+/// Why an engine task gave no result: it panicked (with its message) or was cancelled.
+fn unfinished(e: tokio::task::JoinError) -> EngineError {
+    if !e.is_panic() {
+        return EngineError::Failed(format!("the engine's task was cancelled: {e}"));
+    }
+    let payload = e.into_panic();
+    let message = payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".into())
+        .unwrap_or_else(|| "(no message)".into());
+    EngineError::Failed(format!("the engine's task panicked: {message}"))
 }
 
 /// A task that is aborted when its handle is dropped before it finished.

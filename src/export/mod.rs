@@ -82,22 +82,30 @@ fn pick(label: &Label, lang: Language, fallback: &str) -> String {
     chosen.cloned().unwrap_or_else(|| fallback.to_string())
 }
 
-/// A row as a reader sees it: coded values (码值) by their labels in `lang`, where the column
-/// declares them.
-fn shown(row: &[Value], value_labels: &[&BTreeMap<String, Label>], lang: Language) -> Vec<Value> {
-    row.iter()
-        .zip(value_labels)
-        .map(|(v, labels)| match v {
-            Value::String(s) => labels
-                .get(s)
-                .map_or_else(|| v.clone(), |l| Value::String(pick(l, lang, s))),
-            _ => v.clone(),
-        })
-        .collect()
+/// Rows as a reader sees them: coded values (码值) replaced by their labels in `lang`, where
+/// the column declares them.
+fn label_values(
+    rows: &mut [Vec<Value>],
+    value_labels: &[&BTreeMap<String, Label>],
+    lang: Language,
+) {
+    for row in rows {
+        for (v, labels) in row.iter_mut().zip(value_labels) {
+            if let Value::String(s) = v
+                && let Some(l) = labels.get(s.as_str())
+            {
+                *v = Value::String(pick(l, lang, s));
+            }
+        }
+    }
 }
 
 fn sheet_of(title: String, result: &QueryResult, lang: Language) -> Sheet {
     let labels: Vec<_> = result.schema.iter().map(|f| &f.value_labels).collect();
+    let mut rows = result.rows.clone();
+    let mut totals = result.totals.clone();
+    label_values(&mut rows, &labels, lang);
+    label_values(totals.as_mut_slice(), &labels, lang);
     Sheet {
         title,
         columns: result
@@ -109,12 +117,8 @@ fn sheet_of(title: String, result: &QueryResult, lang: Language) -> Sheet {
                 date: f.data_type == "date",
             })
             .collect(),
-        rows: result
-            .rows
-            .iter()
-            .map(|r| shown(r, &labels, lang))
-            .collect(),
-        totals: result.totals.as_ref().map(|r| shown(r, &labels, lang)),
+        rows,
+        totals,
     }
 }
 
@@ -279,7 +283,7 @@ async fn drill_through_sheet(
         rows.extend(next.rows);
     }
     let labels: Vec<_> = first.columns.iter().map(|c| &c.value_labels).collect();
-    let rows = rows.iter().map(|r| shown(r, &labels, lang)).collect();
+    label_values(&mut rows, &labels, lang);
     Ok(Sheet {
         title: pick(&first.label, lang, &first.model),
         columns: first

@@ -23,7 +23,7 @@ pub enum Reach {
 }
 
 /// Why `ip` is inside (loopback, a private or link-local network, not a host), if it is.
-pub fn inside(ip: IpAddr) -> Option<&'static str> {
+fn inside(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(ip) if ip.is_loopback() => Some("loopback"),
         IpAddr::V4(ip) if ip.is_private() => Some("a private address"),

@@ -328,7 +328,10 @@ impl Builder<'_> {
                                 Some(other) if other != label => errors.push(
                                     file,
                                     format!("{key}.value_labels.{value}"),
-                                    format!("labelled differently by another model declaring '{dname}' ({other:?}); one value, one label"),
+                                    format!(
+                                        "labelled differently by another model declaring '{dname}' ({}); one value, one label",
+                                        [&other.zh, &other.en].into_iter().flatten().cloned().collect::<Vec<_>>().join(" / ")
+                                    ),
                                 ),
                                 _ => {
                                     existing.value_labels.insert(value.clone(), label.clone());
