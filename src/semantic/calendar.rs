@@ -64,6 +64,25 @@ impl CalendarConfig {
         }
     }
 
+    /// Microseconds since the epoch of local date `d`'s first instant in the calendar's zone:
+    /// its midnight, the first of two when clocks fall back over it, or the moment clocks spring
+    /// past it when it does not exist (Havana's 2024-03-10 starts at 01:00). The one place a date
+    /// becomes an instant: query ranges over the models and rollup refreshes share it, so both
+    /// cut the same rows.
+    pub fn first_instant(&self, d: NaiveDate) -> i64 {
+        use chrono::TimeZone;
+        let midnight = d.and_hms_opt(0, 0, 0).expect("midnight is a valid time");
+        // Spring-forward gaps are whole minutes and shorter than a day.
+        (0..24 * 60)
+            .find_map(|minute| {
+                self.time_zone
+                    .from_local_datetime(&(midnight + chrono::Duration::minutes(minute)))
+                    .earliest()
+            })
+            .map(|t| t.timestamp_micros())
+            .unwrap_or_else(|| midnight.and_utc().timestamp_micros())
+    }
+
     pub fn today(&self) -> NaiveDate {
         chrono::Utc::now()
             .with_timezone(&self.time_zone)

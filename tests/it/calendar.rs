@@ -250,3 +250,47 @@ fn partial_comparisons_never_exceed_the_comparison_period() {
         }
     }
 }
+
+#[test]
+fn a_day_starts_at_its_first_local_instant() {
+    use chrono::TimeZone;
+    let at = |tz: chrono_tz::Tz, d: &str| {
+        let calendar = kpilens::semantic::calendar::CalendarConfig {
+            time_zone: tz,
+            ..Default::default()
+        };
+        let instant = calendar.first_instant(d.parse().unwrap());
+        chrono::Utc
+            .timestamp_micros(instant)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M")
+            .to_string()
+    };
+    assert_eq!(
+        at(chrono_tz::Asia::Shanghai, "2024-03-10"),
+        "2024-03-09T16:00"
+    );
+    assert_eq!(at(chrono_tz::UTC, "2024-02-29"), "2024-02-29T00:00");
+    // Havana springs from 00:00 to 01:00 (UTC-5 to UTC-4): the day begins at 01:00 local.
+    assert_eq!(
+        at(chrono_tz::America::Havana, "2024-03-10"),
+        "2024-03-10T05:00"
+    );
+    // Santiago too (UTC-4 to UTC-3), on the first Sunday of September.
+    assert_eq!(
+        at(chrono_tz::America::Santiago, "2024-09-08"),
+        "2024-09-08T04:00"
+    );
+    // Havana falls back from 01:00 to 00:00 on 2024-11-03: midnight happens twice (UTC-4, then
+    // UTC-5); the day starts at the first.
+    assert_eq!(
+        at(chrono_tz::America::Havana, "2024-11-03"),
+        "2024-11-03T04:00"
+    );
+    // Santiago falls back from 00:00 to 23:00 the day before on 2024-04-07: its midnight happens
+    // once, after the repeated hour, at UTC-4.
+    assert_eq!(
+        at(chrono_tz::America::Santiago, "2024-04-07"),
+        "2024-04-07T04:00"
+    );
+}

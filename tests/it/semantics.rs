@@ -669,3 +669,27 @@ async fn targets_follow_scopes_and_show_only_where_they_answer() {
     let e = ask(Principal::local(), progress_only).await.unwrap_err();
     assert!(e.message.contains("paces other metrics"), "{e:?}");
 }
+
+#[tokio::test]
+async fn a_day_whose_midnight_does_not_exist_starts_at_its_first_instant() {
+    // Havana moves its clocks from 00:00 to 01:00 on 2024-03-10: the day starts at 01:00 local
+    // (05:00 UTC). A range from that day is answered, as rollup refreshes already read it.
+    let (_data, havana) = bank(|s| Settings {
+        time_zone: chrono_tz::America::Havana,
+        ..s
+    })
+    .await;
+    let r = run(
+        &havana,
+        json!({ "metrics": ["credit_funnel"],
+        "time": { "grain": "month", "from": "2024-03-10", "to": "2024-05-31" } }),
+    )
+    .await;
+    assert!(
+        records(&r)
+            .iter()
+            .all(|row| row["credit_funnel"] == json!(0)),
+        "no lead from March 10 on: {:?}",
+        records(&r)
+    );
+}

@@ -799,17 +799,10 @@ pub(crate) fn range_expr(
 ) -> Result<Option<Expr>, QueryError> {
     let bound = |d: chrono::NaiveDate| -> Result<Expr, QueryError> {
         let v = match data_type {
-            DataType::Timestamp(_, Some(_)) => {
-                use chrono::TimeZone;
-                let midnight = d.and_hms_opt(0, 0, 0).expect("midnight exists");
-                let instant = calendar
-                    .time_zone
-                    .from_local_datetime(&midnight)
-                    .earliest()
-                    .map(|t| t.timestamp_micros())
-                    .ok_or_else(|| QueryError::invalid(format!("{d} has no local midnight")))?;
-                ScalarValue::TimestampMicrosecond(Some(instant), Some("UTC".into()))
-            }
+            DataType::Timestamp(_, Some(_)) => ScalarValue::TimestampMicrosecond(
+                Some(calendar.first_instant(d)),
+                Some("UTC".into()),
+            ),
             _ => ScalarValue::Date32(Some(days_since_epoch(d))),
         };
         Ok(lit(v.cast_to(data_type).map_err(df_err)?))

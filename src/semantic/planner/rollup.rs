@@ -99,25 +99,22 @@ impl DateWindow {
     }
 }
 
-/// Nanoseconds since the epoch of `d`'s first instant: local midnight in the calendar's zone for
-/// a zoned timestamp, the naive midnight for one without a zone (already local).
+/// Nanoseconds since the epoch of `d`'s first instant: in the calendar's zone for a zoned
+/// timestamp (as query ranges cut it), the naive midnight for one without a zone (already local).
 fn local_midnight(
     d: NaiveDate,
     zone: &Option<std::sync::Arc<str>>,
     calendar: &CalendarConfig,
 ) -> i64 {
-    use chrono::TimeZone;
-    let midnight = d.and_hms_opt(0, 0, 0).expect("midnight");
-    let utc = match zone {
-        Some(_) => calendar
-            .time_zone
-            .from_local_datetime(&midnight)
-            .earliest()
-            .map(|t| t.naive_utc())
-            .unwrap_or(midnight),
-        None => midnight,
-    };
-    utc.and_utc().timestamp_nanos_opt().unwrap_or(i64::MAX)
+    match zone {
+        Some(_) => calendar.first_instant(d).saturating_mul(1_000),
+        None => d
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight is a valid time")
+            .and_utc()
+            .timestamp_nanos_opt()
+            .unwrap_or(i64::MAX),
+    }
 }
 
 fn timestamp_literal(unit: TimeUnit, zone: Option<std::sync::Arc<str>>, nanos: i64) -> Expr {
