@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::catalog::{Catalog, MetricDefinition, kind_name};
-use crate::spec::{Direction, FormatSpec, Label, Thresholds};
+use crate::catalog::{Catalog, MetricDefinition};
+use crate::spec::{Direction, FormatSpec, Label, MetricKind, Thresholds};
 
 #[derive(Serialize)]
 pub struct CatalogView {
@@ -29,7 +29,10 @@ pub struct ProfileView {
 pub struct MetricView {
     pub name: String,
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub kind: MetricKind,
+    /// What its number is, in one sentence (agents read it; the catalog's JSON does not carry it).
+    #[serde(skip)]
+    pub meaning: &'static str,
     pub label: Label,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -83,12 +86,14 @@ impl CatalogView {
                     .all(|model| catalog.models[model].time.is_some());
                 MetricView {
                     name: m.name.clone(),
-                    kind: kind_name(m.definition.kind()),
+                    kind: m.definition.kind(),
+                    meaning: m.definition.meaning(),
                     label: m.label.clone(),
                     description: m.description.clone(),
-                    expr: match &m.definition {
-                        MetricDefinition::Derived { sql, .. } => Some(sql.clone()),
-                        _ => None,
+                    expr: if let MetricDefinition::Derived(d) = &m.definition {
+                        Some(d.sql.clone())
+                    } else {
+                        None
                     },
                     format: m.format.clone(),
                     direction: m.direction,

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::{Expr, ExprSchemable};
 
+use super::Catalog;
 use super::build::{Declared, parse_duration_micros};
-use super::{Catalog, MetricDefinition};
 use crate::catalog::CatalogErrors;
 use crate::protocol::Comparison;
 use crate::spec::alert::{AlertKind, AlertSpec, KpiCondition, Severity};
@@ -171,10 +171,7 @@ fn kpi_check(
         err("metric", format!("unknown metric '{metric_name}'"));
         return None;
     };
-    if matches!(
-        metric.definition,
-        MetricDefinition::Funnel(_) | MetricDefinition::Cohort(_)
-    ) {
+    if metric.definition.is_shaped() {
         err(
             "metric",
             format!("'{metric_name}' is not one number per period (funnels and cohorts are not)"),

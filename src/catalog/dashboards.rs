@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::{Catalog, CatalogErrors, is_identifier};
+use super::{Catalog, CatalogErrors, Shape, is_identifier};
 use crate::spec::dashboard::{DashboardSpec, PanelKind, PanelRange, PanelSpec};
-use crate::spec::{Grain, Label, MetricKind};
+use crate::spec::{Grain, Label};
 
 /// The longest window a dashboard (or a reader's `periods`) may ask for: five years of months.
 pub const MAX_PERIODS: u32 = 60;
@@ -221,7 +221,7 @@ impl DashboardCheck<'_> {
                     format!("{key}.metrics[{j}]"),
                     format!("unknown metric '{m}'"),
                 ),
-                Some(metric) => kinds.push(metric.definition.kind()),
+                Some(metric) => kinds.push((metric.definition.kind(), metric.definition.shape())),
             }
         }
         let (min_metrics, max_metrics) = match p.kind {
@@ -240,31 +240,24 @@ impl DashboardCheck<'_> {
                 },
             );
         }
-        let shaped_kind = match p.kind {
-            PanelKind::Funnel => Some(MetricKind::Funnel),
-            PanelKind::Cohort => Some(MetricKind::Cohort),
-            _ => None,
+        // Funnel and cohort panels draw their metrics' own shapes; the others, series.
+        let shape = match p.kind {
+            PanelKind::Funnel => Shape::Steps,
+            PanelKind::Cohort => Shape::Triangle,
+            _ => Shape::Series,
         };
-        for (j, k) in kinds.iter().enumerate() {
-            let shaped = matches!(k, MetricKind::Funnel | MetricKind::Cohort);
-            let fits = match shaped_kind {
-                Some(want) => *k == want,
-                None => !shaped,
-            };
-            if !fits {
+        for (j, (k, metric_shape)) in kinds.iter().enumerate() {
+            if *metric_shape != shape {
                 self.fail(
                     format!("{key}.metrics[{j}]"),
-                    match shaped_kind {
-                        Some(want) => format!(
+                    if shape == Shape::Series {
+                        format!("a {k} metric has its own shape: show it in a {k} panel")
+                    } else {
+                        format!(
                             "a {} panel needs a {} metric",
                             kind_name(p.kind),
-                            super::kind_name(want)
-                        ),
-                        None => format!(
-                            "a {} metric has its own shape: show it in a {} panel",
-                            super::kind_name(*k),
-                            super::kind_name(*k)
-                        ),
+                            kind_name(p.kind)
+                        )
                     },
                 );
             }

@@ -6,6 +6,7 @@ mod alerts;
 mod build;
 mod dashboards;
 mod error;
+mod kinds;
 mod personal;
 mod plan_context;
 mod profile;
@@ -26,6 +27,11 @@ use build::Builder;
 pub use alerts::{AlertCheck, AlertRule, Condition};
 pub use dashboards::{Dashboard, MAX_PERIODS, Panel};
 pub use error::{CatalogError, CatalogErrors};
+pub use kinds::{
+    AttainmentMetric, ChurnBase, ChurnMetric, CohortMetric, CumulativeMetric, CumulativeSpan,
+    DerivedMetric, FunnelMetric, Kind, MetricDefinition, RatioMetric, Shape, SimpleMetric,
+    TargetMetric, TimeProgressMetric,
+};
 pub use personal::{PersonalColumns, tested_column};
 pub use plan_context::{PlanContext, TableRegistry};
 pub use profile::{MAX_SECTION_ROWS, Profile, ProfileColumn, ProfileSection};
@@ -37,8 +43,8 @@ pub use sources::{ProjectSources, parse_definition_file};
 pub use tables::{FileFormat, FileSignature, TableSource, data_version};
 
 use crate::spec::{
-    Aggregation, ChurnValue, Direction, DrillColumnSpec, EmptyPeriod, FormatSpec, Grain, Label,
-    MetricKind, SnapshotPick, TestSpec, Thresholds,
+    Aggregation, Direction, DrillColumnSpec, EmptyPeriod, FormatSpec, Label, SnapshotPick,
+    TestSpec, Thresholds,
 };
 
 /// A validated, immutable view of a project's definitions over one snapshot of its data.
@@ -183,130 +189,6 @@ pub struct Metric {
     pub empty: EmptyPeriod,
 }
 
-pub struct ChurnBase {
-    pub model: String,
-    pub entity: String,
-    /// Over the model's columns: the entity is active in this snapshot row.
-    pub active: Expr,
-    pub active_sql: String,
-}
-
-pub struct FunnelDefinition {
-    pub model: String,
-    pub entity: String,
-    pub step: String,
-    pub steps: Vec<String>,
-    /// How steps are shown, by step (those declared).
-    pub step_labels: BTreeMap<String, crate::spec::Label>,
-    /// The window after the first step, in microseconds.
-    pub window_micros: i64,
-    pub window: String,
-}
-
-pub struct CohortDefinition {
-    pub model: String,
-    pub entity: String,
-    pub active: Expr,
-    pub grain: Grain,
-    /// A date dimension that places an entity in its cohort; else its first active snapshot.
-    pub cohort_by: Option<String>,
-}
-
-pub enum MetricDefinition {
-    Simple {
-        measure: String,
-    },
-    Ratio {
-        numerator: String,
-        denominator: String,
-    },
-    Derived {
-        expr: Expr,
-        sql: String,
-        depends_on: Vec<String>,
-    },
-    Churn {
-        base: usize,
-        value: ChurnValue,
-    },
-    Funnel(FunnelDefinition),
-    Cohort(CohortDefinition),
-    Cumulative(CumulativeDefinition),
-    /// Targets set per member of an org level and period (a measure over a targets model),
-    /// read over whole periods; null where none is set or the query's grouping cannot be
-    /// answered from them (below `level`, above it unless `additive`, by another dimension).
-    Target {
-        measure: String,
-        level: String,
-        additive: bool,
-    },
-    /// `actual / target` (任务完成率), or `target / actual` when lower is better.
-    Attainment {
-        actual: String,
-        target: String,
-        lower_is_better: bool,
-    },
-    /// The share of each period gone by the query's end (时间进度).
-    TimeProgress,
-}
-
-impl MetricDefinition {
-    /// The other metrics this one is computed from (a derived metric's, an attainment's).
-    pub fn metrics_read(&self) -> Vec<String> {
-        match self {
-            MetricDefinition::Derived { depends_on, .. } => depends_on.clone(),
-            MetricDefinition::Attainment { actual, target, .. } => {
-                vec![actual.clone(), target.clone()]
-            }
-            _ => Vec::new(),
-        }
-    }
-}
-
-/// A running total of a flow measure (`type: cumulative`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct CumulativeDefinition {
-    pub measure: String,
-    pub span: CumulativeSpan,
-    /// With `LastPeriods`: the mean of the window's periods rather than their sum.
-    pub average: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CumulativeSpan {
-    /// From the start of the reset period holding the period's last day (YTD, QTD, MTD), or from
-    /// the first row (`Reset::Never`), through the period's last day.
-    SinceReset(crate::spec::Reset),
-    /// The period and the ones before it, this many in all (a rolling 12 months).
-    LastPeriods(u32),
-}
-
-impl MetricDefinition {
-    pub fn kind(&self) -> MetricKind {
-        match self {
-            MetricDefinition::Simple { .. } => MetricKind::Simple,
-            MetricDefinition::Ratio { .. } => MetricKind::Ratio,
-            MetricDefinition::Derived { .. } => MetricKind::Derived,
-            MetricDefinition::Churn { .. } => MetricKind::Churn,
-            MetricDefinition::Funnel(_) => MetricKind::Funnel,
-            MetricDefinition::Cohort(_) => MetricKind::Cohort,
-            MetricDefinition::Cumulative(_) => MetricKind::Cumulative,
-            MetricDefinition::Target { .. } => MetricKind::Target,
-            MetricDefinition::Attainment { .. } => MetricKind::Attainment,
-            MetricDefinition::TimeProgress => MetricKind::TimeProgress,
-        }
-    }
-
-    /// Funnels and cohorts have their own result shape (a row per step, a triangle), so they
-    /// are queried one at a time.
-    pub fn is_shaped(&self) -> bool {
-        matches!(
-            self,
-            MetricDefinition::Funnel(_) | MetricDefinition::Cohort(_)
-        )
-    }
-}
-
 impl Catalog {
     /// Validates already-read sources over the data as it is now.
     pub async fn build(
@@ -339,45 +221,23 @@ impl Catalog {
         let Some(m) = self.metrics.get(metric) else {
             return;
         };
-        let mut push = |name: &String| {
-            if !out.contains(name) {
-                out.push(name.clone());
+        for measure in m.definition.measures_read() {
+            if !out.contains(&measure) {
+                out.push(measure);
             }
-        };
-        match &m.definition {
-            MetricDefinition::Simple { measure } => push(measure),
-            MetricDefinition::Ratio {
-                numerator,
-                denominator,
-            } => {
-                push(numerator);
-                push(denominator);
-            }
-            MetricDefinition::Derived { .. } | MetricDefinition::Attainment { .. } => {
-                for dep in m.definition.metrics_read() {
-                    self.collect_measures(&dep, out);
-                }
-            }
-            MetricDefinition::Cumulative(c) => push(&c.measure),
-            MetricDefinition::Target { measure, .. } => push(measure),
-            MetricDefinition::Churn { .. }
-            | MetricDefinition::Funnel(_)
-            | MetricDefinition::Cohort(_)
-            | MetricDefinition::TimeProgress => {}
+        }
+        for dep in m.definition.metrics_read() {
+            self.collect_measures(&dep, out);
         }
     }
 
     /// A measure under `metric` that is not taken at a snapshot (a flow: summed over time), or
     /// the metric's own name for a churn, funnel or cohort: what makes it no balance.
     pub fn flow_measure_of(&self, metric: &str) -> Option<String> {
-        let shaped = self.metrics_under(metric).into_iter().find(|m| {
-            matches!(
-                self.metrics[m].definition,
-                MetricDefinition::Churn { .. }
-                    | MetricDefinition::Funnel(_)
-                    | MetricDefinition::Cohort(_)
-            )
-        });
+        let shaped = self
+            .metrics_under(metric)
+            .into_iter()
+            .find(|m| self.metrics[m].definition.entity_model().is_some());
         shaped.or_else(|| {
             self.measures_of(metric)
                 .into_iter()
@@ -407,17 +267,8 @@ impl Catalog {
             .map(|m| self.measures[m].model.clone())
             .collect();
         for name in self.metrics_under(metric) {
-            match &self.metrics[&name].definition {
-                MetricDefinition::Churn { base, .. } => {
-                    out.insert(self.churn_bases[*base].model.clone());
-                }
-                MetricDefinition::Funnel(f) => {
-                    out.insert(f.model.clone());
-                }
-                MetricDefinition::Cohort(c) => {
-                    out.insert(c.model.clone());
-                }
-                _ => {}
+            if let Some(model) = self.metrics[&name].definition.entity_model() {
+                out.insert(model.to_string());
             }
         }
         out
@@ -428,14 +279,7 @@ impl Catalog {
     pub fn models_constraining(&self, metric: &str) -> BTreeSet<String> {
         self.metrics_under(metric)
             .iter()
-            .filter(|m| {
-                !matches!(
-                    self.metrics[*m].definition,
-                    MetricDefinition::Target { .. }
-                        | MetricDefinition::Derived { .. }
-                        | MetricDefinition::Attainment { .. }
-                )
-            })
+            .filter(|m| self.metrics[*m].definition.constrains_dimensions())
             .flat_map(|m| self.models_of(m))
             .collect()
     }
@@ -491,30 +335,4 @@ pub fn is_identifier(s: &str) -> bool {
     matches!(chars.next(), Some('a'..='z'))
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && s.len() <= 64
-}
-
-pub fn agg_name(a: Aggregation) -> &'static str {
-    match a {
-        Aggregation::Sum => "sum",
-        Aggregation::Count => "count",
-        Aggregation::CountDistinct => "count_distinct",
-        Aggregation::Avg => "avg",
-        Aggregation::Min => "min",
-        Aggregation::Max => "max",
-    }
-}
-
-pub fn kind_name(k: MetricKind) -> &'static str {
-    match k {
-        MetricKind::Simple => "simple",
-        MetricKind::Ratio => "ratio",
-        MetricKind::Derived => "derived",
-        MetricKind::Churn => "churn",
-        MetricKind::Funnel => "funnel",
-        MetricKind::Cohort => "cohort",
-        MetricKind::Cumulative => "cumulative",
-        MetricKind::Target => "target",
-        MetricKind::Attainment => "attainment",
-        MetricKind::TimeProgress => "time_progress",
-    }
 }

@@ -8,7 +8,7 @@ use chrono::NaiveDate;
 use datafusion::arrow::datatypes::DataType;
 
 use super::build::Declared;
-use super::{ChurnBase, Measure, Metric, MetricDefinition, Model, kind_name};
+use super::{Measure, Metric, MetricDefinition, Model};
 use crate::catalog::CatalogErrors;
 use crate::protocol::Grain;
 use crate::spec::{Aggregation, RollupSpec};
@@ -120,7 +120,6 @@ pub(super) fn validate(
     models: &BTreeMap<String, Model>,
     measures: &BTreeMap<String, Measure>,
     metrics: &BTreeMap<String, Metric>,
-    churn_bases: &[ChurnBase],
 ) -> Result<Vec<RollupDefinition>, CatalogErrors> {
     let mut errors = CatalogErrors::default();
     let mut out = Vec::new();
@@ -169,9 +168,7 @@ pub(super) fn validate(
                 );
                 None
             }
-            1 if spec.churn.is_some() => {
-                churn_form(d, &key, model, metrics, churn_bases, &mut errors)
-            }
+            1 if spec.churn.is_some() => churn_form(d, &key, model, metrics, &mut errors),
             1 if spec.funnel.is_some() || spec.cohort.is_some() => {
                 entity_metric_form(d, &key, metrics, &mut errors)
             }
@@ -251,8 +248,8 @@ fn named_metric<'a>(
         None => format!("unknown metric '{name}'"),
         Some(m) if m.definition.kind() != kind => format!(
             "'{name}' is a {} metric, not a {} metric",
-            kind_name(m.definition.kind()),
-            kind_name(kind)
+            m.definition.kind(),
+            kind
         ),
         Some(m) if counts(m) != d.spec.model => format!(
             "'{name}' counts model '{}', not '{}'",
@@ -270,15 +267,10 @@ fn churn_form(
     key: &str,
     model: &Model,
     metrics: &BTreeMap<String, Metric>,
-    churn_bases: &[ChurnBase],
     errors: &mut CatalogErrors,
 ) -> Option<DefinitionForm> {
     let name = d.spec.churn.as_deref().expect("a churn rollup");
-    let base_of = |m: &Metric| match m.definition {
-        MetricDefinition::Churn { base, .. } => base,
-        _ => unreachable!("checked: a churn metric"),
-    };
-    let counts = |m: &Metric| churn_bases[base_of(m)].model.clone();
+    let counts = |m: &Metric| m.definition.entity_model().unwrap_or_default().to_string();
     let metric = named_metric(
         d,
         key,
@@ -288,7 +280,10 @@ fn churn_form(
         counts,
         errors,
     )?;
-    let base = base_of(metric);
+    let MetricDefinition::Churn(churn) = &metric.definition else {
+        unreachable!("named_metric checked: a churn metric")
+    };
+    let base = churn.base;
     // Periods are computed from the snapshot dates in Rust, which reads them as calendar dates.
     if model.time.as_ref().map(|t| &t.data_type) != Some(&DataType::Date32) {
         errors.push(
@@ -322,22 +317,19 @@ fn entity_metric_form(
     errors: &mut CatalogErrors,
 ) -> Option<DefinitionForm> {
     use crate::spec::MetricKind;
-    let (field, name, kind) = match (&d.spec.funnel, &d.spec.cohort) {
-        (Some(f), _) => ("funnel", f, MetricKind::Funnel),
-        (_, Some(c)) => ("cohort", c, MetricKind::Cohort),
-        _ => unreachable!("a funnel or cohort rollup"),
-    };
-    let counts = |m: &Metric| match &m.definition {
-        MetricDefinition::Funnel(f) => f.model.clone(),
-        MetricDefinition::Cohort(c) => c.model.clone(),
-        _ => String::new(),
-    };
+    let (field, name, kind, form): (_, _, _, fn(String) -> DefinitionForm) =
+        match (&d.spec.funnel, &d.spec.cohort) {
+            (Some(f), _) => ("funnel", f, MetricKind::Funnel, |metric| {
+                DefinitionForm::Funnel { metric }
+            }),
+            (_, Some(c)) => ("cohort", c, MetricKind::Cohort, |metric| {
+                DefinitionForm::Cohort { metric }
+            }),
+            (None, None) => unreachable!("a funnel or cohort rollup"),
+        };
+    let counts = |m: &Metric| m.definition.entity_model().unwrap_or_default().to_string();
     named_metric(d, key, (field, name), kind, metrics, counts, errors)?;
-    let metric = name.to_string();
-    Some(match kind {
-        MetricKind::Funnel => DefinitionForm::Funnel { metric },
-        _ => DefinitionForm::Cohort { metric },
-    })
+    Some(form(name.to_string()))
 }
 
 /// What the build found that a rollup's measure cannot answer exactly, per measure.

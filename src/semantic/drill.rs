@@ -12,8 +12,8 @@ use super::planner::ColumnRole;
 use super::result::{QueryResult, SchemaField};
 use super::series::compare_values;
 use super::validate::ValidatedQuery;
-use crate::catalog::{Catalog, MetricDefinition};
-use crate::spec::{Aggregation, ChurnValue, FormatSpec, FormatStyle, Label};
+use crate::catalog::Catalog;
+use crate::spec::{FormatSpec, FormatStyle, Label};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DrillResult {
@@ -50,16 +50,9 @@ pub fn parent_query(q: &ValidatedQuery) -> ValidatedQuery {
 
 /// Metrics whose values add up over the members of a level: a child's share is meaningful.
 fn is_additive(catalog: &Catalog, metric: &str) -> bool {
-    match &catalog.metrics[metric].definition {
-        MetricDefinition::Simple { measure } => matches!(
-            catalog.measures[measure].agg,
-            Aggregation::Sum | Aggregation::Count | Aggregation::CountDistinct
-        ),
-        MetricDefinition::Churn { value, .. } => *value != ChurnValue::Rate,
-        // Running totals of sums and counts (validated), and their means over a fixed window.
-        MetricDefinition::Cumulative(_) => true,
-        _ => false,
-    }
+    catalog.metrics[metric]
+        .definition
+        .adds_up(&catalog.measures)
 }
 
 pub fn merge(main: &mut QueryResult, q: &ValidatedQuery, catalog: &Catalog, parent: &QueryResult) {

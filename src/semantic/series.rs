@@ -73,7 +73,7 @@ fn pace(result: &mut QueryResult, q: &ValidatedQuery, catalog: &Catalog) {
             && catalog
                 .metrics
                 .get(&f.name)
-                .is_some_and(|m| matches!(m.definition, MetricDefinition::TimeProgress))
+                .is_some_and(|m| matches!(m.definition, MetricDefinition::TimeProgress(_)))
     });
     if paced.is_empty() {
         return;

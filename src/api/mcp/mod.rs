@@ -263,41 +263,13 @@ fn label(l: &crate::spec::Label, lang: Lang) -> String {
 }
 
 /// What a metric's number means, by kind: the sentence an agent needs not to misuse it.
-fn meaning(kind: &str) -> &'static str {
-    match kind {
-        "simple" => {
-            "an aggregate of one measure over the rows asked (a balance is taken at each period's end, never summed across periods)"
-        }
-        "ratio" => {
-            "the sum of a numerator over the sum of a denominator across all rows asked: never an average of sub-ratios; null where the denominator is 0"
-        }
-        "derived" => "an expression over other metrics, computed after they are aggregated",
-        "churn" => {
-            "entities active at the end of the previous period and not active at this period's end, counted or as a rate of those active before"
-        }
-        "funnel" => "entities reaching each step within the window after their first step",
-        "cohort" => "entities of each starting cohort still active so many periods later",
-        "cumulative" => {
-            "a running total over periods (from the start of the year, quarter or over a rolling window)"
-        }
-        "target" => {
-            "the target set for the period at its org level; null where none was set or the rows are below that level"
-        }
-        "attainment" => {
-            "the actual value over its target (target over actual where lower is better)"
-        }
-        "time_progress" => "the share of the period's days gone by (时间进度)",
-        _ => "a metric",
-    }
-}
-
 fn metric_entry(m: &MetricView, lang: Lang, grains: bool) -> Value {
     json!({
         "name": m.name,
         "label": m.label,
         "title": label(&m.label, lang),
         "kind": m.kind,
-        "meaning": meaning(m.kind),
+        "meaning": m.meaning,
         "description": m.description,
         "dimensions": m.dimensions,
         "grains": if grains && m.time { json!(["day", "week", "month", "quarter", "year"]) } else { json!([]) },
@@ -370,7 +342,7 @@ impl Tools {
             "{} ({}): {}. Kind {}; sliced by {}.",
             m.name,
             label(&m.label, a.lang),
-            meaning(m.kind),
+            m.meaning,
             m.kind,
             m.dimensions.join(", ")
         );

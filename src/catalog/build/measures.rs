@@ -7,7 +7,7 @@ use datafusion::common::DFSchema;
 use datafusion::logical_expr::{Expr, ExprSchemable};
 
 use super::Builder;
-use crate::catalog::{CatalogErrors, Measure, Model, agg_name};
+use crate::catalog::{CatalogErrors, Measure, Model};
 use crate::spec::Aggregation;
 use crate::text::first_line;
 
@@ -60,7 +60,7 @@ impl Builder<'_> {
                     errors.push(
                         d.file,
                         format!("{key}.expr"),
-                        format!("required for agg '{}'", agg_name(agg)),
+                        format!("required for agg '{agg}'"),
                     );
                     None
                 }
@@ -70,7 +70,7 @@ impl Builder<'_> {
                         errors.push(
                             d.file,
                             format!("{key}.expr"),
-                            format!("'{sql}' is {t}; agg '{}' needs a number", agg_name(agg)),
+                            format!("'{sql}' is {t}; agg '{agg}' needs a number"),
                         );
                         None
                     } else {
@@ -109,7 +109,7 @@ impl Builder<'_> {
                     format!("{key}.expr"),
                     format!(
                         "column '{col}' is personal data: a measure may only count it (count, count_distinct), agg '{}' would show it",
-                        agg_name(spec.agg)
+                        spec.agg
                     ),
                 );
             }
@@ -142,7 +142,7 @@ impl Builder<'_> {
                     format!("{key}.semi_additive.pick"),
                     format!(
                         "an average averages the per-date totals: agg must be sum or count, not '{}'",
-                        agg_name(spec.agg)
+                        spec.agg
                     ),
                 );
             }

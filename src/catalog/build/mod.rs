@@ -173,7 +173,7 @@ impl<'a> Builder<'a> {
         let (metrics, churn_bases) =
             self.build_metrics(&measures, &models, &dimensions, &hierarchies)?;
         let tests = self.validate_tests()?;
-        let rollups = rollups::validate(&self.rollups, &models, &measures, &metrics, &churn_bases)?;
+        let rollups = rollups::validate(&self.rollups, &models, &measures, &metrics)?;
         let mut catalog = Catalog {
             version: sources.version.clone(),
             models,

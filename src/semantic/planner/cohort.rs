@@ -19,7 +19,7 @@ use super::{
     ColumnRole, OutputColumn, PlannedQuery, count_distinct_by, df_err, entity_snapshot,
     filtered_rows, period_expr, range_expr, sort_and_limit,
 };
-use crate::catalog::{Catalog, CohortDefinition};
+use crate::catalog::{Catalog, CohortMetric};
 use crate::protocol::Grain;
 use crate::semantic::calendar::period_start;
 use crate::semantic::error::QueryError;
@@ -32,7 +32,7 @@ pub const PERIODS_SINCE: &str = "periods_since";
 pub(super) async fn plan(
     catalog: &Catalog,
     q: &ValidatedQuery,
-    c: &CohortDefinition,
+    c: &CohortMetric,
 ) -> Result<PlannedQuery, QueryError> {
     let dims = &q.dimensions;
     let g = c.grain;
@@ -85,7 +85,7 @@ async fn from_rollup(
 /// cohort.
 pub(super) async fn triangle(
     catalog: &Catalog,
-    c: &CohortDefinition,
+    c: &CohortMetric,
     dims: &[String],
     filters: &[crate::semantic::validate::Filter],
     (from, to): (Option<chrono::NaiveDate>, Option<chrono::NaiveDate>),

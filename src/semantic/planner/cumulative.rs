@@ -21,7 +21,7 @@ use datafusion::logical_expr::{Expr, JoinType, LogicalPlanBuilder, cast};
 use datafusion::prelude::{ident, lit};
 
 use super::{PERIOD, df_err, measure_column, measures_frame, period_expr};
-use crate::catalog::{Catalog, CumulativeDefinition, CumulativeSpan};
+use crate::catalog::{Catalog, CumulativeMetric, CumulativeSpan};
 use crate::protocol::Grain;
 use crate::semantic::calendar::{period_start, shift};
 use crate::semantic::error::{ErrorKind, QueryError};
@@ -49,7 +49,7 @@ pub(super) async fn frame(
     catalog: &Catalog,
     q: &ValidatedQuery,
     metric: &str,
-    def: &CumulativeDefinition,
+    def: &CumulativeMetric,
     dims: &[String],
     grain: Option<Grain>,
     rollups: &mut BTreeSet<String>,

@@ -22,7 +22,7 @@ use super::{
     ColumnRole, OutputColumn, PERIOD, PlannedQuery, df_err, dimension_columns, filtered_rows,
     key_columns, period_expr, sort_and_limit, time_range,
 };
-use crate::catalog::{Catalog, FunnelDefinition};
+use crate::catalog::{Catalog, FunnelMetric};
 use crate::semantic::error::QueryError;
 use crate::semantic::validate::ValidatedQuery;
 use crate::spec::FormatStyle;
@@ -42,7 +42,7 @@ pub(super) const FIRST_TIME: &str = "__first_time";
 /// step, null where it did not). What a funnel rollup holds, over the whole range.
 pub(super) async fn entities(
     catalog: &Catalog,
-    f: &FunnelDefinition,
+    f: &FunnelMetric,
     dims: &[String],
     filters: &[crate::semantic::validate::Filter],
     range: Option<Expr>,
@@ -124,7 +124,7 @@ pub(super) async fn entities(
 pub(super) async fn plan(
     catalog: &Catalog,
     q: &ValidatedQuery,
-    f: &FunnelDefinition,
+    f: &FunnelMetric,
 ) -> Result<PlannedQuery, QueryError> {
     let model = &catalog.models[&f.model];
     let t = model

@@ -119,10 +119,19 @@ fn measure_column(name: &str) -> String {
 }
 
 pub async fn plan(catalog: &Catalog, q: &ValidatedQuery) -> Result<PlannedQuery, QueryError> {
+    use MetricDefinition as D;
     match &catalog.metrics[&q.metrics[0]].definition {
-        MetricDefinition::Funnel(f) => return funnel::plan(catalog, q, f).await,
-        MetricDefinition::Cohort(c) => return cohort::plan(catalog, q, c).await,
-        _ => {}
+        D::Funnel(f) => return funnel::plan(catalog, q, f).await,
+        D::Cohort(c) => return cohort::plan(catalog, q, c).await,
+        // A value per period and group: the metric frame below.
+        D::Simple(_)
+        | D::Ratio(_)
+        | D::Derived(_)
+        | D::Churn(_)
+        | D::Cumulative(_)
+        | D::Target(_)
+        | D::Attainment(_)
+        | D::TimeProgress(_) => {}
     }
     let mut columns = key_columns(q);
     columns.extend(
@@ -219,19 +228,16 @@ async fn metric_frame(
         .into_iter()
         .collect();
     let mut measures: Vec<&Measure> = Vec::new();
-    let mut cumulative: Vec<(&str, &crate::catalog::CumulativeDefinition)> = Vec::new();
+    let mut cumulative: Vec<(&str, &crate::catalog::CumulativeMetric)> = Vec::new();
     // Targets read over whole periods, where they answer the rows (else null: `unanswered`).
     let mut targets: Vec<&Measure> = Vec::new();
     let mut unanswered: BTreeSet<String> = BTreeSet::new();
     for metric in &under {
+        use MetricDefinition as D;
         match &catalog.metrics[metric].definition {
-            MetricDefinition::Target {
-                measure,
-                level,
-                additive,
-            } => {
-                if target::answerable(catalog, q, measure, level, *additive, dims) {
-                    let m = &catalog.measures[measure];
+            D::Target(t) => {
+                if target::answerable(catalog, q, &t.measure, &t.level, t.additive, dims) {
+                    let m = &catalog.measures[&t.measure];
                     if !targets.iter().any(|x| x.name == m.name) {
                         targets.push(m);
                     }
@@ -239,7 +245,7 @@ async fn metric_frame(
                     unanswered.insert(metric.clone());
                 }
             }
-            MetricDefinition::Simple { .. } | MetricDefinition::Ratio { .. } => {
+            D::Simple(_) | D::Ratio(_) => {
                 for m in catalog.measures_of(metric) {
                     let m = &catalog.measures[&m];
                     if !measures.iter().any(|x| x.name == m.name) {
@@ -247,8 +253,15 @@ async fn metric_frame(
                     }
                 }
             }
-            MetricDefinition::Cumulative(c) => cumulative.push((metric, c)),
-            _ => {}
+            D::Cumulative(c) => cumulative.push((metric, c)),
+            // Churn has its own part (below); funnels and cohorts their own plans; the rest are
+            // computed from the metrics they read.
+            D::Churn(_)
+            | D::Funnel(_)
+            | D::Cohort(_)
+            | D::Derived(_)
+            | D::Attainment(_)
+            | D::TimeProgress(_) => {}
         }
     }
     let groups = by_model_and_pick(&measures);
@@ -267,10 +280,10 @@ async fn metric_frame(
     let mut churn_bases: Vec<usize> = Vec::new();
     for metric in &q.metrics {
         for m in catalog.metrics_under(metric) {
-            if let MetricDefinition::Churn { base, .. } = catalog.metrics[&m].definition
-                && !churn_bases.contains(&base)
+            if let MetricDefinition::Churn(c) = &catalog.metrics[&m].definition
+                && !churn_bases.contains(&c.base)
             {
-                churn_bases.push(base);
+                churn_bases.push(c.base);
             }
         }
     }
@@ -847,18 +860,16 @@ impl MetricValues<'_> {
         let catalog = self.catalog;
         let metric = &catalog.metrics[name];
         let as_f64 = |e: Expr| cast(e, DataType::Float64);
+        use MetricDefinition as D;
         Ok(match &metric.definition {
-            MetricDefinition::Target { .. } if self.unanswered.contains(name) => {
+            D::Target(_) if self.unanswered.contains(name) => {
                 cast(lit(ScalarValue::Null), DataType::Float64)
             }
-            MetricDefinition::Target { measure, .. } => as_f64(ident(measure_column(measure))),
-            MetricDefinition::Attainment {
-                actual,
-                target,
-                lower_is_better,
-            } => {
-                let (actual, target) = (as_f64(self.expr(actual)?), as_f64(self.expr(target)?));
-                let (over, under) = if *lower_is_better {
+            D::Target(t) => as_f64(ident(measure_column(&t.measure))),
+            D::Attainment(a) => {
+                let (actual, target) =
+                    (as_f64(self.expr(&a.actual)?), as_f64(self.expr(&a.target)?));
+                let (over, under) = if a.lower_is_better {
                     (target, actual)
                 } else {
                     (actual, target)
@@ -866,44 +877,45 @@ impl MetricValues<'_> {
                 over / nullif(under, lit(0.0f64))
             }
             // Set per row once the rows are known (`series::pace`), gap-filled ones too.
-            MetricDefinition::TimeProgress => cast(lit(ScalarValue::Null), DataType::Float64),
+            D::TimeProgress(_) => cast(lit(ScalarValue::Null), DataType::Float64),
             // A metric that declares empty as zero shows 0 where its model has no rows for the group
             // (another model's metric in the same query may have some).
-            MetricDefinition::Simple { measure } if metric.empty == EmptyPeriod::Zero => {
-                or_zero(ident(measure_column(measure)))
+            D::Simple(s) if metric.empty == EmptyPeriod::Zero => {
+                or_zero(ident(measure_column(&s.measure)))
             }
-            MetricDefinition::Simple { measure } => ident(measure_column(measure)),
+            D::Simple(s) => ident(measure_column(&s.measure)),
             // Ratio of sums; an empty or zero denominator gives null, never an error.
-            MetricDefinition::Ratio {
-                numerator,
-                denominator,
-            } => {
-                as_f64(ident(measure_column(numerator)))
-                    / nullif(as_f64(ident(measure_column(denominator))), lit(0.0f64))
+            D::Ratio(r) => {
+                as_f64(ident(measure_column(&r.numerator)))
+                    / nullif(as_f64(ident(measure_column(&r.denominator))), lit(0.0f64))
             }
-            MetricDefinition::Churn { base, value } => {
-                let c = |v| ident(churn::column(*base, v));
-                match value {
+            D::Churn(churn) => {
+                let c = |v| ident(churn::column(churn.base, v));
+                match churn.value {
                     ChurnValue::Rate => {
                         as_f64(c(ChurnValue::Churned))
                             / nullif(as_f64(c(ChurnValue::ActiveAtStart)), lit(0.0f64))
                     }
-                    v => c(*v),
+                    v
+                    @ (ChurnValue::ActiveAtStart | ChurnValue::Churned | ChurnValue::Returned) => {
+                        c(v)
+                    }
                 }
             }
             // A row another metric's part holds, with nothing in this one's window: 0, as declared.
-            MetricDefinition::Cumulative(_) if metric.empty == EmptyPeriod::Zero => {
+            D::Cumulative(_) if metric.empty == EmptyPeriod::Zero => {
                 or_zero(ident(cumulative::column(name)))
             }
-            MetricDefinition::Cumulative(_) => ident(cumulative::column(name)),
-            MetricDefinition::Funnel(_) | MetricDefinition::Cohort(_) => {
+            D::Cumulative(_) => ident(cumulative::column(name)),
+            D::Funnel(_) | D::Cohort(_) => {
                 return Err(QueryError::invalid(format!(
                     "'{name}' is a {} metric and is queried on its own",
-                    crate::catalog::kind_name(metric.definition.kind())
+                    metric.definition.kind()
                 )));
             }
-            MetricDefinition::Derived { expr, .. } => {
-                expr.clone()
+            D::Derived(d) => {
+                d.expr
+                    .clone()
                     .transform_up(|e| match e {
                         Expr::Column(c) => Ok(Transformed::yes(as_f64(
                             self.expr(&c.name)

@@ -514,11 +514,11 @@ pub fn materialised_churn(
 }
 
 /// The funnel metric a funnel rollup holds.
-fn funnel_of<'a>(catalog: &'a Catalog, metric: &str) -> &'a crate::catalog::FunnelDefinition {
-    match &catalog.metrics[metric].definition {
-        MetricDefinition::Funnel(f) => f,
-        _ => unreachable!("validated: a funnel metric"),
-    }
+fn funnel_of<'a>(catalog: &'a Catalog, metric: &str) -> &'a crate::catalog::FunnelMetric {
+    let MetricDefinition::Funnel(f) = &catalog.metrics[metric].definition else {
+        unreachable!("validated: a funnel metric")
+    };
+    f
 }
 
 /// The plan computing a funnel rollup's rows: every entity over the whole history.
@@ -579,11 +579,11 @@ pub fn materialised_funnel(catalog: &Catalog, def: &RollupDefinition, schema: Sc
 }
 
 /// The cohort metric a cohort rollup holds.
-fn cohort_of<'a>(catalog: &'a Catalog, metric: &str) -> &'a crate::catalog::CohortDefinition {
-    match &catalog.metrics[metric].definition {
-        MetricDefinition::Cohort(c) => c,
-        _ => unreachable!("validated: a cohort metric"),
-    }
+fn cohort_of<'a>(catalog: &'a Catalog, metric: &str) -> &'a crate::catalog::CohortMetric {
+    let MetricDefinition::Cohort(c) = &catalog.metrics[metric].definition else {
+        unreachable!("validated: a cohort metric")
+    };
+    c
 }
 
 /// The plan computing a cohort rollup's rows: the whole triangle by every dimension it holds.

@@ -127,7 +127,7 @@ pub fn validate(
         && let Some(i) = req.metrics.iter().position(|m| {
             matches!(
                 catalog.metrics[m].definition,
-                MetricDefinition::TimeProgress
+                MetricDefinition::TimeProgress(_)
             )
         })
     {
@@ -216,7 +216,7 @@ fn check_metrics(
         catalog
             .metrics
             .get(m)
-            .is_some_and(|m| matches!(m.definition, MetricDefinition::TimeProgress))
+            .is_some_and(|m| matches!(m.definition, MetricDefinition::TimeProgress(_)))
     });
     if progress_only && !req.metrics.is_empty() {
         return Err(QueryError::invalid(
@@ -248,7 +248,7 @@ fn check_metrics(
         if catalog.metrics[name].definition.is_shaped() && req.metrics.len() > 1 {
             return Err(QueryError::invalid(format!(
                 "'{name}' is a {} metric: its result has its own shape, so query it on its own",
-                crate::catalog::kind_name(catalog.metrics[name].definition.kind())
+                catalog.metrics[name].definition.kind()
             ))
             .at(format!("metrics[{i}]")));
         }
@@ -273,10 +273,8 @@ fn check_shaped(catalog: &Catalog, req: &QueryRequest) -> Result<(), QueryError>
     if !req.order.is_empty() {
         return refuse("order", "order (rows come in step or cohort order)");
     }
-    if matches!(
-        catalog.metrics[&req.metrics[0]].definition,
-        crate::catalog::MetricDefinition::Cohort(_)
-    ) && req.time.as_ref().is_some_and(|t| t.grain.is_some())
+    if catalog.metrics[&req.metrics[0]].definition.shape() == crate::catalog::Shape::Triangle
+        && req.time.as_ref().is_some_and(|t| t.grain.is_some())
     {
         return refuse(
             "time.grain",
