@@ -5,35 +5,14 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
 use serde_json::Value;
 
 use super::planner::ColumnRole;
-use super::result::{QueryResult, SchemaField};
+use super::result::{Breadcrumb, DrillResult, QueryResult, SchemaField};
 use super::series::compare_values;
 use super::validate::ValidatedQuery;
 use crate::catalog::Catalog;
 use crate::spec::{FormatSpec, FormatStyle, Label};
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DrillResult {
-    pub hierarchy: String,
-    /// The level the rows are members of.
-    pub level: String,
-    /// The level a click on a row drills to; null when the rows are the leaf level.
-    pub next_level: Option<String>,
-    /// From the top: each crumb is a level and the path that shows it.
-    pub breadcrumbs: Vec<Breadcrumb>,
-    /// The parent's subtotal rows, aligned with the schema (the level column is null).
-    pub parent: Vec<Vec<Value>>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Breadcrumb {
-    pub level: Option<String>,
-    pub member: Option<Value>,
-    pub path: serde_json::Map<String, Value>,
-}
 
 /// The parent query: the drill query without the drilled level.
 pub fn parent_query(q: &ValidatedQuery) -> ValidatedQuery {

@@ -15,7 +15,6 @@ use serde::Serialize;
 use serde_json::{Number, Value};
 
 use super::calendar::ComparisonWindow;
-use super::drill::DrillResult;
 use super::planner::{ColumnRole, OutputColumn};
 use super::validate::type_name;
 use crate::catalog::Catalog;
@@ -286,4 +285,25 @@ pub fn json_value(array: &dyn Array, i: usize) -> Value {
 fn date_value(d: Option<NaiveDate>) -> Value {
     d.map(|d| Value::String(d.format("%Y-%m-%d").to_string()))
         .unwrap_or(Value::Null)
+}
+
+/// A drilled answer's place in its hierarchy (`semantic::drill` fills it).
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillResult {
+    pub hierarchy: String,
+    /// The level the rows are members of.
+    pub level: String,
+    /// The level a click on a row drills to; null when the rows are the leaf level.
+    pub next_level: Option<String>,
+    /// From the top: each crumb is a level and the path that shows it.
+    pub breadcrumbs: Vec<Breadcrumb>,
+    /// The parent's subtotal rows, aligned with the schema (the level column is null).
+    pub parent: Vec<Vec<Value>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Breadcrumb {
+    pub level: Option<String>,
+    pub member: Option<Value>,
+    pub path: serde_json::Map<String, Value>,
 }

@@ -48,7 +48,7 @@ impl StateNow {
     pub fn of(state: &DataState) -> Self {
         Self {
             catalog_version: state.version.clone(),
-            loaded_at: super::lifecycle::rfc3339(state.loaded_at()),
+            loaded_at: rfc3339(state.loaded_at()),
         }
     }
 }
@@ -83,4 +83,13 @@ impl StateEvents {
     pub(super) fn close(&self) {
         self.closing.send_replace(true);
     }
+}
+
+/// Event times: UTC, milliseconds.
+pub(super) fn now_rfc3339() -> String {
+    rfc3339(chrono::Utc::now())
+}
+
+fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::KpiService;
-use super::events::{StateChange, StateNow, TableVersion};
+use super::events::{StateChange, StateNow, TableVersion, now_rfc3339};
 use crate::catalog::ProjectSources;
 use crate::semantic::QueryError;
 use crate::state::{DataState, RollupWork, current_versions};
@@ -32,14 +32,6 @@ pub struct ReloadError {
     /// The files' version that failed: not parsed again until they change.
     #[serde(skip)]
     pub version: String,
-}
-
-pub(super) fn now_rfc3339() -> String {
-    rfc3339(chrono::Utc::now())
-}
-
-pub(super) fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
-    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// A data change the catalog could not be rebuilt over.

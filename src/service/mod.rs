@@ -32,7 +32,7 @@ mod profile;
 
 pub use events::{StateChange, StateNow, TableVersion};
 
-use lifecycle::now_rfc3339;
+use events::now_rfc3339;
 pub use lifecycle::{DataCheck, FailedRefresh, ReloadError, ReloadStatus};
 
 /// What one client request shares across everything it computes (a dashboard's panels, an

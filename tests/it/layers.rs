@@ -193,3 +193,303 @@ fn the_reader_sees_every_kind_of_import() {
     let missing: Vec<_> = seen.iter().filter(|(_, l)| l.is_none()).collect();
     assert!(missing.is_empty(), "modules in no layer: {missing:?}");
 }
+
+/// The file a `crate::`, `super::` or `self::` path inside `file` points at: the deepest module
+/// file the path walks through (`super::rollup::DateWindow` from `planner/churn.rs` is
+/// `planner/rollup.rs`; `super::df_err` is `planner/mod.rs`).
+fn target_file(src: &Path, file: &Path, path: &[&str]) -> Option<std::path::PathBuf> {
+    // The directory of the module `file` is (a mod.rs is its folder's module).
+    let own_dir = |f: &Path| -> std::path::PathBuf {
+        if f.file_name().is_some_and(|n| n == "mod.rs") {
+            f.parent().unwrap().to_path_buf()
+        } else {
+            f.with_extension("")
+        }
+    };
+    let module_file = |dir: &Path| -> Option<std::path::PathBuf> {
+        let rs = dir.with_extension("rs");
+        let m = dir.join("mod.rs");
+        if rs.is_file() {
+            Some(rs)
+        } else if m.is_file() {
+            Some(m)
+        } else {
+            None
+        }
+    };
+    let (mut dir, rest) = match *path.first()? {
+        "crate" => (src.to_path_buf(), &path[1..]),
+        "self" => (own_dir(file), &path[1..]),
+        "super" => {
+            let mut dir = own_dir(file).parent()?.to_path_buf();
+            let mut rest = &path[1..];
+            while rest.first() == Some(&"super") {
+                dir = dir.parent()?.to_path_buf();
+                rest = &rest[1..];
+            }
+            (dir, rest)
+        }
+        _ => return None,
+    };
+    let mut found = module_file(&dir);
+    for segment in rest {
+        let next = dir.join(segment);
+        match module_file(&next) {
+            Some(f) => {
+                found = Some(f);
+                dir = next;
+            }
+            None => break,
+        }
+    }
+    found
+}
+
+/// Every path a `use` statement names, split into segments (`use super::{a, b::{c, d}}` names
+/// `super::a`, `super::b::c`, `super::b::d`); other lines give their `crate::`/`super::` paths.
+fn named_paths(statement: &str) -> Vec<Vec<String>> {
+    fn expand(prefix: &[String], text: &str, out: &mut Vec<Vec<String>>) {
+        let text = text.trim().trim_end_matches(';').trim();
+        if let Some(open) = text.find('{') {
+            let close = text.rfind('}').unwrap_or(text.len());
+            let mut base = prefix.to_vec();
+            base.extend(
+                text[..open]
+                    .split("::")
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from),
+            );
+            let inner = &text[open + 1..close];
+            let (mut depth, mut start) = (0, 0);
+            for (i, c) in inner.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        expand(&base, &inner[start..i], out);
+                        start = i + 1;
+                    }
+                    _ => {}
+                }
+            }
+            expand(&base, &inner[start..], out);
+        } else if !text.is_empty() {
+            let mut p = prefix.to_vec();
+            p.extend(text.split(" as ").next().unwrap().split("::").map(|s| {
+                s.trim()
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect()
+            }));
+            out.push(p);
+        }
+    }
+    let mut out = Vec::new();
+    let s = statement.trim();
+    let body = is_use(s).then(|| &s[s.find("use ").unwrap() + 4..]);
+    match body {
+        Some(body) => expand(&[], body, &mut out),
+        None => {
+            // A path written inline: `crate::text::clip(...)`, `super::rollup::x(...)`.
+            for start in ["crate::", "super::"] {
+                let mut rest = s;
+                while let Some(i) = rest.find(start) {
+                    let path: String = rest[i..]
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                        .collect();
+                    out.push(path.split("::").map(String::from).collect());
+                    rest = &rest[i + path.len().max(1)..];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `use ...`, `pub use ...`, `pub(crate) use ...`, `pub(in crate::x) use ...`.
+fn is_use(line: &str) -> bool {
+    line.starts_with("use ") || (line.starts_with("pub") && line.contains(" use "))
+}
+
+/// Statements naming `super::`, `self::` or `crate::` paths (joined when they span lines).
+fn path_statements(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut open: Option<String> = None;
+    for raw in text.lines() {
+        let line = raw.split("//").next().unwrap_or("").trim();
+        if let Some(mut acc) = open.take() {
+            acc.push(' ');
+            acc.push_str(line);
+            if line.contains(';') {
+                out.push(acc);
+            } else {
+                open = Some(acc);
+            }
+        } else if is_use(line) {
+            if line.contains(';') {
+                out.push(line.to_string());
+            } else {
+                open = Some(line.to_string());
+            }
+        } else if line.contains("crate::") || line.contains("super::") {
+            out.push(line.to_string());
+        }
+    }
+    out
+}
+
+/// Circles between the files under `dir`: each as the files in order, back to the first.
+fn file_circles(src: &Path, dir: &Path) -> Vec<Vec<String>> {
+    let mut files = Vec::new();
+    collect(dir, &mut files);
+    files.sort();
+    let rel = |f: &Path| f.strip_prefix(src).unwrap().to_string_lossy().to_string();
+    let mut edges: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let from = rel(file);
+        // A module's own children, named without a prefix (`churn::frame(..)` in planner/mod.rs).
+        let children: Vec<String> = text
+            .lines()
+            .filter_map(|l| {
+                let l = l.trim();
+                let rest = l
+                    .strip_prefix("pub mod ")
+                    .or_else(|| l.strip_prefix("mod "))?;
+                rest.strip_suffix(';').map(str::to_string)
+            })
+            .collect();
+        // Code lines, re-exports left out (see below).
+        let mut code: Vec<String> = Vec::new();
+        let mut in_reexport = false;
+        for raw in text.lines() {
+            let line = raw.split("//").next().unwrap_or("").trim();
+            if in_reexport || (line.starts_with("pub") && is_use(line)) {
+                in_reexport = !line.contains(';');
+                continue;
+            }
+            code.push(line.to_string());
+        }
+        for child in &children {
+            let named = code.iter().any(|l| {
+                l.match_indices(&format!("{child}::")).any(|(i, _)| {
+                    !l[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':')
+                })
+            });
+            let Some(to) = target_file(src, file, &["self", child]) else {
+                continue;
+            };
+            if named {
+                edges.entry(from.clone()).or_default().insert(rel(&to));
+            }
+        }
+        for statement in path_statements(&text) {
+            // A re-export is the module's face for its callers, not something its code uses.
+            if statement.starts_with("pub") && is_use(&statement) {
+                continue;
+            }
+            for path in named_paths(&statement) {
+                let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+                if let Some(to) = target_file(src, file, &segments)
+                    && to.starts_with(dir)
+                    && to != *file
+                {
+                    edges.entry(from.clone()).or_default().insert(rel(&to));
+                }
+            }
+        }
+    }
+    // Depth-first search; a node on the stack reached again closes a circle.
+    fn visit(
+        node: &str,
+        edges: &BTreeMap<String, std::collections::BTreeSet<String>>,
+        stack: &mut Vec<String>,
+        done: &mut std::collections::BTreeSet<String>,
+        out: &mut Vec<Vec<String>>,
+    ) {
+        if let Some(i) = stack.iter().position(|s| s == node) {
+            let mut circle = stack[i..].to_vec();
+            circle.push(node.to_string());
+            out.push(circle);
+            return;
+        }
+        if done.contains(node) {
+            return;
+        }
+        stack.push(node.to_string());
+        for next in edges.get(node).into_iter().flatten() {
+            visit(next, edges, stack, done, out);
+        }
+        stack.pop();
+        done.insert(node.to_string());
+    }
+    let mut out = Vec::new();
+    let mut done = std::collections::BTreeSet::new();
+    for file in &files {
+        visit(&rel(file), &edges, &mut Vec::new(), &mut done, &mut out);
+    }
+    out
+}
+
+#[test]
+fn files_inside_the_query_layers_depend_one_way() {
+    let src = super::repo_dir().join("src");
+    let circles: Vec<String> = ["semantic", "service"]
+        .iter()
+        .flat_map(|m| file_circles(&src, &src.join(m)))
+        .map(|c| c.join(" -> "))
+        .collect();
+    assert!(
+        circles.is_empty(),
+        "files that import each other (through any path):\n{}",
+        circles.join("\n")
+    );
+}
+
+#[test]
+fn the_file_graph_reads_every_kind_of_path() {
+    assert_eq!(
+        named_paths("use super::{a, b::{c, d as e}, f::G};"),
+        [
+            vec!["super", "a"],
+            vec!["super", "b", "c"],
+            vec!["super", "b", "d"],
+            vec!["super", "f", "G"]
+        ]
+    );
+    assert_eq!(
+        named_paths("let x = super::rollup::pick(crate::text::clip(y));"),
+        [
+            vec!["crate", "text", "clip"],
+            vec!["super", "rollup", "pick"]
+        ]
+    );
+    assert_eq!(
+        named_paths("pub(in crate::semantic) use self::x::{Y, Z};"),
+        [vec!["self", "x", "Y"], vec!["self", "x", "Z"]]
+    );
+    let src = super::repo_dir().join("src");
+    let churn = src.join("semantic/planner/churn.rs");
+    assert_eq!(
+        target_file(&src, &churn, &["super", "pick", "pick_churn"]),
+        Some(src.join("semantic/planner/pick.rs"))
+    );
+    assert_eq!(
+        target_file(&src, &churn, &["super", "rollup", "window", "DateWindow"]),
+        Some(src.join("semantic/planner/rollup/window.rs"))
+    );
+    assert_eq!(
+        target_file(&src, &churn, &["super", "rollup", "DateWindow"]),
+        Some(src.join("semantic/planner/rollup/mod.rs"))
+    );
+    assert_eq!(
+        target_file(&src, &churn, &["super", "df_err"]),
+        Some(src.join("semantic/planner/mod.rs"))
+    );
+    assert_eq!(
+        target_file(&src, &churn, &["super", "super", "calendar", "shift"]),
+        Some(src.join("semantic/calendar.rs"))
+    );
+}

@@ -20,13 +20,14 @@ use datafusion::functions_aggregate::expr_fn::{max, min, sum};
 use datafusion::logical_expr::{Expr, JoinType, when};
 use datafusion::prelude::{ident, lit};
 
-use super::{
-    PERIOD, df_err, distinct_dates, entity_snapshot, filtered_rows, period_expr, range_expr,
+use super::rows::{
+    df_err, distinct_dates, entity_snapshot, filtered_rows, period_expr, range_expr,
 };
 use crate::catalog::{Catalog, ChurnBase};
 use crate::protocol::Grain;
 use crate::semantic::calendar::{period_start, shift};
 use crate::semantic::error::QueryError;
+use crate::semantic::validate::PERIOD;
 use crate::semantic::validate::{ValidatedQuery, days_since_epoch};
 use crate::spec::ChurnValue;
 

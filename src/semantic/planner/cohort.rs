@@ -15,9 +15,9 @@ use datafusion::functions_aggregate::expr_fn::{max, min, sum};
 use datafusion::logical_expr::{Expr, JoinType, cast};
 use datafusion::prelude::{ident, lit};
 
-use super::{
-    ColumnRole, OutputColumn, PlannedQuery, count_distinct_by, df_err, entity_snapshot,
-    filtered_rows, period_expr, range_expr, sort_and_limit,
+use super::columns::{ColumnRole, OutputColumn, PlannedQuery, sort_and_limit};
+use super::rows::{
+    count_distinct_by, df_err, entity_snapshot, filtered_rows, period_expr, range_expr,
 };
 use crate::catalog::{Catalog, CohortMetric};
 use crate::protocol::Grain;
@@ -38,7 +38,7 @@ pub(super) async fn plan(
     let g = c.grain;
     let metric = &q.metrics[0];
     let mut rollups = std::collections::BTreeSet::new();
-    let combined = match super::rollup::pick_cohort(catalog, q, metric) {
+    let combined = match super::pick::pick_cohort(catalog, q, metric) {
         Some(r) => {
             rollups.insert(r.name.clone());
             from_rollup(catalog, q, r, g).await?

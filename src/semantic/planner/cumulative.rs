@@ -20,11 +20,13 @@ use datafusion::functions_aggregate::expr_fn::sum;
 use datafusion::logical_expr::{Expr, JoinType, LogicalPlanBuilder, cast};
 use datafusion::prelude::{ident, lit};
 
-use super::{PERIOD, df_err, measure_column, measures_frame, period_expr};
+use super::measures::{measure_column, measures_frame};
+use super::rows::{df_err, period_expr};
 use crate::catalog::{Catalog, CumulativeMetric, CumulativeSpan};
 use crate::protocol::Grain;
 use crate::semantic::calendar::{period_start, shift};
 use crate::semantic::error::{ErrorKind, QueryError};
+use crate::semantic::validate::PERIOD;
 use crate::semantic::validate::{ValidatedQuery, days_since_epoch};
 use crate::spec::Reset;
 

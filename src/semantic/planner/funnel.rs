@@ -18,12 +18,11 @@ use datafusion::functions_aggregate::expr_fn::{count, median, min};
 use datafusion::logical_expr::{Expr, JoinType, cast};
 use datafusion::prelude::{ident, lit};
 
-use super::{
-    ColumnRole, OutputColumn, PERIOD, PlannedQuery, df_err, dimension_columns, filtered_rows,
-    key_columns, period_expr, sort_and_limit, time_range,
-};
+use super::columns::{ColumnRole, OutputColumn, PlannedQuery, key_columns, sort_and_limit};
+use super::rows::{df_err, dimension_columns, filtered_rows, period_expr, time_range};
 use crate::catalog::{Catalog, FunnelMetric};
 use crate::semantic::error::QueryError;
+use crate::semantic::validate::PERIOD;
 use crate::semantic::validate::ValidatedQuery;
 use crate::spec::FormatStyle;
 
@@ -135,7 +134,7 @@ pub(super) async fn plan(
     let metric = &q.metrics[0];
 
     let mut rollups = std::collections::BTreeSet::new();
-    let entities = match super::rollup::pick_funnel(catalog, q, metric) {
+    let entities = match super::pick::pick_funnel(catalog, q, metric) {
         Some(r) => {
             rollups.insert(r.name.clone());
             let (mut rows, _) = filtered_rows(catalog, &r.model, &[], &q.filters).await?;

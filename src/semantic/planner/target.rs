@@ -9,10 +9,10 @@
 //! a filter; never below its level, nor by a dimension or under a filter (a scope included) that
 //! the targets model lacks. Elsewhere, and where no target was set, it is null, never 0.
 
-use super::super::calendar::{period_end, period_start};
-use super::super::validate::{Predicate, ValidatedQuery};
 use crate::catalog::Catalog;
 use crate::protocol::Grain;
+use crate::semantic::calendar::{period_end, period_start};
+use crate::semantic::validate::{Predicate, ValidatedQuery};
 
 /// Whether a target set at `level` over `measure`'s model answers rows grouped by `dims` under
 /// the query's filters.

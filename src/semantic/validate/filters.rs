@@ -10,7 +10,8 @@ use datafusion::logical_expr::Expr;
 use datafusion::prelude::lit;
 use serde_json::Value;
 
-use super::{QueryLimits, check_dimension};
+use super::dimensions::check_dimension;
+use super::limits::QueryLimits;
 use crate::catalog::Catalog;
 use crate::protocol::{FilterOp, FilterRequest};
 use crate::security::Scope;

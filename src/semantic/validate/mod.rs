@@ -6,10 +6,14 @@ use std::collections::BTreeSet;
 use chrono::NaiveDate;
 use serde_json::Value;
 
+mod dimensions;
 mod filters;
+mod limits;
 
+pub(crate) use dimensions::{check_dimension, did_you_mean};
 pub use filters::{Filter, Predicate, days_since_epoch, literal, type_name};
 pub(crate) use filters::{member_filter, scope_filters, typed_filters};
+pub use limits::QueryLimits;
 
 use super::calendar::{CalendarConfig, Comparison, query_window};
 use super::error::{ErrorKind, QueryError};
@@ -17,32 +21,6 @@ use crate::catalog::{Catalog, MetricDefinition};
 use crate::protocol::{Grain, OrderRequest, QueryRequest};
 use crate::security::Scope;
 use crate::text::clip;
-
-/// Bounds on what one request may ask for.
-#[derive(Debug, Clone)]
-pub struct QueryLimits {
-    pub max_metrics: usize,
-    pub max_dimensions: usize,
-    pub max_filters: usize,
-    pub max_filter_values: usize,
-    pub max_rows: usize,
-    /// Values one composed answer may hold (rows x columns, comparisons and filled gaps
-    /// included); about `series::CELL_BYTES` each, taken from the engine's pool.
-    pub max_cells: usize,
-}
-
-impl Default for QueryLimits {
-    fn default() -> Self {
-        Self {
-            max_metrics: 20,
-            max_dimensions: 6,
-            max_filters: 32,
-            max_filter_values: 1000,
-            max_rows: 50_000,
-            max_cells: 2_000_000,
-        }
-    }
-}
 
 /// A query the planner can trust.
 #[derive(Debug, Clone)]
@@ -489,68 +467,4 @@ fn resolve_limit(req: &QueryRequest, limits: &QueryLimits) -> Result<usize, Quer
         .at("limit")),
         Some(n) => Ok(n),
     }
-}
-
-/// The dimension exists and every model the query reads can reach it.
-pub(crate) fn check_dimension(
-    catalog: &Catalog,
-    name: &str,
-    models: &BTreeSet<String>,
-    metrics: &[String],
-    field: &str,
-) -> Result<(), QueryError> {
-    let Some(dim) = catalog.dimensions.get(name) else {
-        return Err(QueryError::new(
-            ErrorKind::NotFound,
-            "unknown_dimension",
-            format!(
-                "unknown dimension '{}'{}",
-                clip(name),
-                did_you_mean(name, catalog.dimensions.keys())
-            ),
-        )
-        .at(field));
-    };
-    if let Some(model) = models.iter().find(|m| !dim.models.contains(*m)) {
-        let metric = metrics
-            .iter()
-            .find(|m| catalog.models_of(m).contains(model))
-            .cloned()
-            .unwrap_or_default();
-        return Err(QueryError::invalid(format!(
-            "dimension '{name}' is not available for metric '{metric}' (model '{model}' does not declare it)"
-        ))
-        .at(field));
-    }
-    Ok(())
-}
-
-/// "; did you mean 'x'?" for the closest known name within two edits, else nothing.
-fn did_you_mean<'a>(name: &str, known: impl Iterator<Item = &'a String>) -> String {
-    if name.len() > 64 {
-        return String::new();
-    }
-    known
-        .map(|k| (edit_distance(name, k), k))
-        .filter(|(d, _)| *d <= 2)
-        .min()
-        .map(|(_, k)| format!("; did you mean '{k}'?"))
-        .unwrap_or_default()
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur.push(
-                (prev[j] + usize::from(ca != *cb))
-                    .min(prev[j + 1] + 1)
-                    .min(cur[j] + 1),
-            );
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
