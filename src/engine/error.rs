@@ -1,5 +1,7 @@
 //! The engine's one error type: what the layers above need to tell a client apart from a bug.
 
+use crate::semantic::Cause;
+
 /// A plan that could not run.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
@@ -7,8 +9,22 @@ pub enum EngineError {
     #[error("the query needs more memory than its budget allows: {0}")]
     MemoryExhausted(String),
     /// Anything else: a bug, unreadable files, a plan the engine cannot run.
-    #[error("{0}")]
-    Failed(String),
+    #[error("{message}")]
+    Failed {
+        message: String,
+        /// DataFusion's error (with its own causes), for the log.
+        #[source]
+        cause: Option<Cause>,
+    },
+}
+
+impl EngineError {
+    pub fn failed(message: impl Into<String>) -> Self {
+        EngineError::Failed {
+            message: message.into(),
+            cause: None,
+        }
+    }
 }
 
 impl From<datafusion::error::DataFusionError> for EngineError {
@@ -17,7 +33,10 @@ impl From<datafusion::error::DataFusionError> for EngineError {
             datafusion::error::DataFusionError::ResourcesExhausted(m) => {
                 EngineError::MemoryExhausted(m.clone())
             }
-            _ => EngineError::Failed(e.to_string()),
+            _ => EngineError::Failed {
+                message: e.to_string(),
+                cause: Some(std::sync::Arc::new(e)),
+            },
         }
     }
 }
@@ -31,7 +50,11 @@ impl From<EngineError> for crate::semantic::QueryError {
             EngineError::MemoryExhausted(_) => {
                 QueryError::new(ErrorKind::Exhausted, "memory_limit", e.to_string())
             }
-            EngineError::Failed(m) => QueryError::internal(m),
+            EngineError::Failed { message, cause } => {
+                let mut e = QueryError::internal(message);
+                e.cause = cause;
+                e
+            }
         }
     }
 }

@@ -35,7 +35,7 @@ pub async fn csv_to_parquet(csv: &Path, target: &Path) -> Result<(), EngineError
     let file = if target.extension().is_some_and(|e| e == "parquet") {
         target.to_path_buf()
     } else {
-        std::fs::create_dir_all(target).map_err(|e| EngineError::Failed(e.to_string()))?;
+        std::fs::create_dir_all(target).map_err(|e| EngineError::failed(e.to_string()))?;
         target.join(format!("part-{}.parquet", hex_prefix(path.as_bytes(), 8)))
     };
     df.select(select)?

@@ -66,7 +66,7 @@ pub async fn run_blocking<T: Send + 'static>(
 /// Why an engine task gave no result: it panicked (with its message) or was cancelled.
 fn unfinished(e: tokio::task::JoinError) -> EngineError {
     if !e.is_panic() {
-        return EngineError::Failed(format!("the engine's task was cancelled: {e}"));
+        return EngineError::failed(format!("the engine's task was cancelled: {e}"));
     }
     let payload = e.into_panic();
     let message = payload
@@ -74,7 +74,7 @@ fn unfinished(e: tokio::task::JoinError) -> EngineError {
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(no message)".into());
-    EngineError::Failed(format!("the engine's task panicked: {message}"))
+    EngineError::failed(format!("the engine's task panicked: {message}"))
 }
 
 /// A task that is aborted when its handle is dropped before it finished.

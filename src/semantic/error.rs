@@ -30,6 +30,26 @@ pub enum ErrorKind {
     Saturated,
 }
 
+/// What caused an error, kept for the log and `std::error::Error::source`: shared, so errors
+/// stay cheap to clone (answers and refusals are cached and broadcast).
+pub type Cause = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+
+/// An error and its causes, outermost first, joined by ": " (for a log line).
+pub fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        // DataFusion's contexts repeat their cause's text: say each once.
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
 /// The query layer's one error type: the planner's, the validator's and (converted) the engine's.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{}{message}", field.as_ref().map(|f| format!("{f}: ")).unwrap_or_default())]
@@ -42,6 +62,9 @@ pub struct QueryError {
     pub field: Option<String>,
     /// When to retry (a refusal for load: rate limited, saturated).
     pub retry_after_secs: Option<u64>,
+    /// What caused it (an engine error under an internal one): logged, never sent to a client.
+    #[source]
+    pub cause: Option<Cause>,
 }
 
 impl QueryError {
@@ -52,7 +75,14 @@ impl QueryError {
             message: message.into(),
             field: None,
             retry_after_secs: None,
+            cause: None,
         }
+    }
+
+    /// The same error, remembering what caused it.
+    pub fn caused_by(mut self, cause: impl Into<Cause>) -> Self {
+        self.cause = Some(cause.into());
+        self
     }
 
     pub fn at(mut self, field: impl Into<String>) -> Self {
@@ -64,7 +94,7 @@ impl QueryError {
     /// may hold paths or engine internals and goes to the log instead.
     pub fn client_view(&self) -> serde_json::Value {
         if self.kind == ErrorKind::Internal {
-            tracing::error!(detail = %self.message, "internal error");
+            tracing::error!(detail = %with_causes(self), "internal error");
             return serde_json::json!({ "code": self.code, "message": "internal error; see the server log" });
         }
         let mut err = serde_json::json!({ "code": self.code, "message": self.message });

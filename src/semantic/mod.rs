@@ -18,7 +18,7 @@ pub use crate::protocol::{
     Comparison, DrillRequest, FilterOp, FilterRequest, Grain, OrderRequest, QueryRequest,
     TimeRequest,
 };
-pub use error::{ErrorKind, QueryError};
+pub use error::{Cause, ErrorKind, QueryError, with_causes};
 pub use planner::{ColumnRole, OutputColumn, PlannedQuery, plan, rollup};
 pub use result::{
     PartialPeriod, QueryResult, ResultNotes, SchemaField, json_value, rows_of, schema_fields,

@@ -69,7 +69,7 @@ pub(super) async fn refresh_rollup(
         out_of_memory: Default::default(),
     };
     let (fingerprint, reads) = context.fingerprint().await?;
-    let mut lineage = match rollup::time_plan(catalog, def)? {
+    let mut lineage = match rollup::time_plan(catalog, def).map_err(build_reason)? {
         Some(plan) => lineage::trace(&context.resolved(plan)?, 0),
         None => Lineage::default(),
     };
@@ -262,7 +262,10 @@ impl Context<'_> {
             self.calendar.week_start
         ));
         let mut reads = BTreeSet::new();
-        for plan in rollup::definition_plans(self.catalog, self.def, self.calendar).await? {
+        for plan in rollup::definition_plans(self.catalog, self.def, self.calendar)
+            .await
+            .map_err(build_reason)?
+        {
             let resolved = self.resolved(plan)?;
             hasher.update(resolved.display_indent_schema().to_string());
             reads.extend(lineage::tables_read(&resolved));
@@ -318,7 +321,8 @@ impl Context<'_> {
         match &self.def.form {
             DefinitionForm::Measures => self.measure_rows(None, &[]).await,
             DefinitionForm::Churn { .. } => {
-                let plan = rollup::snapshot_dates(self.catalog, self.def, None, self.calendar)?;
+                let plan = rollup::snapshot_dates(self.catalog, self.def, None, self.calendar)
+                    .map_err(build_reason)?;
                 let snapshots = dates(&self.run(plan).await?)?;
                 self.churn_rows(snapshots, Vec::new(), &BTreeSet::new())
                     .await
@@ -369,7 +373,8 @@ impl Context<'_> {
             }
             DefinitionForm::Churn { .. } => {
                 let plan =
-                    rollup::snapshot_dates(self.catalog, self.def, Some(window), self.calendar)?;
+                    rollup::snapshot_dates(self.catalog, self.def, Some(window), self.calendar)
+                        .map_err(build_reason)?;
                 let mut snapshots: Vec<NaiveDate> = manifest
                     .snapshots
                     .iter()
@@ -432,11 +437,15 @@ impl Context<'_> {
                 .register_batches(name, schema, batches)
                 .map_err(|e| e.to_string())
         };
-        let plan = rollup::plan(catalog, def, calendar, window).await?;
+        let plan = rollup::plan(catalog, def, calendar, window)
+            .await
+            .map_err(build_reason)?;
         let mut schema = Arc::new(plan.schema().as_arrow().clone());
         let mut batches = self.run(plan).await?;
         let mut refused = BTreeMap::new();
-        for (measure, check) in rollup::distinct_checks(catalog, def, window, calendar)? {
+        for (measure, check) in
+            rollup::distinct_checks(catalog, def, window, calendar).map_err(build_reason)?
+        {
             let distinct = single_i64(&self.run(check).await?, "__distinct")?;
             let column = rollup::partial_column(&measure);
             let snapshot = catalog.measures[&measure].snapshot.is_some();
@@ -449,7 +458,11 @@ impl Context<'_> {
                 // Values repeat within groups (a customer on one row per product): count
                 // each group's distinct values instead, and check again.
                 let part = self
-                    .run(rollup::distinct_part(catalog, def, &measure, calendar, window).await?)
+                    .run(
+                        rollup::distinct_part(catalog, def, &measure, calendar, window)
+                            .await
+                            .map_err(build_reason)?,
+                    )
                     .await?;
                 summed = column_sum(&part, &column)? + beside;
                 if summed == distinct {
@@ -467,7 +480,8 @@ impl Context<'_> {
                         schema.clone(),
                         &measure,
                         (&part_table, part_schema.clone()),
-                    )?;
+                    )
+                    .map_err(build_reason)?;
                     // Same columns, in order; only nullability may differ.
                     schema = Arc::new(merged.schema().as_arrow().clone());
                     batches = self.run(merged).await?;
@@ -503,14 +517,17 @@ impl Context<'_> {
         let any = pairs.first().copied().unwrap_or_default();
         let schema = Arc::new(
             rollup::churn_pair_plan(self.catalog, self.def, any)
-                .await?
+                .await
+                .map_err(build_reason)?
                 .schema()
                 .as_arrow()
                 .clone(),
         );
         let mut batches = kept;
         for pair in pairs.iter().filter(|p| !kept_pairs.contains(p)) {
-            let plan = rollup::churn_pair_plan(self.catalog, self.def, *pair).await?;
+            let plan = rollup::churn_pair_plan(self.catalog, self.def, *pair)
+                .await
+                .map_err(build_reason)?;
             batches.extend(self.run(plan).await?);
         }
         Ok(Rows {
@@ -530,7 +547,11 @@ impl Context<'_> {
             _ => unreachable!("an entity rollup"),
         };
         let check = self
-            .run(rollup::entity_dimension_check(catalog, def).await?)
+            .run(
+                rollup::entity_dimension_check(catalog, def)
+                    .await
+                    .map_err(build_reason)?,
+            )
             .await?;
         let entities = single_i64(&check, "__entities")?;
         let entity_dims = single_i64(&check, "__entity_dims")?;
@@ -545,7 +566,11 @@ impl Context<'_> {
         let plan = match &def.form {
             DefinitionForm::Funnel { .. } => {
                 let check = self
-                    .run(rollup::funnel_first_steps(catalog, def).await?)
+                    .run(
+                        rollup::funnel_first_steps(catalog, def)
+                            .await
+                            .map_err(build_reason)?,
+                    )
                     .await?;
                 let first_steps = single_i64(&check, "__first_steps")?;
                 let first_entities = single_i64(&check, "__first_step_entities")?;
@@ -557,9 +582,13 @@ impl Context<'_> {
                          model"
                     ));
                 }
-                rollup::funnel_plan(catalog, def).await?
+                rollup::funnel_plan(catalog, def)
+                    .await
+                    .map_err(build_reason)?
             }
-            _ => rollup::cohort_plan(catalog, def, self.calendar).await?,
+            _ => rollup::cohort_plan(catalog, def, self.calendar)
+                .await
+                .map_err(build_reason)?,
         };
         let schema = Arc::new(plan.schema().as_arrow().clone());
         let batches = self.run(plan).await?;
@@ -607,6 +636,15 @@ fn keep_rows(
             filter_record_batch(b, &BooleanArray::from(mask)).map_err(|e| e.to_string())
         })
         .collect()
+}
+
+/// A build plan's error as the reason a rollup was not built (the catalog's status shows it);
+/// its cause, when the engine gave one, goes to the log.
+fn build_reason(e: crate::semantic::QueryError) -> String {
+    if e.cause.is_some() {
+        tracing::debug!(error = %crate::semantic::with_causes(&e), "rollup plan failed");
+    }
+    e.message
 }
 
 /// The sum of an Int64 column over batches (a rollup's partial counts).

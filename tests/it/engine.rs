@@ -117,3 +117,42 @@ async fn wait_until_released(engine: &DataFusionEngine, what: &str) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+#[test]
+fn an_internal_error_keeps_its_cause_for_the_log_and_not_for_the_client() {
+    use std::error::Error;
+    let disk = std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        "data/loans.parquet: denied",
+    );
+    let engine_error = datafusion::error::DataFusionError::Context(
+        "reading loan_month".into(),
+        Box::new(datafusion::error::DataFusionError::External(Box::new(disk))),
+    );
+    let e: kpilens::semantic::QueryError = kpilens::engine::EngineError::from(engine_error).into();
+    assert_eq!(e.kind, kpilens::semantic::ErrorKind::Internal);
+    // The chain down to the disk's own error, as `source()` gives it and the log line prints it.
+    let mut causes = Vec::new();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        causes.push(cause.to_string());
+        next = cause.source();
+    }
+    assert!(
+        causes
+            .last()
+            .is_some_and(|c| c == "data/loans.parquet: denied"),
+        "{causes:?}"
+    );
+    let logged = kpilens::semantic::with_causes(&e);
+    assert!(
+        logged.contains("reading loan_month") && logged.contains("denied"),
+        "{logged}"
+    );
+    // The client sees neither.
+    let view = e.client_view().to_string();
+    assert!(
+        !view.contains("denied") && !view.contains("loan_month"),
+        "{view}"
+    );
+}

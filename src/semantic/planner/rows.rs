@@ -294,9 +294,10 @@ pub(super) fn period_expr(
     }
 }
 
-/// A plan that cannot be built over validated definitions is a bug, not the client's fault.
+/// A plan that cannot be built over validated definitions is a bug, not the client's fault; the
+/// engine's error is kept as its cause.
 pub(crate) fn df_err(e: datafusion::error::DataFusionError) -> QueryError {
-    QueryError::internal(e.to_string())
+    QueryError::internal(e.to_string()).caused_by(std::sync::Arc::new(e) as crate::semantic::Cause)
 }
 
 /// `value`, or 0 where it is null.

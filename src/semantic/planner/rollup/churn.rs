@@ -8,9 +8,10 @@ use datafusion::prelude::{ident, lit};
 use std::collections::BTreeSet;
 
 use super::super::churn;
-use super::common::{df_error, plan_error, rollup_of};
+use super::common::{df_error, rollup_of};
 use super::window::DateWindow;
 use crate::catalog::{Catalog, DefinitionForm, Rollup, RollupDefinition, RollupForm};
+use crate::semantic::QueryError;
 use crate::semantic::calendar::CalendarConfig;
 use crate::semantic::validate::days_since_epoch;
 
@@ -20,7 +21,7 @@ pub fn snapshot_dates(
     def: &RollupDefinition,
     window: Option<&DateWindow>,
     calendar: &CalendarConfig,
-) -> Result<LogicalPlan, String> {
+) -> Result<LogicalPlan, QueryError> {
     let base = &catalog.models[&def.spec.model];
     let t = base
         .time
@@ -55,14 +56,12 @@ pub async fn churn_pair_plan(
     catalog: &Catalog,
     def: &RollupDefinition,
     (start, end): (NaiveDate, NaiveDate),
-) -> Result<LogicalPlan, String> {
+) -> Result<LogicalPlan, QueryError> {
     let DefinitionForm::Churn { base, .. } = def.form else {
-        return Err("not a churn rollup".into());
+        return Err(QueryError::internal("not a churn rollup"));
     };
     let date = |d: NaiveDate| ScalarValue::Date32(Some(days_since_epoch(d)));
-    let df = churn::pair_frame(catalog, base, &def.spec.dimensions, date(start), date(end))
-        .await
-        .map_err(plan_error)?;
+    let df = churn::pair_frame(catalog, base, &def.spec.dimensions, date(start), date(end)).await?;
     Ok(df.into_unoptimized_plan())
 }
 

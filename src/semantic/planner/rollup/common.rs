@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use crate::catalog::{
     Catalog, DimensionBinding, Model, Rollup, RollupDefinition, RollupForm, TimeColumn,
 };
+use crate::semantic::{Cause, QueryError};
 use crate::text::first_line;
 
 /// The table name a rollup's rows are registered under.
@@ -14,12 +15,10 @@ pub fn table_name(def: &RollupDefinition) -> String {
     format!("__rollup_{}", def.name)
 }
 
-pub(super) fn plan_error(e: crate::semantic::QueryError) -> String {
-    e.message
-}
-
-pub(super) fn df_error(e: datafusion::error::DataFusionError) -> String {
-    first_line(&e)
+/// An engine error while planning a build: its first line is the reason the catalog's status
+/// shows (as a build refused for memory does), the whole error its cause in the log.
+pub(super) fn df_error(e: datafusion::error::DataFusionError) -> QueryError {
+    QueryError::internal(first_line(&e)).caused_by(std::sync::Arc::new(e) as Cause)
 }
 
 /// The parts every form shares: a model over the rollup's table with one column per dimension.

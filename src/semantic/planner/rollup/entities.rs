@@ -8,11 +8,12 @@ use datafusion::logical_expr::{LogicalPlan, cast};
 use datafusion::prelude::{ident, lit};
 
 use super::super::{cohort, funnel};
-use super::common::{df_error, plan_error, rollup_of};
+use super::common::{df_error, rollup_of};
 use crate::catalog::{
     Catalog, DefinitionForm, MetricDefinition, Model, Rollup, RollupDefinition, RollupForm,
     TimeColumn,
 };
+use crate::semantic::QueryError;
 use crate::semantic::calendar::CalendarConfig;
 
 /// The funnel metric a funnel rollup holds.
@@ -27,14 +28,15 @@ pub(super) fn funnel_of<'a>(
 }
 
 /// The plan computing a funnel rollup's rows: every entity over the whole history.
-pub async fn funnel_plan(catalog: &Catalog, def: &RollupDefinition) -> Result<LogicalPlan, String> {
+pub async fn funnel_plan(
+    catalog: &Catalog,
+    def: &RollupDefinition,
+) -> Result<LogicalPlan, QueryError> {
     let DefinitionForm::Funnel { metric } = &def.form else {
-        return Err("not a funnel rollup".into());
+        return Err(QueryError::internal("not a funnel rollup"));
     };
     let f = funnel_of(catalog, metric);
-    let df = funnel::entities(catalog, f, &def.spec.dimensions, &[], None)
-        .await
-        .map_err(plan_error)?;
+    let df = funnel::entities(catalog, f, &def.spec.dimensions, &[], None).await?;
     Ok(df.into_unoptimized_plan())
 }
 
@@ -44,9 +46,9 @@ pub async fn funnel_plan(catalog: &Catalog, def: &RollupDefinition) -> Result<Lo
 pub async fn funnel_first_steps(
     catalog: &Catalog,
     def: &RollupDefinition,
-) -> Result<LogicalPlan, String> {
+) -> Result<LogicalPlan, QueryError> {
     let DefinitionForm::Funnel { metric } = &def.form else {
-        return Err("not a funnel rollup".into());
+        return Err(QueryError::internal("not a funnel rollup"));
     };
     let f = funnel_of(catalog, metric);
     let first =
@@ -99,9 +101,9 @@ pub async fn cohort_plan(
     catalog: &Catalog,
     def: &RollupDefinition,
     calendar: &CalendarConfig,
-) -> Result<LogicalPlan, String> {
+) -> Result<LogicalPlan, QueryError> {
     let DefinitionForm::Cohort { metric } = &def.form else {
-        return Err("not a cohort rollup".into());
+        return Err(QueryError::internal("not a cohort rollup"));
     };
     let c = cohort_of(catalog, metric);
     let df = cohort::triangle(
@@ -112,8 +114,7 @@ pub async fn cohort_plan(
         (None, None),
         calendar,
     )
-    .await
-    .map_err(plan_error)?;
+    .await?;
     Ok(df.into_unoptimized_plan())
 }
 
@@ -143,12 +144,11 @@ pub(super) fn entity_of<'a>(
 pub async fn entity_dimension_check(
     catalog: &Catalog,
     def: &RollupDefinition,
-) -> Result<LogicalPlan, String> {
-    let (model, entity) = entity_of(catalog, def).ok_or("not a funnel or cohort rollup")?;
+) -> Result<LogicalPlan, QueryError> {
+    let (model, entity) = entity_of(catalog, def)
+        .ok_or_else(|| QueryError::internal("not a funnel or cohort rollup"))?;
     let dims = &def.spec.dimensions;
-    let (rows, exprs) = super::super::rows::filtered_rows(catalog, model, dims, &[])
-        .await
-        .map_err(plan_error)?;
+    let (rows, exprs) = super::super::rows::filtered_rows(catalog, model, dims, &[]).await?;
     let mut keys = vec![ident(entity).alias("__e")];
     keys.extend(super::super::rows::dimension_columns(catalog, dims, &exprs));
     let count_rows = |alias: &str| vec![count(lit(1i64)).alias(alias)];

@@ -10,13 +10,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::super::measures::{aggregate, measure_input};
 use super::super::rows::with_dimensions;
-use super::common::{df_error, plan_error, rollup_of, table_name};
+use super::common::{df_error, rollup_of, table_name};
 use super::window::DateWindow;
 use crate::catalog::{
     Catalog, Combine, Measure, Model, Reaggregation, Rollup, RollupDefinition, RollupForm,
     TimeColumn, reaggregation,
 };
 use crate::protocol::Grain;
+use crate::semantic::QueryError;
 use crate::semantic::calendar::CalendarConfig;
 use crate::spec::Aggregation;
 
@@ -58,12 +59,11 @@ pub(super) async fn keyed_rows(
     def: &RollupDefinition,
     calendar: &CalendarConfig,
     window: Option<&DateWindow>,
-) -> Result<(DataFrame, Vec<String>), String> {
+) -> Result<(DataFrame, Vec<String>), QueryError> {
     let base = &catalog.models[&def.spec.model];
     let measures = measures_of(catalog, def);
-    let (df, exprs) = Box::pin(with_dimensions(catalog, base, &def.spec.dimensions, &mut 0))
-        .await
-        .map_err(plan_error)?;
+    let (df, exprs) =
+        Box::pin(with_dimensions(catalog, base, &def.spec.dimensions, &mut 0)).await?;
     let mut select: Vec<Expr> = Vec::new();
     if let Some(t) = &base.time {
         let time = match local_days(base, &measures) {
@@ -85,11 +85,7 @@ pub(super) async fn keyed_rows(
         select.push(cast(exprs[d].clone(), data_type).alias(d));
     }
     for m in &measures {
-        select.push(
-            measure_input(m, df.schema())
-                .map_err(plan_error)?
-                .alias(input_column(m)),
-        );
+        select.push(measure_input(m, df.schema())?.alias(input_column(m)));
     }
     let mut rows = df.select(select).map_err(df_error)?;
     if let (Some(window), Some(t)) = (window, &base.time) {
@@ -122,7 +118,7 @@ pub async fn plan(
     def: &RollupDefinition,
     calendar: &CalendarConfig,
     window: Option<&DateWindow>,
-) -> Result<LogicalPlan, String> {
+) -> Result<LogicalPlan, QueryError> {
     let (rows, keys) = keyed_rows(catalog, def, calendar, window).await?;
     let mut aggs = Vec::new();
     for m in measures_of(catalog, def) {
@@ -155,12 +151,11 @@ pub async fn distinct_part(
     measure: &str,
     calendar: &CalendarConfig,
     window: Option<&DateWindow>,
-) -> Result<LogicalPlan, String> {
+) -> Result<LogicalPlan, QueryError> {
     let (rows, keys) = keyed_rows(catalog, def, calendar, window).await?;
     let value = ident(input_column(&catalog.measures[measure]));
     let keys = keys.iter().map(ident).collect();
-    let part = super::super::rows::count_distinct_by(rows, keys, value, &partial_column(measure))
-        .map_err(plan_error)?;
+    let part = super::super::rows::count_distinct_by(rows, keys, value, &partial_column(measure))?;
     Ok(part.into_unoptimized_plan())
 }
 
@@ -172,7 +167,7 @@ pub fn with_distinct_part(
     schema: SchemaRef,
     measure: &str,
     (part_table, part_schema): (&str, SchemaRef),
-) -> Result<LogicalPlan, String> {
+) -> Result<LogicalPlan, QueryError> {
     let column = partial_column(measure);
     let keep: Vec<Expr> = schema
         .fields()
@@ -191,8 +186,7 @@ pub fn with_distinct_part(
         .scan(part_table, part_schema)
         .map_err(df_error)?;
     let merged = super::super::rows::union_by_keys(vec![rest, part], &key_columns(catalog, def))
-        .and_then(|m| m.select(order).map_err(super::super::rows::df_err))
-        .map_err(plan_error)?;
+        .and_then(|m| m.select(order).map_err(super::super::rows::df_err))?;
     Ok(merged.into_unoptimized_plan())
 }
 
@@ -213,7 +207,7 @@ pub fn distinct_checks(
     def: &RollupDefinition,
     window: Option<&DateWindow>,
     calendar: &CalendarConfig,
-) -> Result<Vec<(String, LogicalPlan)>, String> {
+) -> Result<Vec<(String, LogicalPlan)>, QueryError> {
     let base = &catalog.models[&def.spec.model];
     let mut out = Vec::new();
     for m in measures_of(catalog, def) {
@@ -226,7 +220,7 @@ pub fn distinct_checks(
                 .filter(window.filter(ident(&t.column), &t.data_type, calendar))
                 .map_err(df_error)?;
         }
-        let input = measure_input(m, rows.schema()).map_err(plan_error)?;
+        let input = measure_input(m, rows.schema())?;
         let mut keys = vec![input.clone().alias("__entity")];
         if let (Some(_), Some(t)) = (m.snapshot, &base.time) {
             keys.push(ident(&t.column).alias("__at"));

@@ -9,11 +9,15 @@ use super::common::df_error;
 use super::entities::{cohort_plan, entity_dimension_check, funnel_first_steps, funnel_plan};
 use super::measures::{distinct_checks, plan};
 use crate::catalog::{Catalog, DefinitionForm, RollupDefinition};
+use crate::semantic::QueryError;
 use crate::semantic::calendar::CalendarConfig;
 
 /// The rollup's model reduced to its time column (column 0), for a measure or churn rollup:
 /// what a refresh traces back to the tables, to tell which of their rows land on which dates.
-pub fn time_plan(catalog: &Catalog, def: &RollupDefinition) -> Result<Option<LogicalPlan>, String> {
+pub fn time_plan(
+    catalog: &Catalog,
+    def: &RollupDefinition,
+) -> Result<Option<LogicalPlan>, QueryError> {
     if !matches!(
         def.form,
         DefinitionForm::Measures | DefinitionForm::Churn { .. }
@@ -38,7 +42,7 @@ pub async fn definition_plans(
     catalog: &Catalog,
     def: &RollupDefinition,
     calendar: &CalendarConfig,
-) -> Result<Vec<LogicalPlan>, String> {
+) -> Result<Vec<LogicalPlan>, QueryError> {
     let mut plans = Vec::new();
     match &def.form {
         DefinitionForm::Measures => {
