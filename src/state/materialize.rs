@@ -15,6 +15,7 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use super::RollupStore;
+use super::error::StateError;
 use crate::catalog::{Catalog, MaterializedModel};
 use crate::engine::EngineTables;
 use crate::text::hex_prefix;
@@ -45,9 +46,10 @@ pub(super) async fn materialize_models(
                 tracing::info!(view, how, rows, ms, "materialized SQL model");
                 (how, rows, Some(file), None)
             }
-            Err(reason) => {
-                tracing::warn!(view, %reason, "SQL model not materialized; every query computes it");
-                ("inline", 0, None, Some(reason))
+            Err(e) => {
+                let cause = crate::semantic::with_causes(&e);
+                tracing::warn!(view, reason = %cause, "SQL model not materialized; every query computes it");
+                ("inline", 0, None, Some(e.to_string()))
             }
         };
         done.push(MaterializedModel {
@@ -70,10 +72,12 @@ async fn materialize(
     view: &str,
     order_by: &[String],
     model: &crate::catalog::Model,
-) -> Result<(&'static str, usize, PathBuf), String> {
+) -> Result<(&'static str, usize, PathBuf), StateError> {
     let folder = store
         .models_folder()
-        .ok_or("no rollup store (--no-rollup-store): nowhere to keep its rows")?
+        .ok_or_else(|| {
+            StateError::refused("no rollup store (--no-rollup-store): nowhere to keep its rows")
+        })?
         .join(view);
     let fingerprint = fingerprint(catalog, tables, view, order_by, model)?;
     let file = folder.join(format!("{fingerprint}.parquet"));
@@ -86,7 +90,7 @@ async fn materialize(
     };
     tables
         .read_view_from(view, &file)
-        .map_err(|e| e.to_string())?;
+        .map_err(StateError::Register)?;
     keep_only(&folder, &file);
     Ok((how, rows, file))
 }
@@ -100,17 +104,17 @@ async fn build(
     folder: &Path,
     fingerprint: &str,
     file: &Path,
-) -> Result<usize, String> {
-    std::fs::create_dir_all(folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+) -> Result<usize, StateError> {
+    std::fs::create_dir_all(folder).map_err(|e| StateError::file(folder.display(), e))?;
     let partial = folder.join(format!(".{fingerprint}.{}.partial", std::process::id()));
     let rows = tables
         .store_view(view, order_by, &partial)
         .await
         .map_err(|e| {
             let _ = std::fs::remove_file(&partial);
-            format!("computing it failed: {}", crate::text::one_line(&e, 600))
+            StateError::Compute(e)
         })?;
-    std::fs::rename(&partial, file).map_err(|e| format!("{}: {e}", file.display()))?;
+    std::fs::rename(&partial, file).map_err(|e| StateError::file(file.display(), e))?;
     Ok(rows)
 }
 
@@ -122,21 +126,22 @@ fn fingerprint(
     view: &str,
     order_by: &[String],
     model: &crate::catalog::Model,
-) -> Result<String, String> {
+) -> Result<String, StateError> {
     let scan = catalog
         .plans
         .scan(view, model.schema.clone())
-        .map_err(|e| e.to_string())?
+        .map_err(|e| StateError::Register(e.into()))?
         .into_unoptimized_plan();
-    let resolved = tables.resolved(scan).map_err(|e| e.to_string())?;
+    let resolved = tables.resolved(scan).map_err(StateError::Register)?;
     let mut hasher = Sha256::new();
     hasher.update(resolved.display_indent_schema().to_string());
     hasher.update(format!("{order_by:?}"));
     for table in super::lineage::tables_read(&resolved) {
-        let source = catalog
-            .tables
-            .get(&table)
-            .ok_or_else(|| format!("it reads '{table}', which is no file-sourced table"))?;
+        let source = catalog.tables.get(&table).ok_or_else(|| {
+            StateError::refused(format!(
+                "it reads '{table}', which is no file-sourced table"
+            ))
+        })?;
         hasher.update(format!("{table}|{:?}", source.signatures));
     }
     Ok(hex_prefix(&hasher.finalize(), 16))

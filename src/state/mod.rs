@@ -3,6 +3,7 @@
 //! one data state; a data or definition change builds a new one beside it and swaps it in, so a
 //! request in flight keeps reading the state it started on.
 
+mod error;
 mod lineage;
 mod materialize;
 mod refresh;
@@ -10,6 +11,7 @@ mod store;
 mod versions;
 mod watch;
 
+pub use error::StateError;
 pub use store::RollupStore;
 pub use versions::{VersionMemo, combined_version, current_versions};
 pub use watch::DataWatch;
@@ -55,8 +57,8 @@ const STILL_BUILDING_EVERY: std::time::Duration = std::time::Duration::from_secs
 async fn within_budget<T>(
     what: &str,
     budget: std::time::Duration,
-    work: impl std::future::Future<Output = Result<T, String>>,
-) -> Result<T, String> {
+    work: impl std::future::Future<Output = Result<T, StateError>>,
+) -> Result<T, StateError> {
     let started = std::time::Instant::now();
     let deadline = tokio::time::sleep(budget);
     let mut still = tokio::time::interval_at(
@@ -69,11 +71,11 @@ async fn within_budget<T>(
             done = &mut work => return done,
             _ = &mut deadline => {
                 tracing::warn!(what, budget_ms = budget.as_millis() as u64, "build past its budget: cancelled; its queries read the models");
-                return Err(format!(
+                return Err(StateError::refused(format!(
                     "its build ran past its budget of {} ms (--rollup-build-timeout-ms) and was \
                      cancelled; tried again at the next data or definition change, or start",
                     budget.as_millis()
-                ));
+                )));
             }
             _ = still.tick() => {
                 tracing::warn!(what, running_s = started.elapsed().as_secs(), "build still running");
@@ -132,7 +134,7 @@ async fn declare_unique_keys(catalog: &Catalog, tables: &dyn EngineTables, store
                 let Some(batches) = found else {
                     continue; // not checked (memory): joins to it stay
                 };
-                let unique = refresh::single_i64(&batches, "__repeated") == Ok(0);
+                let unique = refresh::single_i64(&batches, "__repeated").is_ok_and(|n| n == 0);
                 store.save_unique(&model.table, pk, &source.signatures, unique);
                 unique
             }
@@ -202,12 +204,13 @@ impl DataState {
                     catalog.rollups_not_built.extend(refusals);
                     catalog.rollups.insert(def.name.clone(), rollup);
                 }
-                Err(reason) => {
-                    tracing::warn!(rollup = %def.name, %reason, "rollup not built; its queries read the model");
+                Err(e) => {
+                    let cause = crate::semantic::with_causes(&e);
+                    tracing::warn!(rollup = %def.name, reason = %cause, "rollup not built; its queries read the model");
                     catalog.rollups_not_built.push(CatalogError::new(
                         &def.file,
                         format!("rollups.{}", def.name),
-                        reason,
+                        e.to_string(),
                     ));
                 }
             }

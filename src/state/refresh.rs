@@ -20,6 +20,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::LogicalPlan;
 use sha2::{Digest, Sha256};
 
+use super::error::StateError;
 use super::lineage::{self, Lineage};
 use super::store::{self, Manifest, RollupStore, StoredTable};
 use crate::catalog::{
@@ -59,7 +60,7 @@ pub(super) async fn refresh_rollup(
     calendar: &CalendarConfig,
     store: &RollupStore,
     load_only: bool,
-) -> Result<Option<(Rollup, Vec<CatalogError>)>, String> {
+) -> Result<Option<(Rollup, Vec<CatalogError>)>, StateError> {
     let started = Instant::now();
     let context = Context {
         catalog,
@@ -69,7 +70,7 @@ pub(super) async fn refresh_rollup(
         out_of_memory: Default::default(),
     };
     let (fingerprint, reads) = context.fingerprint().await?;
-    let mut lineage = match rollup::time_plan(catalog, def).map_err(build_reason)? {
+    let mut lineage = match rollup::time_plan(catalog, def)? {
         Some(plan) => lineage::trace(&context.resolved(plan)?, 0),
         None => Lineage::default(),
     };
@@ -138,7 +139,7 @@ pub(super) async fn refresh_rollup(
     };
     let mut refresh = RollupRefresh::default();
     let rows = match plan {
-        Plan::Failed(reason) => return Err(reason),
+        Plan::Failed(reason) => return Err(StateError::refused(reason)),
         Plan::Load(manifest) => match store.rows(&def.name, &manifest) {
             Ok((schema, batches)) => {
                 refresh.how = "loaded";
@@ -155,14 +156,18 @@ pub(super) async fn refresh_rollup(
             }
         },
         Plan::Update(manifest, window) => match context.update(store, &manifest, &window).await {
-            Ok(Ok(rows)) => {
+            Ok(Updated::Rows(rows)) => {
                 refresh.how = "updated";
                 refresh.dates = window.0.clone();
                 refresh.reason = Some(changed_tables(&manifest, &now));
                 Some(rows)
             }
-            Ok(Err(why)) | Err(why) => {
+            Ok(Updated::BuildWhole(why)) => {
                 refresh.reason = Some(why);
+                None
+            }
+            Err(e) => {
+                refresh.reason = Some(e.to_string());
                 None
             }
         },
@@ -182,7 +187,9 @@ pub(super) async fn refresh_rollup(
                     let memory = context
                         .out_of_memory
                         .load(std::sync::atomic::Ordering::Relaxed);
-                    if let Err(e) = store.save_failure(&def.name, failed, &reason, memory) {
+                    if let Err(e) =
+                        store.save_failure(&def.name, failed, &reason.to_string(), memory)
+                    {
                         tracing::warn!(rollup = %def.name, error = %e, "rollup failure not stored");
                     }
                     return Err(reason);
@@ -194,7 +201,7 @@ pub(super) async fn refresh_rollup(
         let manifest = manifest(rows.refused.clone(), rows.snapshots.clone());
         if let Err(e) = store.save(&def.name, manifest, &rows.schema, &rows.batches) {
             tracing::warn!(rollup = %def.name, error = %e, "rollup not stored; it is built again at the next start");
-            refresh.store_error = Some(e);
+            refresh.store_error = Some(e.to_string());
         }
     }
     let refusals = rows
@@ -221,6 +228,13 @@ fn changed_tables(before: &Manifest, now: &BTreeMap<String, StoredTable>) -> Str
     format!("files of {} changed", changed.join(", "))
 }
 
+/// What refreshing a stored copy gave: its rows with the changed dates computed again, or why
+/// it is built whole instead.
+enum Updated {
+    Rows(Rows),
+    BuildWhole(String),
+}
+
 struct Context<'a> {
     catalog: &'a Catalog,
     tables: &'a dyn EngineTables,
@@ -231,27 +245,23 @@ struct Context<'a> {
 }
 
 impl Context<'_> {
-    fn resolved(&self, plan: LogicalPlan) -> Result<LogicalPlan, String> {
-        self.tables
-            .resolved(plan)
-            .map_err(|e| format!("planning the rollup failed: {e}"))
+    fn resolved(&self, plan: LogicalPlan) -> Result<LogicalPlan, StateError> {
+        self.tables.resolved(plan).map_err(StateError::Resolve)
     }
 
-    async fn run(&self, plan: LogicalPlan) -> Result<Vec<RecordBatch>, String> {
+    async fn run(&self, plan: LogicalPlan) -> Result<Vec<RecordBatch>, StateError> {
         self.tables.execute(plan).await.map_err(|e| {
-            if matches!(e, crate::engine::EngineError::MemoryExhausted(_)) {
+            let e = StateError::Build(e);
+            if e.out_of_memory() {
                 self.out_of_memory
                     .store(true, std::sync::atomic::Ordering::Relaxed);
             }
-            format!(
-                "building the rollup failed: {}",
-                crate::text::one_line(&e, 600)
-            )
+            e
         })
     }
 
     /// A hash of every plan the rollup comes from, SQL models inlined, and the tables they read.
-    async fn fingerprint(&self) -> Result<(String, BTreeSet<String>), String> {
+    async fn fingerprint(&self) -> Result<(String, BTreeSet<String>), StateError> {
         let mut hasher = Sha256::new();
         // What the rows depend on: the grains and how dates fall into periods (not, say, the
         // years a request may name).
@@ -262,10 +272,7 @@ impl Context<'_> {
             self.calendar.week_start
         ));
         let mut reads = BTreeSet::new();
-        for plan in rollup::definition_plans(self.catalog, self.def, self.calendar)
-            .await
-            .map_err(build_reason)?
-        {
+        for plan in rollup::definition_plans(self.catalog, self.def, self.calendar).await? {
             let resolved = self.resolved(plan)?;
             hasher.update(resolved.display_indent_schema().to_string());
             reads.extend(lineage::tables_read(&resolved));
@@ -317,12 +324,11 @@ impl Context<'_> {
     }
 
     /// The whole rollup from the model.
-    async fn build(&self) -> Result<Rows, String> {
+    async fn build(&self) -> Result<Rows, StateError> {
         match &self.def.form {
             DefinitionForm::Measures => self.measure_rows(None, &[]).await,
             DefinitionForm::Churn { .. } => {
-                let plan = rollup::snapshot_dates(self.catalog, self.def, None, self.calendar)
-                    .map_err(build_reason)?;
+                let plan = rollup::snapshot_dates(self.catalog, self.def, None, self.calendar)?;
                 let snapshots = dates(&self.run(plan).await?)?;
                 self.churn_rows(snapshots, Vec::new(), &BTreeSet::new())
                     .await
@@ -340,13 +346,13 @@ impl Context<'_> {
         store: &RollupStore,
         manifest: &Manifest,
         window: &DateWindow,
-    ) -> Result<Result<Rows, String>, String> {
+    ) -> Result<Updated, StateError> {
         let (schema, stored) = store.rows(&self.def.name, manifest)?;
         let tz = self.calendar.time_zone;
         match &self.def.form {
             DefinitionForm::Measures => {
                 if !manifest.refused.is_empty() {
-                    return Ok(Err(
+                    return Ok(Updated::BuildWhole(
                         "it refused a distinct count; checked again over all dates".into(),
                     ));
                 }
@@ -362,19 +368,18 @@ impl Context<'_> {
                 })?;
                 let mut rows = self.measure_rows(Some(window), &outside).await?;
                 if !rows.refused.is_empty() {
-                    return Ok(Err("a distinct count no longer holds on the changed dates; checked again over all dates".into()));
+                    return Ok(Updated::BuildWhole("a distinct count no longer holds on the changed dates; checked again over all dates".into()));
                 }
                 let mut all = outside;
                 all.append(&mut rows.batches);
                 let (schema, batches) = store::unify(&schema, all)?;
                 rows.schema = schema;
                 rows.batches = batches;
-                Ok(Ok(rows))
+                Ok(Updated::Rows(rows))
             }
             DefinitionForm::Churn { .. } => {
                 let plan =
-                    rollup::snapshot_dates(self.catalog, self.def, Some(window), self.calendar)
-                        .map_err(build_reason)?;
+                    rollup::snapshot_dates(self.catalog, self.def, Some(window), self.calendar)?;
                 let mut snapshots: Vec<NaiveDate> = manifest
                     .snapshots
                     .iter()
@@ -416,9 +421,11 @@ impl Context<'_> {
                 let (schema, batches) = store::unify(&schema, std::mem::take(&mut rows.batches))?;
                 rows.schema = schema;
                 rows.batches = batches;
-                Ok(Ok(rows))
+                Ok(Updated::Rows(rows))
             }
-            _ => Ok(Err("funnels and cohorts are built whole".into())),
+            _ => Ok(Updated::BuildWhole(
+                "funnels and cohorts are built whole".into(),
+            )),
         }
     }
 
@@ -429,23 +436,19 @@ impl Context<'_> {
         &self,
         window: Option<&DateWindow>,
         outside: &[RecordBatch],
-    ) -> Result<Rows, String> {
+    ) -> Result<Rows, StateError> {
         let (catalog, def, calendar) = (self.catalog, self.def, self.calendar);
         let tables = self.tables;
         let register = |name: &str, schema: SchemaRef, batches: Vec<RecordBatch>| {
             tables
                 .register_batches(name, schema, batches)
-                .map_err(|e| e.to_string())
+                .map_err(StateError::Register)
         };
-        let plan = rollup::plan(catalog, def, calendar, window)
-            .await
-            .map_err(build_reason)?;
+        let plan = rollup::plan(catalog, def, calendar, window).await?;
         let mut schema = Arc::new(plan.schema().as_arrow().clone());
         let mut batches = self.run(plan).await?;
         let mut refused = BTreeMap::new();
-        for (measure, check) in
-            rollup::distinct_checks(catalog, def, window, calendar).map_err(build_reason)?
-        {
+        for (measure, check) in rollup::distinct_checks(catalog, def, window, calendar)? {
             let distinct = single_i64(&self.run(check).await?, "__distinct")?;
             let column = rollup::partial_column(&measure);
             let snapshot = catalog.measures[&measure].snapshot.is_some();
@@ -458,20 +461,15 @@ impl Context<'_> {
                 // Values repeat within groups (a customer on one row per product): count
                 // each group's distinct values instead, and check again.
                 let part = self
-                    .run(
-                        rollup::distinct_part(catalog, def, &measure, calendar, window)
-                            .await
-                            .map_err(build_reason)?,
-                    )
+                    .run(rollup::distinct_part(catalog, def, &measure, calendar, window).await?)
                     .await?;
                 summed = column_sum(&part, &column)? + beside;
                 if summed == distinct {
                     let table = rollup::table_name(def);
                     let part_table = format!("{table}__{measure}");
-                    let part_schema = part
-                        .first()
-                        .map(|b| b.schema())
-                        .ok_or("the distinct counts came back empty")?;
+                    let part_schema = part.first().map(|b| b.schema()).ok_or_else(|| {
+                        StateError::refused("the distinct counts came back empty")
+                    })?;
                     register(&table, schema.clone(), std::mem::take(&mut batches))?;
                     register(&part_table, part_schema.clone(), part)?;
                     let merged = rollup::with_distinct_part(
@@ -480,8 +478,7 @@ impl Context<'_> {
                         schema.clone(),
                         &measure,
                         (&part_table, part_schema.clone()),
-                    )
-                    .map_err(build_reason)?;
+                    )?;
                     // Same columns, in order; only nullability may differ.
                     schema = Arc::new(merged.schema().as_arrow().clone());
                     batches = self.run(merged).await?;
@@ -511,23 +508,20 @@ impl Context<'_> {
         snapshots: Vec<NaiveDate>,
         kept: Vec<RecordBatch>,
         kept_pairs: &BTreeSet<(NaiveDate, NaiveDate)>,
-    ) -> Result<Rows, String> {
+    ) -> Result<Rows, StateError> {
         let pairs = rollup::churn_pairs(self.def, &snapshots);
         // The schema does not depend on the pair; plan one even when there is none to run.
         let any = pairs.first().copied().unwrap_or_default();
         let schema = Arc::new(
             rollup::churn_pair_plan(self.catalog, self.def, any)
-                .await
-                .map_err(build_reason)?
+                .await?
                 .schema()
                 .as_arrow()
                 .clone(),
         );
         let mut batches = kept;
         for pair in pairs.iter().filter(|p| !kept_pairs.contains(p)) {
-            let plan = rollup::churn_pair_plan(self.catalog, self.def, *pair)
-                .await
-                .map_err(build_reason)?;
+            let plan = rollup::churn_pair_plan(self.catalog, self.def, *pair).await?;
             batches.extend(self.run(plan).await?);
         }
         Ok(Rows {
@@ -540,55 +534,43 @@ impl Context<'_> {
 
     /// A funnel or cohort rollup's rows, once its entities are checked to keep their dimensions
     /// (and, for a funnel, to have one first step).
-    async fn entity_rows(&self) -> Result<Rows, String> {
+    async fn entity_rows(&self) -> Result<Rows, StateError> {
         let (catalog, def) = (self.catalog, self.def);
         let metric = match &def.form {
             DefinitionForm::Funnel { metric } | DefinitionForm::Cohort { metric } => metric,
             _ => unreachable!("an entity rollup"),
         };
         let check = self
-            .run(
-                rollup::entity_dimension_check(catalog, def)
-                    .await
-                    .map_err(build_reason)?,
-            )
+            .run(rollup::entity_dimension_check(catalog, def).await?)
             .await?;
         let entities = single_i64(&check, "__entities")?;
         let entity_dims = single_i64(&check, "__entity_dims")?;
         if entity_dims != entities {
-            return Err(format!(
+            return Err(StateError::refused(format!(
                 "the dimensions change between an entity's rows ({entity_dims} distinct \
                  entity and dimension values for {entities} entities): a filter would drop \
                  part of an entity's rows, so '{metric}' is computed from the model; keep \
                  only dimensions that are attributes of the entity"
-            ));
+            )));
         }
         let plan = match &def.form {
             DefinitionForm::Funnel { .. } => {
                 let check = self
-                    .run(
-                        rollup::funnel_first_steps(catalog, def)
-                            .await
-                            .map_err(build_reason)?,
-                    )
+                    .run(rollup::funnel_first_steps(catalog, def).await?)
                     .await?;
                 let first_steps = single_i64(&check, "__first_steps")?;
                 let first_entities = single_i64(&check, "__first_step_entities")?;
                 if first_steps != first_entities {
-                    return Err(format!(
+                    return Err(StateError::refused(format!(
                         "some entities have more than one first-step event ({first_steps} \
                          events for {first_entities} entities): which one starts the funnel \
                          depends on the query's range, so '{metric}' is computed from the \
                          model"
-                    ));
+                    )));
                 }
-                rollup::funnel_plan(catalog, def)
-                    .await
-                    .map_err(build_reason)?
+                rollup::funnel_plan(catalog, def).await?
             }
-            _ => rollup::cohort_plan(catalog, def, self.calendar)
-                .await
-                .map_err(build_reason)?,
+            _ => rollup::cohort_plan(catalog, def, self.calendar).await?,
         };
         let schema = Arc::new(plan.schema().as_arrow().clone());
         let batches = self.run(plan).await?;
@@ -602,11 +584,11 @@ impl Context<'_> {
 
     /// Registers the rows beside the tables they came from and returns the rollup the planner
     /// reads.
-    fn register(&self, rows: Rows) -> Result<Rollup, String> {
+    fn register(&self, rows: Rows) -> Result<Rollup, StateError> {
         let (catalog, def, calendar) = (self.catalog, self.def, self.calendar);
         self.tables
             .register_batches(&rollup::table_name(def), rows.schema.clone(), rows.batches)
-            .map_err(|e| e.to_string())?;
+            .map_err(StateError::Register)?;
         Ok(match &def.form {
             DefinitionForm::Measures => {
                 let refused = rows.refused.keys().cloned().collect();
@@ -628,27 +610,22 @@ impl Context<'_> {
 fn keep_rows(
     batches: &[RecordBatch],
     keep: impl Fn(&RecordBatch) -> Option<Vec<bool>>,
-) -> Result<Vec<RecordBatch>, String> {
+) -> Result<Vec<RecordBatch>, StateError> {
     batches
         .iter()
         .map(|b| {
-            let mask = keep(b).ok_or("the stored rollup lacks its key columns")?;
-            filter_record_batch(b, &BooleanArray::from(mask)).map_err(|e| e.to_string())
+            let mask = keep(b)
+                .ok_or_else(|| StateError::refused("the stored rollup lacks its key columns"))?;
+            filter_record_batch(b, &BooleanArray::from(mask)).map_err(|source| StateError::Rows {
+                context: "the stored rows could not be kept",
+                source,
+            })
         })
         .collect()
 }
 
-/// A build plan's error as the reason a rollup was not built (the catalog's status shows it);
-/// its cause, when the engine gave one, goes to the log.
-fn build_reason(e: crate::semantic::QueryError) -> String {
-    if e.cause.is_some() {
-        tracing::debug!(error = %crate::semantic::with_causes(&e), "rollup plan failed");
-    }
-    e.message
-}
-
 /// The sum of an Int64 column over batches (a rollup's partial counts).
-fn column_sum(batches: &[RecordBatch], column: &str) -> Result<i64, String> {
+fn column_sum(batches: &[RecordBatch], column: &str) -> Result<i64, StateError> {
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::datatypes::Int64Type;
     let mut total = 0i64;
@@ -656,14 +633,16 @@ fn column_sum(batches: &[RecordBatch], column: &str) -> Result<i64, String> {
         let c = b
             .column_by_name(column)
             .and_then(|c| c.as_primitive_opt::<Int64Type>())
-            .ok_or_else(|| format!("the rollup has no count column '{column}'"))?;
+            .ok_or_else(|| {
+                StateError::refused(format!("the rollup has no count column '{column}'"))
+            })?;
         total += c.iter().flatten().sum::<i64>();
     }
     Ok(total)
 }
 
 /// The one value of an Int64 column in a one-row result.
-pub(super) fn single_i64(batches: &[RecordBatch], column: &str) -> Result<i64, String> {
+pub(super) fn single_i64(batches: &[RecordBatch], column: &str) -> Result<i64, StateError> {
     use datafusion::arrow::array::{Array, AsArray};
     use datafusion::arrow::datatypes::Int64Type;
     batches
@@ -678,11 +657,11 @@ pub(super) fn single_i64(batches: &[RecordBatch], column: &str) -> Result<i64, S
                 values.value(0)
             }
         })
-        .ok_or_else(|| format!("the rollup's check returned no '{column}'"))
+        .ok_or_else(|| StateError::refused(format!("the rollup's check returned no '{column}'")))
 }
 
 /// The dates of a one-column Date32 result, ascending.
-fn dates(batches: &[RecordBatch]) -> Result<Vec<NaiveDate>, String> {
+fn dates(batches: &[RecordBatch]) -> Result<Vec<NaiveDate>, StateError> {
     use datafusion::arrow::array::{Array, AsArray};
     use datafusion::arrow::datatypes::Date32Type;
     let mut out = Vec::new();
@@ -690,7 +669,7 @@ fn dates(batches: &[RecordBatch]) -> Result<Vec<NaiveDate>, String> {
         let column = b
             .column(0)
             .as_primitive_opt::<Date32Type>()
-            .ok_or("snapshot dates are not dates")?;
+            .ok_or_else(|| StateError::refused("snapshot dates are not dates"))?;
         for i in 0..column.len() {
             if let Some(d) = column.value_as_date(i).filter(|_| column.is_valid(i)) {
                 out.push(d);

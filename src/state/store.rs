@@ -8,6 +8,7 @@
 //! error; writes go to a new file and the manifest is replaced by a rename, so a reader sees the
 //! old copy or the new one.
 
+use super::error::StateError;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -185,23 +186,27 @@ impl RollupStore {
         &self,
         rollup: &str,
         manifest: &Manifest,
-    ) -> Result<(SchemaRef, Vec<RecordBatch>), String> {
-        let folder = self.folder(rollup).ok_or("no rollup store")?;
-        let file = File::open(folder.join(&manifest.rows_file))
-            .map_err(|e| format!("{}: {e}", manifest.rows_file))?;
+    ) -> Result<(SchemaRef, Vec<RecordBatch>), StateError> {
+        let folder = self
+            .folder(rollup)
+            .ok_or_else(|| StateError::refused("no rollup store"))?;
+        let unreadable =
+            |e: Box<dyn std::error::Error + Send + Sync>| StateError::file(&manifest.rows_file, e);
+        let file =
+            File::open(folder.join(&manifest.rows_file)).map_err(|e| unreadable(e.into()))?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .and_then(|b| b.with_batch_size(64 * 1024).build())
-            .map_err(|e| format!("{}: {e}", manifest.rows_file))?;
+            .map_err(|e| unreadable(e.into()))?;
         let schema = reader.schema();
         let batches = reader
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{}: {e}", manifest.rows_file))?;
+            .map_err(|e| unreadable(e.into()))?;
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         if rows != manifest.rows {
-            return Err(format!(
+            return Err(StateError::refused(format!(
                 "{} holds {rows} rows, the manifest says {}",
                 manifest.rows_file, manifest.rows
-            ));
+            )));
         }
         Ok((schema, batches))
     }
@@ -213,7 +218,7 @@ impl RollupStore {
         mut manifest: Manifest,
         reason: &str,
         out_of_memory: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), StateError> {
         manifest.failed = Some(Failure {
             reason: reason.to_string(),
             memory_mb: self.memory_mb,
@@ -231,18 +236,18 @@ impl RollupStore {
         mut manifest: Manifest,
         schema: &SchemaRef,
         batches: &[RecordBatch],
-    ) -> Result<(), String> {
+    ) -> Result<(), StateError> {
         let Some(folder) = self.folder(rollup) else {
             return Ok(());
         };
-        std::fs::create_dir_all(&folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+        std::fs::create_dir_all(&folder).map_err(|e| StateError::file(folder.display(), e))?;
         let previous = self.manifest(rollup).map(|m| m.rows_file);
         let stamp = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
         manifest.format = FORMAT;
         manifest.rows_file = format!("rows-{stamp:x}-{}.parquet", std::process::id());
         manifest.rows = batches.iter().map(|b| b.num_rows()).sum();
         let rows_path = folder.join(&manifest.rows_file);
-        let write = || -> Result<(), Box<dyn std::error::Error>> {
+        let write = || -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             let mut writer = ArrowWriter::try_new(File::create(&rows_path)?, schema.clone(), None)?;
             for b in batches {
                 writer.write(b)?;
@@ -253,7 +258,12 @@ impl RollupStore {
             std::fs::rename(&temp, folder.join("manifest.json"))?;
             Ok(())
         };
-        write().map_err(|e| format!("storing rollup '{rollup}' in {}: {e}", folder.display()))?;
+        write().map_err(|e| {
+            StateError::file(
+                format!("storing rollup '{rollup}' in {}", folder.display()),
+                e,
+            )
+        })?;
         if let Some(old) = previous.filter(|old| *old != manifest.rows_file) {
             let _ = std::fs::remove_file(folder.join(old));
         }
@@ -455,7 +465,7 @@ pub fn changed_dates(
 pub fn unify(
     schema: &SchemaRef,
     batches: Vec<RecordBatch>,
-) -> Result<(SchemaRef, Vec<RecordBatch>), String> {
+) -> Result<(SchemaRef, Vec<RecordBatch>), StateError> {
     let fields: Vec<_> = schema
         .fields()
         .iter()
@@ -473,6 +483,9 @@ pub fn unify(
         .into_iter()
         .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("the refreshed rows do not fit the stored ones: {e}"))?;
+        .map_err(|source| StateError::Rows {
+            context: "the refreshed rows do not fit the stored ones",
+            source,
+        })?;
     Ok((schema, batches))
 }
