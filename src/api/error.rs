@@ -29,6 +29,12 @@ pub enum ApiError {
     /// The server is still opening its catalog and data (it answers `/healthz` meanwhile).
     #[error("the server is opening")]
     Opening,
+    /// The request body is larger than the configured limit.
+    #[error("the request body exceeds the configured limit")]
+    BodyTooLarge,
+    /// The client sent its request body too slowly.
+    #[error("the request body did not arrive within {0} ms")]
+    SlowBody(u128),
 }
 
 impl From<AlertError> for ApiError {
@@ -48,12 +54,10 @@ fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::Malformed => StatusCode::BAD_REQUEST,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
-        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorKind::Exhausted => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        ErrorKind::SlowClient => StatusCode::REQUEST_TIMEOUT,
         ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Saturated => StatusCode::SERVICE_UNAVAILABLE,
     }
@@ -99,6 +103,16 @@ impl IntoResponse for ApiError {
                 "the audit log cannot be written; no data is served without it",
             ),
             ApiError::NoRoute => plain(StatusCode::NOT_FOUND, "no_route", "no such route"),
+            ApiError::BodyTooLarge => plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                &self.to_string(),
+            ),
+            ApiError::SlowBody(_) => plain(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                &self.to_string(),
+            ),
             ApiError::Opening => {
                 let mut response = plain(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -21,7 +21,7 @@ use crate::security::audit::{AuditDetails, AuditLog, AuditRecord, AuditSlot};
 use crate::security::auth::Authenticator;
 use crate::security::limits::RateLimiter;
 use crate::security::{Principal, Scope};
-use crate::semantic::{ErrorKind, QueryError};
+use crate::semantic::QueryError;
 
 /// How requests are authenticated.
 pub enum AuthMode {
@@ -110,7 +110,7 @@ pub async fn guard(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> R
     let (mut req, body) = match read_body(&gate, req).await {
         Ok(read) => read,
         Err(e) => {
-            let response = ApiError::from(e).into_response();
+            let response = e.into_response();
             return audited(&gate, &principal, &asked, response);
         }
     };
@@ -157,28 +157,19 @@ fn mcp_call(route: &str, body: &[u8]) -> Option<AuditDetails> {
 
 /// The request with its body read whole (at most the limit, within the time limit), and the
 /// body's bytes.
-async fn read_body(gate: &Gate, req: Request) -> Result<(Request, Bytes), QueryError> {
+async fn read_body(gate: &Gate, req: Request) -> Result<(Request, Bytes), ApiError> {
     use http_body_util::BodyExt;
     let (parts, body) = req.into_parts();
     let limited = http_body_util::Limited::new(body, gate.max_body_bytes);
     let bytes = match tokio::time::timeout(gate.body_timeout, limited.collect()).await {
         Err(_) => {
-            return Err(QueryError::new(
-                ErrorKind::SlowClient,
-                "body_timeout",
-                format!(
-                    "the request body did not arrive within {} ms",
-                    gate.body_timeout.as_millis()
-                ),
-            ));
+            return Err(ApiError::SlowBody(gate.body_timeout.as_millis()));
         }
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(super::body_too_large());
+            return Err(ApiError::BodyTooLarge);
         }
         Ok(Err(e)) => {
-            return Err(QueryError::malformed(format!(
-                "cannot read the request body: {e}"
-            )));
+            return Err(QueryError::malformed(format!("cannot read the request body: {e}")).into());
         }
         Ok(Ok(collected)) => collected.to_bytes(),
     };

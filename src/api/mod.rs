@@ -2,6 +2,7 @@
 //! in the service.
 
 mod alerts;
+mod body;
 mod catalog;
 mod dashboards;
 pub mod encoding;
@@ -14,14 +15,10 @@ pub mod web;
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::de::DeserializeOwned;
 use serde_json::json;
 use tower_http::trace::TraceLayer;
 
@@ -42,8 +39,9 @@ use crate::catalog::RollupForm;
 use crate::security::Principal;
 use crate::security::audit::AuditDetails;
 use crate::semantic::listing::DrillThroughRequest;
-use crate::semantic::{ErrorKind, QueryError, QueryRequest};
+use crate::semantic::{QueryError, QueryRequest};
 use crate::service::KpiService;
+use body::JsonBody;
 
 /// The API and the cockpit's files (`web`), one router. Every route that reads data or tells of
 /// the project's files sits behind the gate (authentication, request rate, audit); health, the
@@ -292,9 +290,8 @@ async fn catalog(State(service): State<Arc<KpiService>>) -> Json<CatalogView> {
 async fn query(
     State(service): State<Arc<KpiService>>,
     Extension(principal): Extension<Principal>,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<QueryRequest>,
 ) -> Result<Response, ApiError> {
-    let req: QueryRequest = parse_body(body)?;
     let response = service.query(&principal, &req).await?;
     let details = AuditDetails {
         rows: Some(response.result.rows.len() as u64),
@@ -307,9 +304,8 @@ async fn query(
 async fn explain(
     State(service): State<Arc<KpiService>>,
     Extension(principal): Extension<Principal>,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<QueryRequest>,
 ) -> Result<Response, ApiError> {
-    let req: QueryRequest = parse_body(body)?;
     let details = AuditDetails::of_query(&req);
     let plan = service.explain(&principal, &req).await?;
     Ok(with_audit(Json(plan).into_response(), details))
@@ -318,9 +314,8 @@ async fn explain(
 async fn drill_through(
     State(service): State<Arc<KpiService>>,
     Extension(principal): Extension<Principal>,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<DrillThroughRequest>,
 ) -> Result<Response, ApiError> {
-    let req: DrillThroughRequest = parse_body(body)?;
     let page = service.drill_through(&principal, &req).await?;
     let details = AuditDetails {
         metrics: vec![format!("model:{}", req.model)],
@@ -337,9 +332,8 @@ async fn drill_through(
 async fn export(
     State(service): State<Arc<KpiService>>,
     Extension(principal): Extension<Principal>,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<crate::export::ExportRequest>,
 ) -> Result<Response, ApiError> {
-    let req: crate::export::ExportRequest = parse_body(body)?;
     let file = crate::export::export(&service, &principal, &req).await?;
     let details = AuditDetails {
         metrics: file.subjects.clone(),
@@ -407,40 +401,4 @@ async fn members(
 
 async fn not_found() -> ApiError {
     ApiError::NoRoute
-}
-
-fn body_too_large() -> QueryError {
-    QueryError::new(
-        ErrorKind::TooLarge,
-        "body_too_large",
-        "the request body exceeds the configured limit",
-    )
-}
-
-/// A request from JSON, with the path of the offending field in the error (`filters[0].op`).
-fn deserialize_at<'de, T: DeserializeOwned, D: serde::Deserializer<'de>>(
-    de: D,
-) -> Result<T, QueryError> {
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let err = QueryError::malformed(format!("invalid request: {}", e.inner()));
-        if path == "." { err } else { err.at(path) }
-    })
-}
-
-/// JSON body -> DTO, with the path of the offending field in the error (`filters[0].op`).
-fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, QueryError> {
-    let bytes = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            body_too_large()
-        } else {
-            QueryError::malformed(format!("cannot read the request body: {rejection}"))
-        }
-    })?;
-    let mut de = serde_json::Deserializer::from_slice(&bytes);
-    let value = deserialize_at(&mut de)?;
-    de.end().map_err(|e| {
-        QueryError::malformed(format!("trailing characters after the JSON body: {e}"))
-    })?;
-    Ok(value)
 }

@@ -11,8 +11,6 @@ pub enum ErrorKind {
     NotFound,
     /// Well-formed, but the combination cannot be answered (e.g. a dimension a metric lacks).
     Invalid,
-    /// The request body is larger than the configured limit.
-    TooLarge,
     /// The query ran past its time budget.
     Timeout,
     /// The query needed more memory than its pool grants.
@@ -22,8 +20,6 @@ pub enum ErrorKind {
     Forbidden,
     /// A bug or an environment failure; details go to the log only.
     Internal,
-    /// The client sent its request body too slowly.
-    SlowClient,
     /// The principal spent its request rate or its share of the compute slots.
     RateLimited,
     /// Every compute slot stayed busy.

@@ -235,7 +235,7 @@ fn query_schema() -> JsonObject {
 
 /// The tool's arguments as a request type, the argument at fault named in the error.
 fn arguments<T: serde::de::DeserializeOwned>(args: &Value) -> Result<T, QueryError> {
-    super::deserialize_at(args.clone())
+    super::body::deserialize_at(args.clone())
 }
 
 #[derive(Deserialize, Default)]
