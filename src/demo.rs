@@ -50,9 +50,9 @@ pub async fn demo_auth(service: &KpiService) -> Result<(Authenticator, Vec<DemoU
         }),
         api_keys: Vec::new(),
     };
-    let catalog = service.catalog();
+    let catalog = service.state();
     let auth = Authenticator::new(config, std::path::Path::new("."), |h| {
-        catalog.hierarchies.get(h).cloned()
+        catalog.catalog().hierarchies.get(h).cloned()
     })
     .map_err(|(k, r)| format!("demo auth: {k}: {r}"))?;
 

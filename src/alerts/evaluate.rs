@@ -40,16 +40,17 @@ pub async fn kpi(
     else {
         unreachable!("a kpi rule");
     };
-    let catalog = service.catalog();
+    let catalog = service.state();
     // One data state for the as-of date and the query: each table's files listed once.
     let seen = RequestContext::for_principal(&evaluator());
     let calendar = service.calendar();
     let today = now.with_timezone(&calendar.time_zone).date_naive();
     // The period holding the latest data: the demo's data ends before today's clock.
     let anchor = catalog
+        .catalog()
         .models_of(metric)
         .into_iter()
-        .find(|m| catalog.models[m].time.is_some())
+        .find(|m| catalog.catalog().models[m].time.is_some())
         .ok_or_else(|| AlertError::Rule(format!("'{metric}' has no time axis")))?;
     let latest = service.latest_date(&catalog, &anchor, &seen).await?;
     let Some(latest) = latest else {

@@ -163,7 +163,13 @@ impl AlertEngine {
     }
 
     pub fn rule_names(&self) -> Vec<String> {
-        self.service.catalog().alerts.keys().cloned().collect()
+        self.service
+            .state()
+            .catalog()
+            .alerts
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// The changes as they happen, and a receiver that turns true when streams must end.
@@ -193,7 +199,7 @@ impl AlertEngine {
     /// Evaluates every rule whose interval has passed since its last run (by the clock); returns
     /// the rules evaluated.
     pub async fn evaluate_due(&self) -> Vec<String> {
-        let catalog = self.service.catalog();
+        let catalog = self.service.state();
         let now = self.clock.now();
         let runs: BTreeMap<String, RuleRun> = match self.store.runs() {
             Ok(r) => r.into_iter().collect(),
@@ -203,6 +209,7 @@ impl AlertEngine {
             }
         };
         let due: Vec<String> = catalog
+            .catalog()
             .alerts
             .values()
             .filter(|r| {
@@ -220,8 +227,8 @@ impl AlertEngine {
     /// Evaluates one rule now, records what changed and publishes it.
     pub async fn evaluate(&self, name: &str) -> Option<RuleRun> {
         let _one = self.evaluating.lock().await;
-        let catalog = self.service.catalog();
-        let rule = catalog.alerts.get(name)?;
+        let catalog = self.service.state();
+        let rule = catalog.catalog().alerts.get(name)?;
         let now = self.clock.now();
         let started = std::time::Instant::now();
         let mut changes = Changes::default();
@@ -464,21 +471,23 @@ impl AlertEngine {
         state: Option<AlertState>,
         history: usize,
     ) -> Result<AlertsView, AlertError> {
-        let catalog = self.service.catalog();
+        let catalog = self.service.state();
         let mut alerts: Vec<AlertView> = self
             .store
             .alerts()?
             .into_iter()
-            .filter(|a| catalog.alerts.contains_key(&a.rule))
+            .filter(|a| catalog.catalog().alerts.contains_key(&a.rule))
             .filter(|a| visible(&principal.scope, &a.path))
             .filter(|a| rule.is_none_or(|r| a.rule == r))
             .filter(|a| state.is_none_or(|s| a.state == s))
             .map(|a| {
-                let r = &catalog.alerts[&a.rule];
+                let r = &catalog.catalog().alerts[&a.rule];
                 let format = match &r.check {
-                    AlertCheck::Kpi { metric, .. } => {
-                        catalog.metrics.get(metric).map(|m| m.format.clone())
-                    }
+                    AlertCheck::Kpi { metric, .. } => catalog
+                        .catalog()
+                        .metrics
+                        .get(metric)
+                        .map(|m| m.format.clone()),
                     AlertCheck::Record { .. } => None,
                 };
                 AlertView {
@@ -506,7 +515,7 @@ impl AlertEngine {
             .store
             .runs()?
             .into_iter()
-            .filter(|(r, _)| catalog.alerts.contains_key(r))
+            .filter(|(r, _)| catalog.catalog().alerts.contains_key(r))
             .collect();
         Ok(AlertsView {
             now: self.clock.now(),
@@ -524,7 +533,7 @@ impl AlertEngine {
         status: Option<TaskStatus>,
         rule: Option<&str>,
     ) -> Result<Vec<TaskView>, AlertError> {
-        let catalog = self.service.catalog();
+        let catalog = self.service.state();
         let mut tasks: Vec<TaskView> = self
             .store
             .tasks()?
@@ -534,7 +543,7 @@ impl AlertEngine {
             .filter(|t| status.is_none_or(|s| t.status == s))
             .filter(|t| rule.is_none_or(|r| t.rule == r))
             .filter_map(|t| {
-                let r = catalog.alerts.get(&t.rule)?;
+                let r = catalog.catalog().alerts.get(&t.rule)?;
                 Some(TaskView {
                     label: r.label.clone(),
                     severity: r.severity,

@@ -47,7 +47,7 @@ pub fn summaries(catalog: &crate::catalog::Catalog) -> Vec<DashboardSummary> {
 
 /// `GET /api/v1/dashboards`.
 pub async fn list(State(service): State<Arc<KpiService>>) -> Json<Vec<DashboardSummary>> {
-    Json(summaries(&service.catalog()))
+    Json(summaries(service.state().catalog()))
 }
 
 /// `GET /api/v1/dashboards/{id}?as_of=..&<filter>=a,b`: layout and every panel's data.

@@ -51,15 +51,15 @@ pub async fn scrape(service: Arc<KpiService>, alerts: Option<Arc<AlertEngine>>) 
     t.cache_bytes.set(cache.weighted_size() as i64);
     t.cache_entries.set(cache.entry_count() as i64);
     t.engine_memory.set(service.engine_memory() as i64);
-    let catalog = service.catalog();
+    let catalog = service.state();
     t.rollup_rows.reset();
-    for r in catalog.rollups.values() {
+    for r in catalog.catalog().rollups.values() {
         t.rollup_rows
             .with_label_values(&[r.name.as_str(), r.refresh.how])
             .set(r.rows as i64);
     }
     t.rollups_not_built
-        .set(catalog.rollups_not_built.len() as i64);
+        .set(catalog.catalog().rollups_not_built.len() as i64);
     t.data_refresh_failed
         .set(i64::from(service.failed_refresh().is_some()));
     t.catalog_reloads

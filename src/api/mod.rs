@@ -140,12 +140,12 @@ fn with_audit(mut response: Response, details: AuditDetails) -> Response {
 
 async fn healthz(State(service): State<Arc<KpiService>>) -> Json<serde_json::Value> {
     service.cache().settle().await;
-    let catalog = service.catalog();
+    let catalog = service.state();
     let (watch_mode, scans) = service.data_watch();
     Json(json!({
         "status": "ok",
-        "catalog_version": catalog.version,
-        "metrics": catalog.metrics.len(),
+        "catalog_version": catalog.catalog().version,
+        "metrics": catalog.catalog().metrics.len(),
         "cache": { "entries": service.cache().entry_count(), "bytes": service.cache().weighted_size() },
         "engine_runs": service.engine_runs(),
         "data_watch": { "mode": watch_mode, "scans": scans },
@@ -154,7 +154,7 @@ async fn healthz(State(service): State<Arc<KpiService>>) -> Json<serde_json::Val
         // the signed-in `/api/v1/catalog/status`.
         "data_refresh_error": service.failed_refresh().map(|f| json!({
             "tables": f.data.iter()
-                .filter(|(t, v)| catalog.tables.get(t).is_none_or(|s| s.version != *v))
+                .filter(|(t, v)| catalog.catalog().tables.get(t).is_none_or(|s| s.version != *v))
                 .map(|(t, _)| t)
                 .collect::<Vec<_>>(),
         })),
@@ -189,7 +189,7 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// levels, drillable models, dashboards), so clients and fuzzers can build valid requests.
 async fn openapi(State(service): State<Arc<KpiService>>) -> Json<serde_json::Value> {
     let mut doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
-    let c = service.catalog();
+    let c = service.state();
     let names = |it: &mut dyn Iterator<Item = &String>| -> serde_json::Value {
         it.map(|s| json!(s)).collect()
     };
@@ -197,24 +197,25 @@ async fn openapi(State(service): State<Arc<KpiService>>) -> Json<serde_json::Val
     let enums = [
         (
             "/components/schemas/QueryRequest/properties/metrics/items",
-            names(&mut c.metrics.keys()),
+            names(&mut c.catalog().metrics.keys()),
         ),
         (
             "/components/schemas/QueryRequest/properties/dimensions/items",
-            names(&mut c.dimensions.keys()),
+            names(&mut c.catalog().dimensions.keys()),
         ),
         (
             "/components/schemas/Filter/properties/dimension",
-            names(&mut c.dimensions.keys()),
+            names(&mut c.catalog().dimensions.keys()),
         ),
         (
             "/components/schemas/Drill/properties/hierarchy",
-            names(&mut c.hierarchies.keys()),
+            names(&mut c.catalog().hierarchies.keys()),
         ),
         (
             "/components/schemas/DrillThroughRequest/properties/model",
             names(
                 &mut c
+                    .catalog()
                     .models
                     .values()
                     .filter(|m| !m.drill_through.is_empty())
@@ -223,20 +224,21 @@ async fn openapi(State(service): State<Arc<KpiService>>) -> Json<serde_json::Val
         ),
         (
             "/components/parameters/DashboardId/schema",
-            names(&mut c.dashboards.iter().map(|d| &d.id)),
+            names(&mut c.catalog().dashboards.iter().map(|d| &d.id)),
         ),
         (
             "/components/schemas/ExportRequest/properties/dashboard",
-            names(&mut c.dashboards.iter().map(|d| &d.id)),
+            names(&mut c.catalog().dashboards.iter().map(|d| &d.id)),
         ),
         (
             &format!("{members}/0/schema"),
-            names(&mut c.hierarchies.keys()),
+            names(&mut c.catalog().hierarchies.keys()),
         ),
         (
             &format!("{members}/1/schema"),
             names(
                 &mut c
+                    .catalog()
                     .hierarchies
                     .values()
                     .flatten()
@@ -255,8 +257,9 @@ async fn openapi(State(service): State<Arc<KpiService>>) -> Json<serde_json::Val
 
 /// The serving catalog's version and the last definition change that failed to validate.
 async fn catalog_status(State(service): State<Arc<KpiService>>) -> Json<serde_json::Value> {
-    let catalog = service.catalog();
+    let catalog = service.state();
     let rollups: Vec<serde_json::Value> = catalog
+        .catalog()
         .rollups
         .values()
         .map(|r| {
@@ -278,13 +281,13 @@ async fn catalog_status(State(service): State<Arc<KpiService>>) -> Json<serde_js
         "catalog": service.reload_status(),
         "data_refresh_error": service.failed_refresh(),
         "rollups": rollups,
-        "rollups_not_built": catalog.rollups_not_built,
-        "materialized": catalog.materialized,
+        "rollups_not_built": catalog.catalog().rollups_not_built,
+        "materialized": catalog.catalog().materialized,
     }))
 }
 
 async fn catalog(State(service): State<Arc<KpiService>>) -> Json<CatalogView> {
-    Json(CatalogView::of(&service.catalog()))
+    Json(CatalogView::of(service.state().catalog()))
 }
 
 async fn query(

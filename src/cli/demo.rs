@@ -52,10 +52,12 @@ pub async fn run(addr: SocketAddr, scale: f64, settings: Settings) -> Result<(),
 /// The demo: named users with printed tokens, and a route the cockpit lists them from.
 async fn serve_demo(addr: SocketAddr, mut settings: Settings) -> Result<(), String> {
     let (listener, service) = open_answering(addr, &settings).await?;
-    if settings.alerts_clock_start.is_none() && service.catalog().models.contains_key("tickets") {
+    if settings.alerts_clock_start.is_none()
+        && service.state().catalog().models.contains_key("tickets")
+    {
         // The demo bank's history ends before today: the alert clock starts at 18:00 on its
         // last day, so the record rules (SLAs, maturities, first contacts) see a live bank.
-        let catalog = service.catalog();
+        let catalog = service.state();
         let last = service
             .latest_date(
                 &catalog,
@@ -94,7 +96,7 @@ async fn serve_demo(addr: SocketAddr, mut settings: Settings) -> Result<(), Stri
     }
     println!(
         "kpilens serving {} metrics on http://{local}",
-        service.catalog().metrics.len()
+        service.state().catalog().metrics.len()
     );
     let listed = serde_json::to_value(&users).map_err(|e| e.to_string())?;
     let extra = if users.is_empty() {

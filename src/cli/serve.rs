@@ -49,7 +49,7 @@ pub async fn run(addr: SocketAddr, settings: Settings) -> Result<(), String> {
     print_paths(&settings);
     println!(
         "kpilens serving {} metrics on http://{local}",
-        service.catalog().metrics.len()
+        service.state().catalog().metrics.len()
     );
     server::serve(&settings, service, listener)
         .await

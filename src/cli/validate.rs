@@ -19,15 +19,15 @@ pub async fn run(sample_rows: usize, full: bool, settings: &Settings) -> Result<
                     return Err(format!("{} error(s):\n{errors}", errors.0.len()));
                 }
             }
-            let c = service.catalog();
+            let c = service.state();
             println!(
                 "ok: catalog {} with {} models, {} measures, {} metrics, {} dimensions, {} hierarchies",
-                c.version,
-                c.models.len(),
-                c.measures.len(),
-                c.metrics.len(),
-                c.dimensions.len(),
-                c.hierarchies.len()
+                c.catalog().version,
+                c.catalog().models.len(),
+                c.catalog().measures.len(),
+                c.catalog().metrics.len(),
+                c.catalog().dimensions.len(),
+                c.catalog().hierarchies.len()
             );
             Ok(())
         }

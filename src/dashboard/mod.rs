@@ -291,8 +291,9 @@ async fn resolve(
     id: &str,
     raw: &BTreeMap<String, String>,
 ) -> Result<Resolved, QueryError> {
-    let catalog = service.catalog();
+    let catalog = service.state();
     let dashboard = catalog
+        .catalog()
         .dashboard(id)
         .ok_or_else(|| {
             QueryError::new(
@@ -302,6 +303,7 @@ async fn resolve(
                     "unknown dashboard '{}' (dashboards: {})",
                     clip(id),
                     catalog
+                        .catalog()
                         .dashboards
                         .iter()
                         .map(|d| d.id.as_str())
@@ -312,7 +314,7 @@ async fn resolve(
         })?
         .clone();
     let calendar = service.calendar();
-    let params = DashboardParams::parse(&dashboard, &catalog, raw, calendar)?;
+    let params = DashboardParams::parse(&dashboard, catalog.catalog(), raw, calendar)?;
     let seen = RequestContext::for_principal(principal);
     let as_of = match params.as_of {
         Some(d) => d,
@@ -361,7 +363,7 @@ pub async fn render(
         .filter(|p| p.served_by == Some("cache"))
         .count();
     let meta = DashboardMeta {
-        catalog_version: r.catalog.version.clone(),
+        catalog_version: r.catalog.catalog().version.clone(),
         elapsed_ms: (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
         panels_cached,
         panels: panels.len(),
@@ -396,17 +398,21 @@ async fn filter_view(
         .panels
         .iter()
         .filter(|p| p.filters.iter().any(|f| f == dimension))
-        .flat_map(|p| p.metrics.iter().flat_map(|m| catalog.models_of(m)))
+        .flat_map(|p| {
+            p.metrics
+                .iter()
+                .flat_map(|m| catalog.catalog().models_of(m))
+        })
         .collect();
     let options = service
         .dimension_options(catalog, dimension, &models, &r.principal.scope, &r.seen)
         .await?;
     Ok(FilterView {
         dimension: dimension.to_string(),
-        label: catalog.dimensions[dimension].label.clone(),
+        label: catalog.catalog().dimensions[dimension].label.clone(),
         options,
         selected: r.params.filters.get(dimension).cloned().unwrap_or_default(),
-        value_labels: catalog.dimensions[dimension].value_labels.clone(),
+        value_labels: catalog.catalog().dimensions[dimension].value_labels.clone(),
     })
 }
 
@@ -427,7 +433,7 @@ async fn panel_view(service: &KpiService, r: &Resolved, panel: &Panel) -> PanelV
     {
         Ok(response) => {
             if panel.kind == PanelKind::Kpi {
-                view.tile = Some(Tile::of(&r.catalog, panel, &response.result));
+                view.tile = Some(Tile::of(r.catalog.catalog(), panel, &response.result));
             }
             view.served_by = Some(response.meta.served_by);
             view.rollups = response.result.notes.rollups.clone();
@@ -442,10 +448,10 @@ async fn panel_view(service: &KpiService, r: &Resolved, panel: &Panel) -> PanelV
 /// first click of the morning. Errors are logged, not raised: warm-up is an optimisation.
 pub async fn warm_up(service: &KpiService, principals: &[Principal]) {
     let started = Instant::now();
-    let catalog = service.catalog();
+    let catalog = service.state();
     let mut panels = 0;
     for principal in principals {
-        for d in &catalog.dashboards {
+        for d in &catalog.catalog().dashboards {
             match render(service, principal, &d.id, &BTreeMap::new()).await {
                 Ok(view) => panels += view.panels.len(),
                 Err(e) => {
@@ -456,7 +462,7 @@ pub async fn warm_up(service: &KpiService, principals: &[Principal]) {
     }
     service.count_warm_up();
     tracing::info!(
-        dashboards = catalog.dashboards.len(),
+        dashboards = catalog.catalog().dashboards.len(),
         principals = principals.len(),
         panels,
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -493,12 +499,16 @@ pub async fn snapshot_plan(
         .panels
         .iter()
         .filter(|p| p.kind == PanelKind::Kpi)
-        .flat_map(|p| p.metrics.iter().flat_map(|m| catalog.models_of(m)))
+        .flat_map(|p| {
+            p.metrics
+                .iter()
+                .flat_map(|m| catalog.catalog().models_of(m))
+        })
         .chain([resolved.dashboard.anchor.clone()])
         .collect();
-    let tables = catalog.tables_read_by(models.iter());
+    let tables = catalog.catalog().tables_read_by(models.iter());
     let mut h = Sha256::new();
-    h.update(catalog.version.as_bytes());
+    h.update(catalog.catalog().version.as_bytes());
     // Two principals with different scopes never share a tag (nor a cached answer).
     h.update(principal.scope.key().as_bytes());
     for (t, v) in service.data_versions(catalog, &tables, &resolved.seen)? {
@@ -528,7 +538,7 @@ pub async fn snapshot(service: &KpiService, plan: &SnapshotPlan) -> Snapshot {
             .into_iter()
             .map(|v| {
                 v.tile.unwrap_or_else(|| {
-                    Tile::failed(&r.catalog, &v.layout, v.error.unwrap_or_default())
+                    Tile::failed(r.catalog.catalog(), &v.layout, v.error.unwrap_or_default())
                 })
             })
             .collect(),

@@ -30,8 +30,8 @@ use crate::service::KpiService;
 pub fn auth_from_settings(settings: &Settings, service: &KpiService) -> Result<AuthMode, String> {
     match (&settings.auth_file, settings.no_auth) {
         (Some(path), _) => {
-            let catalog = service.catalog();
-            Authenticator::load(path, |h| catalog.hierarchies.get(h).cloned())
+            let catalog = service.state();
+            Authenticator::load(path, |h| catalog.catalog().hierarchies.get(h).cloned())
                 .map(|a| AuthMode::Tokens(Box::new(a)))
                 .map_err(|e| format!("auth config: {e}"))
         }

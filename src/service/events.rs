@@ -47,7 +47,7 @@ pub struct StateNow {
 impl StateNow {
     pub fn of(state: &DataState) -> Self {
         Self {
-            catalog_version: state.version.clone(),
+            catalog_version: state.catalog().version.clone(),
             loaded_at: rfc3339(state.loaded_at()),
         }
     }

@@ -49,10 +49,10 @@ impl KpiService {
         &self,
         models: &BTreeSet<String>,
     ) -> Result<Arc<DataState>, QueryError> {
-        let catalog = self.catalog();
+        let catalog = self.state();
         let data = self.data_versions(
             &catalog,
-            &catalog.tables_read_by(models),
+            &catalog.catalog().tables_read_by(models),
             &super::RequestContext::named("kpilens"),
         )?;
         Ok(self.catalog_over(&catalog, &data).await)
@@ -64,7 +64,10 @@ impl KpiService {
         catalog: &Arc<DataState>,
         data: &[(String, String)],
     ) -> Arc<DataState> {
-        if data.iter().any(|(t, v)| catalog.tables[t].version != *v) {
+        if data
+            .iter()
+            .any(|(t, v)| catalog.catalog().tables[t].version != *v)
+        {
             self.refresh_data(data).await
         } else {
             catalog.clone()
@@ -76,8 +79,11 @@ impl KpiService {
     /// validated, and is not retried until the data changes again.
     pub(super) async fn refresh_data(&self, seen: &[(String, String)]) -> Arc<DataState> {
         let _serialised = self.refresh.lock().await;
-        let current = self.catalog();
-        if seen.iter().all(|(t, v)| current.tables[t].version == *v) {
+        let current = self.state();
+        if seen
+            .iter()
+            .all(|(t, v)| current.catalog().tables[t].version == *v)
+        {
             return current; // another request rebuilt it meanwhile
         }
         if self
@@ -114,8 +120,8 @@ impl KpiService {
         work: RollupWork,
     ) -> Result<DataState, crate::catalog::CatalogErrors> {
         DataState::build(
-            current.sources.clone(),
-            &current.data_dir,
+            current.catalog().sources.clone(),
+            &current.catalog().data_dir,
             self.engine.as_ref(),
             &self.calendar,
             &self.rollup_store,
@@ -127,7 +133,7 @@ impl KpiService {
 
     /// Serves `fresh` from now on; wakes the rollup builder if it left rollups pending.
     fn serve_state(&self, fresh: Arc<DataState>) {
-        self.watch.watch_tables(&fresh);
+        self.watch.watch_tables(fresh.catalog());
         let pending = !fresh.pending_rollups().is_empty();
         *self.state.write().expect("catalog lock") = fresh;
         if pending {
@@ -138,8 +144,9 @@ impl KpiService {
     /// Serves `fresh` from now on, dropping the cached answers of tables whose data changed.
     fn swap_in(&self, current: &DataState, fresh: DataState) -> Arc<DataState> {
         let mut changed = Vec::new();
-        for (table, source) in &fresh.tables {
+        for (table, source) in &fresh.catalog().tables {
             if current
+                .catalog()
                 .tables
                 .get(table)
                 .is_none_or(|old| old.version != source.version)
@@ -173,7 +180,7 @@ impl KpiService {
         StateNow,
     ) {
         let (changes, closing) = self.events.subscribe();
-        (changes, closing, StateNow::of(&self.catalog()))
+        (changes, closing, StateNow::of(&self.state()))
     }
 
     /// Ends every change stream (the server is shutting down).
@@ -200,7 +207,7 @@ impl KpiService {
         use std::sync::atomic::Ordering::Relaxed;
         let mut retry_deferred = false;
         loop {
-            let current = self.catalog();
+            let current = self.state();
             if current.pending_rollups().is_empty() && !retry_deferred {
                 if self.rollup_store.stop_deferring() {
                     retry_deferred = true;
@@ -216,10 +223,10 @@ impl KpiService {
             match built {
                 Ok(fresh) => {
                     let _serialised = self.refresh.lock().await;
-                    if Arc::ptr_eq(&self.catalog(), &current) {
+                    if Arc::ptr_eq(&self.state(), &current) {
                         tracing::info!(
-                            rollups = fresh.rollups.len(),
-                            not_built = fresh.rollups_not_built.len(),
+                            rollups = fresh.catalog().rollups.len(),
+                            not_built = fresh.catalog().rollups_not_built.len(),
                             ms = started.elapsed().as_millis() as u64,
                             "rollups built in the background"
                         );
@@ -239,7 +246,7 @@ impl KpiService {
     /// built when not.
     pub fn rollups_ready(&self) -> (bool, Vec<String>) {
         use std::sync::atomic::Ordering::Relaxed;
-        let pending = self.catalog().pending_rollups().to_vec();
+        let pending = self.state().pending_rollups().to_vec();
         let ready = pending.is_empty() && !self.building_rollups.load(Relaxed);
         (ready, pending)
     }
@@ -250,13 +257,18 @@ impl KpiService {
     pub fn failed_refresh(&self) -> Option<FailedRefresh> {
         let mut failed = self.failed_lock();
         if let Some(f) = failed.as_ref() {
-            let current = self.catalog();
+            let current = self.state();
             let tables: BTreeSet<String> = f.data.iter().map(|(t, _)| t.clone()).collect();
             let now =
                 self.data_versions(&current, &tables, &super::RequestContext::named("kpilens"));
             if now.is_ok_and(|now| {
-                now.iter()
-                    .all(|(t, v)| current.tables.get(t).is_some_and(|s| s.version == *v))
+                now.iter().all(|(t, v)| {
+                    current
+                        .catalog()
+                        .tables
+                        .get(t)
+                        .is_some_and(|s| s.version == *v)
+                })
             }) {
                 *failed = None;
             }
@@ -271,9 +283,9 @@ impl KpiService {
     /// What the answers depend on: the catalog version and the data versions it was built over.
     /// A change means cached answers are for another state (and warm-up should run again).
     pub fn state_stamp(&self) -> String {
-        let c = self.catalog();
-        let mut stamp = c.version.clone();
-        for (table, source) in &c.tables {
+        let c = self.state();
+        let mut stamp = c.catalog().version.clone();
+        for (table, source) in &c.catalog().tables {
             stamp.push_str(&format!("|{table}={}", source.version));
         }
         stamp
@@ -284,18 +296,18 @@ impl KpiService {
     /// reported (status, log) with file and key, and is not parsed again until the files change.
     /// Changed data rebuilds as a query would.
     pub async fn reload_if_changed(&self) {
-        let current = self.catalog();
-        let dir = &current.sources.project_dir;
+        let current = self.state();
+        let dir = &current.catalog().sources.project_dir;
         let version = ProjectSources::version_of(dir);
         let failed_before = self
             .reload_status()
             .last_error
             .is_some_and(|e| e.version == version);
-        if version == current.sources.version {
+        if version == current.catalog().sources.version {
             let mut status = self.reload.lock().expect("reload status");
             if status.last_error.is_some() {
                 // The files are back to what is serving.
-                tracing::info!(version = %current.version, "definitions reverted to the serving catalog");
+                tracing::info!(version = %current.catalog().version, "definitions reverted to the serving catalog");
                 status.last_error = None;
             }
         } else if !failed_before {
@@ -318,7 +330,7 @@ impl KpiService {
                 Ok(s) => {
                     DataState::build(
                         Arc::new(s),
-                        &current.data_dir,
+                        &current.catalog().data_dir,
                         self.engine.as_ref(),
                         &self.calendar,
                         &self.rollup_store,
@@ -331,7 +343,7 @@ impl KpiService {
             };
             match built {
                 Ok(fresh) => {
-                    let version = fresh.version.clone();
+                    let version = fresh.catalog().version.clone();
                     let change = StateChange::Catalog(StateNow::of(&fresh));
                     {
                         // Not between the builder's look at the serving state and its swap.
@@ -356,12 +368,15 @@ impl KpiService {
                 }
             }
         }
-        let current = self.catalog();
-        let tables: BTreeSet<String> = current.tables.keys().cloned().collect();
+        let current = self.state();
+        let tables: BTreeSet<String> = current.catalog().tables.keys().cloned().collect();
         // The safety net under the watcher: what the files say now.
-        if let Ok(data) = current_versions(&current, &tables) {
-            self.watch.reconcile(&current, &data);
-            if data.iter().any(|(t, v)| current.tables[t].version != *v) {
+        if let Ok(data) = current_versions(current.catalog(), &tables) {
+            self.watch.reconcile(current.catalog(), &data);
+            if data
+                .iter()
+                .any(|(t, v)| current.catalog().tables[t].version != *v)
+            {
                 self.refresh_data(&data).await;
             }
         }
@@ -382,9 +397,9 @@ impl KpiService {
     /// Reads every model's rows (computing each SQL model's columns over them), as `validate`
     /// does before serving: each model that fails, with the engine's reason (it names the value).
     pub async fn check_data(&self, check: DataCheck) -> Vec<crate::catalog::CatalogError> {
-        let state = self.catalog();
+        let state = self.state();
         let mut errors = Vec::new();
-        for (name, model) in &state.models {
+        for (name, model) in &state.catalog().models {
             let table = format!("\"{}\"", model.table.replace('"', "\"\""));
             let sql = match check {
                 DataCheck::Sample(n) => format!("SELECT * FROM {table} LIMIT {n}"),

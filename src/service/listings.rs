@@ -32,7 +32,7 @@ impl KpiService {
         request: &RequestContext,
     ) -> Result<Vec<Value>, QueryError> {
         let key = CacheKey {
-            catalog_version: catalog.version.clone(),
+            catalog_version: catalog.catalog().version.clone(),
             query: name,
             data: self.data_versions(catalog, tables, request)?,
             scope: scope.key(),
@@ -65,8 +65,8 @@ impl KpiService {
         scope: &Scope,
         request: &RequestContext,
     ) -> Result<Vec<Value>, QueryError> {
-        let tables = catalog.tables_read_by(models.iter());
-        let df = semantic::listing::dimension_members(catalog, dimension, models, scope);
+        let tables = catalog.catalog().tables_read_by(models.iter());
+        let df = semantic::listing::dimension_members(catalog.catalog(), dimension, models, scope);
         self.cached_members(
             catalog,
             format!("members:{dimension}:{models:?}"),
@@ -86,6 +86,7 @@ impl KpiService {
         request: &RequestContext,
     ) -> Result<Option<NaiveDate>, QueryError> {
         let reads = catalog
+            .catalog()
             .models
             .get(model)
             .map(|m| m.reads.clone())
@@ -96,7 +97,7 @@ impl KpiService {
                 format!("latest_date:{model}"),
                 &Scope::all(),
                 &reads,
-                async { records::latest_date(catalog, model) },
+                async { records::latest_date(catalog.catalog(), model) },
                 request,
             )
             .await?;
@@ -117,7 +118,7 @@ impl KpiService {
         let catalog = self
             .catalog_for(&BTreeSet::from([listing.model.to_string()]))
             .await?;
-        let (df, columns) = records::record_rows(&catalog, listing).await?;
+        let (df, columns) = records::record_rows(catalog.catalog(), listing).await?;
         let batches = self.run_listing(&catalog, df, request).await?;
         let mut rows = semantic::rows_of(&batches, &columns);
         let complete = rows.len() <= listing.limit;
@@ -133,11 +134,12 @@ impl KpiService {
         level: &str,
         params: &BTreeMap<String, String>,
     ) -> Result<semantic::listing::Members, QueryError> {
-        let catalog = self.catalog();
+        let catalog = self.state();
         let path: BTreeMap<String, Value> = params
             .iter()
             .map(|(k, v)| {
                 let t = catalog
+                    .catalog()
                     .dimensions
                     .get(k)
                     .map(|d| d.data_type.clone())
@@ -145,8 +147,14 @@ impl KpiService {
                 (k.clone(), semantic::listing::param_value(v, &t))
             })
             .collect();
-        let df =
-            semantic::listing::members(&catalog, hierarchy, level, &path, &principal.scope).await?;
+        let df = semantic::listing::members(
+            catalog.catalog(),
+            hierarchy,
+            level,
+            &path,
+            &principal.scope,
+        )
+        .await?;
         let request = RequestContext::for_principal(principal);
         let mut members = member_values(&self.run_listing(&catalog, df, &request).await?);
         let truncated = members.len() > semantic::listing::MAX_MEMBERS;
@@ -165,9 +173,9 @@ impl KpiService {
         principal: &Principal,
         req: &semantic::listing::DrillThroughRequest,
     ) -> Result<semantic::listing::DrillThroughPage, QueryError> {
-        let catalog = self.catalog();
+        let catalog = self.state();
         let (page, total, names) = semantic::listing::drill_through(
-            &catalog,
+            catalog.catalog(),
             req,
             &self.limits,
             &self.calendar,
@@ -175,7 +183,7 @@ impl KpiService {
         )
         .await?;
         let columns_meta =
-            semantic::listing::column_types(&catalog, &req.model, page.schema(), &names);
+            semantic::listing::column_types(catalog.catalog(), &req.model, page.schema(), &names);
         let request = RequestContext::for_principal(principal);
         let (rows, total) = tokio::try_join!(
             self.run_listing(&catalog, page, &request),
@@ -196,6 +204,7 @@ impl KpiService {
         Ok(semantic::listing::DrillThroughPage {
             model: req.model.clone(),
             label: catalog
+                .catalog()
                 .models
                 .get(&req.model)
                 .map(|m| m.label.clone())

@@ -171,9 +171,9 @@ impl KpiService {
             rollup_budget,
         )
         .await?;
-        let catalog_version = state.version.clone();
+        let catalog_version = state.catalog().version.clone();
         let watch = DataWatch::start();
-        watch.watch_tables(&state);
+        watch.watch_tables(state.catalog());
         Ok(Self {
             state: RwLock::new(Arc::new(state)),
             watch,
@@ -215,8 +215,9 @@ impl KpiService {
         })
     }
 
-    /// The data state answering now (read as its catalog: `service.catalog().metrics`).
-    pub fn catalog(&self) -> Arc<DataState> {
+    /// The data state answering now: its catalog (`service.state().catalog().metrics`), its
+    /// tables and rollups.
+    pub fn state(&self) -> Arc<DataState> {
         self.state.read().expect("catalog lock").clone()
     }
 
@@ -261,7 +262,9 @@ impl KpiService {
         tables: &BTreeSet<String>,
         request: &RequestContext,
     ) -> Result<Vec<(String, String)>, QueryError> {
-        request.versions.versions(&self.watch, catalog, tables)
+        request
+            .versions
+            .versions(&self.watch, catalog.catalog(), tables)
     }
 
     /// A compute slot of the principal's share, held until the returned context is dropped:
@@ -322,7 +325,7 @@ impl KpiService {
         let query_id = format!("q{}", self.next_query_id.fetch_add(1, Ordering::Relaxed));
         let (catalog, vq, data) = self.prepare(req, &principal.scope, request).await?;
         let key = CacheKey {
-            catalog_version: catalog.version.clone(),
+            catalog_version: catalog.catalog().version.clone(),
             // The as-of date is part of the answer (clipping, partial periods) even when the
             // request leaves it to the clock: a result cached yesterday is not today's.
             query: format!(
@@ -341,7 +344,7 @@ impl KpiService {
             query_id,
             served_by: if computed { "engine" } else { "cache" },
             elapsed_ms: (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
-            catalog_version: catalog.version.clone(),
+            catalog_version: catalog.catalog().version.clone(),
             data_version: combined_version(&data),
             row_count: result.rows.len(),
             time_zone: self.calendar.time_zone.name().to_string(),
@@ -399,7 +402,7 @@ impl KpiService {
                 &RequestContext::for_principal(principal),
             )
             .await?;
-        let planned = semantic::plan(&catalog, &vq).await?;
+        let planned = semantic::plan(catalog.catalog(), &vq).await?;
         Ok((catalog, planned.rows))
     }
 
@@ -410,14 +413,15 @@ impl KpiService {
         scope: &Scope,
         request: &RequestContext,
     ) -> Result<(Arc<DataState>, ValidatedQuery, Vec<(String, String)>), QueryError> {
-        let mut catalog = self.catalog();
-        let mut vq = semantic::validate(&catalog, req, &self.limits, &self.calendar, scope)?;
-        let tables = catalog.tables_read_by(&vq.models);
+        let mut catalog = self.state();
+        let mut vq =
+            semantic::validate(catalog.catalog(), req, &self.limits, &self.calendar, scope)?;
+        let tables = catalog.catalog().tables_read_by(&vq.models);
         let data = self.data_versions(&catalog, &tables, request)?;
         let fresh = self.catalog_over(&catalog, &data).await;
         if !Arc::ptr_eq(&fresh, &catalog) {
             catalog = fresh;
-            vq = semantic::validate(&catalog, req, &self.limits, &self.calendar, scope)?;
+            vq = semantic::validate(catalog.catalog(), req, &self.limits, &self.calendar, scope)?;
         }
         Ok((catalog, vq, data))
     }
@@ -450,7 +454,7 @@ impl KpiService {
                     Some(d) => {
                         let path = d.path.iter().cloned().collect();
                         let df = semantic::listing::members(
-                            catalog,
+                            catalog.catalog(),
                             &d.hierarchy,
                             &d.level,
                             &path,
@@ -489,7 +493,7 @@ impl KpiService {
             let mut grant = |bytes: usize| hold.try_grow(bytes).is_ok();
             let mut budget = CellBudget::new(max_cells, &mut grant);
             compose::compose(
-                &catalog,
+                catalog.catalog(),
                 &vq,
                 &subs,
                 result,
@@ -510,7 +514,7 @@ impl KpiService {
         catalog: &DataState,
         vq: &ValidatedQuery,
     ) -> Result<QueryResult, QueryError> {
-        let planned = semantic::plan(catalog, vq).await?;
+        let planned = semantic::plan(catalog.catalog(), vq).await?;
         let rows_schema = planned.rows.schema().as_arrow().clone();
         let rows = catalog.execute(planned.rows.clone());
         let (batches, totals) = match &planned.totals {
@@ -522,7 +526,7 @@ impl KpiService {
             None => (rows.await.map_err(QueryError::from)?, None),
         };
         Ok(compose::answer(
-            catalog,
+            catalog.catalog(),
             vq,
             &planned,
             &rows_schema,

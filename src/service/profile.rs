@@ -24,12 +24,20 @@ impl KpiService {
         principal: &Principal,
         id: &str,
     ) -> Result<CustomerProfile, QueryError> {
-        let current = self.catalog();
-        let spec = current.profile.as_ref().ok_or_else(profile::no_profile)?;
+        let current = self.state();
+        let spec = current
+            .catalog()
+            .profile
+            .as_ref()
+            .ok_or_else(profile::no_profile)?;
         let key = profile::key_value(spec, id)?;
         let models: BTreeSet<String> = spec.sections.iter().map(|s| s.model.clone()).collect();
         let catalog = self.catalog_for(&models).await?;
-        let spec = catalog.profile.as_ref().ok_or_else(profile::no_profile)?;
+        let spec = catalog
+            .catalog()
+            .profile
+            .as_ref()
+            .ok_or_else(profile::no_profile)?;
         let request = RequestContext::for_principal(principal);
         let (first, rest) = spec.sections.split_first().expect("validated: sections");
         let card = self
@@ -65,8 +73,12 @@ impl KpiService {
         principal: &Principal,
         request: &RequestContext,
     ) -> Result<SectionRows, QueryError> {
-        let spec = catalog.profile.as_ref().expect("checked by the caller");
-        let plan = profile::section_plan(catalog, spec, section, key, principal).await?;
+        let spec = catalog
+            .catalog()
+            .profile
+            .as_ref()
+            .expect("checked by the caller");
+        let plan = profile::section_plan(catalog.catalog(), spec, section, key, principal).await?;
         let columns = column_views(section, principal, plan.schema());
         let batches = self.run_listing(catalog, plan, request).await?;
         let names: Vec<OutputColumn> = output_names(section)

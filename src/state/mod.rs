@@ -17,7 +17,6 @@ pub use versions::{VersionMemo, combined_version, current_versions};
 pub use watch::DataWatch;
 
 use std::collections::BTreeSet;
-use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -81,15 +80,6 @@ async fn within_budget<T>(
                 tracing::warn!(what, running_s = started.elapsed().as_secs(), "build still running");
             }
         }
-    }
-}
-
-/// A data state is read as its catalog: `state.models`, `state.metrics`, ...
-impl Deref for DataState {
-    type Target = Catalog;
-
-    fn deref(&self) -> &Catalog {
-        &self.catalog
     }
 }
 

@@ -425,7 +425,7 @@ async fn explained_sql_computes_the_same_numbers() {
         .await
         .expect("explain");
     let batches = s
-        .catalog()
+        .state()
         .execute_sql(&explained.sql)
         .await
         .expect("the SQL runs");

@@ -256,10 +256,11 @@ async fn rollups_give_the_models_numbers_on_the_hand_checked_bank() {
 async fn rollups_give_the_models_numbers_on_the_demo_bank_for_every_scope() {
     let (_data, settings) = demo_settings();
     let service = KpiService::open(&settings).await.unwrap();
-    let catalog = service.catalog();
-    assert!(catalog.rollups.values().all(|r| r.rows > 0));
+    let catalog = service.state();
+    assert!(catalog.catalog().rollups.values().all(|r| r.rows > 0));
     assert_eq!(
         catalog
+            .catalog()
             .rollups
             .keys()
             .map(String::as_str)
@@ -278,9 +279,9 @@ async fn rollups_give_the_models_numbers_on_the_demo_bank_for_every_scope() {
         ])
     );
     assert!(
-        catalog.rollups_not_built.is_empty(),
+        catalog.catalog().rollups_not_built.is_empty(),
         "{:?}",
-        catalog.rollups_not_built
+        catalog.catalog().rollups_not_built
     );
     let local = Principal::local();
     let regions = ask(
@@ -329,7 +330,8 @@ async fn every_reaggregation_matches_the_model_on_the_golden_fixture() {
         .unwrap();
     // A loan is in every month's rows: summing the months' distinct counts would count it again
     // in each, so the build refuses that measure, says why, and keeps the rest.
-    let refused = &service.catalog().rollups_not_built;
+    let state = service.state();
+    let refused = &state.catalog().rollups_not_built;
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert_eq!(refused[0].key, "rollups.loans_by_team.measures[8]");
     assert!(
@@ -471,7 +473,7 @@ async fn member_lists_from_rollups_are_the_models_members() {
     })
     .await
     .unwrap();
-    assert!(without.catalog().rollups.is_empty());
+    assert!(without.state().catalog().rollups.is_empty());
     let local = Principal::local();
     let none = BTreeMap::new();
     for id in ["executive", "retail", "risk", "service", "corporate_credit"] {
@@ -500,6 +502,7 @@ async fn member_lists_from_rollups_are_the_models_members() {
 /// How each rollup of a service came to be current: name -> (how, dates it recomputed).
 fn refreshes(service: &KpiService) -> BTreeMap<String, (&'static str, Vec<String>)> {
     service
+        .state()
         .catalog()
         .rollups
         .values()
@@ -527,7 +530,7 @@ fn assert_refreshed(service: &KpiService, expected: &[(&str, &str, &[&str])], st
             (*how, dates.iter().map(String::as_str).collect::<Vec<_>>()),
             (want_how, want_dates),
             "{step}: rollup {name} ({:?})",
-            service.catalog().rollups[name].refresh.reason
+            service.state().catalog().rollups[name].refresh.reason
         );
     }
 }
@@ -686,8 +689,9 @@ async fn stored_rollups_load_update_and_rebuild_as_their_inputs_change() {
     rewrite_parquet(&customers, &[]).await;
     let master = KpiService::open(&settings).await.unwrap();
     for (name, (how, dates)) in refreshes(&master) {
-        let rollup = &master.catalog().rollups[&name];
-        let reads = master.catalog().models[&rollup.base]
+        let state = master.state();
+        let rollup = &state.catalog().rollups[&name];
+        let reads = state.catalog().models[&rollup.base]
             .reads
             .contains("customers");
         let expected = match name.as_str() {
@@ -733,15 +737,15 @@ async fn stored_rollups_load_update_and_rebuild_as_their_inputs_change() {
         "definitions edited",
     );
     assert_eq!(
-        edited.catalog().rollups["tickets_by_rm"]
+        edited.state().catalog().rollups["tickets_by_rm"]
             .refresh
             .reason
             .as_deref(),
         Some("its definition, or a definition or SQL model it reads, changed")
     );
     let failure = |service: &KpiService| {
-        let catalog = service.catalog();
-        let failed: Vec<_> = catalog.rollups_not_built.iter().collect();
+        let catalog = service.state();
+        let failed: Vec<_> = catalog.catalog().rollups_not_built.iter().collect();
         assert_eq!(failed.len(), 1, "{failed:?}");
         assert_eq!(failed[0].key, "rollups.retention_by_status");
         failed[0].reason.clone()
@@ -772,9 +776,10 @@ async fn a_rollup_refused_for_memory_in_an_earlier_run_is_retried_once_the_serve
 
     // A server does not spend its start on it: it starts without it, saying when it is retried.
     let service = KpiService::open_for_serving(&settings).await.unwrap();
-    let catalog = service.catalog();
-    assert!(!catalog.rollups.contains_key(name));
+    let catalog = service.state();
+    assert!(!catalog.catalog().rollups.contains_key(name));
     let deferred = catalog
+        .catalog()
         .rollups_not_built
         .iter()
         .find(|e| e.reason.contains("background"))
@@ -790,12 +795,12 @@ async fn a_rollup_refused_for_memory_in_an_earlier_run_is_retried_once_the_serve
 
     // Once it listens, it builds it; answers now come from it, with the models' numbers.
     service.build_pending_rollups().await;
-    let catalog = service.catalog();
-    assert_eq!(catalog.rollups[name].refresh.how, "built");
+    let catalog = service.state();
+    assert_eq!(catalog.catalog().rollups[name].refresh.how, "built");
     assert!(
-        catalog.rollups_not_built.is_empty(),
+        catalog.catalog().rollups_not_built.is_empty(),
         "{:?}",
-        catalog.rollups_not_built
+        catalog.catalog().rollups_not_built
     );
     let q = json!({ "metrics": ["loan_balance"], "dimensions": ["branch"],
         "time": { "grain": "month", "from": "2025-01-01", "to": "2025-06-30" } });
@@ -813,7 +818,7 @@ async fn a_rollup_refused_for_memory_in_an_earlier_run_is_retried_once_the_serve
     drop(service);
     std::fs::write(&manifest_path, manifest.to_string()).unwrap();
     let cli = KpiService::open(&settings).await.unwrap();
-    assert_eq!(cli.catalog().rollups[name].refresh.how, "built");
+    assert_eq!(cli.state().catalog().rollups[name].refresh.how, "built");
     drop(cli);
     // Settings the rows do not depend on leave every stored rollup as it is.
     settings.max_year = 2100;
@@ -885,6 +890,7 @@ async fn a_materialized_model_answers_as_its_view_and_follows_the_data() {
     };
     let status = |service: &KpiService| -> Vec<(String, &'static str, usize)> {
         service
+            .state()
             .catalog()
             .materialized
             .iter()
@@ -897,14 +903,15 @@ async fn a_materialized_model_answers_as_its_view_and_follows_the_data() {
             .count()
     };
     let stored = KpiService::open(&settings).await.unwrap();
-    let customers = stored.catalog().materialized[0].rows;
+    let customers = stored.state().catalog().materialized[0].rows;
     assert_eq!(
         status(&stored),
         [("customer_view".to_string(), "built", customers)]
     );
     assert!(customers > 1000, "{customers} customers");
     let inline = KpiService::open(&inline_settings).await.unwrap();
-    let why = &inline.catalog().materialized[0];
+    let state = inline.state();
+    let why = &state.catalog().materialized[0];
     assert_eq!((why.how, why.rows), ("inline", 0));
     assert!(
         why.reason.as_ref().unwrap().contains("no rollup store"),
@@ -968,10 +975,14 @@ async fn a_rollup_build_past_its_budget_is_cancelled_and_its_queries_read_the_mo
     // No build of a rollup over the demo bank plans, runs and stores in a millisecond.
     settings.rollup_build_timeout_ms = 1;
     let service = KpiService::open(&settings).await.unwrap();
-    let catalog = service.catalog();
-    assert!(catalog.rollups.is_empty(), "{:?}", catalog.rollups.keys());
-    assert!(!catalog.rollups_not_built.is_empty());
-    for e in &catalog.rollups_not_built {
+    let catalog = service.state();
+    assert!(
+        catalog.catalog().rollups.is_empty(),
+        "{:?}",
+        catalog.catalog().rollups.keys()
+    );
+    assert!(!catalog.catalog().rollups_not_built.is_empty());
+    for e in &catalog.catalog().rollups_not_built {
         assert!(
             e.reason.contains("past its budget of 1 ms") && e.key.starts_with("rollups."),
             "{e:?}"
@@ -996,7 +1007,7 @@ async fn a_rollup_build_past_its_budget_is_cancelled_and_its_queries_read_the_mo
 
     settings.rollup_build_timeout_ms = 300_000;
     let service = KpiService::open(&settings).await.unwrap();
-    assert!(service.catalog().rollups_not_built.is_empty());
+    assert!(service.state().catalog().rollups_not_built.is_empty());
     let from_rollup = ask(&service, &Principal::local(), &q).await;
     assert!(!used(&from_rollup).is_empty());
     assert!(close(

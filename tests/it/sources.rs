@@ -367,8 +367,12 @@ async fn inference_keeps_identifiers_with_leading_zeros_as_text() {
     let service = kpilens::service::KpiService::open(&super::settings_for(dir.path()))
         .await
         .expect("loads");
-    let catalog = service.catalog();
-    let model = catalog.models.get("accounts_file").expect("model");
+    let catalog = service.state();
+    let model = catalog
+        .catalog()
+        .models
+        .get("accounts_file")
+        .expect("model");
     let types: BTreeMap<String, String> = model
         .schema
         .fields()

@@ -281,7 +281,7 @@ fn metric_entry(m: &MetricView, lang: Lang, grains: bool) -> Value {
 impl Tools {
     fn list_metrics(&self, args: &Value) -> ToolAnswer {
         let (_, lang) = split_lang(args)?;
-        let view = CatalogView::of(&self.kpi.catalog());
+        let view = CatalogView::of(self.kpi.state().catalog());
         let metrics: Vec<Value> = view
             .metrics
             .iter()
@@ -313,7 +313,7 @@ impl Tools {
             lang: Lang,
         }
         let a: Args = arguments(args)?;
-        let view = CatalogView::of(&self.kpi.catalog());
+        let view = CatalogView::of(self.kpi.state().catalog());
         let m = view
             .metrics
             .iter()
@@ -475,7 +475,7 @@ impl Tools {
 }
 
 fn list_dashboards(kpi: &KpiService) -> (Value, String) {
-    let list = super::dashboards::summaries(&kpi.catalog());
+    let list = super::dashboards::summaries(kpi.state().catalog());
     let text = list
         .iter()
         .map(|d| d.id.clone())
