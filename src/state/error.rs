@@ -9,8 +9,10 @@ use crate::text::one_line;
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// A build plan could not be made over the definitions.
+    /// Its text is the plan's message; the cause stays its source (the warning naming the
+    /// rollup prints the chain).
     #[error("{}", .0.message)]
-    Plan(#[source] QueryError),
+    Plan(#[from] QueryError),
     /// The engine could not plan the rows.
     #[error("planning the rollup failed: {0}")]
     Resolve(#[source] EngineError),
@@ -66,14 +68,5 @@ impl StateError {
             StateError::Build(EngineError::MemoryExhausted(_))
                 | StateError::Compute(EngineError::MemoryExhausted(_))
         )
-    }
-}
-
-impl From<QueryError> for StateError {
-    fn from(e: QueryError) -> Self {
-        if e.cause.is_some() {
-            tracing::debug!(error = %crate::semantic::with_causes(&e), "rollup plan failed");
-        }
-        StateError::Plan(e)
     }
 }

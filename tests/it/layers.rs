@@ -73,7 +73,8 @@ fn crate_modules(line: &str) -> Vec<String> {
     out
 }
 
-/// `use` statements may span lines: each statement is joined into one line first.
+/// Statements naming crate paths, with their first line: `use` statements (joined into one line
+/// when they span lines) and other lines naming `crate::` or `super::` paths.
 fn statements(text: &str) -> Vec<(usize, String)> {
     let mut out = Vec::new();
     let mut open: Option<(usize, String)> = None;
@@ -87,13 +88,13 @@ fn statements(text: &str) -> Vec<(usize, String)> {
             } else {
                 open = Some((start, acc));
             }
-        } else if line.starts_with("use crate::") || line.starts_with("pub use crate::") {
+        } else if is_use(line) {
             if line.contains(';') {
                 out.push((n + 1, line.to_string()));
             } else {
                 open = Some((n + 1, line.to_string()));
             }
-        } else if line.contains("crate::") {
+        } else if line.contains("crate::") || line.contains("super::") {
             out.push((n + 1, line.to_string()));
         }
     }
@@ -313,33 +314,6 @@ fn is_use(line: &str) -> bool {
     line.starts_with("use ") || (line.starts_with("pub") && line.contains(" use "))
 }
 
-/// Statements naming `super::`, `self::` or `crate::` paths (joined when they span lines).
-fn path_statements(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut open: Option<String> = None;
-    for raw in text.lines() {
-        let line = raw.split("//").next().unwrap_or("").trim();
-        if let Some(mut acc) = open.take() {
-            acc.push(' ');
-            acc.push_str(line);
-            if line.contains(';') {
-                out.push(acc);
-            } else {
-                open = Some(acc);
-            }
-        } else if is_use(line) {
-            if line.contains(';') {
-                out.push(line.to_string());
-            } else {
-                open = Some(line.to_string());
-            }
-        } else if line.contains("crate::") || line.contains("super::") {
-            out.push(line.to_string());
-        }
-    }
-    out
-}
-
 /// Circles between the files under `dir`: each as the files in order, back to the first.
 fn file_circles(src: &Path, dir: &Path) -> Vec<Vec<String>> {
     let mut files = Vec::new();
@@ -385,7 +359,7 @@ fn file_circles(src: &Path, dir: &Path) -> Vec<Vec<String>> {
                 edges.entry(from.clone()).or_default().insert(rel(&to));
             }
         }
-        for statement in path_statements(&text) {
+        for (_, statement) in statements(&text) {
             // A re-export is the module's face for its callers, not something its code uses.
             if statement.starts_with("pub") && is_use(&statement) {
                 continue;

@@ -905,12 +905,35 @@ async fn the_openapi_document_describes_every_route() {
     assert_eq!(ids.as_array().unwrap().len(), 5);
 }
 
+/// A spawned server, killed when its test ends, a failing one too (a failed assertion would
+/// otherwise leave it serving after the test binary has exited).
+pub struct DemoProcess(std::process::Child);
+
+impl std::ops::Deref for DemoProcess {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for DemoProcess {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for DemoProcess {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// `kpilens demo` as a separate process over `data` (so its memory and signals are its own),
 /// and the address it serves on.
-pub fn spawn_demo(
-    data: &std::path::Path,
-    args: &[&str],
-) -> (std::process::Child, std::net::SocketAddr) {
+pub fn spawn_demo(data: &std::path::Path, args: &[&str]) -> (DemoProcess, std::net::SocketAddr) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kpilens"))
         .args(["demo", "--addr", "127.0.0.1:0", "--project"])
@@ -936,7 +959,7 @@ pub fn spawn_demo(
         .trim()
         .parse()
         .unwrap();
-    (child, addr)
+    (DemoProcess(child), addr)
 }
 
 /// The demo's people with their tokens.

@@ -98,14 +98,14 @@ pub enum MetricDefinition {
 }
 
 /// A kind's declaration facts, for a kind named in YAML.
-pub(in crate::catalog) struct Declared {
+pub(in crate::catalog) struct KindFacts {
     pub(in crate::catalog) fields: &'static [&'static str],
     pub(in crate::catalog) shape: Shape,
     pub(in crate::catalog) can_be_actual: bool,
 }
 
-fn facts<K: Declare>() -> Declared {
-    Declared {
+fn facts<K: Declare>() -> KindFacts {
+    KindFacts {
         fields: K::FIELDS,
         shape: K::SHAPE,
         can_be_actual: K::CAN_BE_ACTUAL,
@@ -113,7 +113,7 @@ fn facts<K: Declare>() -> Declared {
 }
 
 /// The declaration facts of the kind a YAML `type` names.
-pub(in crate::catalog) fn declared(kind: MetricKind) -> Declared {
+pub(in crate::catalog) fn declared(kind: MetricKind) -> KindFacts {
     match kind {
         MetricKind::Simple => facts::<SimpleMetric>(),
         MetricKind::Ratio => facts::<RatioMetric>(),
